@@ -1,0 +1,81 @@
+"""The `decembert` command line: a Typer root with one error boundary.
+
+Known user errors (`DecembertError`) become one red line on stderr and exit code 2, never a
+traceback. Commands live in `decembert_cli/commands/`, one thin file each, and import the heavy
+libraries (torch, transformers) only when they run, so `decembert --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from decembert_cli import __version__
+from decembert_cli.errors import DecembertError
+
+USER_ERROR_EXIT = 2
+
+
+def report_user_error(message: str) -> None:
+    """Print one user-error line on stderr."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+
+
+class _Boundary(TyperGroup):
+    """Turns a DecembertError raised anywhere below into one message and exit code 2."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DecembertError as exc:
+            report_user_error(str(exc))
+            raise typer.Exit(code=USER_ERROR_EXIT) from None
+
+
+app = typer.Typer(
+    cls=_Boundary,
+    name="decembert",
+    help="DeCEMBERT: video-and-language pre-training on noisy instructional videos, and its downstream tasks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"decembert {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """DeCEMBERT toolkit."""
+
+
+def _register() -> None:
+    from decembert_cli.commands import check
+
+    app.command(name="check")(check.check)
+
+
+_register()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console-script entry point."""
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="decembert")
+
+
+if __name__ == "__main__":
+    main()

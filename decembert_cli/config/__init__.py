@@ -1,0 +1,25 @@
+"""Configuration: frozen dataclasses (schema.py) loaded strictly from YAML (loader.py)."""
+
+from decembert_cli.config.loader import (
+    apply_override,
+    from_dict,
+    load_config,
+    packaged_presets,
+    save_config,
+    to_dict,
+    to_yaml,
+)
+from decembert_cli.config.schema import Config, LossConfig, ModelConfig
+
+__all__ = [
+    "Config",
+    "LossConfig",
+    "ModelConfig",
+    "apply_override",
+    "from_dict",
+    "load_config",
+    "packaged_presets",
+    "save_config",
+    "to_dict",
+    "to_yaml",
+]

@@ -1,0 +1,245 @@
+"""YAML -> frozen dataclasses, strictly: unknown keys and wrong types name their dotted path.
+
+Precedence: dataclass defaults < the `--config` file (a path or a packaged preset name) < each
+`--set a.b=v` in order. The resolved config can be dumped back to YAML and loaded again unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from decembert_cli.errors import ConfigError
+from decembert_cli.io import atomic_write_text
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+def packaged_presets() -> list[str]:
+    """Names of the YAML presets shipped inside the package (usable as `--config NAME`)."""
+    folder = resources.files("decembert_cli.config") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _resolve_config_source(spec: str) -> tuple[str, str]:
+    """Return (label, YAML text) for a path or a packaged preset name."""
+    path = Path(spec)
+    if path.is_file():
+        try:
+            return str(path), path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    if spec in packaged_presets():
+        preset = resources.files("decembert_cli.config") / "presets" / f"{spec}.yaml"
+        return f"preset '{spec}'", preset.read_text(encoding="utf-8")
+    raise ConfigError(
+        f"config '{spec}' is neither a file nor a packaged preset; "
+        f"give a YAML path or one of: {', '.join(packaged_presets())}"
+    )
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Map each dotted key of a YAML mapping to its 1-based line number (for error messages)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                dotted = f"{prefix}{key_node.value}"
+                lines[dotted] = key_node.start_mark.line + 1
+                walk(value_node, dotted + ".")
+
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML value to the field type `tp`, or raise ConfigError naming `where`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not allowed; use one of: {', '.join(map(str, allowed))}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_tp, *_rest) = typing.get_args(tp) or (Any,)
+        items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r} (quote it in YAML)")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where + ".")
+    raise ConfigError(f"{where}: unsupported config type {tp!r}")  # a schema bug, not a user error
+
+
+def _build(cls: type[T], data: Any, prefix: str, lines: dict[str, int] | None = None, label: str = "") -> T:
+    lines = lines or {}
+
+    def at(key: str) -> str:
+        line = lines.get(key)
+        return f"{label} line {line}: " if (label and line) else (f"{label}: " if label else "")
+
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        where = prefix.rstrip(".") or "the config"
+        raise ConfigError(f"{at(prefix.rstrip('.'))}{where} must be a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            dotted = f"{prefix}{key}"
+            raise ConfigError(
+                f"{at(dotted)}unknown key '{dotted}'; valid keys here: "
+                + ", ".join(f"{prefix}{name}" for name in fields)
+            )
+    kwargs: dict[str, Any] = {}
+    for name in fields:
+        if name not in data:
+            continue
+        dotted = f"{prefix}{name}"
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data[name], dotted + ".", lines, label)
+        else:
+            try:
+                kwargs[name] = _coerce(data[name], tp, dotted)
+            except ConfigError as exc:
+                raise ConfigError(f"{at(dotted)}{exc}") from None
+    return cls(**kwargs)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a config dataclass from a plain dict, strictly."""
+    return _build(cls, data, "")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The plain-dict form of a config dataclass (tuples become lists, for YAML)."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(config)
+
+
+def to_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def apply_override(config: T, assignment: str) -> T:
+    """Apply one `a.b=value` override; the value is read as YAML (`true`, `3`, `1e-4`, `[1, 2]`)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set loss.constrained_lambda=0.5")
+    dotted, raw = assignment.split("=", 1)
+    dotted = dotted.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({exc.problem})") from None
+    parts = dotted.split(".")
+
+    def replace(node: Any, depth: int) -> Any:
+        prefix = ".".join(parts[:depth])
+        names = [f.name for f in dataclasses.fields(node)]
+        key = parts[depth]
+        if key not in names:
+            shown = ", ".join(f"{prefix + '.' if prefix else ''}{n}" for n in names)
+            raise ConfigError(f"--set {dotted}: unknown key '{'.'.join(parts[: depth + 1])}'; valid keys here: {shown}")
+        child = getattr(node, key)
+        tp = typing.get_type_hints(type(node))[key]
+        if depth == len(parts) - 1:
+            if dataclasses.is_dataclass(tp):
+                new = _build(tp, value, dotted + ".")
+            else:
+                new = _coerce(value, tp, f"--set {dotted}")
+        else:
+            if not dataclasses.is_dataclass(child):
+                raise ConfigError(f"--set {dotted}: '{'.'.join(parts[: depth + 1])}' is a value, not a section")
+            new = replace(child, depth + 1)
+        return dataclasses.replace(node, **{key: new})
+
+    return replace(config, 0)
+
+
+def load_config(cls: type[T], source: str | None = None, overrides: typing.Sequence[str] = ()) -> T:
+    """Defaults, then the YAML file or packaged preset `source`, then each override."""
+    if source is None:
+        config = cls()
+    else:
+        label, text = _resolve_config_source(source)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{label}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        config = _build(cls, data, "", _key_lines(text), label)
+    for assignment in overrides:
+        config = apply_override(config, assignment)
+    return config
+
+
+def save_config(config: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML, atomically (saved with every run and checkpoint)."""
+    return atomic_write_text(path, to_yaml(config))

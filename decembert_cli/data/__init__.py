@@ -1,0 +1,1 @@
+"""Data: tokenizer, masking, samples and their collation into encoder batches."""

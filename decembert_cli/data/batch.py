@@ -1,0 +1,147 @@
+"""The encoder's input: one single-stream sequence per sample, [video][dense captions][ASR captions].
+
+A sample is its video features plus text segments; `collate` pads samples into a `VideoTextBatch`.
+Each text segment is followed by [SEP]. Video tokens and text tokens have their own position
+ranges (both start at 0), so a sample's encoding does not depend on how much padding its batch
+needs, and text-only input is exactly BERT's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import IntEnum
+from typing import Sequence
+
+import torch
+
+IGNORE_INDEX = -100  # label of tokens that are not predicted (PyTorch's cross-entropy default)
+
+
+class TokenType(IntEnum):
+    """Token-type embedding rows. ASR and dense captions reuse BERT's sentence A / B rows."""
+
+    ASR = 0  # ASR captions (the clip's own and its neighbours)
+    DENSE = 1  # dense region captions
+    VIDEO = 2  # video feature tokens (a row added to BERT's two)
+
+
+@dataclass
+class TextSegment:
+    """One caption in the sequence."""
+
+    ids: list[int]  # WordPiece ids, without special tokens
+    kind: TokenType  # ASR or DENSE
+    candidate: int = -1  # index of this caption among the constrained loss's candidates; -1: not one
+    labels: list[int] | None = None  # MLM targets aligned with `ids` (IGNORE_INDEX where not masked)
+
+
+@dataclass
+class EncoderSample:
+    video_2d: torch.Tensor  # (T, D2) 2D appearance features, one per second
+    video_3d: torch.Tensor  # (T, D3) 3D motion features on the same grid
+    segments: list[TextSegment] = field(default_factory=list)  # in sequence order
+    vtm_label: int | None = None  # 1: the ASR captions belong to this clip, 0: a negative
+
+
+@dataclass
+class VideoTextBatch:
+    video_2d: torch.Tensor  # (B, V, D2) float
+    video_3d: torch.Tensor  # (B, V, D3) float
+    video_mask: torch.Tensor  # (B, V) bool
+    text_ids: torch.Tensor  # (B, Lt) long, [PAD] = 0 where padded
+    text_type: torch.Tensor  # (B, Lt) long TokenType
+    text_mask: torch.Tensor  # (B, Lt) bool
+    caption_id: torch.Tensor  # (B, Lt) long: candidate index of the token's caption, -1 otherwise
+    mlm_labels: torch.Tensor | None = None  # (B, Lt) long, IGNORE_INDEX where not predicted
+    vtm_labels: torch.Tensor | None = None  # (B,) long, 1 positive / 0 negative
+
+    @property
+    def batch_size(self) -> int:
+        return self.text_ids.shape[0]
+
+    def to(self, device: torch.device | str) -> "VideoTextBatch":
+        moved = {
+            f.name: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+            for f in fields(self)
+            for v in [getattr(self, f.name)]
+        }
+        return VideoTextBatch(**moved)
+
+
+def uniform_indices(length: int, max_tokens: int) -> torch.Tensor:
+    """Indices that uniformly down-sample `length` steps to at most `max_tokens` (first and last kept)."""
+    if length <= max_tokens:
+        return torch.arange(length)
+    return torch.linspace(0, length - 1, max_tokens).round().long()
+
+
+def collate(
+    samples: Sequence[EncoderSample],
+    *,
+    sep_id: int,
+    pad_id: int = 0,
+    max_video_tokens: int = 100,
+) -> VideoTextBatch:
+    """Pad samples into one batch; video longer than `max_video_tokens` is uniformly down-sampled."""
+    if not samples:
+        raise ValueError("collate needs at least one sample")
+    videos_2d, videos_3d, texts = [], [], []
+    for s in samples:
+        if s.video_2d.shape[0] != s.video_3d.shape[0]:
+            raise ValueError(f"2D and 3D features disagree in length: {s.video_2d.shape[0]} vs {s.video_3d.shape[0]}")
+        keep = uniform_indices(s.video_2d.shape[0], max_video_tokens)
+        videos_2d.append(s.video_2d[keep])
+        videos_3d.append(s.video_3d[keep])
+        ids: list[int] = []
+        types: list[int] = []
+        caps: list[int] = []
+        labels: list[int] = []
+        for seg in s.segments:
+            seg_labels = seg.labels if seg.labels is not None else [IGNORE_INDEX] * len(seg.ids)
+            if len(seg_labels) != len(seg.ids):
+                raise ValueError("a segment's labels must align with its ids")
+            ids += [*seg.ids, sep_id]
+            types += [int(seg.kind)] * (len(seg.ids) + 1)
+            caps += [seg.candidate] * len(seg.ids) + [-1]
+            labels += [*seg_labels, IGNORE_INDEX]
+        texts.append((ids, types, caps, labels))
+
+    b = len(samples)
+    v = max(x.shape[0] for x in videos_2d)
+    lt = max(len(t[0]) for t in texts)
+    d2, d3 = videos_2d[0].shape[1], videos_3d[0].shape[1]
+    video_2d = torch.zeros(b, v, d2, dtype=torch.float32)
+    video_3d = torch.zeros(b, v, d3, dtype=torch.float32)
+    video_mask = torch.zeros(b, v, dtype=torch.bool)
+    text_ids = torch.full((b, lt), pad_id, dtype=torch.long)
+    text_type = torch.full((b, lt), int(TokenType.ASR), dtype=torch.long)
+    text_mask = torch.zeros(b, lt, dtype=torch.bool)
+    caption_id = torch.full((b, lt), -1, dtype=torch.long)
+    mlm_labels = torch.full((b, lt), IGNORE_INDEX, dtype=torch.long)
+    for i, (x2, x3, (ids, types, caps, labels)) in enumerate(zip(videos_2d, videos_3d, texts)):
+        t = x2.shape[0]
+        video_2d[i, :t] = x2
+        video_3d[i, :t] = x3
+        video_mask[i, :t] = True
+        n = len(ids)
+        text_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
+        text_type[i, :n] = torch.tensor(types, dtype=torch.long)
+        text_mask[i, :n] = True
+        caption_id[i, :n] = torch.tensor(caps, dtype=torch.long)
+        mlm_labels[i, :n] = torch.tensor(labels, dtype=torch.long)
+    has_vtm = [s.vtm_label is not None for s in samples]
+    if any(has_vtm) and not all(has_vtm):
+        raise ValueError("either every sample of a batch has a VTM label or none has")
+    vtm = torch.tensor([int(s.vtm_label) for s in samples], dtype=torch.long) if all(has_vtm) else None
+    has_mlm = bool((mlm_labels != IGNORE_INDEX).any())
+    return VideoTextBatch(
+        video_2d=video_2d,
+        video_3d=video_3d,
+        video_mask=video_mask,
+        text_ids=text_ids,
+        text_type=text_type,
+        text_mask=text_mask,
+        caption_id=caption_id,
+        mlm_labels=mlm_labels if has_mlm else None,
+        vtm_labels=vtm,
+    )

@@ -1,0 +1,68 @@
+"""The shared encoder, its generic heads and the pre-training model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from decembert_cli.config import Config, ModelConfig
+    from decembert_cli.model.encoder import DecembertEncoder
+    from decembert_cli.model.pretraining import DecembertForPretraining
+
+
+def build_encoder(cfg: "ModelConfig") -> tuple["DecembertEncoder", dict]:
+    """The encoder described by `cfg`, initialised as `model.init` says.
+
+    Returns (encoder, MLM head state from the checkpoint or {}).
+    """
+    from decembert_cli.model.encoder import DecembertEncoder
+    from decembert_cli.model.weights import copy_bert_weights, load_pretrained_bert, random_bert_config, resolve_init
+
+    init = resolve_init(cfg)
+    pretrained = None if init == "none" else load_pretrained_bert(init, cfg.dropout)
+    bert_config = pretrained.config if pretrained else random_bert_config(cfg)
+    encoder = DecembertEncoder(
+        bert_config,
+        dim_2d=cfg.feature_dim_2d,
+        dim_3d=cfg.feature_dim_3d,
+        max_video_tokens=cfg.max_video_tokens,
+        eager=cfg.attention == "eager",
+    )
+    if pretrained:
+        copy_bert_weights(encoder.bert, pretrained.encoder_state)
+    return encoder, (pretrained.mlm_state if pretrained else {})
+
+
+def build_pretraining_model(config: "Config") -> "DecembertForPretraining":
+    from decembert_cli.model.pretraining import DecembertForPretraining
+
+    encoder, mlm_state = build_encoder(config.model)
+    model = DecembertForPretraining(
+        encoder,
+        constrained_lambda=config.loss.constrained_lambda,
+        constrained_on_negatives=config.loss.constrained_on_negatives,
+    )
+    if mlm_state:
+        model.mlm.load_state_dict(mlm_state)
+    return model
+
+
+def build_tokenizer(cfg: "ModelConfig") -> "PreTrainedTokenizerBase":
+    from decembert_cli.data.tokenizer import load_tokenizer
+    from decembert_cli.model.weights import resolve_tokenizer
+
+    return load_tokenizer(resolve_tokenizer(cfg))
+
+
+def check_vocabulary(tokenizer: "PreTrainedTokenizerBase", encoder: "DecembertEncoder") -> None:
+    """A clear error when the tokenizer can produce ids the encoder has no embedding for."""
+    from decembert_cli.errors import DecembertError
+
+    rows = encoder.word_embeddings.num_embeddings
+    if len(tokenizer) > rows:
+        raise DecembertError(
+            f"the tokenizer has {len(tokenizer)} tokens but the encoder embeds {rows}; "
+            "set model.tokenizer to the tokenizer of model.init"
+        )

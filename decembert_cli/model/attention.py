@@ -1,0 +1,168 @@
+"""The DeCEMBERT attention function and the constrained (entropy-minimisation) attention loss.
+
+Registered with transformers' `AttentionInterface` under the name "decembert", so `BertModel` calls
+it in every layer. Without a `ConstrainedAttention` context it is plain SDPA. With one it also
+computes, per layer and head, the loss of DESIGN.md §1:
+
+    S = Q K^T / sqrt(d) between the clip's video tokens (queries) and candidate caption j's tokens
+    z_j = mean over video tokens of (max over caption j's tokens of S)
+    u = softmax_j(z_j),  L_e = -sum_j u_j log u_j
+
+Fused mode (the default) runs the attention itself through SDPA and computes only the
+(video queries x candidate keys) blocks of the logits that the loss needs: the full L x L attention
+matrix is never materialised. Eager mode computes the full logits and softmax (the reference path;
+it also returns attention maps and can keep the logits for inspection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+ATTENTION_NAME = "decembert"
+
+
+@dataclass
+class ConstrainedAttention:
+    """Per-forward context handed to every layer's attention call (and filled by it).
+
+    The candidate layout is built once per forward by `candidate_layout`; layers append their
+    per-(sample, head, candidate) scores z to `scores`.
+    """
+
+    num_video: int  # V: the video block occupies sequence positions [0, V)
+    video_mask: torch.Tensor  # (B, V) bool: real (not padded) video tokens
+    cand_index: torch.Tensor  # (B, n, Lc) long: sequence position of token t of candidate caption j
+    cand_mask: torch.Tensor  # (B, n, Lc) bool: that token exists (captions are padded to Lc)
+    eager: bool = False  # compute the full attention matrix (reference path)
+    compute_loss: bool = True  # False: only run attention (eager maps for visualisation)
+    keep_logits: bool = False  # eager only: keep each layer's full (B, h, L, L) logits
+    scores: list[torch.Tensor] = field(default_factory=list)  # z: one (B, h, n) tensor per layer
+    logits: list[torch.Tensor] = field(default_factory=list)  # eager + keep_logits: (B, h, L, L) per layer
+
+
+def candidate_layout(caption_id: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather layout of the candidate captions.
+
+    caption_id: (B, Lt) long, j >= 0 for a token of candidate caption j, -1 otherwise.
+    offset: sequence position of text token 0 (the text block follows the video block).
+    Returns cand_index (B, n, Lc) with sequence positions (0 where padded) and cand_mask (B, n, Lc).
+    """
+    batch, text_len = caption_id.shape
+    n = int(caption_id.max().item()) + 1 if caption_id.numel() else 0
+    if n <= 0:
+        empty = torch.zeros(batch, 0, 0, dtype=torch.long, device=caption_id.device)
+        return empty, empty.bool()
+    arange_n = torch.arange(n, device=caption_id.device)
+    member = caption_id[:, None, :] == arange_n[None, :, None]  # (B, n, Lt)
+    lengths = member.sum(-1)  # (B, n)
+    lc = int(lengths.max().item())
+    pos = torch.arange(text_len, device=caption_id.device).expand_as(member)
+    # members first, in order; non-members pushed behind them
+    sort_key = torch.where(member, pos, pos + text_len)
+    order = sort_key.argsort(dim=-1)[..., :lc]  # (B, n, Lc) text positions
+    cand_mask = torch.arange(lc, device=caption_id.device)[None, None, :] < lengths[..., None]
+    cand_index = torch.where(cand_mask, order + offset, torch.zeros_like(order))
+    return cand_index, cand_mask
+
+
+def candidate_scores(block: torch.Tensor, cand_mask: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+    """z_j from the logits block.
+
+    block: (B, h, V, n, Lc) raw logits S between video queries and candidate caption keys.
+    Returns z: (B, h, n) in at least float32, the mean over real video tokens of the max over the caption's
+    real tokens; -inf for candidates that do not exist (padding takes part in neither reduction).
+    """
+    if block.dtype in (torch.float16, torch.bfloat16):
+        block = block.float()  # the loss is computed in fp32 under autocast
+    cand_valid = cand_mask.any(-1)  # (B, n)
+    masked = block.masked_fill(~cand_mask[:, None, None], float("-inf"))
+    z_tok = masked.amax(-1)  # (B, h, V, n): max over the caption's tokens
+    z_tok = z_tok.masked_fill(~cand_valid[:, None, None, :], 0.0)  # finite for empty candidates
+    vm = video_mask[:, None, :, None].to(block.dtype)  # (B, 1, V, 1)
+    z = (z_tok * vm).sum(2) / vm.sum(2).clamp(min=1.0)  # (B, h, n): mean over real video tokens
+    return z.masked_fill(~cand_valid[:, None, :], float("-inf"))
+
+
+def attention_entropy(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """u = softmax(z) over candidates and its entropy, for z of shape (..., n) with -inf = absent.
+
+    Returns (u, entropy) with shapes (..., n) and (...); rows without any candidate get u = 0 and
+    entropy 0.
+    """
+    valid = torch.isfinite(z)
+    has_any = valid.any(-1, keepdim=True)
+    logits = torch.where(has_any, z, torch.zeros_like(z))  # a row of -inf would give NaN
+    log_u = F.log_softmax(logits, dim=-1).masked_fill(~valid, 0.0)
+    u = log_u.exp().masked_fill(~valid, 0.0)
+    entropy = -(u * log_u).sum(-1)
+    return u, entropy.masked_fill(~has_any.squeeze(-1), 0.0)
+
+
+def _gather_keys(key: torch.Tensor, cand_index: torch.Tensor) -> torch.Tensor:
+    """(B, h, L, d) keys -> (B, h, n*Lc, d) keys of the candidate tokens."""
+    b, h, _, d = key.shape
+    flat = cand_index.reshape(b, 1, -1, 1).expand(b, h, cand_index.shape[1] * cand_index.shape[2], d)
+    return key.gather(2, flat)
+
+
+def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def _eager(module, query, key, value, attention_mask, scaling, dropout, ctx):  # type: ignore[no-untyped-def]
+    logits = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, h, L, L)
+    if ctx is not None and ctx.compute_loss and ctx.cand_index.numel():
+        b, h = logits.shape[:2]
+        n, lc = ctx.cand_index.shape[1:]
+        rows = logits[:, :, : ctx.num_video]  # (B, h, V, L)
+        cols = ctx.cand_index.reshape(b, 1, 1, n * lc).expand(b, h, ctx.num_video, n * lc)
+        block = rows.gather(-1, cols).view(b, h, ctx.num_video, n, lc)  # (B, h, V, n, Lc)
+        ctx.scores.append(candidate_scores(block, ctx.cand_mask, ctx.video_mask))
+    if ctx is not None and ctx.keep_logits:
+        ctx.logits.append(logits)
+    additive = _additive(attention_mask, logits.dtype)
+    scores = logits + additive if additive is not None else logits
+    probs = F.softmax(scores, dim=-1)
+    dropped = F.dropout(probs, p=dropout, training=module.training)
+    out = torch.matmul(dropped, value).transpose(1, 2).contiguous()  # (B, L, h, d)
+    return out, probs
+
+
+def decembert_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    decembert_ctx: ConstrainedAttention | None = None,
+    **kwargs: object,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Attention for BertSelfAttention: (B, h, L, d) q/k/v -> ((B, L, h, d) output, maps or None)."""
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    ctx = decembert_ctx
+    if ctx is not None and ctx.eager:
+        return _eager(module, query, key, value, attention_mask, scaling, dropout, ctx)
+    out, _ = sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=False
+    )
+    if ctx is not None and ctx.compute_loss and ctx.cand_index.numel():
+        b, h = query.shape[:2]
+        n, lc = ctx.cand_index.shape[1:]
+        q_video = query[:, :, : ctx.num_video]  # (B, h, V, d)
+        k_cand = _gather_keys(key, ctx.cand_index)  # (B, h, n*Lc, d)
+        block = torch.matmul(q_video, k_cand.transpose(2, 3)) * scaling  # (B, h, V, n*Lc)
+        ctx.scores.append(candidate_scores(block.view(b, h, ctx.num_video, n, lc), ctx.cand_mask, ctx.video_mask))
+    return out, None
+
+
+AttentionInterface.register(ATTENTION_NAME, decembert_attention)

@@ -1,0 +1,144 @@
+"""The shared DeCEMBERT encoder: video MLP + `transformers.BertModel` over one single-stream sequence.
+
+Sequence: [video tokens (<= max_video_tokens)][text tokens: dense captions, then ASR captions].
+Every downstream task and the pre-training model use this module; nothing else builds an encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from decembert_cli.data.batch import TokenType, VideoTextBatch
+from decembert_cli.errors import DecembertError
+from decembert_cli.model.attention import (
+    ATTENTION_NAME,
+    ConstrainedAttention,
+    attention_entropy,
+    candidate_layout,
+)
+
+
+class VideoEmbedding(nn.Module):
+    """2D and 3D features, each L2-normalised on its own, concatenated, then a two-layer MLP."""
+
+    def __init__(self, dim_2d: int, dim_3d: int, hidden_size: int, dropout: float) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(dim_2d + dim_3d, hidden_size),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, hidden_size),
+        )
+
+    def forward(self, video_2d: torch.Tensor, video_3d: torch.Tensor) -> torch.Tensor:
+        feats = torch.cat([F.normalize(video_2d, dim=-1), F.normalize(video_3d, dim=-1)], dim=-1)  # (B, V, D2+D3)
+        return self.mlp(feats)  # (B, V, H)
+
+
+@dataclass
+class EncoderOutput:
+    sequence: torch.Tensor  # (B, V+Lt, H) last hidden states, video block first
+    mask: torch.Tensor  # (B, V+Lt) bool: real tokens
+    pooled: torch.Tensor  # (B, H) mean over real tokens
+    num_video: int  # V: where the text block starts
+    candidate_u: torch.Tensor | None = None  # (B, layers, heads, n) attention distribution u over candidates
+    attention_entropy: torch.Tensor | None = None  # (B,) entropy of u, mean over layers and heads
+    candidate_valid: torch.Tensor | None = None  # (B, n) bool: candidate j exists
+    attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, heads, L, L) maps (eager path)
+    logits: list[torch.Tensor] | None = None  # per layer (B, heads, L, L) raw logits (eager + keep_logits)
+
+    @property
+    def text(self) -> torch.Tensor:
+        return self.sequence[:, self.num_video :]  # (B, Lt, H)
+
+
+class DecembertEncoder(nn.Module):
+    def __init__(self, bert_config: "object", *, dim_2d: int, dim_3d: int, max_video_tokens: int, eager: bool) -> None:
+        from transformers import BertModel
+
+        super().__init__()
+        self.bert = BertModel(bert_config, add_pooling_layer=False)
+        self.bert.set_attn_implementation(ATTENTION_NAME)
+        self.video = VideoEmbedding(dim_2d, dim_3d, bert_config.hidden_size, bert_config.hidden_dropout_prob)
+        if max_video_tokens > bert_config.max_position_embeddings:
+            raise DecembertError(
+                f"model.max_video_tokens={max_video_tokens} exceeds the encoder's {bert_config.max_position_embeddings} positions"
+            )
+        self.max_video_tokens = max_video_tokens
+        self.eager = eager  # the reference path: full attention matrices
+
+    @property
+    def hidden_size(self) -> int:
+        return self.bert.config.hidden_size
+
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.bert.embeddings.word_embeddings
+
+    def forward(
+        self,
+        batch: VideoTextBatch,
+        *,
+        constrained: bool = False,
+        output_attentions: bool = False,
+        keep_logits: bool = False,
+        attention_mask: torch.Tensor | None = None,
+    ) -> EncoderOutput:
+        """Encode a batch.
+
+        constrained: also compute the attention distribution over the candidate ASR captions (u)
+        and its entropy. output_attentions / keep_logits force the eager path and return maps.
+        attention_mask: optional (B, 1, L, L) bool mask (True = may attend) replacing the padding mask,
+        e.g. the seq2seq mask of captioning; padding is still excluded from pooling.
+        """
+        b, v = batch.video_mask.shape
+        lt = batch.text_ids.shape[1]
+        if v > self.max_video_tokens:
+            raise DecembertError(f"{v} video tokens in a batch; the encoder takes at most {self.max_video_tokens} (collate down-samples)")
+        device = batch.text_ids.device
+        video = self.video(batch.video_2d, batch.video_3d)  # (B, V, H)
+        text = self.word_embeddings(batch.text_ids)  # (B, Lt, H)
+        inputs = torch.cat([video.to(text.dtype), text], dim=1)  # (B, L, H)
+        types = torch.cat([torch.full((b, v), int(TokenType.VIDEO), device=device, dtype=torch.long), batch.text_type], dim=1)
+        positions = torch.cat([torch.arange(v, device=device), torch.arange(lt, device=device)])[None]  # (1, L)
+        mask = torch.cat([batch.video_mask, batch.text_mask], dim=1)  # (B, L)
+        mask4d = attention_mask if attention_mask is not None else mask[:, None, None, :]  # (B, 1, 1|L, L)
+
+        eager = self.eager or output_attentions or keep_logits
+        ctx = None
+        if constrained or eager:
+            cand_index, cand_mask = candidate_layout(batch.caption_id, offset=v)
+            ctx = ConstrainedAttention(
+                num_video=v,
+                video_mask=batch.video_mask,
+                cand_index=cand_index,
+                cand_mask=cand_mask,
+                eager=eager,
+                compute_loss=constrained,
+                keep_logits=keep_logits,
+            )
+        out = self.bert(
+            inputs_embeds=inputs,
+            token_type_ids=types,
+            position_ids=positions,
+            attention_mask=mask4d,
+            output_attentions=output_attentions,
+            decembert_ctx=ctx,
+        )
+        seq = out.last_hidden_state  # (B, L, H)
+        weights = mask.to(seq.dtype)[..., None]
+        pooled = (seq * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, H)
+        result = EncoderOutput(sequence=seq, mask=mask, pooled=pooled, num_video=v, attentions=out.attentions)
+        if ctx is not None and constrained and ctx.scores:
+            z = torch.stack(ctx.scores, dim=1)  # (B, layers, heads, n)
+            u, entropy = attention_entropy(z)
+            result.candidate_u = u
+            result.attention_entropy = entropy.mean(dim=(1, 2))  # (B,)
+            result.candidate_valid = ctx.cand_mask.any(-1)
+        if ctx is not None and keep_logits:
+            result.logits = ctx.logits
+        return result

@@ -1,0 +1,79 @@
+"""The command line: help without torch, version, the error boundary, `check` and its options."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from decembert_cli.app import app
+
+runner = CliRunner()
+
+
+def test_help_does_not_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "from decembert_cli.app import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "heavy = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "check" in result.stdout
+
+
+def test_version() -> None:
+    from decembert_cli import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"decembert {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["check", "--set", "model.hidden=3"], "unknown key 'model.hidden'"),
+        (["check", "--config", "missing.yaml"], "neither a file nor a packaged preset"),
+        (["check", "--config", "tiny", "--device", "cuda:7"], "--device cuda:7 is not available"),
+    ],
+)
+def test_user_errors_are_one_message_and_exit_2(args: list[str], needle: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert needle in result.stderr and "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.strip().count("\n") == 0  # one line
+
+
+def test_print_config_prints_resolved_yaml() -> None:
+    result = runner.invoke(app, ["check", "--config", "tiny", "--set", "loss.constrained_lambda=1e-4", "--print-config"])
+    assert result.exit_code == 0
+    assert "arch: tiny" in result.stdout and "constrained_lambda: 0.0001" in result.stdout
+    assert "forward+backward" not in result.stdout  # it stops after printing
+
+
+def test_check_runs_and_its_options_take_effect(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = runner.invoke(
+        app,
+        ["check", "--config", "tiny", "--batch-size", "3", "--neighbours", "2", "--device", "cpu", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    out = result.stdout
+    for label in ("MLM", "video-text matching", "constrained attention"):
+        assert label in out
+    assert "batch: 3 samples" in out and "5 candidate captions" in out and "cpu" in out
+    assert (tmp_path / "config.yaml").read_text().startswith("model:")
+    other = runner.invoke(app, ["check", "--config", "tiny", "--batch-size", "2", "--neighbours", "0"])
+    assert "batch: 2 samples" in other.stdout and "1 candidate captions" in other.stdout
+    assert "constrained attention" not in other.stdout or "0.0000" in other.stdout
+
+
+def test_console_script_is_installed() -> None:
+    import shutil
+
+    exe = shutil.which("decembert") or str(__import__("pathlib").Path(sys.executable).parent / "decembert")
+    result = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("decembert ")

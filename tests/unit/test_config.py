@@ -1,0 +1,84 @@
+"""Config: strict YAML -> frozen dataclasses, overrides, presets, round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from decembert_cli.config import Config, apply_override, load_config, packaged_presets, save_config, to_dict
+from decembert_cli.errors import ConfigError
+
+
+def test_defaults_and_frozen() -> None:
+    cfg = load_config(Config)
+    assert cfg.model.arch == "small" and cfg.model.max_video_tokens == 100
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 3  # type: ignore[misc]
+
+
+def test_yaml_scientific_notation_becomes_float(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "c.yaml"
+    path.write_text("loss:\n  constrained_lambda: 1e-4\n")
+    cfg = load_config(Config, str(path))
+    assert isinstance(cfg.loss.constrained_lambda, float) and cfg.loss.constrained_lambda == 1e-4
+    assert load_config(Config, None, ["loss.constrained_lambda=2e-3"]).loss.constrained_lambda == 2e-3
+    assert load_config(Config, None, ["loss.constrained_lambda=2"]).loss.constrained_lambda == 2.0
+
+
+def test_unknown_key_names_file_line_and_valid_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 1\nmodel:\n  arch: tiny\n  hiden_size: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(Config, str(path))
+    message = str(err.value)
+    assert f"{path} line 4" in message and "model.hiden_size" in message and "model.max_video_tokens" in message
+
+
+def test_unknown_section_and_wrong_types(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 1\n")
+    with pytest.raises(ConfigError, match="line 1: unknown key 'optim'"):
+        load_config(Config, str(path))
+    path.write_text("model:\n  max_video_tokens: many\n")
+    with pytest.raises(ConfigError, match="line 2: model.max_video_tokens: expected an integer"):
+        load_config(Config, str(path))
+    path.write_text("model:\n  attention: flash\n")
+    with pytest.raises(ConfigError, match="use one of: fused, eager"):
+        load_config(Config, str(path))
+    path.write_text("model: [1, 2]\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(Config, str(path))
+    path.write_text("model:\n  arch: tiny\n   bad indent: 1\n")
+    with pytest.raises(ConfigError, match="line 3: not valid YAML"):
+        load_config(Config, str(path))
+    with pytest.raises(ConfigError, match="expected true or false"):
+        load_config(Config, None, ["loss.constrained_on_negatives=maybe"])
+
+
+def test_overrides_apply_in_order_after_the_file() -> None:
+    cfg = load_config(Config, "tiny", ["model.arch=base", "seed=5", "model.arch=small"])
+    assert cfg.model.arch == "small" and cfg.model.init == "none" and cfg.seed == 5
+    with pytest.raises(ConfigError, match="unknown key 'model.nope'.*model.arch"):
+        apply_override(cfg, "model.nope=1")
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_override(cfg, "model.arch")
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_override(cfg, "seed.x=1")
+    assert apply_override(cfg, "loss={constrained_lambda: 0.5}").loss.constrained_lambda == 0.5
+
+
+def test_packaged_presets_and_missing_file() -> None:
+    assert {"paper", "tiny"} <= set(packaged_presets())
+    paper = load_config(Config, "paper")
+    assert paper.model.arch == "base" and paper.model.init == "bert-base-uncased"
+    with pytest.raises(ConfigError, match="neither a file nor a packaged preset.*paper"):
+        load_config(Config, "no-such-config.yaml")
+
+
+def test_saved_config_loads_back_identical(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = load_config(Config, "tiny", ["loss.constrained_lambda=1e-4", "model.attention=eager"])
+    path = save_config(cfg, tmp_path / "run" / "config.yaml")
+    assert load_config(Config, str(path)) == cfg
+    assert to_dict(cfg)["loss"]["constrained_lambda"] == 1e-4
+    assert not list((tmp_path / "run").glob(".*tmp"))  # no temporary file left behind

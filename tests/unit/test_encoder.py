@@ -1,0 +1,182 @@
+"""The encoder: BERT equivalence, the packaged `small` model, batch independence, config switches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from decembert_cli.config import Config, load_config
+from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, collate
+from tests.helpers import build_pretraining, random_batch, tiny_bert_config
+
+
+def _text_only_batch(ids: torch.Tensor, mask: torch.Tensor, dim: int = 2048):  # type: ignore[no-untyped-def]
+    samples = []
+    for row, m in zip(ids.tolist(), mask.tolist()):
+        n = int(sum(m))
+        samples.append(EncoderSample(torch.zeros(0, dim), torch.zeros(0, dim), [TextSegment(row[: n - 1], TokenType.ASR)]))
+    return collate(samples, sep_id=ids[0, int(mask[0].sum()) - 1].item(), pad_id=0)
+
+
+def test_text_only_output_equals_bert_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    from decembert_cli.config import ModelConfig
+    from decembert_cli.model import build_encoder
+
+    torch.manual_seed(0)
+    bert_cfg = BertConfig(
+        vocab_size=200, hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96,
+        max_position_embeddings=128, type_vocab_size=2,
+    )
+    BertForMaskedLM(bert_cfg).save_pretrained(tmp_path)  # a tiny random transformers checkpoint
+    reference = BertModel.from_pretrained(tmp_path, add_pooling_layer=False).eval()
+
+    encoder, mlm_state = build_encoder(ModelConfig(init=str(tmp_path)))
+    encoder.eval()
+    assert encoder.bert.config.num_hidden_layers == 3 and encoder.hidden_size == 48
+    assert set(mlm_state) == {"transform.dense.weight", "transform.dense.bias", "transform.LayerNorm.weight", "transform.LayerNorm.bias", "bias"}
+
+    ids = torch.randint(5, 200, (3, 12))
+    ids[:, -1] = 3  # our collate appends [SEP] (id 3 here) after the caption
+    mask = torch.ones(3, 12, dtype=torch.long)
+    ids[1, 8:] = 0
+    mask[1, 8:] = 0
+    ids[1, 7] = 3
+    batch = _text_only_batch(ids, mask, dim=2048)
+    assert torch.equal(batch.text_ids, ids)
+    with torch.no_grad():
+        ours = encoder(batch).sequence  # (B, Lt, H): no video tokens
+        theirs = reference(input_ids=ids, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    assert torch.allclose(ours[real], theirs[real], atol=1e-5)
+    # the added video token-type row is new; BERT's two rows are copied as they are
+    assert torch.equal(encoder.bert.embeddings.token_type_embeddings.weight[:2], reference.embeddings.token_type_embeddings.weight)
+
+
+def test_small_loads_offline_with_the_packaged_vocabulary() -> None:
+    from safetensors.torch import load_file
+
+    from decembert_cli.model import build_encoder, build_tokenizer
+    from decembert_cli.packaged import minilm_dir
+
+    cfg = load_config(Config).model  # the default arch is small
+    assert cfg.arch == "small"
+    encoder, _ = build_encoder(cfg)
+    tokenizer = build_tokenizer(cfg)
+    assert (encoder.bert.config.num_hidden_layers, encoder.hidden_size) == (6, 384)
+    shipped = load_file(str(minilm_dir() / "model.safetensors"))
+    key = next(k for k in shipped if k.endswith("encoder.layer.5.attention.self.query.weight"))
+    assert torch.equal(encoder.bert.encoder.layer[5].attention.self.query.weight, shipped[key])
+    assert tokenizer.tokenize("Unaffable onions!") == ["una", "##ffa", "##ble", "onions", "!"]
+    assert tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]", "[MASK]", "[PAD]"]) == [101, 102, 103, 0]
+    assert len(tokenizer) == encoder.word_embeddings.num_embeddings == 30522
+
+
+def test_encoding_does_not_depend_on_batch_padding() -> None:
+    torch.manual_seed(0)
+    model = build_pretraining(tiny_bert_config()).eval()
+    rng = np.random.default_rng(0)
+    from tests.helpers import random_samples
+
+    samples = random_samples(rng, batch_size=4, neighbours=[1, 3, 2, 1])
+    together = collate(samples, sep_id=3)
+    alone = collate(samples[:1], sep_id=3)
+    assert together.video_mask.shape[1] > alone.video_mask.shape[1] or together.text_ids.shape[1] > alone.text_ids.shape[1]
+    with torch.no_grad():
+        a, b = model(together), model(alone)
+    assert torch.allclose(a.encoder.pooled[0], b.encoder.pooled[0], atol=1e-5)
+    va, vb = together.video_mask[0].sum(), alone.video_mask[0].sum()
+    assert torch.allclose(a.encoder.sequence[0, :va], b.encoder.sequence[0, :vb], atol=1e-5)
+    assert torch.allclose(a.encoder.attention_entropy[0], b.encoder.attention_entropy[0], atol=1e-5)
+
+
+def test_eager_and_fused_agree_on_every_output() -> None:
+    torch.manual_seed(0)
+    fused = build_pretraining(tiny_bert_config(), eager=False).eval()
+    eager = build_pretraining(tiny_bert_config(), eager=True).eval()
+    eager.load_state_dict(fused.state_dict())
+    batch = random_batch(11, batch_size=4, neighbours=2)
+    with torch.no_grad():
+        a, b = fused(batch), eager(batch)
+    for key in a.losses:
+        assert torch.allclose(a.losses[key], b.losses[key], atol=1e-5), key
+    assert a.encoder.attentions is None
+    with torch.no_grad():
+        maps = fused(batch, output_attentions=True).encoder.attentions  # asking for maps takes the eager path
+    assert len(maps) == 3 and torch.allclose(maps[0].sum(-1), torch.ones(()), atol=1e-5)
+    # padded keys get no attention
+    keys = torch.cat([batch.video_mask, batch.text_mask], 1)
+    assert maps[0].masked_select(~keys[:, None, None, :].expand_as(maps[0])).abs().max() < 1e-6
+
+
+def test_pretraining_stats_count_mlm_by_segment() -> None:
+    torch.manual_seed(0)
+    model = build_pretraining(tiny_bert_config()).eval()
+    batch = random_batch(12, batch_size=5, neighbours=1)
+    out = model(batch)
+    labels = batch.mlm_labels != -100
+    assert out.stats["mlm_count_asr"] == (labels & (batch.text_type == int(TokenType.ASR))).sum()
+    assert out.stats["mlm_count_dense"] == (labels & (batch.text_type == int(TokenType.DENSE))).sum()
+    assert out.stats["vtm_count"] == 5
+    assert 0 <= out.stats["vtm_correct"] <= 5
+
+
+def test_video_longer_than_the_limit_is_uniformly_downsampled() -> None:
+    from decembert_cli.data.batch import uniform_indices
+
+    assert uniform_indices(5, 100).tolist() == [0, 1, 2, 3, 4]
+    idx = uniform_indices(250, 100)
+    assert len(idx) == 100 and idx[0] == 0 and idx[-1] == 249 and (idx.diff() > 0).all()
+    sample = EncoderSample(torch.arange(250.0)[:, None].repeat(1, 4), torch.zeros(250, 4), [TextSegment([7], TokenType.ASR)])
+    batch = collate([sample], sep_id=3, max_video_tokens=100)
+    assert batch.video_2d.shape == (1, 100, 4) and batch.video_2d[0, -1, 0] == 249
+
+
+def test_model_config_switches_change_the_model() -> None:
+    from decembert_cli.model import build_pretraining_model
+
+    base = load_config(Config, "tiny")
+    model = build_pretraining_model(base)
+    assert model.encoder.bert.config.hidden_size == 64 and not model.encoder.eager
+    eager = build_pretraining_model(load_config(Config, "tiny", ["model.attention=eager"]))
+    assert eager.encoder.eager
+    dims = build_pretraining_model(load_config(Config, "tiny", ["model.feature_dim_2d=512", "model.feature_dim_3d=256"]))
+    assert dims.encoder.video.mlp[0].in_features == 768
+    limited = build_pretraining_model(load_config(Config, "tiny", ["model.max_video_tokens=7"]))
+    assert limited.encoder.max_video_tokens == 7
+    drop = build_pretraining_model(load_config(Config, "tiny", ["model.dropout=0.0"]))
+    assert drop.encoder.bert.config.attention_probs_dropout_prob == 0.0
+    assert model.encoder.bert.config.hidden_dropout_prob == 0.1
+    loss = build_pretraining_model(load_config(Config, "tiny", ["loss.constrained_lambda=0.25", "loss.constrained_on_negatives=true"]))
+    assert loss.constrained_lambda == 0.25 and loss.constrained_on_negatives
+
+
+def test_dropout_zero_makes_training_mode_deterministic() -> None:
+    from decembert_cli.model import build_pretraining_model
+    from tests.helpers import random_samples
+
+    batch = collate(random_samples(np.random.default_rng(0), batch_size=2, neighbours=1, dim=2048), sep_id=3)
+    for dropout, same in [(0.0, True), (0.3, False)]:
+        model = build_pretraining_model(load_config(Config, "tiny", [f"model.dropout={dropout}"])).train()
+        a, b = model(batch).losses["total"], model(batch).losses["total"]
+        assert torch.allclose(a, b) == same
+
+
+def test_too_many_video_tokens_is_a_clear_error() -> None:
+    from decembert_cli.errors import DecembertError
+
+    model = build_pretraining(tiny_bert_config())
+    model.encoder.max_video_tokens = 3
+    with pytest.raises(DecembertError, match="at most 3"):
+        model(random_batch(0, batch_size=2, neighbours=1))
+
+
+def test_bad_init_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from decembert_cli.errors import DecembertError
+    from decembert_cli.model import build_encoder
+    from decembert_cli.config import ModelConfig
+
+    with pytest.raises(DecembertError, match="model.init="):
+        build_encoder(ModelConfig(init=str(tmp_path / "missing")))
