@@ -28,8 +28,7 @@ def run_mode(args: argparse.Namespace) -> dict:
 
     torch.manual_seed(0)
     overrides = [f"model.arch={args.arch}", f"model.attention={args.mode}", "model.dropout=0.0"]
-    if args.init:
-        overrides.append(f"model.init={args.init}")
+    overrides += [f"model.init={args.init}", f"model.tokenizer={args.tokenizer}"]
     cfg = load_config(Config, None, overrides)
     device = torch.device(args.device)
     model = build_pretraining_model(cfg).to(device).train()
@@ -84,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="small", choices=["base", "small", "tiny"])
     parser.add_argument("--init", default="none", help="model.init (none: random weights, no download)")
+    parser.add_argument("--tokenizer", default="auto", help="model.tokenizer (a dir with vocab.txt where the package is absent)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--batch-size", type=int, default=8)
