@@ -42,10 +42,10 @@ def check(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError
     except RuntimeError:
-        raise DecembertError(f"--device {device} is not available here; use cpu") from None
+        raise DecembertError(f"--device {device} is not a device name; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise DecembertError(f"--device {device} is not available here; use cpu")
     torch.manual_seed(cfg.seed)
     with console.status(f"building the {cfg.model.arch} encoder (init: {resolve_init(cfg.model)})"):
         model = build_pretraining_model(cfg).to(dev)

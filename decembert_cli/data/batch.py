@@ -60,11 +60,10 @@ class VideoTextBatch:
         return self.text_ids.shape[0]
 
     def to(self, device: torch.device | str) -> "VideoTextBatch":
-        moved = {
-            f.name: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-            for f in fields(self)
-            for v in [getattr(self, f.name)]
-        }
+        moved = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            moved[f.name] = value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
         return VideoTextBatch(**moved)
 
 

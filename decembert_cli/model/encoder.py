@@ -7,6 +7,7 @@ Every downstream task and the pre-training model use this module; nothing else b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,9 @@ from decembert_cli.model.attention import (
     attention_entropy,
     candidate_layout,
 )
+
+if TYPE_CHECKING:
+    from transformers import BertConfig
 
 
 class VideoEmbedding(nn.Module):
@@ -57,7 +61,7 @@ class EncoderOutput:
 
 
 class DecembertEncoder(nn.Module):
-    def __init__(self, bert_config: "object", *, dim_2d: int, dim_3d: int, max_video_tokens: int, eager: bool) -> None:
+    def __init__(self, bert_config: "BertConfig", *, dim_2d: int, dim_3d: int, max_video_tokens: int, eager: bool) -> None:
         from transformers import BertModel
 
         super().__init__()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import BertConfig
 
 
 class MLMHead(nn.Module):
     """BERT's MLM head: dense + GELU + LayerNorm, then a decoder tied to the word embeddings."""
 
-    def __init__(self, config: "object", word_embeddings: nn.Embedding) -> None:
+    def __init__(self, config: "BertConfig", word_embeddings: nn.Embedding) -> None:
         from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 
         super().__init__()

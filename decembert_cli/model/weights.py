@@ -76,7 +76,7 @@ def _quiet_transformers() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
+    bars = getattr(hf_logging, "is_progress_bar_enabled", lambda: True)()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:

@@ -39,6 +39,7 @@ def test_version() -> None:
         (["check", "--set", "model.hidden=3"], "unknown key 'model.hidden'"),
         (["check", "--config", "missing.yaml"], "neither a file nor a packaged preset"),
         (["check", "--config", "tiny", "--device", "cuda:7"], "--device cuda:7 is not available"),
+        (["check", "--config", "tiny", "--device", "gpu"], "not a device name"),
     ],
 )
 def test_user_errors_are_one_message_and_exit_2(args: list[str], needle: str) -> None:
@@ -77,3 +78,13 @@ def test_console_script_is_installed() -> None:
     exe = shutil.which("decembert") or str(__import__("pathlib").Path(sys.executable).parent / "decembert")
     result = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("decembert ")
+
+
+def test_seed_changes_the_generated_batch_and_weights() -> None:
+    def losses(seed: int) -> str:
+        result = runner.invoke(app, ["check", "--config", "tiny", "--set", f"seed={seed}"])
+        assert result.exit_code == 0
+        return "\n".join(line for line in result.stdout.splitlines() if "│" in line)
+
+    assert losses(1) == losses(1)
+    assert losses(1) != losses(2)

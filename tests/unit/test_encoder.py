@@ -180,3 +180,22 @@ def test_bad_init_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped
 
     with pytest.raises(DecembertError, match="model.init="):
         build_encoder(ModelConfig(init=str(tmp_path / "missing")))
+
+
+def test_tokenizer_option_loads_from_a_directory(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from decembert_cli.config import ModelConfig
+    from decembert_cli.errors import DecembertError
+    from decembert_cli.model import build_tokenizer
+    from decembert_cli.packaged import minilm_dir
+
+    vocab = [line for line in (minilm_dir() / "vocab.txt").read_text().splitlines()][:2000]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer", "do_lower_case": true}')
+    small_vocab = build_tokenizer(ModelConfig(arch="tiny", init="none", tokenizer=str(tmp_path)))
+    assert len(small_vocab) == 2000
+    assert len(build_tokenizer(ModelConfig(arch="tiny", init="none"))) == 30522
+    shutil.rmtree(tmp_path)
+    with pytest.raises(DecembertError, match="cannot load a tokenizer"):
+        build_tokenizer(ModelConfig(tokenizer=str(tmp_path)))
