@@ -1,0 +1,266 @@
+"""HowTo100M as its users have it: ASR captions in both official forms and per-video feature files.
+
+Captions (DATA_FORMATS.md):
+- `caption.json` / `raw_caption.json`: {video_id: {"start": [..], "end": [..], "text": [..]}}
+- `howto100m_captions.zip` or its extracted folder: one `{video_id}.csv` per video, header start,end,text
+
+Features: one `.npy` per video and stream, shape (T, 2048); 2D at 1 feature/s, 3D at 1.5 features/s
+(16-frame clips at 24 fps), resampled here onto the 1 s grid (3D index = floor(t * 24 / 16)).
+
+Problems with one video raise `BadVideo` with a reason; the corpus skips and counts them (or stops
+under --strict). Nothing is ever replaced by zeros.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from decembert_cli.errors import DecembertError
+
+FPS_3D = 24 / 16  # HowTo100M 3D features: one per 16 frames at 24 fps
+
+
+class BadVideo(Exception):
+    """One video cannot be used; `str(exc)` is the reason counted in the run's summary."""
+
+
+@dataclass
+class VideoCaptions:
+    video_id: str
+    start: list[float]  # seconds
+    end: list[float]  # seconds
+    text: list[str]
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+
+class CaptionSource(Protocol):
+    def ids(self) -> list[str]: ...
+
+    def get(self, video_id: str) -> VideoCaptions: ...
+
+
+def _as_list(value: object, name: str) -> list:
+    if not isinstance(value, list):
+        raise BadVideo(f"'{name}' is not a list")
+    return value
+
+
+class JsonCaptions:
+    """`caption.json` / `raw_caption.json`: one JSON object for all videos, read once."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise DecembertError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        except OSError as exc:
+            raise DecembertError(f"cannot read {path}: {exc.strerror}") from None
+        if not isinstance(data, dict):
+            raise DecembertError(f"{path}: expected an object {{video_id: {{start, end, text}}}}, got a {type(data).__name__}")
+        self.path = path
+        self._data = data
+
+    def ids(self) -> list[str]:
+        return sorted(self._data)
+
+    def get(self, video_id: str) -> VideoCaptions:
+        entry = self._data.get(video_id)
+        if not isinstance(entry, dict):
+            raise BadVideo("no caption entry" if entry is None else "caption entry is not an object")
+        missing = [k for k in ("start", "end", "text") if k not in entry]
+        if missing:
+            raise BadVideo(f"caption entry lacks {', '.join(missing)}")
+        return VideoCaptions(
+            video_id, _as_list(entry["start"], "start"), _as_list(entry["end"], "end"), _as_list(entry["text"], "text")
+        )
+
+
+def _parse_csv(text: str, where: str, video_id: str) -> VideoCaptions:
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None or [h.strip().lower() for h in header[:3]] != ["start", "end", "text"]:
+        raise BadVideo(f"{where}: header is {header!r}, expected start,end,text")
+    start, end, texts = [], [], []
+    for line_no, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) < 2:
+            raise BadVideo(f"{where} line {line_no}: expected start,end,text")
+        start.append(row[0])
+        end.append(row[1])
+        texts.append(",".join(row[2:]))  # an unquoted comma in the text
+    return VideoCaptions(video_id, start, end, texts)
+
+
+class CsvFolderCaptions:
+    """The extracted `howto100m_captions` folder: `{video_id}.csv` per video, read on demand."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._ids = sorted(p.stem for p in folder.glob("*.csv"))
+        if not self._ids:
+            raise DecembertError(f"{folder} holds no .csv caption files; expected one {{video_id}}.csv per video")
+
+    def ids(self) -> list[str]:
+        return self._ids
+
+    def get(self, video_id: str) -> VideoCaptions:
+        path = self.folder / f"{video_id}.csv"
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise BadVideo(f"cannot read {path.name}: {exc.strerror}") from None
+        return _parse_csv(text, path.name, video_id)
+
+
+class ZipCaptions:
+    """`howto100m_captions.zip` read in place (no extraction)."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise DecembertError(f"{path}: not a readable zip file ({exc})") from None
+        self._members = {Path(n).stem: n for n in self._zip.namelist() if n.endswith(".csv")}
+        if not self._members:
+            raise DecembertError(f"{path} holds no .csv caption files")
+        self.path = path
+
+    def ids(self) -> list[str]:
+        return sorted(self._members)
+
+    def get(self, video_id: str) -> VideoCaptions:
+        name = self._members.get(video_id)
+        if name is None:
+            raise BadVideo("no caption file")
+        try:
+            text = self._zip.read(name).decode("utf-8", errors="replace")
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise BadVideo(f"cannot read {name} from the zip: {exc}") from None
+        return _parse_csv(text, name, video_id)
+
+
+def open_captions(path: str | Path) -> CaptionSource:
+    """caption.json / raw_caption.json, a folder of per-video CSVs, or howto100m_captions.zip."""
+    path = Path(path)
+    if path.is_dir():
+        return CsvFolderCaptions(path)
+    if path.suffix == ".json" and path.is_file():
+        return JsonCaptions(path)
+    if path.suffix == ".zip" and path.is_file():
+        return ZipCaptions(path)
+    raise DecembertError(
+        f"captions not found at {path}: give caption.json, raw_caption.json, howto100m_captions.zip "
+        "or a folder of {video_id}.csv files"
+    )
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def _seconds(values: list, name: str) -> list[float]:
+    out = []
+    for i, v in enumerate(values):
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            raise BadVideo(f"{name}[{i}] = {v!r} is not a number") from None
+        if not math.isfinite(x) or x < 0:
+            raise BadVideo(f"{name}[{i}] = {v!r} is not a time in seconds")
+        out.append(x)
+    return out
+
+
+def trim_overlap(previous: str, current: str) -> str:
+    """Drop from `current` the longest word prefix that repeats a suffix of `previous` (rolling ASR)."""
+    prev_words, cur_words = previous.split(), current.split()
+    lowered_prev = [w.lower() for w in prev_words]
+    lowered_cur = [w.lower() for w in cur_words]
+    for k in range(min(len(prev_words), len(cur_words)), 0, -1):
+        if lowered_prev[-k:] == lowered_cur[:k]:
+            return " ".join(cur_words[k:])
+    return current
+
+
+def clean_captions(raw: VideoCaptions, *, trim_rolling: bool) -> VideoCaptions:
+    """Validate and normalise one video's captions.
+
+    Unequal list lengths and non-numeric times raise BadVideo. Texts become stripped strings
+    (numbers included), lines are sorted by start, overlap with the previous line is trimmed when
+    `trim_rolling` (raw ASR), and lines left empty are dropped.
+    """
+    n = (len(raw.start), len(raw.end), len(raw.text))
+    if len(set(n)) != 1:
+        raise BadVideo(f"caption lists of unequal length (start {n[0]}, end {n[1]}, text {n[2]})")
+    start, end = _seconds(raw.start, "start"), _seconds(raw.end, "end")
+    texts = [_SPACES.sub(" ", "" if t is None else str(t)).strip() for t in raw.text]
+    order = sorted(range(len(texts)), key=lambda i: (start[i], end[i]))
+    kept_start, kept_end, kept_text = [], [], []
+    previous = ""
+    for i in order:
+        text = trim_overlap(previous, texts[i]) if trim_rolling and previous else texts[i]
+        if texts[i]:
+            previous = texts[i]
+        if not text:
+            continue
+        kept_start.append(start[i])
+        kept_end.append(max(end[i], start[i]))
+        kept_text.append(text)
+    return VideoCaptions(raw.video_id, kept_start, kept_end, kept_text)
+
+
+def _load_stream(path: Path, expected_dim: int, stream: str) -> np.ndarray:
+    if not path.is_file():
+        raise BadVideo(f"{stream} feature file missing ({path.name})")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BadVideo(f"{stream} feature file unreadable or truncated ({path.name}: {exc})") from None
+    if array.ndim != 2 or array.shape[0] == 0:
+        raise BadVideo(f"{stream} features have shape {array.shape}, expected (T > 0, {expected_dim})")
+    if array.shape[1] != expected_dim:
+        raise BadVideo(
+            f"{stream} features are {array.shape[1]} wide, expected {expected_dim} (model.feature_dim_{stream.lower()})"
+        )
+    return array
+
+
+def load_features(
+    path_2d: Path, path_3d: Path, *, dim_2d: int = 2048, dim_3d: int = 2048, fps_3d: float = FPS_3D
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both streams of one video on the 1 s grid: (T, dim_2d) and (T, dim_3d), float32.
+
+    T covers the seconds that both streams reach; the 3D stream at `fps_3d` features/s is
+    resampled by index floor(t * fps_3d).
+    """
+    f2 = _load_stream(path_2d, dim_2d, "2D")
+    f3 = _load_stream(path_3d, dim_3d, "3D")
+    seconds = min(f2.shape[0], int(math.floor((f3.shape[0] - 1) / fps_3d)) + 1)
+    idx = np.minimum(np.floor(np.arange(seconds) * fps_3d).astype(np.int64), f3.shape[0] - 1)
+    out2 = np.asarray(f2[:seconds], dtype=np.float32)
+    out3 = np.asarray(f3[idx], dtype=np.float32)
+    if not (np.isfinite(out2).all() and np.isfinite(out3).all()):
+        raise BadVideo("features contain NaN or infinite values")
+    return out2, out3
+
+
+def iter_clean(source: CaptionSource, *, trim_rolling: bool) -> Iterator[tuple[str, VideoCaptions | BadVideo]]:
+    """Every video of `source` with its cleaned captions, or the BadVideo that explains why not."""
+    for video_id in source.ids():
+        try:
+            yield video_id, clean_captions(source.get(video_id), trim_rolling=trim_rolling)
+        except BadVideo as exc:
+            yield video_id, exc

@@ -1,0 +1,142 @@
+"""HowTo100M readers: both caption forms, cleaning, rolling-ASR trimming, features on the 1 s grid."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from decembert_cli.data.howto100m import (
+    BadVideo,
+    VideoCaptions,
+    clean_captions,
+    iter_clean,
+    load_features,
+    open_captions,
+    trim_overlap,
+)
+from decembert_cli.errors import DecembertError
+
+CAPTIONS = {
+    "vidA": {"start": [1.15, 3.5, 6.0], "end": [3.5, 6.0, 9.2], "text": ["end day", "chop onions", "fry them"]},
+    "vidB": {"start": [0.0], "end": [2.0], "text": ["hello"]},
+}
+
+
+def _write_csv_folder(folder, captions) -> None:  # type: ignore[no-untyped-def]
+    folder.mkdir()
+    for vid, c in captions.items():
+        rows = ["start,end,text"] + [f"{s},{e},{t}" for s, e, t in zip(c["start"], c["end"], c["text"])]
+        (folder / f"{vid}.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_all_three_caption_forms_read_the_same(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "caption.json").write_text(json.dumps(CAPTIONS))
+    _write_csv_folder(tmp_path / "howto100m_captions", CAPTIONS)
+    with zipfile.ZipFile(tmp_path / "howto100m_captions.zip", "w") as zf:
+        for path in sorted((tmp_path / "howto100m_captions").iterdir()):
+            zf.write(path, f"howto100m_captions/{path.name}")
+    forms = [open_captions(tmp_path / name) for name in ("caption.json", "howto100m_captions", "howto100m_captions.zip")]
+    for source in forms:
+        assert source.ids() == ["vidA", "vidB"]
+        cleaned = clean_captions(source.get("vidA"), trim_rolling=False)
+        assert cleaned.start == [1.15, 3.5, 6.0] and cleaned.end == [3.5, 6.0, 9.2]
+        assert cleaned.text == ["end day", "chop onions", "fry them"]
+
+
+def test_messy_captions_are_normalised() -> None:
+    raw = VideoCaptions("v", [5.0, 1.0, 3.0, 7.0], [6.0, 2.0, 4.0, 8.0], ["  later  ", 42, "", "café crème"])
+    cleaned = clean_captions(raw, trim_rolling=False)
+    assert cleaned.text == ["42", "later", "café crème"]  # sorted by start, number as text, empty dropped
+    assert cleaned.start == [1.0, 5.0, 7.0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (VideoCaptions("v", [0.0, 1.0], [1.0, 2.0], ["a"]), "unequal length"),
+        (VideoCaptions("v", ["x"], [1.0], ["a"]), "not a number"),
+        (VideoCaptions("v", [float("nan")], [1.0], ["a"]), "not a time"),
+    ],
+)
+def test_bad_caption_lists_raise_bad_video(raw: VideoCaptions, reason: str) -> None:
+    with pytest.raises(BadVideo, match=reason):
+        clean_captions(raw, trim_rolling=False)
+
+
+def test_rolling_asr_overlap_is_trimmed() -> None:
+    assert trim_overlap("so today we are going", "we are going to make pasta") == "to make pasta"
+    assert trim_overlap("Add the salt", "add the salt") == ""
+    assert trim_overlap("stir it", "then bake") == "then bake"
+    raw = VideoCaptions(
+        "v", [0.0, 2.0, 4.0, 6.0], [3.0, 5.0, 7.0, 9.0],
+        ["so today we are", "we are going to make", "going to make", "to make pasta now"],
+    )
+    cleaned = clean_captions(raw, trim_rolling=True)
+    assert cleaned.text == ["so today we are", "going to make", "pasta now"]
+    assert clean_captions(raw, trim_rolling=False).text == raw.text
+
+
+def test_iter_clean_reports_bad_videos(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data = dict(CAPTIONS)
+    data["vidC"] = {"start": [0.0, 1.0], "end": [1.0], "text": ["a", "b"]}
+    data["vidD"] = {"start": [0.0]}
+    (tmp_path / "caption.json").write_text(json.dumps(data))
+    results = dict(iter_clean(open_captions(tmp_path / "caption.json"), trim_rolling=False))
+    assert isinstance(results["vidA"], VideoCaptions)
+    assert "unequal length" in str(results["vidC"]) and "lacks end, text" in str(results["vidD"])
+
+
+def test_unreadable_caption_files_are_clear_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "caption.json"
+    bad.write_text('{"vidA": {"start": [1,\n}')
+    with pytest.raises(DecembertError, match="caption.json line 2: not valid JSON"):
+        open_captions(bad)
+    with pytest.raises(DecembertError, match="captions not found"):
+        open_captions(tmp_path / "nothing.json")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DecembertError, match="no .csv caption files"):
+        open_captions(tmp_path / "empty")
+    _write_csv_folder(tmp_path / "csv", {"v": {"start": [], "end": [], "text": []}})
+    (tmp_path / "csv" / "w.csv").write_text("begin,finish,words\n1,2,x\n")
+    with pytest.raises(BadVideo, match="expected start,end,text"):
+        open_captions(tmp_path / "csv").get("w")
+
+
+def test_features_are_aligned_on_the_one_second_grid(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    seconds = 20
+    f2 = np.arange(seconds, dtype=np.float16)[:, None].repeat(8, 1)  # value = second
+    f3 = (np.arange(30, dtype=np.float16) / 1.5)[:, None].repeat(4, 1)  # 1.5 per second: value = time
+    np.save(tmp_path / "v_2d.npy", f2)
+    np.save(tmp_path / "v_3d.npy", f3)
+    a, b = load_features(tmp_path / "v_2d.npy", tmp_path / "v_3d.npy", dim_2d=8, dim_3d=4)
+    assert a.dtype == np.float32 and a.shape == (20, 8) and b.shape == (20, 4)
+    # 3D index floor(t * 24 / 16): second t reads the clip that starts at or just before t
+    assert np.allclose(b[:, 0], np.floor(np.arange(20) * 1.5) / 1.5, atol=1e-2)
+    assert np.all(b[:, 0] <= np.arange(20) + 1e-3) and np.all(np.arange(20) - b[:, 0] < 1)
+    # a 3D stream that stops early bounds the grid
+    np.save(tmp_path / "short_3d.npy", f3[:9])  # covers t < 6
+    a, b = load_features(tmp_path / "v_2d.npy", tmp_path / "short_3d.npy", dim_2d=8, dim_3d=4)
+    assert a.shape[0] == b.shape[0] == 6
+
+
+def test_bad_feature_files_raise_bad_video(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    good = tmp_path / "good.npy"
+    np.save(good, np.ones((10, 8), dtype=np.float32))
+    np.save(tmp_path / "wide.npy", np.ones((10, 16), dtype=np.float32))
+    np.save(tmp_path / "flat.npy", np.ones(10, dtype=np.float32))
+    np.save(tmp_path / "nan.npy", np.full((10, 8), np.nan, dtype=np.float32))
+    truncated = tmp_path / "truncated.npy"
+    truncated.write_bytes(good.read_bytes()[:100])
+    cases = {
+        "missing.npy": "missing",
+        "truncated.npy": "truncated",
+        "wide.npy": "16 wide, expected 8",
+        "flat.npy": "shape",
+        "nan.npy": "NaN",
+    }
+    for name, reason in cases.items():
+        with pytest.raises(BadVideo, match=reason):
+            load_features(tmp_path / name, good, dim_2d=8, dim_3d=8)
