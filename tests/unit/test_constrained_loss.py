@@ -162,6 +162,11 @@ def test_lambda_weights_the_total() -> None:
     assert "constrained" not in out0.losses  # lambda 0: not even computed
     assert torch.allclose(out0.losses["total"], out0.losses["mlm"] + out0.losses["vtm"])
     assert torch.allclose(out1.losses["total"], out0.losses["total"] + 2.5 * out1.losses["constrained"])
+    # with lambda 0 the loss and u can still be asked for (validation), without entering the total
+    diag = base(batch, constrained=True)
+    assert "constrained" in diag.losses and diag.encoder.candidate_u is not None
+    assert torch.allclose(diag.losses["constrained"], out1.losses["constrained"])
+    assert torch.allclose(diag.losses["total"], out0.losses["total"])
 
 
 def test_no_full_attention_matrix_in_fused_path(monkeypatch) -> None:  # type: ignore[no-untyped-def]
