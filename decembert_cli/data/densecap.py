@@ -1,0 +1,95 @@
+"""Dense captions: the paper's per-2 s `.npy` layout, read without trusting pickle, and normalisation.
+
+The paper's code stores one object array per video, one entry per 2 s step (index `int(t // 2)`),
+each a list of caption strings that may contain `<unk>`. Object arrays are pickles; `np.load(...,
+allow_pickle=True)` would run any code the file names. This reader unpickles with an allow-list of
+the three numpy callables an object array needs, so a hostile file fails instead of running.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from decembert_cli.data.howto100m import BadVideo
+
+_ALLOWED = {
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "_reconstruct"),  # files written by numpy < 2
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):  # type: ignore[no-untyped-def]
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def read_paper_npy(path: str | Path) -> list[list[str]]:
+    """Frames (one per 2 s step) of caption strings from the paper's per-video `.npy` file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            version = npy_format.read_magic(handle)
+            shape, _fortran, dtype = (
+                npy_format.read_array_header_1_0(handle) if version == (1, 0) else npy_format.read_array_header_2_0(handle)
+            )
+            if dtype != np.dtype(object):
+                array = np.load(path, allow_pickle=False)  # e.g. a plain string array
+            else:
+                array = _ArrayOnlyUnpickler(handle, encoding="latin1").load()
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, TypeError) as exc:
+        raise BadVideo(f"dense captions {path.name} unreadable ({exc})") from None
+    if not isinstance(array, np.ndarray) or array.ndim != 1:
+        raise BadVideo(f"dense captions {path.name}: expected a 1-D array of per-frame lists, got shape {getattr(array, 'shape', '?')}")
+    frames: list[list[str]] = []
+    for i, entry in enumerate(array.tolist()):
+        if isinstance(entry, (str, bytes)):
+            frames.append([_as_text(entry)])
+        elif isinstance(entry, (list, tuple, np.ndarray)):
+            frames.append([_as_text(c) for c in entry])
+        elif entry is None:
+            frames.append([])
+        else:
+            raise BadVideo(f"dense captions {path.name}: frame {i} is a {type(entry).__name__}, expected a list of strings")
+    return frames
+
+
+_UNK = re.compile(r"<unk>", re.IGNORECASE)
+_SPACES = re.compile(r"\s+")
+
+
+def normalise_frames(frames: list[list[str]]) -> list[list[str]]:
+    """As the paper: lower-case, drop `<unk>`, and drop captions repeated on contiguous frames.
+
+    A caption is dropped from frame t when frame t-1 had the same caption (after normalising);
+    duplicates within one frame are kept once.
+    """
+    out: list[list[str]] = []
+    previous: set[str] = set()
+    for frame in frames:
+        seen: list[str] = []
+        current: set[str] = set()
+        for caption in frame:
+            text = _SPACES.sub(" ", _UNK.sub(" ", caption.lower())).strip()
+            if not text or text in current:
+                continue
+            current.add(text)
+            if text not in previous:
+                seen.append(text)
+        out.append(seen)
+        previous = current
+    return out

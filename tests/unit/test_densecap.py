@@ -1,0 +1,63 @@
+"""Dense captions in the paper's `.npy` layout: a safe reader and the normalisation rules."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from decembert_cli.data.densecap import normalise_frames, read_paper_npy
+from decembert_cli.data.howto100m import BadVideo
+
+
+def _object_array(frames):  # type: ignore[no-untyped-def]
+    array = np.empty(len(frames), dtype=object)
+    for i, frame in enumerate(frames):
+        array[i] = frame
+    return array
+
+
+def test_reads_the_papers_object_arrays(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    frames = [["a man <unk> a knife", "white plate"], [], ["white plate", "red onion"]]
+    np.save(tmp_path / "vid.npy", _object_array(frames), allow_pickle=True)
+    assert read_paper_npy(tmp_path / "vid.npy") == frames
+
+
+def test_refuses_pickles_that_would_run_code(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    np.save(tmp_path / "evil.npy", _object_array([[Evil()]]), allow_pickle=True)
+    with pytest.raises(BadVideo, match="refusing to load"):
+        read_paper_npy(tmp_path / "evil.npy")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_bad_files_are_bad_videos(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "junk.npy").write_bytes(b"not an npy file")
+    with pytest.raises(BadVideo, match="unreadable"):
+        read_paper_npy(tmp_path / "junk.npy")
+    np.save(tmp_path / "matrix.npy", np.zeros((2, 2)))
+    with pytest.raises(BadVideo, match="1-D array"):
+        read_paper_npy(tmp_path / "matrix.npy")
+    with pytest.raises(BadVideo, match="unreadable"):
+        read_paper_npy(tmp_path / "missing.npy")
+
+
+def test_normalisation_drops_unk_case_and_contiguous_repeats() -> None:
+    frames = [
+        ["A man <UNK> a knife", "white plate", "white plate"],
+        ["White plate", "red onion"],
+        ["red onion", "white plate"],
+        [],
+        ["red onion"],
+    ]
+    assert normalise_frames(frames) == [
+        ["a man a knife", "white plate"],
+        ["red onion"],  # "white plate" repeats frame 0
+        [],  # both repeat frame 1 ("white plate" was in frame 1 too, before filtering)
+        [],
+        ["red onion"],  # frame 3 was empty: not contiguous with frame 2
+    ]
