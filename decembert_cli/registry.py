@@ -60,27 +60,31 @@ class Registry:
         if name in self._loaded:
             return self._loaded[name]
         plugins = self.available()
-        info = plugins.get(name)
-        if info is None:
+        if name not in plugins:
             names = ", ".join(plugins) or "none installed"
             raise DecembertError(f"unknown {self.kind} '{name}'; installed: {names}")
+        return self._import(plugins[name])
+
+    def _import(self, info: PluginInfo) -> Any:
+        if info.name in self._loaded:
+            return self._loaded[info.name]
         ep = metadata.EntryPoint(name=info.name, value=info.target, group=self.group)
         try:
             obj = ep.load()
         except Exception as exc:  # a broken plugin must not take the CLI down with it
             raise DecembertError(
-                f"{self.kind} '{name}' from package {info.package} {info.version} failed to load "
+                f"{self.kind} '{info.name}' from package {info.package} {info.version} failed to load "
                 f"({exc.__class__.__name__}: {exc}); reinstall or fix that package"
             ) from exc
-        self._loaded[name] = obj
+        self._loaded[info.name] = obj
         return obj
 
     def load_all(self) -> tuple[dict[str, Any], dict[str, str]]:
         """(name -> object for those that load, name -> error message for those that do not)."""
         loaded, broken = {}, {}
-        for name in self.available():
+        for name, info in self.available().items():  # one metadata scan for all of them
             try:
-                loaded[name] = self.load(name)
+                loaded[name] = self._import(info)
             except DecembertError as exc:
                 broken[name] = str(exc)
         return loaded, broken

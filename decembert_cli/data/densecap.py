@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from decembert_cli.data.howto100m import BadVideo
+from decembert_cli.data.howto100m import BadVideo, collapse_spaces
 
 _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"),
@@ -69,7 +69,6 @@ def read_paper_npy(path: str | Path) -> list[list[str]]:
 
 
 _UNK = re.compile(r"<unk>", re.IGNORECASE)
-_SPACES = re.compile(r"\s+")
 
 
 def normalise_frames(frames: list[list[str]]) -> list[list[str]]:
@@ -84,7 +83,7 @@ def normalise_frames(frames: list[list[str]]) -> list[list[str]]:
         seen: list[str] = []
         current: set[str] = set()
         for caption in frame:
-            text = _SPACES.sub(" ", _UNK.sub(" ", caption.lower())).strip()
+            text = collapse_spaces(_UNK.sub(" ", caption.lower()))
             if not text or text in current:
                 continue
             current.add(text)

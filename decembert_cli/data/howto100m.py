@@ -171,6 +171,11 @@ def open_captions(path: str | Path) -> CaptionSource:
 _SPACES = re.compile(r"\s+")
 
 
+def collapse_spaces(text: str) -> str:
+    """Runs of white space become one space; ends stripped."""
+    return _SPACES.sub(" ", text).strip()
+
+
 def _seconds(values: list, name: str) -> list[float]:
     out = []
     for i, v in enumerate(values):
@@ -206,7 +211,7 @@ def clean_captions(raw: VideoCaptions, *, trim_rolling: bool) -> VideoCaptions:
     if len(set(n)) != 1:
         raise BadVideo(f"caption lists of unequal length (start {n[0]}, end {n[1]}, text {n[2]})")
     start, end = _seconds(raw.start, "start"), _seconds(raw.end, "end")
-    texts = [_SPACES.sub(" ", "" if t is None else str(t)).strip() for t in raw.text]
+    texts = [collapse_spaces("" if t is None else str(t)) for t in raw.text]
     order = sorted(range(len(texts)), key=lambda i: (start[i], end[i]))
     kept_start, kept_end, kept_text = [], [], []
     previous = ""
