@@ -13,13 +13,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/decembert check --batch-size 4 --neighbours 1
+	HF_HUB_OFFLINE=1 $(BIN)/decembert pretrain --data sample --config demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/encoder_step.py
+	$(BIN)/python benchmarks/pretrain_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

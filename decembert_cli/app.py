@@ -64,8 +64,10 @@ def _root(
 
 
 def _register() -> None:
-    from decembert_cli.commands import check
+    from decembert_cli.commands import check, pretrain, sample_data
 
+    app.command(name="pretrain")(pretrain.pretrain)
+    app.command(name="sample-data")(sample_data.sample_data)
     app.command(name="check")(check.check)
 
 

@@ -60,7 +60,7 @@ def random_samples(
 
 
 def random_batch(seed: int, **kwargs) -> VideoTextBatch:  # type: ignore[no-untyped-def]
-    return collate(random_samples(np.random.default_rng(seed), **kwargs), sep_id=3, pad_id=0)
+    return collate(random_samples(np.random.default_rng(seed), **kwargs), cls_id=2, sep_id=3, pad_id=0)
 
 
 def build_pretraining(bert_config, *, dim: int = 16, lam: float = 1.0, on_negatives: bool = False, eager: bool = False):  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ import typer
 T = TypeVar("T")
 
 ConfigOption = typer.Option(
-    None, "--config", "-c", help="YAML config file, or a packaged preset name (paper, tiny)."
+    None, "--config", "-c", help="YAML config file, or a packaged preset name (paper, demo, tiny)."
 )
 SetOption = typer.Option(
     [], "--set", help="Override one key, e.g. --set loss.constrained_lambda=0.5 (repeatable; value read as YAML)."

@@ -9,12 +9,14 @@ from decembert_cli.config.loader import (
     to_dict,
     to_yaml,
 )
-from decembert_cli.config.schema import Config, LossConfig, ModelConfig
+from decembert_cli.config.schema import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
 
 __all__ = [
     "Config",
+    "DataConfig",
     "LossConfig",
     "ModelConfig",
+    "TrainConfig",
     "apply_override",
     "from_dict",
     "load_config",

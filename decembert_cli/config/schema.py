@@ -29,7 +29,53 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    root: str = ""  # corpus folder (paths below are relative to it); `sample`: empty = generated into the cache dir
+    captions: str = "auto"  # auto (caption.json, raw_caption.json, howto100m_captions.zip or howto100m_captions/) | a path
+    trim_overlap: Literal["auto", "on", "off"] = "auto"  # trim rolling-ASR overlap between lines; auto: on for raw_caption.json
+    videos_csv: str = "HowTo100M_v1.csv"  # optional list of videos to use (video_id column); ignored when absent
+    features_2d: str = "features/2d"  # folder of {video_id}.npy 2D features, 1 per second
+    features_3d: str = "features/3d"  # folder of {video_id}.npy 3D features at fps_3d
+    fps_3d: float = 1.5  # 3D features per second (HowTo100M: 16-frame clips at 24 fps)
+    dense_captions: str = "dense_captions"  # folder of per-video dense captions (paper .npy or our .json store); "" = none
+    use_dense: bool = True  # feed dense captions (Table 6 ablation: off)
+    neighbours: int = 1  # k: ASR captions s_{i-k}..s_{i+k} are the candidates (Table 6 ablation: 0)
+    dense_interval: float = 2.0  # seconds between captioned frames
+    dense_per_frame: int = 2  # dense captions sampled per frame at each step
+    max_dense_captions: int = 32  # at most this many dense captions per sample (frames sub-sampled uniformly)
+    max_caption_tokens: int = 40  # WordPiece tokens kept per caption (ASR or dense)
+    mask_prob: float = 0.2  # MLM probability on ASR and dense-caption tokens
+    negative_prob: float = 0.5  # probability that a sample's ASR captions are replaced by a negative
+    same_video_negatives: float = 0.5  # share of negatives taken from other clips of the same video
+    min_clips: int = 2  # videos with fewer usable captions are skipped (and counted)
+    val_videos: int = 10000  # videos held out for validation (at most a tenth of the corpus)
+    val_samples: int = 2000  # validation clips scored at each validation (evenly spread over the held-out videos)
+    workers: int = 1  # data-loading worker processes per rank (0: load in the training process)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32  # global batch: samples per optimiser step over all processes and accumulation steps
+    accumulation: int = 1  # micro-batches per optimiser step (per process)
+    epochs: float = 20.0  # passes over the training clips (the paper: 20)
+    max_steps: int = 0  # stop after this many optimiser steps (0: run `epochs`)
+    lr: float = 1e-4  # peak learning rate (AdamW)
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
+    weight_decay: float = 0.01  # AdamW weight decay (not applied to norms and biases)
+    warmup: float = 0.1  # share of the steps spent warming up linearly, then linear decay to 0
+    clip_grad: float = 1.0  # clip the gradient norm to this (0: no clipping)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPUs that support it, else fp32
+    device: str = "auto"  # auto (the local GPU when there is one) | cpu | cuda | cuda:N
+    log_every: int = 10  # steps between metrics-log lines
+    validate_every: int = 500  # steps between validations (0: only at the end)
+    checkpoint_every: int = 500  # steps between checkpoints (and one at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept in RUN_DIR/checkpoints
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)  # the encoder
     loss: LossConfig = field(default_factory=LossConfig)  # pre-training losses
+    data: DataConfig = field(default_factory=DataConfig)  # the pre-training corpus and sample construction
+    train: TrainConfig = field(default_factory=TrainConfig)  # optimiser, schedule, precision, checkpoints
     seed: int = 0  # seed for every random number generator the run uses

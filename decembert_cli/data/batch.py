@@ -1,7 +1,9 @@
 """The encoder's input: one single-stream sequence per sample, [video][dense captions][ASR captions].
 
 A sample is its video features plus text segments; `collate` pads samples into a `VideoTextBatch`.
-Each text segment is followed by [SEP]. Video tokens and text tokens have their own position
+The text starts with [CLS] and each text segment is followed by [SEP], as BERT was pre-trained
+(its heads use [CLS] at position 0 as an attention sink; without it a pre-trained BERT takes
+far longer to learn cross-segment matching). Video tokens and text tokens have their own position
 ranges (both start at 0), so a sample's encoding does not depend on how much padding its batch
 needs, and text-only input is exactly BERT's.
 """
@@ -41,6 +43,8 @@ class EncoderSample:
     video_3d: torch.Tensor  # (T, D3) 3D motion features on the same grid
     segments: list[TextSegment] = field(default_factory=list)  # in sequence order
     vtm_label: int | None = None  # 1: the ASR captions belong to this clip, 0: a negative
+    own_candidate: int = -1  # candidate index of the clip's own caption s_i (-1: a negative or unknown)
+    aligned: int = -1  # candidate index of the caption truly describing the clip, when known (-1: unknown/none)
 
 
 @dataclass
@@ -54,6 +58,8 @@ class VideoTextBatch:
     caption_id: torch.Tensor  # (B, Lt) long: candidate index of the token's caption, -1 otherwise
     mlm_labels: torch.Tensor | None = None  # (B, Lt) long, IGNORE_INDEX where not predicted
     vtm_labels: torch.Tensor | None = None  # (B,) long, 1 positive / 0 negative
+    own_candidate: torch.Tensor | None = None  # (B,) long, candidate index of s_i, -1 when none
+    aligned: torch.Tensor | None = None  # (B,) long, candidate index of the truly aligned caption, -1 unknown
 
     @property
     def batch_size(self) -> int:
@@ -77,6 +83,7 @@ def uniform_indices(length: int, max_tokens: int) -> torch.Tensor:
 def collate(
     samples: Sequence[EncoderSample],
     *,
+    cls_id: int,
     sep_id: int,
     pad_id: int = 0,
     max_video_tokens: int = 100,
@@ -91,10 +98,10 @@ def collate(
         keep = uniform_indices(s.video_2d.shape[0], max_video_tokens)
         videos_2d.append(s.video_2d[keep])
         videos_3d.append(s.video_3d[keep])
-        ids: list[int] = []
-        types: list[int] = []
-        caps: list[int] = []
-        labels: list[int] = []
+        ids: list[int] = [cls_id]
+        types: list[int] = [int(TokenType.ASR)]
+        caps: list[int] = [-1]
+        labels: list[int] = [IGNORE_INDEX]
         for seg in s.segments:
             seg_labels = seg.labels if seg.labels is not None else [IGNORE_INDEX] * len(seg.ids)
             if len(seg_labels) != len(seg.ids):
@@ -143,4 +150,6 @@ def collate(
         caption_id=caption_id,
         mlm_labels=mlm_labels if has_mlm else None,
         vtm_labels=vtm,
+        own_candidate=torch.tensor([s.own_candidate for s in samples], dtype=torch.long),
+        aligned=torch.tensor([s.aligned for s in samples], dtype=torch.long),
     )

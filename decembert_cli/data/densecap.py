@@ -52,9 +52,9 @@ def read_paper_npy(path: str | Path) -> list[list[str]]:
             else:
                 array = _ArrayOnlyUnpickler(handle, encoding="latin1").load()
     except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, TypeError) as exc:
-        raise BadVideo(f"dense captions {path.name} unreadable ({exc})") from None
+        raise BadVideo(f"dense captions {path.name} unreadable ({exc})", "dense captions unreadable") from None
     if not isinstance(array, np.ndarray) or array.ndim != 1:
-        raise BadVideo(f"dense captions {path.name}: expected a 1-D array of per-frame lists, got shape {getattr(array, 'shape', '?')}")
+        raise BadVideo(f"dense captions {path.name}: expected a 1-D array of per-frame lists, got shape {getattr(array, 'shape', '?')}", "dense captions unreadable")
     frames: list[list[str]] = []
     for i, entry in enumerate(array.tolist()):
         if isinstance(entry, (str, bytes)):
@@ -64,7 +64,7 @@ def read_paper_npy(path: str | Path) -> list[list[str]]:
         elif entry is None:
             frames.append([])
         else:
-            raise BadVideo(f"dense captions {path.name}: frame {i} is a {type(entry).__name__}, expected a list of strings")
+            raise BadVideo(f"dense captions {path.name}: frame {i} is a {type(entry).__name__}, expected a list of strings", "dense captions unreadable")
     return frames
 
 
@@ -92,3 +92,39 @@ def normalise_frames(frames: list[list[str]]) -> list[list[str]]:
         out.append(seen)
         previous = current
     return out
+
+
+STORE_FORMAT = "decembert.densecap/1"
+
+
+def read_store_json(path: str | Path) -> tuple[list[list[str]], float]:
+    """(frames, seconds between frames) from one video's file in our dense-caption store (JSON).
+
+    Layout: {"format": "decembert.densecap/1", "interval": 2.0, "frames": [[caption, ...], ...], ...}
+    (other keys, such as the captioning model and its settings, are metadata).
+    """
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadVideo(f"dense captions {path.name} unreadable ({exc})", "dense captions unreadable") from None
+    if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
+        raise BadVideo(f"dense captions {path.name}: not a {STORE_FORMAT} file", "dense captions unreadable")
+    frames, interval = data.get("frames"), data.get("interval")
+    if not isinstance(frames, list) or not all(isinstance(f, list) for f in frames):
+        raise BadVideo(f"dense captions {path.name}: 'frames' must be a list of caption lists", "dense captions unreadable")
+    if not isinstance(interval, (int, float)) or interval <= 0:
+        raise BadVideo(f"dense captions {path.name}: 'interval' must be a positive number of seconds", "dense captions unreadable")
+    return [[_as_text(c) for c in frame] for frame in frames], float(interval)
+
+
+def read_dense_captions(path: str | Path, default_interval: float) -> tuple[list[list[str]], float]:
+    """Normalised frames and their interval from a paper `.npy` (at `default_interval`) or a store `.json`."""
+    path = Path(path)
+    if path.suffix == ".json":
+        frames, interval = read_store_json(path)
+    else:
+        frames, interval = read_paper_npy(path), default_interval
+    return normalise_frames(frames), interval

@@ -19,6 +19,7 @@ import json
 import math
 import re
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -31,7 +32,11 @@ FPS_3D = 24 / 16  # HowTo100M 3D features: one per 16 frames at 24 fps
 
 
 class BadVideo(Exception):
-    """One video cannot be used; `str(exc)` is the reason counted in the run's summary."""
+    """One video cannot be used; `str(exc)` says why, `kind` is the category counted in the run's summary."""
+
+    def __init__(self, reason: str, kind: str | None = None) -> None:
+        super().__init__(reason)
+        self.kind = kind or reason
 
 
 @dataclass
@@ -53,7 +58,7 @@ class CaptionSource(Protocol):
 
 def _as_list(value: object, name: str) -> list:
     if not isinstance(value, list):
-        raise BadVideo(f"'{name}' is not a list")
+        raise BadVideo(f"'{name}' is not a list", "malformed caption entry")
     return value
 
 
@@ -79,10 +84,10 @@ class JsonCaptions:
     def get(self, video_id: str) -> VideoCaptions:
         entry = self._data.get(video_id)
         if not isinstance(entry, dict):
-            raise BadVideo("no caption entry" if entry is None else "caption entry is not an object")
+            raise BadVideo("no caption entry" if entry is None else "caption entry is not an object", "malformed caption entry")
         missing = [k for k in ("start", "end", "text") if k not in entry]
         if missing:
-            raise BadVideo(f"caption entry lacks {', '.join(missing)}")
+            raise BadVideo(f"caption entry lacks {', '.join(missing)}", "malformed caption entry")
         return VideoCaptions(
             video_id, _as_list(entry["start"], "start"), _as_list(entry["end"], "end"), _as_list(entry["text"], "text")
         )
@@ -92,13 +97,13 @@ def _parse_csv(text: str, where: str, video_id: str) -> VideoCaptions:
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header is None or [h.strip().lower() for h in header[:3]] != ["start", "end", "text"]:
-        raise BadVideo(f"{where}: header is {header!r}, expected start,end,text")
+        raise BadVideo(f"{where}: header is {header!r}, expected start,end,text", "malformed caption file")
     start, end, texts = [], [], []
     for line_no, row in enumerate(reader, start=2):
         if not row:
             continue
         if len(row) < 2:
-            raise BadVideo(f"{where} line {line_no}: expected start,end,text")
+            raise BadVideo(f"{where} line {line_no}: expected start,end,text", "malformed caption file")
         start.append(row[0])
         end.append(row[1])
         texts.append(",".join(row[2:]))  # an unquoted comma in the text
@@ -122,7 +127,7 @@ class CsvFolderCaptions:
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
-            raise BadVideo(f"cannot read {path.name}: {exc.strerror}") from None
+            raise BadVideo(f"cannot read {path.name}: {exc.strerror}", "caption file unreadable") from None
         return _parse_csv(text, path.name, video_id)
 
 
@@ -145,11 +150,11 @@ class ZipCaptions:
     def get(self, video_id: str) -> VideoCaptions:
         name = self._members.get(video_id)
         if name is None:
-            raise BadVideo("no caption file")
+            raise BadVideo("no caption file", "no captions")
         try:
             text = self._zip.read(name).decode("utf-8", errors="replace")
         except (zipfile.BadZipFile, OSError) as exc:
-            raise BadVideo(f"cannot read {name} from the zip: {exc}") from None
+            raise BadVideo(f"cannot read {name} from the zip: {exc}", "caption file unreadable") from None
         return _parse_csv(text, name, video_id)
 
 
@@ -182,9 +187,9 @@ def _seconds(values: list, name: str) -> list[float]:
         try:
             x = float(v)
         except (TypeError, ValueError):
-            raise BadVideo(f"{name}[{i}] = {v!r} is not a number") from None
+            raise BadVideo(f"{name}[{i}] = {v!r} is not a number", "caption time not a number") from None
         if not math.isfinite(x) or x < 0:
-            raise BadVideo(f"{name}[{i}] = {v!r} is not a time in seconds")
+            raise BadVideo(f"{name}[{i}] = {v!r} is not a time in seconds", "caption time not a number")
         out.append(x)
     return out
 
@@ -200,25 +205,34 @@ def trim_overlap(previous: str, current: str) -> str:
     return current
 
 
-def clean_captions(raw: VideoCaptions, *, trim_rolling: bool) -> VideoCaptions:
+def clean_captions(raw: VideoCaptions, *, trim_rolling: bool, counts: Counter[str] | None = None) -> VideoCaptions:
     """Validate and normalise one video's captions.
 
     Unequal list lengths and non-numeric times raise BadVideo. Texts become stripped strings
     (numbers included), lines are sorted by start, overlap with the previous line is trimmed when
-    `trim_rolling` (raw ASR), and lines left empty are dropped.
+    `trim_rolling` (raw ASR), and lines that are empty or not ASCII are dropped. What was fixed is
+    added to `counts` (empty lines, non-ASCII lines, videos with unsorted starts).
     """
     n = (len(raw.start), len(raw.end), len(raw.text))
     if len(set(n)) != 1:
-        raise BadVideo(f"caption lists of unequal length (start {n[0]}, end {n[1]}, text {n[2]})")
+        raise BadVideo(f"caption lists of unequal length (start {n[0]}, end {n[1]}, text {n[2]})", "caption lists of unequal length")
     start, end = _seconds(raw.start, "start"), _seconds(raw.end, "end")
     texts = [collapse_spaces("" if t is None else str(t)) for t in raw.text]
+    counts = Counter() if counts is None else counts
     order = sorted(range(len(texts)), key=lambda i: (start[i], end[i]))
+    if order != sorted(order):
+        counts["videos with unsorted caption starts (sorted)"] += 1
     kept_start, kept_end, kept_text = [], [], []
     previous = ""
     for i in order:
+        if not texts[i]:
+            counts["empty caption lines (dropped)"] += 1
+            continue
+        if not texts[i].isascii():
+            counts["non-ASCII caption lines (dropped)"] += 1
+            continue
         text = trim_overlap(previous, texts[i]) if trim_rolling and previous else texts[i]
-        if texts[i]:
-            previous = texts[i]
+        previous = texts[i]
         if not text:
             continue
         kept_start.append(start[i])
@@ -229,36 +243,54 @@ def clean_captions(raw: VideoCaptions, *, trim_rolling: bool) -> VideoCaptions:
 
 def _load_stream(path: Path, expected_dim: int, stream: str) -> np.ndarray:
     if not path.is_file():
-        raise BadVideo(f"{stream} feature file missing ({path.name})")
+        raise BadVideo(f"{stream} feature file missing ({path.name})", f"{stream} feature file missing")
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise BadVideo(f"{stream} feature file unreadable or truncated ({path.name}: {exc})") from None
+        raise BadVideo(f"{stream} feature file unreadable or truncated ({path.name}: {exc})", f"{stream} feature file unreadable or truncated") from None
     if array.ndim != 2 or array.shape[0] == 0:
-        raise BadVideo(f"{stream} features have shape {array.shape}, expected (T > 0, {expected_dim})")
+        raise BadVideo(f"{stream} features have shape {array.shape}, expected (T > 0, {expected_dim})", f"{stream} features of the wrong shape")
     if array.shape[1] != expected_dim:
         raise BadVideo(
-            f"{stream} features are {array.shape[1]} wide, expected {expected_dim} (model.feature_dim_{stream.lower()})"
+            f"{stream} features are {array.shape[1]} wide, expected {expected_dim} (model.feature_dim_{stream.lower()})",
+            f"{stream} features of the wrong width",
         )
     return array
 
 
+def feature_seconds(path_2d: Path, path_3d: Path, *, dim_2d: int = 2048, dim_3d: int = 2048, fps_3d: float = FPS_3D) -> int:
+    """Seconds T on the 1 s grid that both streams of one video cover; checks the files' headers only."""
+    f2 = _load_stream(path_2d, dim_2d, "2D")
+    f3 = _load_stream(path_3d, dim_3d, "3D")
+    return min(f2.shape[0], int(math.floor((f3.shape[0] - 1) / fps_3d)) + 1)
+
+
 def load_features(
-    path_2d: Path, path_3d: Path, *, dim_2d: int = 2048, dim_3d: int = 2048, fps_3d: float = FPS_3D
+    path_2d: Path,
+    path_3d: Path,
+    *,
+    dim_2d: int = 2048,
+    dim_3d: int = 2048,
+    fps_3d: float = FPS_3D,
+    window: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Both streams of one video on the 1 s grid: (T, dim_2d) and (T, dim_3d), float32.
 
     T covers the seconds that both streams reach; the 3D stream at `fps_3d` features/s is
-    resampled by index floor(t * fps_3d).
+    resampled by index floor(t * fps_3d). `window` = (first second, end second) reads only those
+    rows (memory-mapped), clamped to T.
     """
     f2 = _load_stream(path_2d, dim_2d, "2D")
     f3 = _load_stream(path_3d, dim_3d, "3D")
     seconds = min(f2.shape[0], int(math.floor((f3.shape[0] - 1) / fps_3d)) + 1)
-    idx = np.minimum(np.floor(np.arange(seconds) * fps_3d).astype(np.int64), f3.shape[0] - 1)
-    out2 = np.asarray(f2[:seconds], dtype=np.float32)
+    first, stop = (0, seconds) if window is None else (max(0, window[0]), min(seconds, window[1]))
+    if stop <= first:
+        raise BadVideo(f"window {window} lies outside the {seconds} s of features", "clip outside the features")
+    idx = np.minimum(np.floor(np.arange(first, stop) * fps_3d).astype(np.int64), f3.shape[0] - 1)
+    out2 = np.asarray(f2[first:stop], dtype=np.float32)
     out3 = np.asarray(f3[idx], dtype=np.float32)
     if not (np.isfinite(out2).all() and np.isfinite(out3).all()):
-        raise BadVideo("features contain NaN or infinite values")
+        raise BadVideo("features contain NaN or infinite values", "NaN or infinite features")
     return out2, out3
 
 

@@ -63,4 +63,4 @@ def random_batch(tokenizer: "object", shape: BatchShape, *, seed: int = 0, max_v
                 vtm_label=int(rng.integers(0, 2)),
             )
         )
-    return collate(samples, sep_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id, max_video_tokens=max_video_tokens)
+    return collate(samples, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id, max_video_tokens=max_video_tokens)

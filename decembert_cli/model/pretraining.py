@@ -1,4 +1,9 @@
-"""DeCEMBERT pre-training: MLM + video-text matching + lambda * constrained attention loss."""
+"""DeCEMBERT pre-training: MLM + video-text matching + lambda * constrained attention loss.
+
+Every loss is computed as a sum with its count (masked tokens, samples, participating samples), so
+the training engine can normalise by the count of the whole global batch: the same global batch
+gives the same gradient however it is split into processes and accumulation steps.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +21,20 @@ from decembert_cli.model.heads import MLMHead, VTMHead
 @dataclass
 class PretrainOutput:
     encoder: EncoderOutput  # sequence, pooled, u over candidates, optional attention maps
-    losses: dict[str, torch.Tensor]  # "mlm", "vtm", "constrained" (those that apply) and "total"
-    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # detached counts for accuracies (summable)
+    losses: dict[str, torch.Tensor]  # batch means: "mlm", "vtm", "constrained" (those that apply) and "total"
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # per loss: sum over its targets
+    counts: dict[str, torch.Tensor] = field(default_factory=dict)  # per loss: number of targets in this batch
+    weights: dict[str, float] = field(default_factory=dict)  # per loss: weight in the total (0: reported only)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # detached summable counts for metrics
+
+
+def candidate_count(caption_id: torch.Tensor) -> torch.Tensor:
+    """(B,) number of distinct candidate captions per sample (candidate ids are 0..n-1)."""
+    n = int(caption_id.max().item()) + 1 if caption_id.numel() else 0
+    if n <= 0:
+        return torch.zeros(caption_id.shape[0], dtype=torch.long, device=caption_id.device)
+    present = caption_id.unsqueeze(-1) == torch.arange(n, device=caption_id.device)  # (B, Lt, n)
+    return present.any(1).sum(-1)
 
 
 class DecembertForPretraining(nn.Module):
@@ -36,29 +53,55 @@ class DecembertForPretraining(nn.Module):
         self.constrained_lambda = constrained_lambda
         self.constrained_on_negatives = constrained_on_negatives
 
+    def constrained_participants(self, batch: VideoTextBatch) -> torch.Tensor:
+        """(B,) bool: samples the constrained loss applies to.
+
+        A sample takes part if it has video and at least two candidate captions (with one, the
+        entropy is 0 whatever the attention does) and, unless configured, is a VTM positive.
+        """
+        takes_part = batch.video_mask.any(-1) & (candidate_count(batch.caption_id) >= 2)
+        if batch.vtm_labels is not None and not self.constrained_on_negatives:
+            takes_part = takes_part & (batch.vtm_labels == 1)
+        return takes_part
+
+    def target_counts(self, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
+        """Targets per loss in `batch`, known before the forward pass (the engine sums them globally)."""
+        counts: dict[str, torch.Tensor] = {}
+        if batch.mlm_labels is not None:
+            counts["mlm"] = (batch.mlm_labels != IGNORE_INDEX).sum()
+        if batch.vtm_labels is not None:
+            counts["vtm"] = torch.tensor(batch.batch_size, device=batch.text_ids.device)
+        if self.constrained_lambda > 0:
+            counts["constrained"] = self.constrained_participants(batch).sum()
+        return counts
+
     def forward(
         self,
         batch: VideoTextBatch,
         *,
+        normalisers: dict[str, torch.Tensor] | None = None,
         output_attentions: bool = False,
         keep_logits: bool = False,
         constrained: bool | None = None,
     ) -> PretrainOutput:
-        """constrained: compute u and the entropy loss (default: when lambda > 0)."""
+        """normalisers: divide each loss sum by these instead of this batch's counts (set by the engine).
+        constrained: compute u and the entropy loss (default: when lambda > 0)."""
         want_constrained = self.constrained_lambda > 0 if constrained is None else constrained
         enc = self.encoder(
             batch, constrained=want_constrained, output_attentions=output_attentions, keep_logits=keep_logits
         )
-        losses: dict[str, torch.Tensor] = {}
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, torch.Tensor] = {}
+        weights: dict[str, float] = {}
         stats: dict[str, torch.Tensor] = {}
-        total = enc.pooled.new_zeros(())
 
         if batch.mlm_labels is not None:
             selected = batch.mlm_labels != IGNORE_INDEX  # (B, Lt)
             logits = self.mlm(enc.text[selected])  # (N, vocab)
             targets = batch.mlm_labels[selected]
-            losses["mlm"] = F.cross_entropy(logits.float(), targets)
-            total = total + losses["mlm"]
+            sums["mlm"] = F.cross_entropy(logits.float(), targets, reduction="sum")
+            counts["mlm"] = selected.sum()
+            weights["mlm"] = 1.0
             with torch.no_grad():
                 correct = logits.argmax(-1) == targets
                 kinds = batch.text_type[selected]
@@ -69,24 +112,56 @@ class DecembertForPretraining(nn.Module):
 
         if batch.vtm_labels is not None:
             vtm_logits = self.vtm(enc.pooled)  # (B,)
-            losses["vtm"] = F.binary_cross_entropy_with_logits(vtm_logits.float(), batch.vtm_labels.float())
-            total = total + losses["vtm"]
+            sums["vtm"] = F.binary_cross_entropy_with_logits(
+                vtm_logits.float(), batch.vtm_labels.float(), reduction="sum"
+            )
+            counts["vtm"] = torch.tensor(batch.batch_size, device=vtm_logits.device)
+            weights["vtm"] = 1.0
             with torch.no_grad():
                 stats["vtm_correct"] = ((vtm_logits > 0).long() == batch.vtm_labels).sum()
-                stats["vtm_count"] = torch.tensor(batch.batch_size, device=vtm_logits.device)
 
         if enc.attention_entropy is not None:
-            # A sample takes part if it has video and at least two candidate captions (with one, the
-            # entropy is 0 whatever the attention does) and, unless configured, is a VTM positive.
-            takes_part = batch.video_mask.any(-1) & (enc.candidate_valid.sum(-1) >= 2)
-            if batch.vtm_labels is not None and not self.constrained_on_negatives:
-                takes_part = takes_part & (batch.vtm_labels == 1)
-            weight = takes_part.to(enc.attention_entropy.dtype)
-            losses["constrained"] = (enc.attention_entropy * weight).sum() / weight.sum().clamp(min=1.0)
-            if self.constrained_lambda > 0:
-                total = total + self.constrained_lambda * losses["constrained"]
-            stats["constrained_sum"] = (enc.attention_entropy.detach() * weight).sum()
-            stats["constrained_count"] = weight.sum()
+            weight = self.constrained_participants(batch).to(enc.attention_entropy.dtype)
+            sums["constrained"] = (enc.attention_entropy * weight).sum()
+            counts["constrained"] = weight.sum()
+            weights["constrained"] = self.constrained_lambda
+            if batch.aligned is not None and enc.candidate_u is not None:
+                with torch.no_grad():
+                    choice = enc.candidate_u.float().mean(dim=(1, 2)).argmax(-1)  # (B,) over layers and heads
+                    known = batch.aligned >= 0
+                    stats["align_correct"] = (known & (choice == batch.aligned)).sum()
+                    stats["align_own"] = (known & (batch.own_candidate == batch.aligned)).sum()
+                    stats["align_count"] = known.sum()
 
+        losses = {name: sums[name] / counts[name].clamp(min=1) for name in sums}
+        total = enc.pooled.new_zeros((), dtype=torch.float32)
+        for name, w in weights.items():
+            if w > 0:
+                denominator = normalisers[name] if normalisers is not None else counts[name]
+                total = total + w * sums[name] / denominator.clamp(min=1)
         losses["total"] = total
-        return PretrainOutput(encoder=enc, losses=losses, stats=stats)
+        for name in sums:
+            stats[f"{name}_sum"] = sums[name].detach()
+            stats[f"{name}_count"] = counts[name].detach()
+        return PretrainOutput(encoder=enc, losses=losses, sums=sums, counts=counts, weights=weights, stats=stats)
+
+    @staticmethod
+    def metrics(totals: dict[str, float]) -> dict[str, float]:
+        """Validation metrics from stats summed over batches and processes (the paper's Table 6 and more)."""
+
+        def ratio(num: str, den: str) -> float | None:
+            return totals[num] / totals[den] if totals.get(den, 0) > 0 and num in totals else None
+
+        metrics = {
+            "mlm_acc_asr": ratio("mlm_correct_asr", "mlm_count_asr"),
+            "mlm_acc_dense": ratio("mlm_correct_dense", "mlm_count_dense"),
+            "vtm_acc": ratio("vtm_correct", "vtm_count"),
+            "loss_mlm": ratio("mlm_sum", "mlm_count"),
+            "loss_vtm": ratio("vtm_sum", "vtm_count"),
+            "constrained_loss": ratio("constrained_sum", "constrained_count"),
+            "alignment_acc": ratio("align_correct", "align_count"),
+            "alignment_own_caption": ratio("align_own", "align_count"),
+        }
+        if totals.get("align_count", 0) > 0:
+            metrics["alignment_n"] = totals["align_count"]
+        return {k: float(v) for k, v in metrics.items() if v is not None}

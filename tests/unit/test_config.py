@@ -69,7 +69,9 @@ def test_overrides_apply_in_order_after_the_file() -> None:
 
 
 def test_packaged_presets_and_missing_file() -> None:
-    assert {"paper", "tiny"} <= set(packaged_presets())
+    assert {"paper", "tiny", "demo"} <= set(packaged_presets())
+    for name in packaged_presets():  # every preset loads strictly
+        load_config(Config, name)
     paper = load_config(Config, "paper")
     assert paper.model.arch == "base" and paper.model.init == "bert-base-uncased"
     with pytest.raises(ConfigError, match="neither a file nor a packaged preset.*paper"):

@@ -21,23 +21,23 @@ def test_collate_layout() -> None:
         vtm_label=1,
     )
     b = EncoderSample(torch.ones(5, 4), torch.ones(5, 4), [TextSegment([30], TokenType.ASR, candidate=0)], vtm_label=0)
-    batch = collate([a, b], sep_id=102, pad_id=0)
-    assert batch.text_ids[0].tolist() == [10, 11, 102, 20, 102, 21, 22, 23, 102]
-    assert batch.text_ids[1].tolist() == [30, 102] + [0] * 7
-    assert batch.text_type[0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0]
-    assert batch.caption_id[0].tolist() == [-1, -1, -1, 0, -1, 1, 1, 1, -1]
-    assert batch.mlm_labels[0].tolist()[:3] == [IGNORE_INDEX, 11, IGNORE_INDEX]
+    batch = collate([a, b], cls_id=101, sep_id=102, pad_id=0)
+    assert batch.text_ids[0].tolist() == [101, 10, 11, 102, 20, 102, 21, 22, 23, 102]
+    assert batch.text_ids[1].tolist() == [101, 30, 102] + [0] * 7
+    assert batch.text_type[0].tolist() == [0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert batch.caption_id[0].tolist() == [-1, -1, -1, -1, 0, -1, 1, 1, 1, -1]
+    assert batch.mlm_labels[0].tolist()[:4] == [IGNORE_INDEX, IGNORE_INDEX, 11, IGNORE_INDEX]
     assert batch.video_mask.tolist() == [[True] * 3 + [False] * 2, [True] * 5]
-    assert batch.text_mask.sum(1).tolist() == [9, 2]
+    assert batch.text_mask.sum(1).tolist() == [10, 3]
     assert batch.vtm_labels.tolist() == [1, 0]
 
 
 def test_collate_rejects_inconsistent_samples() -> None:
     good = EncoderSample(torch.ones(2, 4), torch.ones(2, 4), [TextSegment([5], TokenType.ASR)], vtm_label=1)
     with pytest.raises(ValueError, match="disagree in length"):
-        collate([EncoderSample(torch.ones(2, 4), torch.ones(3, 4))], sep_id=1)
+        collate([EncoderSample(torch.ones(2, 4), torch.ones(3, 4))], cls_id=2, sep_id=1)
     with pytest.raises(ValueError, match="every sample"):
-        collate([good, EncoderSample(torch.ones(2, 4), torch.ones(2, 4), [TextSegment([5], TokenType.ASR)])], sep_id=1)
+        collate([good, EncoderSample(torch.ones(2, 4), torch.ones(2, 4), [TextSegment([5], TokenType.ASR)])], cls_id=2, sep_id=1)
 
 
 def test_mask_rate_and_replacement_split() -> None:

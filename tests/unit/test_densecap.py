@@ -61,3 +61,22 @@ def test_normalisation_drops_unk_case_and_contiguous_repeats() -> None:
         [],
         ["red onion"],  # frame 3 was empty: not contiguous with frame 2
     ]
+
+
+def test_our_json_store_and_the_paper_layout_read_alike(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from decembert_cli.data.densecap import STORE_FORMAT, read_dense_captions
+
+    frames = [["A red <unk> tomato", "wooden table"], ["wooden table", "knife"]]
+    (tmp_path / "v.json").write_text(json.dumps({"format": STORE_FORMAT, "interval": 1.0, "model": "x", "frames": frames}))
+    array = np.empty(2, dtype=object)
+    array[0], array[1] = frames
+    np.save(tmp_path / "v.npy", array, allow_pickle=True)
+    from_json = read_dense_captions(tmp_path / "v.json", 2.0)
+    from_npy = read_dense_captions(tmp_path / "v.npy", 2.0)
+    assert from_json == ([["a red tomato", "wooden table"], ["knife"]], 1.0)  # the store's own interval
+    assert from_npy == (from_json[0], 2.0)
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "other", "frames": []}))
+    with pytest.raises(BadVideo, match="not a decembert.densecap/1 file"):
+        read_dense_captions(tmp_path / "bad.json", 2.0)

@@ -15,8 +15,8 @@ def _text_only_batch(ids: torch.Tensor, mask: torch.Tensor, dim: int = 2048):  #
     samples = []
     for row, m in zip(ids.tolist(), mask.tolist()):
         n = int(sum(m))
-        samples.append(EncoderSample(torch.zeros(0, dim), torch.zeros(0, dim), [TextSegment(row[: n - 1], TokenType.ASR)]))
-    return collate(samples, sep_id=ids[0, int(mask[0].sum()) - 1].item(), pad_id=0)
+        samples.append(EncoderSample(torch.zeros(0, dim), torch.zeros(0, dim), [TextSegment(row[1 : n - 1], TokenType.ASR)]))
+    return collate(samples, cls_id=int(ids[0, 0]), sep_id=int(ids[0, int(mask[0].sum()) - 1]), pad_id=0)
 
 
 def test_text_only_output_equals_bert_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -39,7 +39,8 @@ def test_text_only_output_equals_bert_model(tmp_path) -> None:  # type: ignore[n
     assert set(mlm_state) == {"transform.dense.weight", "transform.dense.bias", "transform.LayerNorm.weight", "transform.LayerNorm.bias", "bias"}
 
     ids = torch.randint(5, 200, (3, 12))
-    ids[:, -1] = 3  # our collate appends [SEP] (id 3 here) after the caption
+    ids[:, 0] = 2  # our collate starts the text with [CLS] (id 2 here)
+    ids[:, -1] = 3  # and appends [SEP] (id 3 here) after the caption
     mask = torch.ones(3, 12, dtype=torch.long)
     ids[1, 8:] = 0
     mask[1, 8:] = 0
@@ -81,8 +82,8 @@ def test_encoding_does_not_depend_on_batch_padding() -> None:
     from tests.helpers import random_samples
 
     samples = random_samples(rng, batch_size=4, neighbours=[1, 3, 2, 1])
-    together = collate(samples, sep_id=3)
-    alone = collate(samples[:1], sep_id=3)
+    together = collate(samples, cls_id=2, sep_id=3)
+    alone = collate(samples[:1], cls_id=2, sep_id=3)
     assert together.video_mask.shape[1] > alone.video_mask.shape[1] or together.text_ids.shape[1] > alone.text_ids.shape[1]
     with torch.no_grad():
         a, b = model(together), model(alone)
@@ -130,7 +131,7 @@ def test_video_longer_than_the_limit_is_uniformly_downsampled() -> None:
     idx = uniform_indices(250, 100)
     assert len(idx) == 100 and idx[0] == 0 and idx[-1] == 249 and (idx.diff() > 0).all()
     sample = EncoderSample(torch.arange(250.0)[:, None].repeat(1, 4), torch.zeros(250, 4), [TextSegment([7], TokenType.ASR)])
-    batch = collate([sample], sep_id=3, max_video_tokens=100)
+    batch = collate([sample], cls_id=2, sep_id=3, max_video_tokens=100)
     assert batch.video_2d.shape == (1, 100, 4) and batch.video_2d[0, -1, 0] == 249
 
 
@@ -157,7 +158,7 @@ def test_dropout_zero_makes_training_mode_deterministic() -> None:
     from decembert_cli.model import build_pretraining_model
     from tests.helpers import random_samples
 
-    batch = collate(random_samples(np.random.default_rng(0), batch_size=2, neighbours=1, dim=2048), sep_id=3)
+    batch = collate(random_samples(np.random.default_rng(0), batch_size=2, neighbours=1, dim=2048), cls_id=2, sep_id=3)
     for dropout, same in [(0.0, True), (0.3, False)]:
         model = build_pretraining_model(load_config(Config, "tiny", [f"model.dropout={dropout}"])).train()
         a, b = model(batch).losses["total"], model(batch).losses["total"]

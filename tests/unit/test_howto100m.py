@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 import zipfile
 
@@ -48,9 +50,15 @@ def test_all_three_caption_forms_read_the_same(tmp_path) -> None:  # type: ignor
 
 def test_messy_captions_are_normalised() -> None:
     raw = VideoCaptions("v", [5.0, 1.0, 3.0, 7.0], [6.0, 2.0, 4.0, 8.0], ["  later  ", 42, "", "café crème"])
-    cleaned = clean_captions(raw, trim_rolling=False)
-    assert cleaned.text == ["42", "later", "café crème"]  # sorted by start, number as text, empty dropped
-    assert cleaned.start == [1.0, 5.0, 7.0]
+    counts: Counter[str] = Counter()
+    cleaned = clean_captions(raw, trim_rolling=False, counts=counts)
+    assert cleaned.text == ["42", "later"]  # sorted by start, number as text, empty and non-ASCII dropped
+    assert cleaned.start == [1.0, 5.0]
+    assert counts == {
+        "videos with unsorted caption starts (sorted)": 1,
+        "empty caption lines (dropped)": 1,
+        "non-ASCII caption lines (dropped)": 1,
+    }
 
 
 @pytest.mark.parametrize(

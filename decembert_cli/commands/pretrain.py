@@ -1,0 +1,111 @@
+"""`decembert pretrain`: DeCEMBERT pre-training on a corpus plugin (howto100m, sample, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from decembert_cli.commands._options import ConfigOption, PrintConfigOption, SetOption, resolve
+
+
+def pretrain(
+    data: str = typer.Option("howto100m", "--data", help="Corpus: howto100m, sample, or one a plugin adds."),
+    config: Optional[str] = ConfigOption,
+    overrides: List[str] = SetOption,
+    print_config: bool = PrintConfigOption,
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/pretrain-DATA-TIME)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad video instead of skipping and counting it."),
+) -> None:
+    """Pre-train with MLM + video-text matching + the constrained attention loss.
+
+    Examples: `decembert pretrain --data howto100m --set data.root=DIR --out runs/h100m`;
+    `decembert pretrain --data sample` (the built-in corpus, generated on first use).
+    Ablations: --set data.neighbours=0, --set data.use_dense=false, --set loss.constrained_lambda=0.
+    Multi-GPU or multi-process CPU: torchrun --nproc-per-node N -m decembert_cli pretrain ...
+    """
+    import os
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from decembert_cli.config import Config
+    from decembert_cli.engine.pretrain import pretrain as run_pretraining
+    from decembert_cli.engine.pretrain import prepare
+
+    cfg = resolve(Config, config, overrides, print_config)
+    main = int(os.environ.get("RANK", "0")) == 0
+    console = Console(quiet=not main)
+    if out is None:
+        if resume:
+            from decembert_cli.errors import DecembertError
+
+            raise DecembertError("--resume needs --out RUN_DIR (the run to continue)")
+        out = Path("runs") / f"pretrain-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if resume and (out / "config.yaml").is_file() and config is None and not overrides:
+        cfg = resolve(Config, str(out / "config.yaml"), [], False)  # the run's own config
+    with console.status(f"reading the {data} corpus and building the {cfg.model.arch} model"):
+        setup = prepare(cfg, data, out, strict=strict)
+    report = setup.report
+    console.print(
+        f"corpus {data}: {report.videos_used} of {report.videos_seen} videos usable; "
+        f"train {setup.train_videos} videos / {setup.train_clips} clips, validation {setup.val_videos} videos / "
+        f"{setup.val_clips} clips scored",
+        highlight=False,
+    )
+    _print_report(console, report)
+
+    def show_validation(step: int, metrics: dict[str, float]) -> None:
+        console.print(validation_table(metrics, title=f"validation at step {step}"))
+
+    result = run_pretraining(setup, cfg, resume=resume, on_validation=show_validation)
+    console.print(
+        f"done: step {result.steps}/{result.total_steps}, {result.samples_per_s:.1f} samples/s, "
+        f"{100 * result.data_wait:.0f}% of the time waiting for data; checkpoint {result.checkpoint}; "
+        f"metrics log {out / 'metrics.jsonl'}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _print_report(console, report)
+
+
+def _print_report(console: "Console", report: "DataReport") -> None:  # type: ignore[name-defined] # noqa: F821
+    if not (report.skipped or report.fixed):
+        return
+    from rich.table import Table
+
+    table = Table(title="data problems (see data_report.json)", title_justify="left")
+    table.add_column("problem")
+    table.add_column("count", justify="right")
+    table.add_column("first case")
+    for kind, n in report.skipped.most_common():
+        table.add_row(f"skipped video: {kind}", str(n), report.examples.get(kind, ""))
+    for kind, n in report.fixed.most_common():
+        table.add_row(kind, str(n), report.examples.get(kind, ""))
+    console.print(table)
+
+
+TABLE6 = [
+    ("mlm_acc_asr", "MLM accuracy, ASR tokens"),
+    ("mlm_acc_dense", "MLM accuracy, dense-caption tokens"),
+    ("vtm_acc", "video-text matching accuracy"),
+    ("constrained_loss", "constrained attention loss (entropy)"),
+    ("alignment_acc", "alignment accuracy (argmax u = true caption)"),
+    ("alignment_own_caption", "  baseline: always the clip's own caption"),
+]
+
+
+def validation_table(metrics: dict[str, float], title: str) -> "Table":  # type: ignore[name-defined] # noqa: F821
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label in TABLE6:
+        if key in metrics:
+            value = metrics[key]
+            table.add_row(label, f"{100 * value:.2f}%" if "acc" in key or "own" in key else f"{value:.4f}")
+    return table

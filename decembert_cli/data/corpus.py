@@ -1,0 +1,425 @@
+"""Pre-training corpora: videos with ASR captions, features and dense captions -> DeCEMBERT samples.
+
+A corpus plugin (entry-point group `decembert.corpora`) is a function
+`open(config: DataConfig, report: DataReport, dims: tuple[int, int]) -> list[VideoRecord]` that
+returns the usable videos and reports the ones it skipped. Everything after that is shared:
+the held-out split (`split_videos`) and sample construction (`PretrainDataset`).
+
+Sample construction follows the paper (DESIGN.md §1). For clip i of a video (the span of its ASR
+caption s_i):
+- video: the seconds floor(start_i) .. ceil(end_i) of the 1 s feature grid (at least one; the
+  collate step down-samples beyond `model.max_video_tokens`);
+- dense captions: from the frames captioned every `dense_interval` s inside that window, at most
+  `dense_per_frame` sampled per frame at each step (repeats on contiguous frames already dropped);
+- ASR captions: s_{i-k} .. s_{i+k} (those that exist), the candidates of the constrained loss;
+- with probability `negative_prob` the ASR captions are replaced by those around another clip:
+  `same_video_negatives` of the time a clip of the same video more than k captions away, else a
+  clip of another video (VTM label 0);
+- MLM: each ASR and dense-caption token is selected with probability `mask_prob`.
+
+Randomness comes from a generator seeded by (seed, epoch, index), so a sample does not depend on
+the worker, the process or the order that loads it: resumed and distributed runs see the same data.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from decembert_cli.config.schema import DataConfig
+from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate, uniform_indices
+from decembert_cli.data.densecap import read_dense_captions
+from decembert_cli.data.howto100m import (
+    FPS_3D,
+    BadVideo,
+    VideoCaptions,
+    clean_captions,
+    feature_seconds,
+    load_features,
+    open_captions,
+)
+from decembert_cli.data.masking import mask_tokens
+from decembert_cli.errors import DecembertError
+
+MAX_TEXT_POSITIONS = 512  # BERT's position table: text tokens (with [SEP]s) per sample
+VAL_EPOCH = 2**31 - 1  # the "epoch" that seeds validation samples (fixed for the whole run)
+CAPTION_FILES = ("caption.json", "raw_caption.json", "howto100m_captions.zip", "howto100m_captions")
+
+
+@dataclass
+class VideoRecord:
+    """One usable video. Corpus plugins may subclass it to read features or dense captions differently."""
+
+    video_id: str
+    captions: VideoCaptions  # cleaned: sorted, non-empty, within the features
+    seconds: int  # length of the 1 s feature grid
+    features_2d: Path
+    features_3d: Path
+    dense: Path | None = None  # this video's dense-caption file (.npy paper layout or .json store)
+    fps_3d: float = FPS_3D
+    aligned_to: list[int] | None = None  # per caption: index of the clip it truly describes (-1: none); sample corpus
+
+    def features(self, window: tuple[int, int], dim_2d: int, dim_3d: int) -> tuple[np.ndarray, np.ndarray]:
+        """(seconds, dim) float32 arrays of both streams for window = (first second, end second)."""
+        return load_features(
+            self.features_2d, self.features_3d, dim_2d=dim_2d, dim_3d=dim_3d, fps_3d=self.fps_3d, window=window
+        )
+
+    def dense_frames(self, default_interval: float) -> tuple[list[list[str]], float]:
+        """Normalised dense captions per frame, and the seconds between frames."""
+        if self.dense is None:
+            return [], default_interval
+        return read_dense_captions(self.dense, default_interval)
+
+
+@dataclass
+class DataReport:
+    """What a corpus skipped or fixed, counted by kind; with `strict`, the first problem is an error."""
+
+    strict: bool = False
+    videos_seen: int = 0
+    videos_used: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # kind -> videos skipped
+    fixed: Counter[str] = field(default_factory=Counter)  # kind -> lines dropped / videos repaired
+    examples: dict[str, str] = field(default_factory=dict)  # kind -> first video id and its message
+
+    def skip(self, video_id: str, problem: BadVideo) -> None:
+        if self.strict:
+            raise DecembertError(f"video {video_id}: {problem} (--strict stops at the first bad video; without it, such videos are skipped and counted)")
+        self.skipped[problem.kind] += 1
+        self.examples.setdefault(problem.kind, f"{video_id}: {problem}")
+
+    def fix(self, video_id: str, counts: Counter[str]) -> None:
+        if counts and self.strict:
+            kind = next(iter(counts))
+            raise DecembertError(f"video {video_id}: {kind} (--strict stops at the first problem; without it, these are fixed and counted)")
+        for kind, n in counts.items():
+            self.fixed[kind] += n
+            self.examples.setdefault(kind, video_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "videos_seen": self.videos_seen,
+            "videos_used": self.videos_used,
+            "skipped": dict(self.skipped),
+            "fixed": dict(self.fixed),
+            "examples": self.examples,
+        }
+
+
+def _under(root: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _captions_path(root: Path, value: str) -> Path:
+    if value != "auto":
+        path = _under(root, value)
+        if not path.exists():
+            raise DecembertError(f"data.captions: {path} not found")
+        return path
+    for name in CAPTION_FILES:
+        if (root / name).exists():
+            return root / name
+    raise DecembertError(f"no captions in {root}: expected one of {', '.join(CAPTION_FILES)} (or set data.captions)")
+
+
+def _video_list(root: Path, value: str) -> set[str] | None:
+    if not value:
+        return None
+    path = _under(root, value)
+    if not path.is_file():
+        if value != DataConfig.videos_csv:
+            raise DecembertError(f"data.videos_csv: {path} not found (set it to \"\" to use every captioned video)")
+        return None
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "video_id" not in reader.fieldnames:
+            raise DecembertError(f"{path} line 1: no video_id column (header: {reader.fieldnames})")
+        return {row["video_id"] for row in reader if row.get("video_id")}
+
+
+def _folder(root: Path, value: str, key: str) -> Path:
+    path = _under(root, value)
+    if not path.is_dir():
+        raise DecembertError(f"data.{key}: folder {path} not found")
+    return path
+
+
+def open_howto100m(
+    config: DataConfig,
+    report: DataReport,
+    dims: tuple[int, int],
+    progress: Callable[[int, int], None] | None = None,
+) -> list[VideoRecord]:
+    """HowTo100M as its users have it (DATA_FORMATS.md): captions, per-video features, dense captions."""
+    if not config.root:
+        raise DecembertError("data.root is not set: --set data.root=DIR (the folder with the captions and features)")
+    root = Path(config.root).expanduser()
+    if not root.is_dir():
+        raise DecembertError(f"data.root: folder {root} not found")
+    captions_path = _captions_path(root, config.captions)
+    source = open_captions(captions_path)
+    trim = config.trim_overlap == "on" or (config.trim_overlap == "auto" and captions_path.name.startswith("raw_caption"))
+    wanted = _video_list(root, config.videos_csv)
+    dir_2d = _folder(root, config.features_2d, "features_2d")
+    dir_3d = _folder(root, config.features_3d, "features_3d")
+    dense_dir = _folder(root, config.dense_captions, "dense_captions") if config.use_dense and config.dense_captions else None
+    if config.min_clips < 1:
+        raise DecembertError(f"data.min_clips must be at least 1, got {config.min_clips}")
+
+    ids = [v for v in source.ids() if wanted is None or v in wanted]
+    records: list[VideoRecord] = []
+    for n, video_id in enumerate(ids):
+        if progress is not None:
+            progress(n, len(ids))
+        report.videos_seen += 1
+        try:
+            counts: Counter[str] = Counter()
+            captions = clean_captions(source.get(video_id), trim_rolling=trim, counts=counts)
+            report.fix(video_id, counts)
+            if len(captions) < config.min_clips:
+                raise BadVideo(f"{len(captions)} usable captions, fewer than data.min_clips={config.min_clips}", "too few clips")
+            path_2d, path_3d = dir_2d / f"{video_id}.npy", dir_3d / f"{video_id}.npy"
+            seconds = feature_seconds(path_2d, path_3d, dim_2d=dims[0], dim_3d=dims[1], fps_3d=config.fps_3d)
+            inside = [i for i, s in enumerate(captions.start) if math.floor(s) < seconds]
+            if len(inside) < len(captions):
+                report.fix(video_id, Counter({"caption lines after the end of the features (dropped)": len(captions) - len(inside)}))
+                captions = VideoCaptions(
+                    video_id, [captions.start[i] for i in inside], [captions.end[i] for i in inside], [captions.text[i] for i in inside]
+                )
+                if len(captions) < config.min_clips:
+                    raise BadVideo(f"{len(captions)} captions fall within the {seconds} s of features", "too few clips")
+            dense = None
+            if dense_dir is not None:
+                dense = next((p for p in (dense_dir / f"{video_id}.json", dense_dir / f"{video_id}.npy") if p.is_file()), None)
+                if dense is None:
+                    raise BadVideo(f"no dense captions ({video_id}.json or .npy) in {dense_dir}", "dense captions missing")
+        except BadVideo as problem:
+            report.skip(video_id, problem)
+            continue
+        records.append(VideoRecord(video_id, captions, seconds, path_2d, path_3d, dense, config.fps_3d))
+    if progress is not None:
+        progress(len(ids), len(ids))
+    report.videos_used = len(records)
+    if not records:
+        raise DecembertError(f"no usable video in {root}: {dict(report.skipped) or 'no captioned videos'}")
+    return records
+
+
+def open_sample(
+    config: DataConfig,
+    report: DataReport,
+    dims: tuple[int, int],
+    progress: Callable[[int, int], None] | None = None,
+) -> list[VideoRecord]:
+    """The built-in synthetic corpus: generated on first use, read as HowTo100M, with its true alignment."""
+    from decembert_cli.data.sample_corpus import generate, is_sample_corpus, load_alignment
+
+    root = Path(config.root).expanduser() if config.root else default_sample_dir(dims)
+    if not is_sample_corpus(root):
+        if dims[0] != dims[1]:
+            raise DecembertError("the sample corpus has equal 2D and 3D widths; set model.feature_dim_2d = model.feature_dim_3d")
+        generate(root, feature_dim_2d=dims[0], feature_dim_3d=dims[1])
+    import dataclasses
+
+    records = open_howto100m(dataclasses.replace(config, root=str(root)), report, dims, progress)
+    alignment = load_alignment(root)
+    for record in records:
+        truth = alignment.get(record.video_id)
+        if truth is not None and len(truth) == len(record.captions):
+            record.aligned_to = list(truth)
+    return records
+
+
+def default_sample_dir(dims: tuple[int, int]) -> Path:
+    """Where `--data sample` generates the corpus when `data.root` is empty (one folder per format and width)."""
+    import os
+
+    from decembert_cli.data.sample_corpus import SAMPLE_FORMAT
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    version = SAMPLE_FORMAT.rsplit("/", 1)[-1]
+    return cache / "decembert" / f"sample-v{version}-d{dims[0]}"
+
+
+def split_videos(records: list[VideoRecord], val_videos: int) -> tuple[list[VideoRecord], list[VideoRecord]]:
+    """(train, val): `val_videos` held out by video, at most a tenth of the corpus (one when it has 2-19).
+
+    The choice depends only on the video ids (ordered by a hash), so it is the same on every run and
+    machine and a video stays on its side when others are added.
+    """
+    n_val = min(val_videos, len(records) // 10)
+    if n_val == 0 and val_videos > 0 and len(records) >= 2:
+        n_val = 1
+    ranked = sorted(records, key=lambda r: hashlib.sha1(r.video_id.encode("utf-8")).hexdigest())
+    val_ids = {r.video_id for r in ranked[:n_val]}
+    return [r for r in records if r.video_id not in val_ids], [r for r in records if r.video_id in val_ids]
+
+
+@dataclass(frozen=True)
+class SampleInfo:
+    video: int  # record index of the clip
+    clip: int  # caption index of the clip
+    negative: str | None  # None (positive), "same-video" or "other-video"
+    source: tuple[int, int]  # (record, caption) around which the ASR captions were taken
+
+
+def clip_window(captions: VideoCaptions, i: int, seconds: int) -> tuple[int, int]:
+    """Seconds [first, end) of the 1 s grid under caption i: floor(start) .. ceil(end), at least one."""
+    first = min(math.floor(captions.start[i]), seconds - 1)
+    end = min(max(first + 1, math.ceil(captions.end[i])), seconds)
+    return first, end
+
+
+class PretrainDataset(torch.utils.data.Dataset):
+    """Clips of a list of videos as DeCEMBERT samples; item key = (epoch, index) or index."""
+
+    def __init__(
+        self,
+        records: list[VideoRecord],
+        tokenizer: Any,
+        config: DataConfig,
+        *,
+        dims: tuple[int, int],
+        seed: int,
+        max_video_tokens: int = 100,
+    ) -> None:
+        k = config.neighbours
+        if k < 0:
+            raise DecembertError(f"data.neighbours must be 0 or more, got {k}")
+        asr_positions = 1 + (2 * k + 1) * (config.max_caption_tokens + 1)  # [CLS], captions and their [SEP]s
+        if asr_positions > MAX_TEXT_POSITIONS:
+            raise DecembertError(
+                f"data.neighbours={k} with data.max_caption_tokens={config.max_caption_tokens} needs {asr_positions} "
+                f"text positions, more than {MAX_TEXT_POSITIONS}; lower one of them"
+            )
+        for key in ("mask_prob", "negative_prob", "same_video_negatives"):
+            if not 0.0 <= getattr(config, key) <= 1.0:
+                raise DecembertError(f"data.{key} must lie in [0, 1], got {getattr(config, key)}")
+        self.records = records
+        self.tokenizer = tokenizer
+        self.config = config
+        self.dims = dims
+        self.seed = seed
+        self.max_video_tokens = max_video_tokens
+        self.clips = np.array([(v, i) for v, r in enumerate(records) for i in range(len(r.captions))], dtype=np.int64).reshape(-1, 2)
+        self.cls_id = tokenizer.cls_token_id
+        self.sep_id = tokenizer.sep_token_id
+        self.pad_id = tokenizer.pad_token_id
+        self.mask_id = tokenizer.mask_token_id
+        self.vocab_size = len(tokenizer)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
+        epoch, index = (0, key) if isinstance(key, (int, np.integer)) else key
+        return self.build(int(epoch), int(index))[0]
+
+    def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
+        return collate(samples, cls_id=self.cls_id, sep_id=self.sep_id, pad_id=self.pad_id, max_video_tokens=self.max_video_tokens)
+
+    def _tokens(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        encoded = self.tokenizer(
+            texts, add_special_tokens=False, truncation=True, max_length=self.config.max_caption_tokens
+        )["input_ids"]
+        return [ids if ids else [self.tokenizer.unk_token_id] for ids in encoded]
+
+    def _negative_source(self, rng: np.random.Generator, v: int, i: int) -> tuple[str, int, int]:
+        cfg = self.config
+        n_clips = len(self.records[v].captions)
+        same = rng.random() < cfg.same_video_negatives
+        if (same and n_clips > 1) or len(self.records) == 1:
+            far = [j for j in range(n_clips) if abs(j - i) > cfg.neighbours]
+            pool = far or [j for j in range(n_clips) if j != i]
+            return "same-video", v, int(pool[rng.integers(len(pool))])
+        other = int(rng.integers(len(self.records) - 1))
+        other += other >= v  # any video but this one
+        return "other-video", other, int(rng.integers(len(self.records[other].captions)))
+
+    def _dense_texts(self, rng: np.random.Generator, record: VideoRecord, window: tuple[int, int]) -> list[str]:
+        cfg = self.config
+        frames, interval = record.dense_frames(cfg.dense_interval)
+        if not frames or cfg.dense_per_frame <= 0:
+            return []
+        first = math.ceil(window[0] / interval)
+        stop = min(len(frames), math.ceil(window[1] / interval))
+        chosen = list(range(first, stop)) or [min(int(window[0] // interval), len(frames) - 1)]
+        most = max(1, cfg.max_dense_captions // cfg.dense_per_frame)
+        chosen = [chosen[j] for j in uniform_indices(len(chosen), most).tolist()]
+        texts: list[str] = []
+        for f in chosen:
+            frame = frames[f]
+            take = min(cfg.dense_per_frame, len(frame))
+            picks = sorted(rng.choice(len(frame), size=take, replace=False).tolist()) if take else []
+            texts += [frame[p] for p in picks]
+        return texts[: cfg.max_dense_captions]
+
+    def build(self, epoch: int, index: int) -> tuple[EncoderSample, SampleInfo]:
+        """The sample for clip `index` at `epoch` (deterministic), with how it was made."""
+        cfg = self.config
+        rng = np.random.default_rng([self.seed, epoch, index])
+        v, i = (int(x) for x in self.clips[index])
+        record = self.records[v]
+        window = clip_window(record.captions, i, record.seconds)
+        try:
+            video_2d, video_3d = record.features(window, *self.dims)
+            dense_texts = self._dense_texts(rng, record, window) if cfg.use_dense else []
+        except BadVideo as problem:
+            raise DecembertError(
+                f"video {record.video_id}: {problem}; fix or remove its files and continue with --resume"
+            ) from None
+
+        negative: str | None = None
+        source_v, source_i = v, i
+        if rng.random() < cfg.negative_prob:
+            negative, source_v, source_i = self._negative_source(rng, v, i)
+        captions = self.records[source_v].captions
+        lo, hi = max(0, source_i - cfg.neighbours), min(len(captions) - 1, source_i + cfg.neighbours)
+        asr_ids = self._tokens(captions.text[lo : hi + 1])
+        dense_ids = self._tokens(dense_texts)
+        budget = MAX_TEXT_POSITIONS - 1 - sum(len(x) + 1 for x in asr_ids)  # 1: [CLS]
+        while dense_ids and sum(len(x) + 1 for x in dense_ids) > budget:
+            dense_ids.pop()
+
+        segments: list[TextSegment] = []
+        for ids in dense_ids:
+            inputs, labels = mask_tokens(ids, cfg.mask_prob, rng, mask_id=self.mask_id, vocab_size=self.vocab_size)
+            segments.append(TextSegment(inputs, TokenType.DENSE, labels=labels))
+        for c, ids in enumerate(asr_ids):
+            inputs, labels = mask_tokens(ids, cfg.mask_prob, rng, mask_id=self.mask_id, vocab_size=self.vocab_size)
+            segments.append(TextSegment(inputs, TokenType.ASR, candidate=c, labels=labels))
+
+        own, aligned = -1, -1
+        if negative is None:
+            own = i - lo
+            if record.aligned_to is not None:
+                matches = [c for c, j in enumerate(range(lo, hi + 1)) if record.aligned_to[j] == i]
+                aligned = matches[0] if len(matches) == 1 else -1
+        sample = EncoderSample(
+            video_2d=torch.from_numpy(video_2d),
+            video_3d=torch.from_numpy(video_3d),
+            segments=segments,
+            vtm_label=int(negative is None),
+            own_candidate=own,
+            aligned=aligned,
+        )
+        return sample, SampleInfo(v, i, negative, (source_v, source_i))
+
+
+def validation_indices(n: int, limit: int) -> list[int]:
+    """At most `limit` clip indices spread evenly over 0..n-1 (all when n <= limit)."""
+    if n <= limit:
+        return list(range(n))
+    return uniform_indices(n, limit).tolist()

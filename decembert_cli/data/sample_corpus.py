@@ -1,0 +1,470 @@
+"""The built-in synthetic `sample` corpus: HowTo100M's exact layouts with a planted, measurable signal.
+
+Every video belongs to one task of one of 4 domains (HowTo100M categories: recipes, car maintenance,
+gardening, woodworking), each with its own objects (disjoint across domains) and actions (each shared
+by two domains at most), so a caption of another video is usually about another topic, as in
+HowTo100M. A video is cut into 10-16 contiguous segments; segment s shows one of the video's 4-6
+objects of its domain (2D stream) being handled with one of its domain's actions (3D stream).
+Features are noisy copies of fixed per-object and per-action prototype vectors, so what a model can
+learn is known in advance:
+
+- 2D feature of second t = normalise(unit(proto_object + 0.3 style) + noise * unit gaussian), from
+  the segment containing the second's centre t + 0.5 (style alone outside segments); 3D features
+  (1.5/s) the same with the action prototype, from the segment containing the clip's centre.
+- One ASR caption per segment, timed inside it, naming its action and object amid filler words.
+  Disjoint adjacent pairs of captions swap texts (about `misaligned` of all captions then describe a
+  neighbouring segment: "shifted"); about `irrelevant` of all captions, taken from the rest, become
+  greetings or credits. `alignment.json` records which segment each caption truly describes.
+- Dense captions every 2 s name the frame's object (generic templates, fit for every domain), with
+  `<unk>` tokens and background captions repeated on contiguous frames, as the paper's captioner
+  produced them.
+
+Same arguments give byte-identical files. A video's segments and captions depend only on the seed
+and its index, so a smaller corpus is a prefix of a larger one. `meta.json` is written last: a
+folder without it is an interrupted run, which the generator may overwrite.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from decembert_cli.errors import DecembertError
+from decembert_cli.io import atomic_write_bytes, atomic_write_text
+
+SAMPLE_FORMAT = "decembert.sample/2"
+
+FPS_3D = 24 / 16  # like HowTo100M's 3D features: one per 16 frames at 24 fps
+DENSE_STEP_S = 2  # one dense-caption frame every 2 s (index int(t // 2))
+STYLE_WEIGHT = 0.3  # norm of the per-video style vector added to each prototype
+
+
+class Domain(NamedTuple):
+    """A HowTo100M category with its tasks and the objects and actions its videos show."""
+
+    category_1: str
+    category_2: str
+    tasks: tuple[tuple[int, str], ...]  # (task id, task name)
+    objects: tuple[str, ...]
+    actions: tuple[str, ...]
+
+
+# Objects are disjoint across domains; an action is shared by two domains at most, so a caption of
+# another domain's video mostly names other words, as in HowTo100M where it is usually another topic.
+# Every object and action is a single WordPiece token of the BERT uncased vocabulary (tested).
+DOMAINS = (
+    Domain(
+        "Food and Entertaining", "Recipes",
+        ((90001, "make a tomato salad"), (90002, "cook chicken pasta"), (90003, "make pancakes")),
+        ("tomato", "onion", "garlic", "lemon", "cheese", "chicken", "pasta", "flour", "egg", "butter"),
+        ("cut", "chop", "slice", "stir", "mix", "peel", "fry", "pour"),
+    ),
+    Domain(
+        "Cars & Other Vehicles", "Car Maintenance",
+        ((90004, "change the oil"), (90005, "replace a flat tire"), (90006, "replace the brake pads")),
+        ("oil", "tire", "wheel", "engine", "filter", "battery", "brake", "bolt", "belt"),
+        ("remove", "check", "loosen", "tighten", "replace", "drain", "pour"),
+    ),
+    Domain(
+        "Home and Garden", "Gardening",
+        ((90007, "plant a flower bed"), (90008, "repot a house plant"), (90009, "start seeds indoors")),
+        ("soil", "seed", "plant", "pot", "flower", "root", "grass", "leaf", "shovel"),
+        ("dig", "water", "trim", "spray", "cover", "fill", "loosen"),
+    ),
+    Domain(
+        "Hobbies and Crafts", "Woodworking",
+        ((90010, "build a bird house"), (90011, "make a wooden shelf"), (90012, "build a picture frame")),
+        ("wood", "board", "nail", "screw", "hammer", "plank", "ruler", "pencil", "panel"),
+        ("measure", "mark", "sand", "drill", "saw", "glue", "paint", "cut"),
+    ),
+)  # fmt: skip
+OBJECTS = tuple(o for d in DOMAINS for o in d.objects)
+ACTIONS = tuple(dict.fromkeys(a for d in DOMAINS for a in d.actions))
+# (task id, task name, its domain); a video of a task shows 4-6 of its domain's objects
+TASKS = tuple((tid, name, d) for d in DOMAINS for tid, name in d.tasks)
+
+# ASR templates: 4-12 words, no vocabulary word outside {action} and {obj}.
+TEMPLATES = (
+    "okay now we {action} the {obj} really nice",
+    "so {action} your {obj}",
+    "next you want to {action} the {obj}",
+    "and then i just {action} the {obj} like this",
+    "now {action} the {obj}",
+    "we are going to {action} this {obj} now",
+    "let me {action} the {obj} here",
+    "you can {action} the {obj} a little bit more",
+    "i like to {action} my {obj} first",
+    "then {action} the {obj} until it looks good",
+    "make sure you {action} the {obj} well",
+    "all right so now we {action} the {obj} okay",
+)
+IRRELEVANT = (
+    "hey guys welcome back to my channel",
+    "thanks for watching",
+    "don't forget to subscribe",
+    "music",
+    "please like and subscribe",
+    "see you in the next video",
+    "hi everyone",
+    "applause",
+    "leave a comment down below",
+)
+# Dense captions: generic, for every domain; no vocabulary word outside {obj} (tested).
+DENSE_OBJECT = (
+    "a {adj} {obj}", "a close up of a {obj}", "a person holding a {obj}", "a {obj} next to a person", "the {obj} is {adj}",
+)  # fmt: skip
+ADJECTIVES = ("small", "large", "white", "red", "green", "brown", "black")
+BACKGROUND = (
+    "a brown table", "a person s hand", "a white wall", "a black shirt", "a window in the background",
+    "a gray floor", "a blue sky", "a man wearing a hat", "a shelf on the wall", "a light on the ceiling",
+)  # fmt: skip
+UNKNOWN = ("a <unk> on a table", "a person holding a <unk>", "<unk> in the background")
+
+_FILES = ("HowTo100M_v1.csv", "task_ids.csv", "caption.json", "alignment.json", "meta.json")
+_VIDEO_DIRS = ("features/2d", "features/3d", "dense_captions")
+_VIDEO_FILE = re.compile(r"sample_\d{4,}\.npy")
+_TEMP_FILE = re.compile(r"\.(?P<name>.+)\.[^.]+\.tmp")  # what decembert_cli.io leaves when killed
+
+
+def video_id(index: int) -> str:
+    """The id of the index-th video: sample_0000, sample_0001, ..."""
+    return f"sample_{index:04d}"
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def prototypes(seed: int, dim_2d: int = 2048, dim_3d: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """The unit prototype vectors: objects (len(OBJECTS), dim_2d) and actions (len(ACTIONS), dim_3d)."""
+    objects = _unit_rows(np.random.default_rng([seed, 0, 0]).standard_normal((len(OBJECTS), dim_2d)))
+    actions = _unit_rows(np.random.default_rng([seed, 0, 1]).standard_normal((len(ACTIONS), dim_3d)))
+    return objects, actions
+
+
+def _owned(rel: Path) -> bool:
+    """Whether a path relative to the corpus root is one this generator writes (or its temp file)."""
+    name = rel.name
+    temp = _TEMP_FILE.fullmatch(name)
+    if temp:
+        name = temp.group("name")
+    parent = rel.parent.as_posix()
+    if parent == ".":
+        return name in _FILES
+    return parent in _VIDEO_DIRS and _VIDEO_FILE.fullmatch(name) is not None
+
+
+def _meta_json(root: Path) -> dict | None:
+    try:
+        meta = json.loads((Path(root) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def read_meta(root: Path) -> dict | None:
+    """The sample corpus' meta.json, or None when `root` holds none (or another kind, or an older format)."""
+    meta = _meta_json(root)
+    return meta if meta is not None and meta.get("format") == SAMPLE_FORMAT else None
+
+
+def is_sample_corpus(root: Path) -> bool:
+    """True when `root` holds a complete sample corpus (its meta.json, written last, is there)."""
+    return read_meta(root) is not None
+
+
+def load_alignment(root: Path) -> dict[str, list[int]]:
+    """video_id -> for each caption in caption.json order, the segment it truly describes (-1: irrelevant)."""
+    path = Path(root) / "alignment.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DecembertError(f"cannot read {path} ({exc}); regenerate the corpus with `decembert sample-data`") from None
+    if not isinstance(data, dict) or data.get("format") != SAMPLE_FORMAT:
+        raise DecembertError(f"{path} is not a {SAMPLE_FORMAT} alignment file; regenerate with `decembert sample-data`")
+    return {vid: [int(s) for s in entry["caption_segment"]] for vid, entry in data["videos"].items()}
+
+
+def _prepare(out_dir: Path, arguments: dict) -> bool:
+    """Check `out_dir` is ours to write; True when it already holds this exact corpus."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DecembertError(f"{out_dir} is a file; choose a directory for the sample corpus")
+    if not out_dir.exists():
+        return False
+    if (out_dir / "meta.json").exists():
+        meta = read_meta(out_dir)
+        other = (_meta_json(out_dir) or {}).get("format")
+        if meta is None and isinstance(other, str) and other.startswith("decembert.sample/"):
+            raise DecembertError(
+                f"{out_dir} holds a sample corpus in an older format ({other}; this version writes "
+                f"{SAMPLE_FORMAT}); choose another directory or delete {out_dir} to regenerate it"
+            )
+        if meta is None:
+            raise DecembertError(f"{out_dir} is not empty and is not a sample corpus; choose an empty or new directory")
+        if meta.get("arguments") == arguments:
+            return True
+        raise DecembertError(
+            f"{out_dir} holds a sample corpus generated with other arguments ({meta.get('arguments')}); "
+            "choose another directory"
+        )
+    foreign = []  # anything an interrupted run of this generator would not have left
+    for path in sorted(out_dir.rglob("*")):
+        rel = path.relative_to(out_dir)
+        if not (rel.as_posix() in ("features", *_VIDEO_DIRS) if path.is_dir() else _owned(rel)):
+            foreign.append(rel)
+    if foreign:
+        raise DecembertError(
+            f"{out_dir} is not empty and is not a sample corpus (it holds {foreign[0]}); "
+            "choose an empty or new directory"
+        )
+    return False
+
+
+def _remove_leftovers(out_dir: Path, keep: set[str]) -> None:
+    """Drop what an interrupted run left that this run does not write: temp files, videos past the count."""
+    for sub in _VIDEO_DIRS:
+        folder = out_dir / sub
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_file() and (_TEMP_FILE.fullmatch(path.name) or path.stem not in keep):
+                    path.unlink()
+    for path in out_dir.iterdir():
+        if path.is_file() and _TEMP_FILE.fullmatch(path.name):
+            path.unlink()
+
+
+def _stochastic_round(x: float, rng: np.random.Generator) -> int:
+    whole = math.floor(x)
+    return whole + int(rng.random() < x - whole)
+
+
+def _disjoint_pairs(n: int, k: int, rng: np.random.Generator) -> list[int]:
+    """First indices of k uniformly random disjoint adjacent pairs (s, s+1) among n items."""
+    units = np.sort(rng.choice(n - k, size=k, replace=False))  # k dominoes among n - k units
+    return [int(u) + i for i, u in enumerate(units)]
+
+
+def _plan_video(index: int, seed: int, misaligned: float, irrelevant: float) -> dict:
+    """Task, segments (centiseconds), captions and their true segments of one video."""
+    rng = np.random.default_rng([seed, 1, index])
+    task_id, _name, domain = TASKS[int(rng.integers(len(TASKS)))]
+    pool = domain.objects
+    objects = [pool[i] for i in rng.choice(len(pool), size=int(rng.integers(4, 7)), replace=False)]
+    n = int(rng.integers(10, 17))
+    segments = []
+    cursor = int(rng.integers(0, 151))  # first segment starts within 1.5 s
+    obj = action = None
+    for _ in range(n):
+        obj = str(rng.choice([o for o in objects if o != obj]))
+        action = str(rng.choice([a for a in domain.actions if a != action]))
+        length = int(rng.integers(300, 601))
+        segments.append((cursor, cursor + length, obj, action))
+        cursor += length
+    texts = [str(rng.choice(TEMPLATES)).format(action=a, obj=o) for _s, _e, o, a in segments]
+    described = list(range(n))
+    kind = ["aligned"] * n
+    for s in _disjoint_pairs(n, min(n // 2, _stochastic_round(misaligned * n / 2, rng)), rng):
+        texts[s], texts[s + 1] = texts[s + 1], texts[s]
+        described[s], described[s + 1] = s + 1, s
+        kind[s] = kind[s + 1] = "shifted"
+    rest = [s for s in range(n) if kind[s] == "aligned"]
+    m = min(len(rest), _stochastic_round(irrelevant * n, rng))
+    for s in sorted(int(x) for x in rng.choice(rest, size=m, replace=False)):
+        texts[s] = str(rng.choice(IRRELEVANT))
+        described[s] = -1
+        kind[s] = "irrelevant"
+    starts, ends = [], []
+    for s0, s1, _o, _a in segments:  # caption timed inside its segment
+        starts.append((s0 + int(rng.integers(0, 31))) / 100)
+        ends.append((s1 - int(rng.integers(0, 31))) / 100)
+    background = [str(b) for b in rng.choice(BACKGROUND, size=2, replace=False)]  # recurs on this video's frames
+    return {
+        "index": index,
+        "id": video_id(index),
+        "task_id": task_id,
+        "category": (domain.category_1, domain.category_2),
+        "rank": int(rng.integers(1, 201)),
+        "objects": objects,
+        "segments": segments,
+        "seconds": math.ceil(cursor / 100),
+        "captions": {"start": starts, "end": ends, "text": texts},
+        "caption_segment": described,
+        "caption_kind": kind,
+        "background": background,
+        "dense_seed": int(rng.integers(2**31)),
+    }
+
+
+def _segment_at(times: np.ndarray, segments: list[tuple[int, int, str, str]]) -> np.ndarray:
+    """Index of the segment containing each time in seconds; -1 outside all segments."""
+    bounds = np.array([s[0] for s in segments] + [segments[-1][1]], dtype=np.float64) / 100
+    idx = np.searchsorted(bounds, times, side="right") - 1
+    return np.where((idx >= 0) & (idx < len(segments)), idx, -1)
+
+
+def _stream(
+    labels: np.ndarray, protos: np.ndarray, style: np.ndarray, noise: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Unit rows: normalise(unit(prototype[label] + style) + noise * unit gaussian), style alone for -1."""
+    signal = np.where(labels[:, None] >= 0, protos[np.maximum(labels, 0)], 0.0) + style  # (T, D)
+    gauss = _unit_rows(rng.standard_normal(signal.shape))
+    return _unit_rows(_unit_rows(signal) + noise * gauss).astype(np.float16)
+
+
+def _features(plan: dict, seed: int, objects: np.ndarray, actions: np.ndarray, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """(T, dim_2d) and (T3, dim_3d) float16 features of one video; T3 makes the 3D stream reach T seconds."""
+    rng = np.random.default_rng([seed, 2, plan["index"]])
+    segments, t = plan["segments"], plan["seconds"]
+    obj_index = np.array([OBJECTS.index(s[2]) for s in segments])
+    act_index = np.array([ACTIONS.index(s[3]) for s in segments])
+    t3 = math.ceil((t - 1) * FPS_3D) + 1  # load_features keeps floor((t3 - 1) / 1.5) + 1 = t seconds
+    seg_2d = _segment_at(np.arange(t) + 0.5, segments)
+    seg_3d = _segment_at((np.arange(t3) + 0.5) / FPS_3D, segments)
+    style_2d = STYLE_WEIGHT * _unit_rows(rng.standard_normal(objects.shape[1]))
+    style_3d = STYLE_WEIGHT * _unit_rows(rng.standard_normal(actions.shape[1]))
+    f2 = _stream(np.where(seg_2d >= 0, obj_index[seg_2d], -1), objects, style_2d, noise, rng)
+    f3 = _stream(np.where(seg_3d >= 0, act_index[seg_3d], -1), actions, style_3d, noise, rng)
+    return f2, f3
+
+
+def _dense_frames(plan: dict) -> np.ndarray:
+    """The paper's layout: a 1-D object array, one list of caption strings per 2 s step."""
+    rng = np.random.default_rng(plan["dense_seed"])
+    steps = math.ceil(plan["seconds"] / DENSE_STEP_S)
+    seg = _segment_at(np.arange(steps) * float(DENSE_STEP_S), plan["segments"])
+    array = np.empty(steps, dtype=object)
+    for k in range(steps):
+        frame = [plan["background"][0]]  # repeated on every frame: normalise_frames drops it
+        if seg[k] >= 0:
+            obj = plan["segments"][seg[k]][2]
+            for template in rng.choice(DENSE_OBJECT, size=2, replace=False):
+                frame.append(str(template).format(adj=str(rng.choice(ADJECTIVES)), obj=obj))
+            if rng.random() < 0.3:
+                other = str(rng.choice([o for o in plan["objects"] if o != obj]))
+                frame.append(f"{other} on the table")
+        if rng.random() < 0.5:
+            frame.append(plan["background"][1])
+        if rng.random() < 0.3:
+            frame.append(str(rng.choice(UNKNOWN)))
+        array[k] = frame
+    return array
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=array.dtype == object)
+    return buffer.getvalue()
+
+
+def _csv_text(rows: list[list[object]], delimiter: str = ",") -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=delimiter, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def generate(
+    out_dir: Path,
+    *,
+    videos: int = 160,
+    seed: int = 0,
+    feature_dim_2d: int = 2048,
+    feature_dim_3d: int = 2048,
+    misaligned: float = 0.5,
+    irrelevant: float = 0.1,
+    noise: float = 0.5,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Write the sample corpus into `out_dir` (HowTo100M layouts) and return it.
+
+    A folder that already holds this exact corpus is left as it is; a folder holding anything else
+    (another corpus, other files) raises DecembertError. `misaligned` and `irrelevant` are fractions
+    of all captions; `noise` is the ratio of noise norm to signal norm in every feature row.
+    `progress(done, total)` is called after each video.
+    """
+    out_dir = Path(out_dir)
+    if videos < 1:
+        raise DecembertError(f"videos = {videos}: the sample corpus needs at least one video")
+    if seed < 0:
+        raise DecembertError(f"seed = {seed}: use a seed >= 0")
+    if feature_dim_2d < 1 or feature_dim_3d < 1:
+        raise DecembertError(f"feature widths {feature_dim_2d}, {feature_dim_3d}: both must be >= 1")
+    if not (0 <= misaligned <= 1 and 0 <= irrelevant <= 1 and misaligned + irrelevant <= 1):
+        raise DecembertError(f"misaligned = {misaligned}, irrelevant = {irrelevant}: use fractions in [0, 1] with a sum <= 1")
+    if not (noise >= 0 and math.isfinite(noise)):
+        raise DecembertError(f"noise = {noise}: use a ratio >= 0")
+    arguments = {
+        "videos": videos,
+        "seed": seed,
+        "feature_dim_2d": feature_dim_2d,
+        "feature_dim_3d": feature_dim_3d,
+        "misaligned": misaligned,
+        "irrelevant": irrelevant,
+        "noise": noise,
+    }
+    if _prepare(out_dir, arguments):
+        return out_dir
+    plans = [_plan_video(i, seed, misaligned, irrelevant) for i in range(videos)]
+    if out_dir.exists():
+        _remove_leftovers(out_dir, {p["id"] for p in plans})
+
+    atomic_write_text(out_dir / "task_ids.csv", _csv_text([[tid, name] for tid, name, _ in TASKS], delimiter="\t"))
+    rows: list[list[object]] = [["video_id", "category_1", "category_2", "rank", "task_id"]]
+    rows += [[p["id"], *p["category"], p["rank"], p["task_id"]] for p in plans]
+    atomic_write_text(out_dir / "HowTo100M_v1.csv", _csv_text(rows))
+
+    objects, actions = prototypes(seed, feature_dim_2d, feature_dim_3d)
+    for done, plan in enumerate(plans, start=1):
+        f2, f3 = _features(plan, seed, objects, actions, noise)
+        atomic_write_bytes(out_dir / "features" / "2d" / f"{plan['id']}.npy", _npy_bytes(f2))
+        atomic_write_bytes(out_dir / "features" / "3d" / f"{plan['id']}.npy", _npy_bytes(f3))
+        atomic_write_bytes(out_dir / "dense_captions" / f"{plan['id']}.npy", _npy_bytes(_dense_frames(plan)))
+        if progress is not None:
+            progress(done, videos)
+
+    atomic_write_text(out_dir / "caption.json", json.dumps({p["id"]: p["captions"] for p in plans}))
+    alignment = {
+        p["id"]: {
+            "segments": [[s0 / 100, s1 / 100, obj, action] for s0, s1, obj, action in p["segments"]],
+            "caption_segment": p["caption_segment"],
+            "caption_kind": p["caption_kind"],
+        }
+        for p in plans
+    }
+    atomic_write_text(out_dir / "alignment.json", json.dumps({"format": SAMPLE_FORMAT, "videos": alignment}))
+    kinds = [k for p in plans for k in p["caption_kind"]]
+    meta = {
+        "format": SAMPLE_FORMAT,
+        "description": (
+            "Synthetic HowTo100M-layout corpus of videos in 4 task domains with disjoint objects: 2D features encode each segment's object, 3D features its "
+            "action; captions are timed to segments, some swapped with a neighbour (shifted) or replaced "
+            "by chatter (irrelevant); alignment.json holds the truth."
+        ),
+        "arguments": arguments,
+        "counts": {
+            "videos": videos,
+            "captions": len(kinds),
+            "seconds": sum(p["seconds"] for p in plans),
+            "shifted": kinds.count("shifted"),
+            "irrelevant": kinds.count("irrelevant"),
+        },
+        "features": {"backbone": "synthetic", "dtype": "float16", "fps_2d": 1.0, "fps_3d": FPS_3D, "l2_normalised": True},
+        "dense_captions": {"step_s": DENSE_STEP_S, "layout": "paper object array"},
+        "vocabulary": {
+            "objects": list(OBJECTS),
+            "actions": list(ACTIONS),
+            "domains": [
+                {"category_1": d.category_1, "category_2": d.category_2, "task_ids": [t for t, _ in d.tasks],
+                 "objects": list(d.objects), "actions": list(d.actions)}
+                for d in DOMAINS
+            ],  # fmt: skip
+        },
+    }
+    atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")  # last: marks the corpus complete
+    return out_dir

@@ -1,0 +1,103 @@
+"""Pre-training: a corpus plugin's videos -> held-out split -> datasets -> the shared training loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from decembert_cli.config import Config, save_config, to_dict
+from decembert_cli.data.corpus import DataReport, PretrainDataset, VAL_EPOCH, split_videos, validation_indices
+from decembert_cli.engine.loop import Job, TrainResult, train
+from decembert_cli.errors import DecembertError
+from decembert_cli.io import atomic_write_text
+
+
+@dataclass
+class PretrainSetup:
+    job: Job
+    report: DataReport
+    train_videos: int
+    val_videos: int
+    train_clips: int
+    val_clips: int
+
+
+def open_corpus(name: str, config: Config, *, strict: bool, progress: Callable[[int, int], None] | None = None) -> tuple[list, DataReport]:
+    """The usable videos of corpus `name` (a `decembert.corpora` plugin) and what it skipped."""
+    from decembert_cli.registry import corpora
+
+    opener = corpora.load(name)
+    report = DataReport(strict=strict)
+    dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
+    records = opener(config.data, report, dims, progress)
+    return records, report
+
+
+def prepare(
+    config: Config,
+    corpus: str,
+    run_dir: Path,
+    *,
+    strict: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> PretrainSetup:
+    """Build the model, tokenizer, datasets and the training job (nothing is trained yet)."""
+    import torch
+
+    from decembert_cli.model import build_pretraining_model, build_tokenizer, check_vocabulary
+
+    records, report = open_corpus(corpus, config, strict=strict, progress=progress)
+    train_records, val_records = split_videos(records, config.data.val_videos)
+    torch.manual_seed(config.seed)
+    model = build_pretraining_model(config)
+    tokenizer = build_tokenizer(config.model)
+    check_vocabulary(tokenizer, model.encoder)
+    dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
+    common: dict[str, Any] = dict(dims=dims, seed=config.seed, max_video_tokens=config.model.max_video_tokens)
+    train_data = PretrainDataset(train_records, tokenizer, config.data, **common)
+    val_data = PretrainDataset(val_records, tokenizer, config.data, **common) if val_records else None
+    val_keys = [(VAL_EPOCH, i) for i in validation_indices(len(val_data), config.data.val_samples)] if val_data else []
+    if len(train_data) == 0:
+        raise DecembertError(f"corpus '{corpus}' has no training clips")
+    job = Job(
+        model=model,
+        train_data=train_data,
+        collate=train_data.collate,
+        config=config.train,
+        seed=config.seed,
+        run_dir=run_dir,
+        saved_config=to_dict(config),
+        meta={"kind": "pretrain", "corpus": corpus},
+        val_data=val_data,
+        val_keys=val_keys,
+        workers=config.data.workers,
+        eval_kwargs={"constrained": True},  # u and the entropy are reported even when lambda = 0
+    )
+    return PretrainSetup(
+        job=job,
+        report=report,
+        train_videos=len(train_records),
+        val_videos=len(val_records),
+        train_clips=len(train_data),
+        val_clips=len(val_keys),
+    )
+
+
+def pretrain(setup: PretrainSetup, config: Config, *, resume: bool = False, **kwargs: Any) -> TrainResult:
+    """Train; the resolved config and the data report are saved in the run folder first."""
+    import json
+
+    from decembert_cli.engine.distributed import teardown
+
+    run_dir = setup.job.run_dir
+    try:
+        if not resume and int(__import__("os").environ.get("RANK", "0")) == 0:
+            from decembert_cli.engine.loop import _check_run_dir
+
+            _check_run_dir(run_dir, resume=False)  # refuse before writing anything into an existing run
+            save_config(config, run_dir / "config.yaml")
+            atomic_write_text(run_dir / "data_report.json", json.dumps(setup.report.as_dict(), indent=2) + "\n")
+        return train(setup.job, resume=resume, **kwargs)
+    finally:
+        teardown()

@@ -1,0 +1,79 @@
+"""`decembert sample-data` and `decembert pretrain` end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from decembert_cli.app import app
+
+runner = CliRunner()
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli") / "sample"
+    result = runner.invoke(app, ["sample-data", str(root), "--videos", "12", "--feature-dim", str(DIM)])
+    assert result.exit_code == 0, result.output
+    assert "sample corpus written: 12 videos" in result.output
+    return root
+
+
+def _args(corpus: Path, out: Path, *extra: str) -> list[str]:
+    sets = [
+        f"data.root={corpus}", f"model.feature_dim_2d={DIM}", f"model.feature_dim_3d={DIM}", "data.workers=0",
+        "train.batch_size=8", "train.max_steps=4", "train.log_every=2", "train.device=cpu",
+    ]
+    return ["pretrain", "--data", "sample", "--config", "tiny", *[x for s in sets for x in ("--set", s)], "--out", str(out), *extra]
+
+
+def test_pretrain_runs_and_reports_table6(corpus: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, _args(corpus, tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    for label in ("MLM accuracy, ASR tokens", "MLM accuracy, dense-caption tokens", "video-text matching accuracy", "alignment accuracy"):
+        assert label in result.output
+    run = tmp_path / "run"
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "step-00000004.pt").is_file()
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "split" not in r] == [2, 4]
+    assert lines[-1]["split"] == "val" and 0 <= lines[-1]["vtm_acc"] <= 1
+    assert json.loads((run / "data_report.json").read_text())["videos_used"] == 12
+
+    again = runner.invoke(app, _args(corpus, run))
+    assert again.exit_code == 2 and "already holds a run; pass --resume" in again.output
+    resumed = runner.invoke(app, _args(corpus, run, "--resume"))
+    assert resumed.exit_code == 0, resumed.output
+
+
+def test_lambda_zero_still_reports_the_constrained_loss(corpus: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, _args(corpus, tmp_path / "run", "--set", "loss.constrained_lambda=0"))
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "loss_constrained" not in lines[0] and "constrained_loss" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--data", "nope"], "unknown corpus 'nope'; installed: howto100m, sample"),
+        (["--set", "data.neighbours=-1"], "data.neighbours must be 0 or more"),
+        (["--set", "train.batch_size=7", "--set", "train.accumulation=2"], "train.batch_size=7 must be a multiple"),
+        (["--set", "train.batch_size=100000"], "fewer than train.batch_size=100000"),
+        (["--data", "howto100m", "--set", "data.root={tmp}/nothing"], "data.root: folder {tmp}/nothing not found"),
+    ],
+)
+def test_pretrain_user_errors(corpus: Path, tmp_path: Path, extra: list[str], needle: str) -> None:
+    extra = [x.replace("{tmp}", str(tmp_path)) for x in extra]
+    result = runner.invoke(app, _args(corpus, tmp_path / "run") + extra)
+    assert result.exit_code == 2, result.output
+    assert needle.replace("{tmp}", str(tmp_path)) in " ".join(result.output.split())
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_howto100m_needs_a_root(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["pretrain", "--data", "howto100m", "--config", "tiny", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "data.root is not set" in result.output

@@ -1,0 +1,147 @@
+"""The training engine on the sample corpus: exact resume, accumulation and 2-process DDP equal one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from decembert_cli.config import Config, load_config
+from decembert_cli.data.sample_corpus import generate
+from decembert_cli.engine import checkpoint as ckpt
+from decembert_cli.engine.pretrain import prepare, pretrain
+from decembert_cli.errors import DecembertError
+
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("engine") / "sample", videos=12, feature_dim_2d=DIM, feature_dim_3d=DIM)
+
+
+def _config(root: Path, *extra: str) -> Config:
+    return load_config(
+        Config,
+        "tiny",
+        [
+            f"data.root={root}",
+            f"model.feature_dim_2d={DIM}",
+            f"model.feature_dim_3d={DIM}",
+            "data.workers=0",
+            "data.val_samples=16",
+            "train.batch_size=8",
+            "train.max_steps=6",
+            "train.log_every=1",
+            "train.validate_every=0",
+            "train.checkpoint_every=3",
+            "train.device=cpu",
+            *extra,
+        ],
+    )
+
+
+def _run(root: Path, out: Path, *extra: str, resume: bool = False, stop_after: int | None = None):  # type: ignore[no-untyped-def]
+    config = _config(root, *extra)
+    setup = prepare(config, "sample", out)
+    return pretrain(setup, config, resume=resume, stop_after=stop_after, progress=False), setup
+
+
+def _step_losses(run_dir: Path) -> dict[int, dict[str, float]]:
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: {k: v for k, v in r.items() if k.startswith("loss")} for r in lines if "split" not in r}
+
+
+def _final_params(run_dir: Path) -> dict[str, torch.Tensor]:
+    return ckpt.load_checkpoint(ckpt.list_checkpoints(run_dir)[-1])["model"]
+
+
+def test_resume_continues_exactly(sample_root: Path, tmp_path: Path) -> None:
+    whole, _ = _run(sample_root, tmp_path / "whole")
+    assert whole.steps == 6 and whole.validation["vtm_acc"] >= 0  # validation ran at the end
+    part, _ = _run(sample_root, tmp_path / "part", stop_after=3)
+    assert part.steps == 3 and [p.name for p in ckpt.list_checkpoints(tmp_path / "part")] == ["step-00000003.pt"]
+    assert max(_step_losses(tmp_path / "part")) == 3
+    resumed, _ = _run(sample_root, tmp_path / "part", resume=True)
+    assert resumed.steps == 6
+    a, b = _step_losses(tmp_path / "whole"), _step_losses(tmp_path / "part")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
+    assert a == b  # same per-step losses (dropout on: RNG states are restored too)
+    pa, pb = _final_params(tmp_path / "whole"), _final_params(tmp_path / "part")
+    for name in pa:
+        assert torch.equal(pa[name], pb[name]), name
+
+
+def test_an_existing_run_is_never_overwritten(sample_root: Path, tmp_path: Path) -> None:
+    _run(sample_root, tmp_path / "run", stop_after=3)
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with pytest.raises(DecembertError, match="already holds a run; pass --resume"):
+        _run(sample_root, tmp_path / "run")
+    assert before == {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with pytest.raises(DecembertError, match="no checkpoint to resume from"):
+        _run(sample_root, tmp_path / "empty", resume=True)
+
+
+def test_checkpoint_holds_what_resume_needs(sample_root: Path, tmp_path: Path) -> None:
+    _run(sample_root, tmp_path / "run", "train.keep_checkpoints=1")
+    paths = ckpt.list_checkpoints(tmp_path / "run")
+    assert [p.name for p in paths] == ["step-00000006.pt"]  # older ones pruned
+    state = ckpt.load_checkpoint(paths[0])
+    assert {"model", "optimizer", "scheduler", "scaler", "step", "rng", "config", "meta"} <= set(state)
+    assert state["config"]["data"]["root"] and state["meta"] == {"kind": "pretrain", "corpus": "sample", "world": 1}
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))
+
+
+NO_DROPOUT = ("model.dropout=0.0",)
+
+
+def test_accumulation_matches_one_big_batch(sample_root: Path, tmp_path: Path) -> None:
+    _run(sample_root, tmp_path / "one", *NO_DROPOUT)
+    _run(sample_root, tmp_path / "acc", *NO_DROPOUT, "train.accumulation=4")
+    a, b = _step_losses(tmp_path / "one"), _step_losses(tmp_path / "acc")
+    for step in a:
+        for key in a[step]:
+            assert a[step][key] == pytest.approx(b[step][key], rel=1e-5, abs=1e-6), (step, key)
+    pa, pb = _final_params(tmp_path / "one"), _final_params(tmp_path / "acc")
+    for name in pa:
+        assert torch.allclose(pa[name], pb[name], rtol=1e-4, atol=1e-5), name
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    _run(Path(root), Path(out), *NO_DROPOUT)
+
+
+def test_two_process_gloo_ddp_matches_one_process(sample_root: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    _run(sample_root, tmp_path / "single", *NO_DROPOUT)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(sample_root), str(tmp_path / "ddp")), nprocs=2)
+    a, b = _step_losses(tmp_path / "single"), _step_losses(tmp_path / "ddp")
+    assert sorted(a) == sorted(b)
+    for step in a:
+        for key in a[step]:
+            assert a[step][key] == pytest.approx(b[step][key], rel=1e-5, abs=1e-6), (step, key)
+    pa, pb = _final_params(tmp_path / "single"), _final_params(tmp_path / "ddp")
+    for name in pa:
+        assert torch.allclose(pa[name], pb[name], rtol=1e-4, atol=1e-5), name
+    assert ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path / "ddp")[-1])["meta"]["world"] == 2
+
+
+def test_resume_before_the_first_checkpoint_starts_again(sample_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')  # a run killed before step 3's checkpoint
+    result, _ = _run(sample_root, run, resume=True)
+    assert result.steps == 6 and sorted(_step_losses(run)) == [1, 2, 3, 4, 5, 6]
+    assert _step_losses(run)[1]["loss"] != 1.0

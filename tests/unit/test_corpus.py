@@ -1,0 +1,217 @@
+"""Pre-training corpora: bad-input handling, the held-out split and sample construction (rates included)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from decembert_cli.config import DataConfig
+from decembert_cli.data.batch import IGNORE_INDEX, TokenType
+from decembert_cli.data.corpus import (
+    DataReport,
+    PretrainDataset,
+    clip_window,
+    open_howto100m,
+    open_sample,
+    split_videos,
+)
+from decembert_cli.data.sample_corpus import generate
+from decembert_cli.errors import DecembertError
+
+DIM = 16
+DIMS = (DIM, DIM)
+
+
+@pytest.fixture(scope="module")
+def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("corpus") / "sample", videos=24, feature_dim_2d=DIM, feature_dim_3d=DIM)
+
+
+def _config(root: Path, **changes: object) -> DataConfig:
+    return dataclasses.replace(DataConfig(root=str(root)), **changes)
+
+
+def _broken_copy(sample_root: Path, tmp_path: Path) -> Path:
+    """The sample corpus plus one video for each kind of bad input the issue lists."""
+    root = tmp_path / "broken"
+    shutil.copytree(sample_root, root)
+    captions = json.loads((root / "caption.json").read_text())
+    good = captions["sample_0000"]
+    f2 = np.load(root / "features/2d/sample_0000.npy")
+    f3 = np.load(root / "features/3d/sample_0000.npy")
+
+    def add(video: str, entry: dict, *, f2_array: np.ndarray | None = f2, f3_array: np.ndarray | None = f3) -> None:
+        captions[video] = entry
+        if f2_array is not None:
+            np.save(root / f"features/2d/{video}.npy", f2_array)
+        if f3_array is not None:
+            np.save(root / f"features/3d/{video}.npy", f3_array)
+        shutil.copy(root / "dense_captions/sample_0000.npy", root / f"dense_captions/{video}.npy")
+
+    add("bad_missing3d", good, f3_array=None)
+    add("bad_width", good, f2_array=np.zeros((f2.shape[0], DIM + 1), np.float16))
+    add("bad_unequal", {**good, "end": good["end"][:-1]})
+    add("bad_fewclips", {"start": [1.0], "end": [3.0], "text": ["just one line"]})
+    add("fix_lines", {"start": [4.0, 0.5, 8.0, 9.0], "end": [6.0, 2.0, 9.0, 10.0], "text": ["stir the pan", "cut the onion", "", "caf\u00e9 au lait"]})
+    add("bad_truncated", good)
+    data = (root / "features/2d/bad_truncated.npy").read_bytes()
+    (root / "features/2d/bad_truncated.npy").write_bytes(data[: len(data) // 2])
+    (root / "caption.json").write_text(json.dumps(captions))
+    return root
+
+
+def test_bad_videos_are_skipped_and_counted(sample_root: Path, tmp_path: Path) -> None:
+    root = _broken_copy(sample_root, tmp_path)
+    report = DataReport()
+    records = open_howto100m(_config(root, videos_csv=""), report, DIMS)
+    ids = {r.video_id for r in records}
+    assert "fix_lines" in ids and not any(v.startswith("bad_") for v in ids)
+    assert report.videos_seen == 24 + 6 and report.videos_used == 24 + 1
+    assert report.skipped == {
+        "3D feature file missing": 1,
+        "2D features of the wrong width": 1,
+        "caption lists of unequal length": 1,
+        "too few clips": 1,
+        "2D feature file unreadable or truncated": 1,
+    }
+    assert report.fixed == {
+        "videos with unsorted caption starts (sorted)": 1,
+        "empty caption lines (dropped)": 1,
+        "non-ASCII caption lines (dropped)": 1,
+    }
+    fixed = next(r for r in records if r.video_id == "fix_lines")
+    assert fixed.captions.text == ["cut the onion", "stir the pan"]  # nothing replaced, nothing invented
+    assert "bad_missing3d" in report.examples["3D feature file missing"]
+
+
+def test_strict_stops_at_the_first_bad_video(sample_root: Path, tmp_path: Path) -> None:
+    root = _broken_copy(sample_root, tmp_path)
+    with pytest.raises(DecembertError, match=r"video bad_\w+: .*--strict"):
+        open_howto100m(_config(root, videos_csv=""), DataReport(strict=True), DIMS)
+
+
+def test_videos_csv_restricts_the_corpus(sample_root: Path, tmp_path: Path) -> None:
+    root = _broken_copy(sample_root, tmp_path)  # bad videos are not in HowTo100M_v1.csv
+    report = DataReport()
+    records = open_howto100m(_config(root), report, DIMS)
+    assert len(records) == 24 and not report.skipped
+    with pytest.raises(DecembertError, match="data.videos_csv"):
+        open_howto100m(_config(root, videos_csv="nope.csv"), DataReport(), DIMS)
+
+
+def test_configuration_errors_name_the_key(sample_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(DecembertError, match="data.root is not set"):
+        open_howto100m(DataConfig(), DataReport(), DIMS)
+    with pytest.raises(DecembertError, match="data.features_3d"):
+        open_howto100m(_config(sample_root, features_3d="missing"), DataReport(), DIMS)
+    with pytest.raises(DecembertError, match="no captions"):
+        open_howto100m(_config(tmp_path), DataReport(), DIMS)
+
+
+def test_dense_captions_missing_for_a_video_skips_it_unless_dense_is_off(sample_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    shutil.copytree(sample_root, root)
+    (root / "dense_captions/sample_0003.npy").unlink()
+    report = DataReport()
+    assert len(open_howto100m(_config(root), report, DIMS)) == 23
+    assert report.skipped == {"dense captions missing": 1}
+    assert len(open_howto100m(_config(root, use_dense=False), DataReport(), DIMS)) == 24
+
+
+def test_split_is_by_video_deterministic_and_capped(sample_root: Path) -> None:
+    records = open_howto100m(_config(sample_root), DataReport(), DIMS)
+    train, val = split_videos(records, 10000)
+    assert len(val) == 2 and len(train) == 22  # at most a tenth of the corpus
+    assert not {r.video_id for r in train} & {r.video_id for r in val}
+    again = split_videos(list(reversed(records)), 10000)[1]
+    assert {r.video_id for r in again} == {r.video_id for r in val}
+    assert split_videos(records, 1)[1][0].video_id == val[0].video_id or len(split_videos(records, 1)[1]) == 1
+    assert split_videos(records, 0)[1] == []
+
+
+def _dataset(root: Path, tokenizer, **changes: object) -> PretrainDataset:  # type: ignore[no-untyped-def]
+    config = _config(root, **changes)
+    records = open_sample(config, DataReport(), DIMS)
+    return PretrainDataset(records, tokenizer, config, dims=DIMS, seed=3)
+
+
+def test_mlm_and_negative_rates(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    data = _dataset(sample_root, tokenizer)
+    selected: Counter[TokenType] = Counter()
+    tokens: Counter[TokenType] = Counter()
+    kinds: Counter[str | None] = Counter()
+    n = 0
+    for epoch in range(30):
+        for index in range(len(data)):
+            sample, info = data.build(epoch, index)
+            kinds[info.negative] += 1
+            n += 1
+            for seg in sample.segments:
+                tokens[seg.kind] += len(seg.ids)
+                selected[seg.kind] += sum(label != IGNORE_INDEX for label in seg.labels or [])
+            if n >= 6000:
+                break
+        if n >= 6000:
+            break
+    for kind in (TokenType.ASR, TokenType.DENSE):
+        assert tokens[kind] > 20000
+        assert abs(selected[kind] / tokens[kind] - 0.20) < 0.01, kind
+    negatives = kinds["same-video"] + kinds["other-video"]
+    assert abs(negatives / n - 0.50) < 0.02
+    assert abs(kinds["same-video"] / negatives - 0.5) < 0.02
+
+
+def test_sample_construction_follows_the_paper(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    data = _dataset(sample_root, tokenizer, neighbours=2)
+    seen_aligned = 0
+    for index in range(0, len(data), 3):
+        sample, info = data.build(0, index)
+        record = data.records[info.video]
+        first, end = clip_window(record.captions, info.clip, record.seconds)
+        assert first == math.floor(record.captions.start[info.clip])
+        assert sample.video_2d.shape == (end - first, DIM) and end > first
+        asr = [s for s in sample.segments if s.kind == TokenType.ASR]
+        dense = [s for s in sample.segments if s.kind == TokenType.DENSE]
+        assert [s.candidate for s in asr] == list(range(len(asr)))
+        assert sample.segments[: len(dense)] == dense  # [dense captions][ASR captions]
+        frames = [f for f in range(math.ceil(first / 2), math.ceil(end / 2))] or [first // 2]
+        assert len(dense) <= 2 * len(frames)
+        source_video, source_clip = info.source
+        n_captions = len(data.records[source_video].captions)
+        assert len(asr) == min(n_captions - 1, source_clip + 2) - max(0, source_clip - 2) + 1
+        if info.negative is None:
+            assert sample.vtm_label == 1 and sample.own_candidate == info.clip - max(0, info.clip - 2)
+            seen_aligned += sample.aligned >= 0
+        elif info.negative == "same-video":
+            assert sample.vtm_label == 0 and source_video == info.video and abs(source_clip - info.clip) > 2
+        else:
+            assert sample.vtm_label == 0 and source_video != info.video and sample.aligned == -1
+    assert seen_aligned > 0
+
+
+def test_samples_are_deterministic_per_epoch_and_index(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    data = _dataset(sample_root, tokenizer)
+    a, b = data.build(2, 5)[0], data.build(2, 5)[0]
+    assert [s.ids for s in a.segments] == [s.ids for s in b.segments]
+    assert any([s.ids for s in data.build(e, 5)[0].segments] != [s.ids for s in a.segments] for e in range(3, 8))
+
+
+def test_ablation_switches_change_the_samples(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    no_neighbours = _dataset(sample_root, tokenizer, neighbours=0, negative_prob=0.0)
+    no_dense = _dataset(sample_root, tokenizer, use_dense=False)
+    for index in range(0, 40, 4):
+        asr = [s for s in no_neighbours.build(0, index)[0].segments if s.kind == TokenType.ASR]
+        assert len(asr) == 1 and asr[0].candidate == 0
+        assert not [s for s in no_dense.build(0, index)[0].segments if s.kind == TokenType.DENSE]
+
+
+def test_text_budget_is_checked(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DecembertError, match="data.neighbours=10 with data.max_caption_tokens=40"):
+        _dataset(sample_root, tokenizer, neighbours=10)
