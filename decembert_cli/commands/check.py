@@ -32,20 +32,13 @@ def check(
 
     from decembert_cli.config import Config, save_config
     from decembert_cli.data.synthetic import BatchShape, random_batch
-    from decembert_cli.errors import DecembertError
+    from decembert_cli.engine.distributed import resolve_device
     from decembert_cli.model import build_pretraining_model, build_tokenizer, check_vocabulary
     from decembert_cli.model.weights import resolve_init
 
     cfg = resolve(Config, config, overrides, print_config)
     console = Console()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise DecembertError(f"--device {device} is not a device name; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise DecembertError(f"--device {device} is not available here; use cpu")
+    dev = resolve_device(device, option="--device")
     torch.manual_seed(cfg.seed)
     with console.status(f"building the {cfg.model.arch} encoder (init: {resolve_init(cfg.model)})"):
         model = build_pretraining_model(cfg).to(dev)

@@ -37,18 +37,21 @@ def setup(device: str) -> tuple[DistInfo, torch.device]:
     return DistInfo(rank, world, local_rank), dev
 
 
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """auto -> this process's GPU when there is one, else cpu; also checks an explicit choice."""
+def resolve_device(device: str, local_rank: int = 0, option: str = "train.device") -> torch.device:
+    """auto -> this process's GPU when there is one, else cpu; also checks an explicit choice.
+
+    `option` names where the value came from in messages (a config key or a command-line flag)."""
+    label = f"{option} {device}" if option.startswith("--") else f"{option}={device}"
     if device == "auto":
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise DecembertError(f"device '{device}' is not a device name; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise DecembertError(f"device '{device}' is not available here; use cpu")
+        raise DecembertError(f"{label} is not a device name; use auto, cpu, cuda or cuda:N") from None
     if dev.type not in ("cpu", "cuda"):
-        raise DecembertError(f"device '{device}' is not supported; use auto, cpu, cuda or cuda:N")
+        raise DecembertError(f"{label} is not supported; use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise DecembertError(f"{label} is not available here; use cpu")
     return dev
 
 

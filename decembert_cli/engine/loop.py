@@ -114,7 +114,7 @@ class _Log:
                 handle.write(json.dumps(record) + "\n")
 
 
-def _check_run_dir(run_dir: Path, resume: bool) -> Path | None:
+def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
     """The checkpoint to resume from (None for a fresh run); refuses to overwrite an existing run."""
     found = ckpt.list_checkpoints(run_dir)
     if resume:
@@ -176,7 +176,7 @@ def train(
     dist_info, device = setup(cfg.device)
     main = dist_info.main
     run_dir = job.run_dir
-    resume_from = _check_run_dir(run_dir, resume)
+    resume_from = check_run_dir(run_dir, resume)
     barrier(dist_info.world)  # every process has checked before the main one writes anything
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)

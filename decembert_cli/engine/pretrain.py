@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from decembert_cli.config import Config, save_config, to_dict
 from decembert_cli.data.corpus import DataReport, PretrainDataset, VAL_EPOCH, split_videos, validation_indices
-from decembert_cli.engine.loop import Job, TrainResult, train
+from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text
 
@@ -85,17 +85,16 @@ def prepare(
 
 
 def pretrain(setup: PretrainSetup, config: Config, *, resume: bool = False, **kwargs: Any) -> TrainResult:
-    """Train; the resolved config and the data report are saved in the run folder first."""
+    """Train; a fresh run first saves its resolved config and data report in the run folder."""
     import json
+    import os
 
     from decembert_cli.engine.distributed import teardown
 
     run_dir = setup.job.run_dir
     try:
-        if not resume and int(__import__("os").environ.get("RANK", "0")) == 0:
-            from decembert_cli.engine.loop import _check_run_dir
-
-            _check_run_dir(run_dir, resume=False)  # refuse before writing anything into an existing run
+        if not resume and int(os.environ.get("RANK", "0")) == 0:
+            check_run_dir(run_dir, resume=False)  # refuse before writing anything into an existing run
             save_config(config, run_dir / "config.yaml")
             atomic_write_text(run_dir / "data_report.json", json.dumps(setup.report.as_dict(), indent=2) + "\n")
         return train(setup.job, resume=resume, **kwargs)

@@ -63,6 +63,8 @@ def test_lambda_zero_still_reports_the_constrained_loss(corpus: Path, tmp_path: 
         (["--set", "data.neighbours=-1"], "data.neighbours must be 0 or more"),
         (["--set", "train.batch_size=7", "--set", "train.accumulation=2"], "train.batch_size=7 must be a multiple"),
         (["--set", "train.batch_size=100000"], "fewer than train.batch_size=100000"),
+        (["--set", "train.device=gpu"], "train.device=gpu is not a device name"),
+        (["--set", "train.precision=fp16"], "train.precision=fp16 needs a GPU"),
         (["--data", "howto100m", "--set", "data.root={tmp}/nothing"], "data.root: folder {tmp}/nothing not found"),
     ],
 )
