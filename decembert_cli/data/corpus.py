@@ -1,8 +1,8 @@
 """Pre-training corpora: videos with ASR captions, features and dense captions -> DeCEMBERT samples.
 
-A corpus plugin (entry-point group `decembert.corpora`) is a function
-`open(config: DataConfig, report: DataReport, dims: tuple[int, int]) -> list[VideoRecord]` that
-returns the usable videos and reports the ones it skipped. Everything after that is shared:
+A corpus plugin (entry-point group `decembert.corpora`) is a `decembert_cli.protocols.CorpusOpener`:
+a function (config, report, dims, progress) -> list[VideoRecord] that returns the usable videos and
+reports the ones it skipped. Everything after that is shared:
 the held-out split (`split_videos`) and sample construction (`PretrainDataset`).
 
 Sample construction follows the paper (DESIGN.md §1). For clip i of a video (the span of its ASR

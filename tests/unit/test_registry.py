@@ -64,3 +64,16 @@ def test_empty_group_lists_nothing() -> None:
     assert registry.available() == {}
     with pytest.raises(DecembertError, match="none installed"):
         registry.load("howto100m")
+
+
+def test_shipped_corpora_follow_the_corpus_contract() -> None:
+    import inspect
+
+    from decembert_cli.protocols import CorpusOpener
+    from decembert_cli.registry import corpora
+
+    expected = list(inspect.signature(CorpusOpener.__call__).parameters)[1:]
+    assert {"howto100m", "sample"} <= set(corpora.available())
+    for name in ("howto100m", "sample"):
+        opener = corpora.load(name)
+        assert list(inspect.signature(opener).parameters) == expected, name
