@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,28 +21,21 @@ from pathlib import Path
 
 
 def _one(args: argparse.Namespace, workers: int, corpus: Path, out: Path) -> dict:
-    code = f"""
-import json, torch
-from pathlib import Path
-from decembert_cli.config import Config, load_config
-from decembert_cli.engine.pretrain import prepare, pretrain
-sets = {[
-    f"data.root={corpus}", f"model.arch={args.arch}", f"model.init={args.init}", f"model.tokenizer={args.tokenizer}",
-    f"model.feature_dim_2d={args.feature_dim}", f"model.feature_dim_3d={args.feature_dim}",
-    f"data.workers={workers}", f"data.neighbours={args.neighbours}", f"train.batch_size={args.batch_size}",
-    f"train.max_steps={args.steps}", f"train.log_every={args.steps}", "train.validate_every=0",
-    "train.checkpoint_every=0", f"train.device={args.device}", f"train.precision={args.precision}",
-]!r}
-config = load_config(Config, None, sets)
-setup = prepare(config, "sample", Path({str(out)!r}))
-result = pretrain(setup, config, progress=False)
-print("RESULT", json.dumps({{"samples_per_s": result.samples_per_s, "data_wait": result.data_wait}}))
-"""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    """One `decembert pretrain` run; its last metrics-log line holds samples/s and the data-wait share."""
+    sets = [
+        f"data.root={corpus}", f"model.arch={args.arch}", f"model.init={args.init}", f"model.tokenizer={args.tokenizer}",
+        f"model.feature_dim_2d={args.feature_dim}", f"model.feature_dim_3d={args.feature_dim}",
+        f"data.workers={workers}", f"data.neighbours={args.neighbours}", f"train.batch_size={args.batch_size}",
+        f"train.max_steps={args.steps}", f"train.log_every={args.steps}", "train.validate_every=0",
+        "train.checkpoint_every=0", f"train.device={args.device}", f"train.precision={args.precision}",
+    ]
+    cmd = [sys.executable, "-m", "decembert_cli", "pretrain", "--data", "sample", "--out", str(out)]
+    cmd += [x for s in sets for x in ("--set", s)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if done.returncode != 0:
         raise SystemExit(f"workers={workers} failed:\n{done.stderr[-3000:]}")
-    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
-    return {"workers": workers, **json.loads(line[len("RESULT ") :])}
+    last = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"split"' not in x][-1]
+    return {"workers": workers, "samples_per_s": last["samples_per_s"], "data_wait": last["data_wait"]}
 
 
 def main() -> None:

@@ -30,23 +30,21 @@ def pretrain(
     import time
 
     from rich.console import Console
-    from rich.table import Table
 
     from decembert_cli.config import Config
     from decembert_cli.engine.pretrain import pretrain as run_pretraining
     from decembert_cli.engine.pretrain import prepare
+    from decembert_cli.errors import DecembertError
 
+    if out is None:
+        if resume:
+            raise DecembertError("--resume needs --out RUN_DIR (the run to continue)")
+        out = Path("runs") / f"pretrain-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if resume and config is None and (out / "config.yaml").is_file():
+        config = str(out / "config.yaml")  # a resumed run starts from its own config; --set still applies
     cfg = resolve(Config, config, overrides, print_config)
     main = int(os.environ.get("RANK", "0")) == 0
     console = Console(quiet=not main)
-    if out is None:
-        if resume:
-            from decembert_cli.errors import DecembertError
-
-            raise DecembertError("--resume needs --out RUN_DIR (the run to continue)")
-        out = Path("runs") / f"pretrain-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if resume and (out / "config.yaml").is_file() and config is None and not overrides:
-        cfg = resolve(Config, str(out / "config.yaml"), [], False)  # the run's own config
     with console.status(f"reading the {data} corpus and building the {cfg.model.arch} model"):
         setup = prepare(cfg, data, out, strict=strict)
     report = setup.report

@@ -24,6 +24,7 @@ the worker, the process or the order that loads it: resumed and distributed runs
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import math
 from collections import Counter
@@ -229,8 +230,6 @@ def open_sample(
         if dims[0] != dims[1]:
             raise DecembertError("the sample corpus has equal 2D and 3D widths; set model.feature_dim_2d = model.feature_dim_3d")
         generate(root, feature_dim_2d=dims[0], feature_dim_3d=dims[1])
-    import dataclasses
-
     records = open_howto100m(dataclasses.replace(config, root=str(root)), report, dims, progress)
     alignment = load_alignment(root)
     for record in records:
@@ -311,7 +310,10 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.dims = dims
         self.seed = seed
         self.max_video_tokens = max_video_tokens
-        self.clips = np.array([(v, i) for v, r in enumerate(records) for i in range(len(r.captions))], dtype=np.int64).reshape(-1, 2)
+        counts = np.array([len(r.captions) for r in records], dtype=np.int64)
+        firsts = np.cumsum(counts) - counts  # index of each video's first clip
+        video = np.repeat(np.arange(len(records)), counts)
+        self.clips = np.stack([video, np.arange(int(counts.sum())) - firsts[video]], axis=1)  # (N, 2): (video, caption)
         self.cls_id = tokenizer.cls_token_id
         self.sep_id = tokenizer.sep_token_id
         self.pad_id = tokenizer.pad_token_id

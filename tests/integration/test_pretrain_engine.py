@@ -144,3 +144,11 @@ def test_resume_before_the_first_checkpoint_starts_again(sample_root: Path, tmp_
     result, _ = _run(sample_root, run, resume=True)
     assert result.steps == 6 and sorted(_step_losses(run)) == [1, 2, 3, 4, 5, 6]
     assert _step_losses(run)[1]["loss"] != 1.0
+
+
+def test_worker_processes_load_the_same_data_and_validation_runs_periodically(sample_root: Path, tmp_path: Path) -> None:
+    _run(sample_root, tmp_path / "inline", *NO_DROPOUT)
+    _run(sample_root, tmp_path / "workers", *NO_DROPOUT, "data.workers=2", "train.validate_every=2")
+    _assert_same_training(tmp_path / "inline", tmp_path / "workers")
+    lines = [json.loads(x) for x in (tmp_path / "workers" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if r.get("split") == "val"] == [2, 4, 6]

@@ -215,3 +215,22 @@ def test_ablation_switches_change_the_samples(sample_root: Path, tokenizer) -> N
 def test_text_budget_is_checked(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(DecembertError, match="data.neighbours=10 with data.max_caption_tokens=40"):
         _dataset(sample_root, tokenizer, neighbours=10)
+
+
+def test_rolling_overlap_is_trimmed_for_raw_captions_only(sample_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "raw"
+    shutil.copytree(sample_root, root)
+    captions = json.loads((root / "caption.json").read_text())
+    entry = captions["sample_0000"]
+    entry["text"][1] = entry["text"][0].split()[-1] + " " + entry["text"][1]  # a rolling-subtitle repeat
+    (root / "caption.json").unlink()
+    (root / "raw_caption.json").write_text(json.dumps(captions))
+    original = captions["sample_0000"]["text"][1].split(" ", 1)[1]
+
+    def second_line(**changes: object) -> str:
+        records = open_howto100m(_config(root, **changes), DataReport(), DIMS)
+        return next(r for r in records if r.video_id == "sample_0000").captions.text[1]
+
+    assert second_line() == original  # auto: raw_caption.json is trimmed
+    assert second_line(trim_overlap="off") != original
+    assert second_line(trim_overlap="on", captions="raw_caption.json") == original
