@@ -64,8 +64,9 @@ def _root(
 
 
 def _register() -> None:
-    from decembert_cli.commands import check, pretrain, sample_data
+    from decembert_cli.commands import check, extract_features, pretrain, sample_data
 
+    app.command(name="extract-features")(extract_features.extract_features)
     app.command(name="pretrain")(pretrain.pretrain)
     app.command(name="sample-data")(sample_data.sample_data)
     app.command(name="check")(check.check)

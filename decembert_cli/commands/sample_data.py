@@ -11,13 +11,17 @@ def sample_data(
     out: Path = typer.Argument(..., help="Directory to write the corpus into (created; must be new, empty or this corpus)."),
     videos: int = typer.Option(160, min=2, help="Number of videos."),
     seed: int = typer.Option(0, min=0, help="Random seed: the same seed writes byte-identical files."),
-    feature_dim: int = typer.Option(2048, min=8, help="Width of both feature streams (2D and 3D)."),
+    feature_dim: int = typer.Option(2048, min=8, help="Width of both synthetic feature streams (2D and 3D)."),
+    render: bool = typer.Option(True, "--render/--no-render", help="Also write the videos (videos/<id>.mp4, 24 fps, 160x120)."),
+    features: str = typer.Option("synthetic", help="synthetic: features drawn from the planted prototypes; none: leave features/ to `decembert extract-features`."),
 ) -> None:
     """Generate the synthetic `sample` pre-training corpus with a planted, known signal.
 
     Files follow HowTo100M exactly (HowTo100M_v1.csv, task_ids.csv, caption.json, features/2d and
     features/3d .npy per video, dense_captions in the paper's layout); alignment.json records which
-    segment each caption truly describes. Re-running on the same corpus does nothing.
+    segment each caption truly describes. The videos show each segment's object (a coloured shape)
+    moving as its action moves; with --features none, extract their features with
+    `decembert extract-features OUT/videos --out OUT/features`. Re-running on the same corpus does nothing.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -37,6 +41,8 @@ def sample_data(
             seed=seed,
             feature_dim_2d=feature_dim,
             feature_dim_3d=feature_dim,
+            render=render,
+            features=features,
             progress=lambda done, _total: bar.update(task, completed=done),
         )
     counts = (read_meta(root) or {}).get("counts", {})

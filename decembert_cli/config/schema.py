@@ -36,7 +36,7 @@ class DataConfig:
     videos_csv: str = "HowTo100M_v1.csv"  # optional list of videos to use (video_id column); ignored when absent
     features_2d: str = "features/2d"  # folder of {video_id}.npy 2D features, 1 per second
     features_3d: str = "features/3d"  # folder of {video_id}.npy 3D features at fps_3d
-    fps_3d: float = 1.5  # 3D features per second (HowTo100M: 16-frame clips at 24 fps)
+    fps_3d: float = 1.5  # 3D features/s when the folder has no stream.json (HowTo100M: 16-frame clips at 24 fps)
     dense_captions: str = "dense_captions"  # folder of per-video dense captions (paper .npy or our .json store); "" = none
     use_dense: bool = True  # feed dense captions (Table 6 ablation: off)
     neighbours: int = 1  # k: ASR captions s_{i-k}..s_{i+k} are the candidates (Table 6 ablation: 0)

@@ -155,6 +155,29 @@ def _folder(root: Path, value: str, key: str) -> Path:
     return path
 
 
+def _check_streams(dir_2d: Path, dir_3d: Path, dims: tuple[int, int], fps_3d: float) -> float:
+    """The 3D rate to read with: from the folders' stream.json (our feature store), else data.fps_3d.
+
+    Also checks what the stream files promise against the model before any video is read."""
+    from decembert_cli.data.feature_store import read_stream_meta
+
+    rate_3d = fps_3d
+    for folder, dim, key, stream in ((dir_2d, dims[0], "feature_dim_2d", "2d"), (dir_3d, dims[1], "feature_dim_3d", "3d")):
+        meta = read_stream_meta(folder)
+        if meta is None:
+            continue
+        if int(meta.get("dim", dim)) != dim:
+            raise DecembertError(
+                f"{folder}/stream.json: the {stream.upper()} features are {meta['dim']}-d ({meta.get('backbone')}), the model "
+                f"expects {dim}; set --set model.{key}={meta['dim']}"
+            )
+        if stream == "2d" and float(meta["rate"]) != 1.0:
+            raise DecembertError(f"{folder}/stream.json: 2D features at {meta['rate']}/s; pre-training reads them at 1/s")
+        if stream == "3d":
+            rate_3d = float(meta["rate"])
+    return rate_3d
+
+
 def open_howto100m(
     config: DataConfig,
     report: DataReport,
@@ -174,6 +197,7 @@ def open_howto100m(
     dir_2d = _folder(root, config.features_2d, "features_2d")
     dir_3d = _folder(root, config.features_3d, "features_3d")
     dense_dir = _folder(root, config.dense_captions, "dense_captions") if config.use_dense and config.dense_captions else None
+    fps_3d = _check_streams(dir_2d, dir_3d, dims, config.fps_3d)
     if config.min_clips < 1:
         raise DecembertError(f"data.min_clips must be at least 1, got {config.min_clips}")
 
@@ -190,7 +214,7 @@ def open_howto100m(
             if len(captions) < config.min_clips:
                 raise BadVideo(f"{len(captions)} usable captions, fewer than data.min_clips={config.min_clips}", "too few clips")
             path_2d, path_3d = dir_2d / f"{video_id}.npy", dir_3d / f"{video_id}.npy"
-            seconds = feature_seconds(path_2d, path_3d, dim_2d=dims[0], dim_3d=dims[1], fps_3d=config.fps_3d)
+            seconds = feature_seconds(path_2d, path_3d, dim_2d=dims[0], dim_3d=dims[1], fps_3d=fps_3d)
             inside = [i for i, s in enumerate(captions.start) if math.floor(s) < seconds]
             if len(inside) < len(captions):
                 report.fix(video_id, Counter({"caption lines after the end of the features (dropped)": len(captions) - len(inside)}))
@@ -207,7 +231,7 @@ def open_howto100m(
         except BadVideo as problem:
             report.skip(video_id, problem)
             continue
-        records.append(VideoRecord(video_id, captions, seconds, path_2d, path_3d, dense, config.fps_3d))
+        records.append(VideoRecord(video_id, captions, seconds, path_2d, path_3d, dense, fps_3d))
     if progress is not None:
         progress(len(ids), len(ids))
     report.videos_used = len(records)

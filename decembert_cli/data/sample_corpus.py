@@ -128,9 +128,10 @@ BACKGROUND = (
 UNKNOWN = ("a <unk> on a table", "a person holding a <unk>", "<unk> in the background")
 
 _FILES = ("HowTo100M_v1.csv", "task_ids.csv", "caption.json", "alignment.json", "meta.json")
-_VIDEO_DIRS = ("features/2d", "features/3d", "dense_captions")
-_VIDEO_FILE = re.compile(r"sample_\d{4,}\.npy")
-_TEMP_FILE = re.compile(r"\.(?P<name>.+)\.[^.]+\.tmp")  # what decembert_cli.io leaves when killed
+_VIDEO_DIRS = ("features/2d", "features/3d", "dense_captions", "videos")
+_VIDEO_FILE = re.compile(r"sample_\d{4,}\.(npy|mp4)")
+# what decembert_cli.io leaves when killed; .tmp-<name> is sample_video's temporary video
+_TEMP_FILE = re.compile(r"\.(?P<name>.+)\.[^.]+\.tmp|\.tmp-(?P<video>sample_\d{4,}\.mp4)")
 
 
 def video_id(index: int) -> str:
@@ -154,7 +155,7 @@ def _owned(rel: Path) -> bool:
     name = rel.name
     temp = _TEMP_FILE.fullmatch(name)
     if temp:
-        name = temp.group("name")
+        name = temp.group("name") or temp.group("video")
     parent = rel.parent.as_posix()
     if parent == ".":
         return name in _FILES
@@ -208,8 +209,8 @@ def _prepare(out_dir: Path, arguments: dict) -> bool:
             )
         if meta is None:
             raise DecembertError(f"{out_dir} is not empty and is not a sample corpus; choose an empty or new directory")
-        if meta.get("arguments") == arguments:
-            return True
+        if {"render": False, "features": "synthetic", **meta.get("arguments", {})} == arguments:
+            return True  # (corpora written before render/features existed had neither)
         raise DecembertError(
             f"{out_dir} holds a sample corpus generated with other arguments ({meta.get('arguments')}); "
             "choose another directory"
@@ -379,6 +380,8 @@ def generate(
     misaligned: float = 0.5,
     irrelevant: float = 0.1,
     noise: float = 0.5,
+    render: bool = False,
+    features: str = "synthetic",
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write the sample corpus into `out_dir` (HowTo100M layouts) and return it.
@@ -386,6 +389,8 @@ def generate(
     A folder that already holds this exact corpus is left as it is; a folder holding anything else
     (another corpus, other files) raises DecembertError. `misaligned` and `irrelevant` are fractions
     of all captions; `noise` is the ratio of noise norm to signal norm in every feature row.
+    `render` also writes videos/<id>.mp4 (see `sample_video`); `features` = "synthetic" writes the
+    features from prototypes, "none" leaves features/ to `decembert extract-features videos/`.
     `progress(done, total)` is called after each video.
     """
     out_dir = Path(out_dir)
@@ -399,6 +404,10 @@ def generate(
         raise DecembertError(f"misaligned = {misaligned}, irrelevant = {irrelevant}: use fractions in [0, 1] with a sum <= 1")
     if not (noise >= 0 and math.isfinite(noise)):
         raise DecembertError(f"noise = {noise}: use a ratio >= 0")
+    if features not in ("synthetic", "none"):
+        raise DecembertError(f"features = {features!r}: use synthetic or none")
+    if features == "none" and not render:
+        raise DecembertError("a corpus without features needs its videos: render them, or write synthetic features")
     arguments = {
         "videos": videos,
         "seed": seed,
@@ -407,6 +416,8 @@ def generate(
         "misaligned": misaligned,
         "irrelevant": irrelevant,
         "noise": noise,
+        "render": render,
+        "features": features,
     }
     if _prepare(out_dir, arguments):
         return out_dir
@@ -420,10 +431,18 @@ def generate(
     atomic_write_text(out_dir / "HowTo100M_v1.csv", _csv_text(rows))
 
     objects, actions = prototypes(seed, feature_dim_2d, feature_dim_3d)
+    object_index = {o: i for i, o in enumerate(OBJECTS)}
+    action_index = {a: i for i, a in enumerate(ACTIONS)}
     for done, plan in enumerate(plans, start=1):
-        f2, f3 = _features(plan, seed, objects, actions, noise)
-        atomic_write_bytes(out_dir / "features" / "2d" / f"{plan['id']}.npy", _npy_bytes(f2))
-        atomic_write_bytes(out_dir / "features" / "3d" / f"{plan['id']}.npy", _npy_bytes(f3))
+        if features == "synthetic":
+            f2, f3 = _features(plan, seed, objects, actions, noise)
+            atomic_write_bytes(out_dir / "features" / "2d" / f"{plan['id']}.npy", _npy_bytes(f2))
+            atomic_write_bytes(out_dir / "features" / "3d" / f"{plan['id']}.npy", _npy_bytes(f3))
+        if render:
+            from decembert_cli.data.sample_video import render as render_video
+
+            (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+            render_video(plan, seed, out_dir / "videos" / f"{plan['id']}.mp4", object_index, action_index)
         atomic_write_bytes(out_dir / "dense_captions" / f"{plan['id']}.npy", _npy_bytes(_dense_frames(plan)))
         if progress is not None:
             progress(done, videos)
@@ -454,7 +473,12 @@ def generate(
             "shifted": kinds.count("shifted"),
             "irrelevant": kinds.count("irrelevant"),
         },
-        "features": {"backbone": "synthetic", "dtype": "float16", "fps_2d": 1.0, "fps_3d": FPS_3D, "l2_normalised": True},
+        "features": (
+            {"backbone": "synthetic", "dtype": "float16", "fps_2d": 1.0, "fps_3d": FPS_3D, "l2_normalised": True}
+            if features == "synthetic"
+            else {"backbone": "none: run `decembert extract-features videos --out features`"}
+        ),
+        "videos": {"folder": "videos", "codec": "mp4v", "fps": 24, "size": [160, 120]} if render else None,
         "dense_captions": {"step_s": DENSE_STEP_S, "layout": "paper object array"},
         "vocabulary": {
             "objects": list(OBJECTS),

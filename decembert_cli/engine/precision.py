@@ -10,16 +10,19 @@ import torch
 from decembert_cli.errors import DecembertError
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None for fp32; bf16/fp16 as configured; auto = bf16 on GPUs that support it, else fp32."""
+def autocast_dtype(precision: str, device: torch.device, option: str = "train.precision") -> torch.dtype | None:
+    """None for fp32; bf16/fp16 as configured; auto = bf16 on GPUs that support it, else fp32.
+
+    `option` names where the value came from in messages (a config key or a command-line flag)."""
+    sep = " " if option.startswith("--") else "="
     if precision == "fp32":
         return None
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     if precision == "fp16" and device.type != "cuda":
-        raise DecembertError("train.precision=fp16 needs a GPU; use bf16 or fp32 on the CPU")
+        raise DecembertError(f"{option}{sep}fp16 needs a GPU; use bf16 or fp32 on the CPU")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise DecembertError("this GPU does not support bf16; use train.precision=fp16")
+        raise DecembertError(f"this GPU does not support bf16; use {option}{sep}fp16")
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 

@@ -1,0 +1,117 @@
+"""`decembert extract-features`: videos -> 2D + 3D features at 1 feature/s in the feature store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _shard(value: str) -> tuple[int, int]:
+    from decembert_cli.errors import DecembertError
+
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise DecembertError(f"--shard {value}: write it as i/n, e.g. 0/4 for the first of 4 shards") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise DecembertError(f"--shard {value}: need 0 <= i < n")
+    return i, n
+
+
+def extract_features(
+    inputs: List[Path] = typer.Argument(..., help="Video files, folders of videos (searched recursively) or list files (.txt/.csv: path or video_id,path per line)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Feature store folder (created); a rerun skips finished videos."),
+    layout: str = typer.Option("decembert", help="decembert: both streams on the 1 s grid. howto100m: 3D at 1.5/s as HowTo100M ships it."),
+    backbone_2d: str = typer.Option("resnet152.tv_in1k", "--backbone-2d", help="Any timm model name (the paper: ResNet-152, ImageNet)."),
+    weights_2d: Optional[Path] = typer.Option(None, "--weights-2d", help="Local 2D weights file; default: timm's hub download."),
+    backbone_3d: str = typer.Option("resnext101", "--backbone-3d", help="A registered 3D backbone: resnext101 (the paper's), resnext50, slow_r50, resnext3d-tiny, or a plugin's."),
+    weights_3d: Optional[Path] = typer.Option(None, "--weights-3d", help="Local 3D weights file, e.g. Hara et al.'s resnext-101-kinetics.pth."),
+    random_init: bool = typer.Option(False, "--random-init", help="Random weights for every backbone without a weights file (tests, demo)."),
+    size_2d: Optional[int] = typer.Option(None, "--size-2d", min=16, help="2D input side in pixels (default: the model's, 224 for ResNet-152)."),
+    size_3d: Optional[int] = typer.Option(None, "--size-3d", min=16, help="3D input side in pixels (default: the backbone's, 112 for ResNeXt-101)."),
+    batch_size: int = typer.Option(32, min=1, help="Images or clips per forward pass."),
+    readers: int = typer.Option(2, min=1, help="Decoding threads."),
+    decoder: str = typer.Option("auto", help="auto (OpenCV, then PyAV), opencv or pyav."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("auto", help="auto (bf16 on GPUs that have it), fp32, bf16, fp16."),
+    dtype: str = typer.Option("float16", help="Stored dtype: float16 (as HowTo100M) or float32."),
+    l2_normalise: bool = typer.Option(False, "--l2-normalise", help="Store L2-normalised rows."),
+    shard: str = typer.Option("0/1", help="Do shard i of n (i/n); torchrun ranks split each shard further."),
+) -> None:
+    """Extract 2D (appearance) and 3D (motion) features at 1 feature/s, as the paper uses them.
+
+    Writes OUT/2d/<id>.npy and OUT/3d/<id>.npy with OUT/*/stream.json (backbone, weights SHA-256,
+    rate, resolution, normalisation), videos.jsonl and failures.jsonl. Failed videos do not stop the
+    run; rerunning after a crash or kill extracts only what is missing.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from decembert_cli.engine.distributed import resolve_device
+    from decembert_cli.engine.precision import autocast_dtype
+    from decembert_cli.errors import DecembertError
+    from decembert_cli.features.backbones import build_2d, build_3d
+    from decembert_cli.features.pipeline import ExtractOptions, extract, log_names
+
+    if decoder not in ("auto", "opencv", "pyav"):
+        raise DecembertError(f"--decoder {decoder}: use auto, opencv or pyav")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise DecembertError(f"--precision {precision}: use auto, fp32, bf16 or fp16")
+    i, n = _shard(shard)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    dev = resolve_device(device, local_rank, "--device")
+    options = ExtractOptions(
+        out=out, layout=layout, dtype=dtype, l2_normalise=l2_normalise, batch_size=batch_size, readers=readers,
+        decoder=decoder, device=dev, autocast=autocast_dtype(precision, dev, "--precision"), shard=(i * world + rank, n * world),
+    )  # fmt: skip
+
+    def source(path: Optional[Path], flag: str) -> str:
+        if path is not None:
+            return str(path)
+        if random_init:
+            return "random"
+        if os.environ.get("HF_HUB_OFFLINE") == "1" and flag == "--weights-2d":
+            raise DecembertError("HF_HUB_OFFLINE=1 and no --weights-2d: pass a local weights file, or --random-init")
+        return "hub"
+
+    console = Console(stderr=True)
+    b2 = build_2d(backbone_2d, source(weights_2d, "--weights-2d"), size_2d)
+    b3 = build_3d(backbone_3d, source(weights_3d, "--weights-3d"), size_3d)
+    console.print(
+        f"2D {b2.name} ({b2.dim}-d, {b2.size} px, weights {b2.weights}); 3D {b3.name} ({b3.dim}-d, {b3.frames} frames "
+        f"at {b3.fps:g} fps, {b3.size} px, weights {b3.weights}); {dev}, layout {layout}",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    with Progress(
+        TextColumn("extracting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("videos", total=None, failed=0)
+        failed = [0]
+
+        def on_video(_video_id: str, state: str) -> None:
+            failed[0] += state == "failed"
+            bar.update(task, advance=1, failed=failed[0])
+
+        summary = extract(inputs, b2, b3, options, on_video=on_video, on_start=lambda todo: bar.update(task, total=todo))
+    _, failures_name = log_names(options.shard)
+    rate = summary.seconds / summary.wall_s if summary.wall_s else 0.0
+    console.print(
+        f"{summary.extracted} extracted, {summary.already_done} already done, {sum(summary.failed.values())} failed "
+        f"of {summary.videos} videos; {summary.seconds:.0f} s of video in {summary.wall_s:.1f} s "
+        f"({rate:.1f} video-seconds/s; decoding {summary.decode_s:.1f} s over {options.readers} readers, inference {summary.infer_s:.1f} s)",
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    if summary.failed:
+        kinds = ", ".join(f"{k}: {v}" for k, v in summary.failed.most_common())
+        console.print(f"[yellow]failed[/] ({kinds}); reasons in {Path(out) / failures_name}", highlight=False, soft_wrap=True)
+    if summary.ignored_files:
+        console.print(
+            f"ignored {len(summary.ignored_files)} files that are not videos by extension (e.g. {summary.ignored_files[0]})",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    typer.echo(str(Path(out)))

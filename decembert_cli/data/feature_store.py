@@ -1,0 +1,76 @@
+"""The feature store: one .npy per video per stream, as HowTo100M users have them, plus metadata.
+
+    OUT/2d/<video_id>.npy     (T, D) features, T = one per second of video
+    OUT/3d/<video_id>.npy     (T3, D) on the same 1 s grid (layout "decembert") or at 1.5/s
+                              (layout "howto100m": back-to-back 16-frame clips at 24 fps)
+    OUT/2d/stream.json        format, stream, layout, rate (features per second), dtype,
+    OUT/3d/stream.json        normalisation, backbone, weights and their SHA-256, resolution, crop
+    OUT/videos.jsonl          one line per extracted video (source, decoder, duration, counts)
+    OUT/failures.jsonl        one line per video that failed, with the reason
+
+A stream folder without stream.json is read as HowTo100M's own (2D at 1/s, 3D at `data.fps_3d`).
+Every .npy is written atomically, so a file that exists is complete.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from decembert_cli.errors import DecembertError
+from decembert_cli.io import atomic_write_bytes, atomic_write_text
+
+FEATURES_FORMAT = "decembert.features/1"
+STREAM_FILE = "stream.json"
+LAYOUTS = ("decembert", "howto100m")
+
+
+def read_stream_meta(folder: Path) -> dict[str, Any] | None:
+    """The stream.json of a feature folder, or None when it has none (HowTo100M's own folders)."""
+    path = Path(folder) / STREAM_FILE
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DecembertError(f"cannot read {path} ({exc}); delete it if the folder holds HowTo100M's own features") from None
+    if not isinstance(meta, dict) or meta.get("format") != FEATURES_FORMAT:
+        raise DecembertError(f"{path} is not a {FEATURES_FORMAT} stream file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    return meta
+
+
+def stream_rate(folder: Path, default: float) -> float:
+    """Features per second of the stream in `folder`: its stream.json's rate, else `default`."""
+    meta = read_stream_meta(folder)
+    return float(meta["rate"]) if meta is not None else float(default)
+
+
+def write_stream_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """Write `meta` as the folder's stream.json; an existing one must agree (same extraction settings)."""
+    meta = {"format": FEATURES_FORMAT, **meta}
+    old = read_stream_meta(folder)
+    if old is not None:
+        differ = [k for k in sorted(set(old) | set(meta)) if old.get(k) != meta.get(k) and k != "decembert_version"]
+        if differ:
+            key = differ[0]
+            raise DecembertError(
+                f"{Path(folder) / STREAM_FILE} was written with {key} = {old.get(key)!r}, this run has {meta.get(key)!r}; "
+                "features of different settings must not mix: choose another --out, or rerun with the old settings"
+            )
+        return
+    atomic_write_text(Path(folder) / STREAM_FILE, json.dumps(meta, indent=2) + "\n")
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_features(path: Path, array: np.ndarray) -> None:
+    """Atomically write one (T, D) feature array."""
+    atomic_write_bytes(path, npy_bytes(np.ascontiguousarray(array)))

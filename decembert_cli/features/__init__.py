@@ -1,0 +1,1 @@
+"""extract-features: 2D/3D backbones and the extraction pipeline."""
