@@ -12,8 +12,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The demo pipeline on the built-in sample corpus: render its videos, extract features with small
+# random-init backbones (offline), pre-train `small`. Reruns reuse the corpus and the features.
+DEMO ?= demo
+DEMO_BACKBONES := --random-init --backbone-2d resnet18 --size-2d 112 --backbone-3d resnext3d-tiny --size-3d 64
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/decembert pretrain --data sample --config demo
+	$(BIN)/decembert sample-data $(DEMO)/corpus --features none
+	HF_HUB_OFFLINE=1 $(BIN)/decembert extract-features $(DEMO)/corpus/videos --out $(DEMO)/corpus/features $(DEMO_BACKBONES)
+	HF_HUB_OFFLINE=1 $(BIN)/decembert pretrain --data sample --config demo --set data.root=$(DEMO)/corpus \
+		--set model.feature_dim_2d=512 --set model.feature_dim_3d=256
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
@@ -21,6 +28,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/encoder_step.py
 	$(BIN)/python benchmarks/pretrain_throughput.py
+	$(BIN)/python benchmarks/extract.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -66,8 +66,9 @@ def write_stream_meta(folder: Path, meta: dict[str, Any]) -> None:
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
+    """The bytes of `array` as a .npy file (object arrays, such as the paper's dense captions, pickled)."""
     buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
+    np.save(buffer, array, allow_pickle=array.dtype == object)
     return buffer.getvalue()
 
 

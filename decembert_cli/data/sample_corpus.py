@@ -36,6 +36,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from decembert_cli.data.feature_store import npy_bytes
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_bytes, atomic_write_text
 
@@ -358,12 +359,6 @@ def _dense_frames(plan: dict) -> np.ndarray:
     return array
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=array.dtype == object)
-    return buffer.getvalue()
-
-
 def _csv_text(rows: list[list[object]], delimiter: str = ",") -> str:
     buffer = io.StringIO()
     csv.writer(buffer, delimiter=delimiter, lineterminator="\n").writerows(rows)
@@ -436,14 +431,14 @@ def generate(
     for done, plan in enumerate(plans, start=1):
         if features == "synthetic":
             f2, f3 = _features(plan, seed, objects, actions, noise)
-            atomic_write_bytes(out_dir / "features" / "2d" / f"{plan['id']}.npy", _npy_bytes(f2))
-            atomic_write_bytes(out_dir / "features" / "3d" / f"{plan['id']}.npy", _npy_bytes(f3))
+            atomic_write_bytes(out_dir / "features" / "2d" / f"{plan['id']}.npy", npy_bytes(f2))
+            atomic_write_bytes(out_dir / "features" / "3d" / f"{plan['id']}.npy", npy_bytes(f3))
         if render:
             from decembert_cli.data.sample_video import render as render_video
 
             (out_dir / "videos").mkdir(parents=True, exist_ok=True)
             render_video(plan, seed, out_dir / "videos" / f"{plan['id']}.mp4", object_index, action_index)
-        atomic_write_bytes(out_dir / "dense_captions" / f"{plan['id']}.npy", _npy_bytes(_dense_frames(plan)))
+        atomic_write_bytes(out_dir / "dense_captions" / f"{plan['id']}.npy", npy_bytes(_dense_frames(plan)))
         if progress is not None:
             progress(done, videos)
 

@@ -274,12 +274,31 @@ class _Reader(threading.Thread):
 
 
 class _Log:
-    """Append-only JSON lines, one os.write per line (atomic appends on local file systems)."""
+    """Append-only JSON lines, one os.write per line (atomic appends on local file systems).
+
+    A line cut short by a kill is dropped when the log is opened again, so appends start clean."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        except OSError as exc:
+            raise DecembertError(f"cannot read {path}: {exc.strerror}") from None
+        if data and not data.endswith(b"\n"):
+            with open(path, "r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+            data = data[: data.rfind(b"\n") + 1]
+        self.ids = set()
+        for line in data.splitlines():
+            try:
+                self.ids.add(json.loads(line)["video_id"])
+            except (ValueError, KeyError, TypeError):
+                continue
 
     def append(self, record: dict) -> None:
+        self.ids.add(record.get("video_id"))
         line = (json.dumps(record, sort_keys=True) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -344,6 +363,10 @@ def extract(
         summary.videos += 1
         if all((d / f"{job.video_id}.npy").is_file() for d in dirs):
             summary.already_done += 1
+            if job.video_id not in videos_log.ids:  # killed between writing its files and its log line
+                counts = [int(np.load(d / f"{job.video_id}.npy", mmap_mode="r").shape[0]) for d in dirs]
+                videos_log.append({"video_id": job.video_id, "source": str(job.path), "features_2d": counts[0],
+                                   "features_3d": counts[1], "recovered": True})  # fmt: skip
         else:
             todo.append(job)
     mine = {f.video_id for f in shard_of([VideoJob(f.video_id, Path(f.path)) for f in bad], options.shard)}

@@ -88,3 +88,27 @@ def test_seed_changes_the_generated_batch_and_weights() -> None:
 
     assert losses(1) == losses(1)
     assert losses(1) != losses(2)
+
+
+def test_extract_features_command(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.videos import write_video
+
+    write_video(tmp_path / "clip.avi", 24, 60)
+    tiny = ["--random-init", "--backbone-2d", "resnet18", "--size-2d", "32", "--backbone-3d", "resnext3d-tiny", "--size-3d", "32"]
+    result = runner.invoke(app, ["extract-features", str(tmp_path / "clip.avi"), "--out", str(tmp_path / "store"), *tiny])
+    assert result.exit_code == 0, result.output
+    assert "1 extracted, 0 already done, 0 failed of 1 videos" in result.output
+    assert (tmp_path / "store" / "2d" / "clip.npy").is_file() and (tmp_path / "store" / "3d" / "stream.json").is_file()
+    for args, needle in (
+        (["--shard", "3/2"], "--shard 3/2: need 0 <= i < n"),
+        (["--shard", "x"], "--shard x: write it as i/n"),
+        (["--decoder", "ffmpeg"], "--decoder ffmpeg: use auto, opencv or pyav"),
+        (["--device", "tpu"], "--device tpu is not"),
+        (["--backbone-3d", "c3d"], "unknown 3D backbone 'c3d'; installed:"),
+    ):
+        bad = runner.invoke(app, ["extract-features", str(tmp_path / "clip.avi"), "--out", str(tmp_path / "o2"), *tiny, *args])
+        assert bad.exit_code == 2 and needle in bad.output, (args, bad.output)
+    missing = runner.invoke(app, ["extract-features", str(tmp_path / "nope"), "--out", str(tmp_path / "o3"), *tiny])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    offline = runner.invoke(app, ["extract-features", str(tmp_path / "clip.avi"), "--out", str(tmp_path / "o4")])
+    assert offline.exit_code == 2 and "HF_HUB_OFFLINE=1 and no --weights-2d" in offline.output

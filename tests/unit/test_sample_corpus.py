@@ -284,3 +284,41 @@ def test_sample_data_command(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "c" / "meta.json").read_text())
     assert meta["arguments"]["seed"] == 1 and meta["arguments"]["feature_dim_3d"] == 8
     assert np.load(tmp_path / "c" / "features" / "3d" / "sample_0000.npy").shape[1] == 8
+
+
+def test_rendered_videos_last_as_long_as_the_plan_and_show_its_objects(tmp_path: Path) -> None:
+    import cv2
+
+    from decembert_cli.data import sample_video
+    from decembert_cli.data.sample_corpus import OBJECTS, _plan_video
+
+    root = generate(tmp_path / "c", videos=2, render=True, features="none")
+    assert not (root / "features").exists()
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["videos"]["fps"] == 24 and meta["arguments"]["render"] is True
+    plan = _plan_video(0, 0, 0.5, 0.1)
+    capture = cv2.VideoCapture(str(root / "videos" / "sample_0000.mp4"))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == plan["seconds"] * 24
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (160, 120)
+    start, end, obj, _action = plan["segments"][0]
+    capture.set(cv2.CAP_PROP_POS_FRAMES, int((start + end) / 200 * 24))  # mid-segment
+    ok, frame = capture.read()
+    capture.release()
+    assert ok
+    _shape, colour = sample_video.object_look(OBJECTS.index(obj))
+    near = np.abs(frame.astype(int) - np.array(colour)).max(axis=2) < 40  # the object's colour is on screen
+    assert near.sum() > 200
+    again = generate(tmp_path / "d", videos=2, render=True, features="none")
+    assert (again / "videos" / "sample_0001.mp4").read_bytes() == (root / "videos" / "sample_0001.mp4").read_bytes()
+    with pytest.raises(DecembertError, match="needs its videos"):
+        generate(tmp_path / "e", videos=2, render=False, features="none")
+
+
+def test_every_object_and_action_looks_different() -> None:
+    from decembert_cli.data import sample_video
+    from decembert_cli.data.sample_corpus import ACTIONS, OBJECTS
+
+    looks = [sample_video.object_look(i) for i in range(len(OBJECTS))]
+    assert len(set(looks)) == len(OBJECTS)
+    motions = [sample_video.action_motion(i)[:2] for i in range(len(ACTIONS))]
+    assert len(set(motions)) == len(ACTIONS)
