@@ -119,6 +119,9 @@ class _PyAV:
             self._container.close()
             raise VideoError("the file has no video stream", "no video stream")
         stream = self._container.streams.video[0]
+        if stream.codec_context is None:
+            self._container.close()
+            raise VideoError("FFmpeg has no decoder for its video codec; re-encode it, e.g. to H.264", "unsupported codec")
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else 0.0
@@ -188,8 +191,8 @@ def open_video(path: str | Path, decoder: str = "auto") -> _Decoder:
             errors.append(exc)
     if len(errors) == 1:
         raise errors[0]
-    kinds = {e.kind for e in errors}
-    kind = "no video stream" if "no video stream" in kinds else "cannot decode"
+    kinds = [e.kind for e in errors]
+    kind = next((k for k in ("unsupported codec", "no video stream") if k in kinds), "cannot decode")
     raise VideoError("; ".join(e.reason for e in errors), kind)
 
 

@@ -40,6 +40,7 @@ from decembert_cli.data.video import (
 )
 from decembert_cli.engine.precision import autocast
 from decembert_cli.errors import DecembertError
+from decembert_cli.io import atomic_write_bytes
 from decembert_cli.features.backbones import Backbone, normalise_pixels
 
 _UNSAFE_ID = re.compile(r"(^\.|[/\\\x00-\x1f]|^$)")
@@ -291,11 +292,22 @@ class _Log:
                 handle.truncate(data.rfind(b"\n") + 1)
             data = data[: data.rfind(b"\n") + 1]
         self.ids = set()
+        self._lines: list[tuple[object, bytes]] = []
         for line in data.splitlines():
             try:
-                self.ids.add(json.loads(line)["video_id"])
+                video_id = json.loads(line)["video_id"]
             except (ValueError, KeyError, TypeError):
-                continue
+                video_id = None
+            self.ids.add(video_id)
+            self._lines.append((video_id, line))
+
+    def forget(self, ids: set[str]) -> None:
+        """Drop the lines of `ids` (videos this run tries again), rewriting the log atomically."""
+        if not ids & self.ids:
+            return
+        kept = [line for video_id, line in self._lines if video_id not in ids]
+        atomic_write_bytes(self.path, b"".join(line + b"\n" for line in kept))
+        self.ids -= ids
 
     def append(self, record: dict) -> None:
         self.ids.add(record.get("video_id"))
@@ -369,6 +381,7 @@ def extract(
                                    "features_3d": counts[1], "recovered": True})  # fmt: skip
         else:
             todo.append(job)
+    failures_log.forget({job.video_id for job in todo} | {f.video_id for f in bad})  # tried again now
     mine = {f.video_id for f in shard_of([VideoJob(f.video_id, Path(f.path)) for f in bad], options.shard)}
     for failure in bad:
         if failure.video_id in mine:

@@ -79,6 +79,7 @@ def test_extract_a_folder_with_bad_files(videos, backbones, tmp_path):
     assert (again.extracted, again.already_done, sum(again.failed.values())) == (0, 3, 3)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == stamps
     assert len(_lines(out / "videos.jsonl")) == 3
+    assert sorted(f["video_id"] for f in _lines(out / "failures.jsonl")) == ["empty", "garbage", "truncated"]  # retried, listed once
 
 
 def test_same_features_whatever_the_batching(videos, backbones, tmp_path):
@@ -211,3 +212,17 @@ def test_sigkill_then_rerun_extracts_every_video_exactly_once(tmp_path):
     assert not [p for p in out.rglob("*") if p.name.startswith(".")], "temporary files left behind"
     ids = [v["video_id"] for v in _lines(out / "videos.jsonl")]
     assert sorted(ids) == [f"v{i:02d}" for i in range(10)]  # each video logged exactly once
+
+
+def test_the_sample_corpus_signal_survives_rendering_and_extraction(tmp_path):
+    """Rendered sample videos -> demo backbones -> a linear probe still reads each second's object and action."""
+    from benchmarks.sample_probe import probe
+    from decembert_cli.data.sample_corpus import generate
+
+    root = generate(tmp_path / "corpus", videos=16, render=True, features="none")
+    b2, b3 = build_2d("resnet18", "random", size=112), build_3d("resnext3d-tiny", "random", size=64)
+    summary = P.extract([root / "videos"], b2, b3, _options(root / "features", batch_size=32))
+    assert summary.extracted == 16
+    result = probe(root)
+    assert result["2d_object"]["ratio"] > 8, result  # measured 12x chance with 8 training videos
+    assert result["3d_action"]["ratio"] > 1.5, result

@@ -169,9 +169,14 @@ def test_unusable_files_raise_video_errors(tmp_path):
     cut = tmp_path / "cut.mp4"
     whole = write_video(tmp_path / "whole.mp4", 24, 48, SQUARE, fourcc="mp4v").read_bytes()
     cut.write_bytes(whole[: len(whole) // 2])  # mp4 index (moov) at the end: lost
+    codec = tmp_path / "codec.avi"  # an AVI whose video codec tag no decoder knows
+    codec.write_bytes(write_video(tmp_path / "ok.avi", 24, 24, SQUARE).read_bytes().replace(b"MJPG", b"QQQQ"))
     kinds = {}
-    for path in (empty, text, cut, tmp_path / "missing.mp4"):
+    for path in (empty, text, cut, codec, tmp_path / "missing.mp4"):
         with pytest.raises(V.VideoError) as err:
             V.open_video(path)
         kinds[path.name] = err.value.kind
-    assert kinds == {"empty.mp4": "empty file", "notes.mp4": "cannot decode", "cut.mp4": "cannot decode", "missing.mp4": "unreadable"}
+    assert kinds == {
+        "empty.mp4": "empty file", "notes.mp4": "cannot decode", "cut.mp4": "cannot decode",
+        "codec.avi": "unsupported codec", "missing.mp4": "unreadable",
+    }  # fmt: skip
