@@ -166,3 +166,11 @@ def test_pixels_are_normalised_channel_first():
     x = B.normalise_pixels(pixels, backbone)
     assert x.shape == (2, 3, 4, 8, 8)
     torch.testing.assert_close(x[:, 0], torch.full((2, 4, 8, 8), 120 - 114.7748))
+
+
+def test_any_timm_model_is_a_2d_backbone():
+    vit = B.build_2d("test_vit", "random")  # a transformer: pooled (CLS/mean) features, its own input size
+    x = torch.randn(2, 3, vit.size, vit.size)
+    with torch.inference_mode():
+        assert vit.module(x).shape == (2, vit.dim)
+    assert vit.meta()["backbone"] == "test_vit" and vit.meta()["weights"] == "random"
