@@ -11,11 +11,7 @@ list, so any number of machines can share one input list and one output folder.
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 import queue
-import re
 import threading
 import time
 from collections import Counter
@@ -27,8 +23,8 @@ import numpy as np
 import torch
 
 from decembert_cli.data.feature_store import LAYOUTS, write_features, write_stream_meta
+from decembert_cli.data.jobs import Failure, JobLog, VideoJob, check_writable, list_videos, log_names, shard_of
 from decembert_cli.data.video import (
-    VIDEO_EXTENSIONS,
     Decoded,
     Grid,
     VideoError,
@@ -40,28 +36,9 @@ from decembert_cli.data.video import (
 )
 from decembert_cli.engine.precision import autocast
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_bytes
 from decembert_cli.features.backbones import Backbone, normalise_pixels
 
-_UNSAFE_ID = re.compile(r"(^\.|[/\\\x00-\x1f]|^$)")
 TRUNCATION_TOLERANCE = 0.9  # decoded duration below this share of the container's (minus 1 s) = truncated
-
-
-@dataclass(frozen=True)
-class VideoJob:
-    video_id: str
-    path: Path
-
-
-@dataclass(frozen=True)
-class Failure:
-    video_id: str
-    path: str
-    kind: str
-    reason: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"video_id": self.video_id, "path": self.path, "kind": self.kind, "reason": self.reason}
 
 
 @dataclass
@@ -100,76 +77,7 @@ class ExtractSummary:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Inputs
-
-
-def _safe_id(video_id: str) -> bool:
-    return not _UNSAFE_ID.search(video_id) and ".." not in Path(video_id).parts
-
-
-def _read_list(path: Path) -> list[tuple[str, Path]]:
-    """A list file: one video path per line, or CSV rows `video_id,path` (a header row is allowed)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DecembertError(f"cannot read the video list {path} ({exc})") from None
-    entries = []
-    for line_no, row in enumerate(csv.reader(text.splitlines()), start=1):
-        row = [c.strip() for c in row]
-        if not row or not row[0] or row[0].startswith("#"):
-            continue
-        if line_no == 1 and [c.lower() for c in row[:2]] == ["video_id", "path"]:
-            continue
-        if len(row) == 1:
-            p = Path(row[0]).expanduser()
-            entries.append((p.stem, p if p.is_absolute() else path.parent / p))
-        elif len(row) == 2:
-            p = Path(row[1]).expanduser()
-            entries.append((row[0], p if p.is_absolute() else path.parent / p))
-        else:
-            raise DecembertError(f"{path}, line {line_no}: expected `path` or `video_id,path`, got {len(row)} fields")
-    return entries
-
-
-def list_videos(inputs: Iterable[Path]) -> tuple[list[VideoJob], list[Failure], list[str]]:
-    """(jobs sorted by id, failures of unusable entries, files ignored as not videos by extension).
-
-    An input is a video file, a folder (its video files, recursively) or a list file (.txt/.csv).
-    Ids are file stems unless the list names them; an id that could escape the output folder
-    (`../x`, a leading dot, a slash) or that repeats is a failure, never a file.
-    """
-    entries: list[tuple[str, Path]] = []
-    ignored: list[str] = []
-    for item in inputs:
-        item = Path(item).expanduser()
-        if item.is_dir():
-            for path in sorted(p for p in item.rglob("*") if p.is_file()):
-                if path.suffix.lower() in VIDEO_EXTENSIONS:
-                    entries.append((path.stem, path))
-                elif not path.name.startswith("."):
-                    ignored.append(str(path))
-        elif item.suffix.lower() in (".txt", ".csv", ".lst") and item.is_file():
-            entries.extend(_read_list(item))
-        elif item.exists() or item.suffix.lower() in VIDEO_EXTENSIONS:
-            entries.append((item.stem, item))
-        else:
-            raise DecembertError(f"{item} does not exist; pass video files, folders of videos or a list file (.txt/.csv)")
-    jobs: dict[str, VideoJob] = {}
-    failures = []
-    for video_id, path in entries:
-        if not _safe_id(video_id):
-            failures.append(Failure(video_id, str(path), "unsafe id", f"video id {video_id!r} could write outside the output folder; rename it"))
-        elif video_id in jobs:
-            failures.append(Failure(video_id, str(path), "duplicate id", f"id {video_id!r} is also {jobs[video_id].path}; rename one of them"))
-        else:
-            jobs[video_id] = VideoJob(video_id, path)
-    return [jobs[k] for k in sorted(jobs)], failures, ignored
-
-
-def shard_of(jobs: list[VideoJob], shard: tuple[int, int]) -> list[VideoJob]:
-    """Jobs of shard i of n: every n-th job of the id-sorted list, starting at i."""
-    i, n = shard
-    return jobs[i::n]
+# Grids and metadata
 
 
 def grids_for(b2: Backbone, b3: Backbone, layout: str) -> list[Grid]:
@@ -274,71 +182,6 @@ class _Reader(threading.Thread):
 # The run
 
 
-class _Log:
-    """Append-only JSON lines, one os.write per line (atomic appends on local file systems).
-
-    A line cut short by a kill is dropped when the log is opened again, so appends start clean."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            data = b""
-        except OSError as exc:
-            raise DecembertError(f"cannot read {path}: {exc.strerror}") from None
-        if data and not data.endswith(b"\n"):
-            with open(path, "r+b") as handle:
-                handle.truncate(data.rfind(b"\n") + 1)
-            data = data[: data.rfind(b"\n") + 1]
-        self.ids = set()
-        self._lines: list[tuple[object, bytes]] = []
-        for line in data.splitlines():
-            try:
-                video_id = json.loads(line)["video_id"]
-            except (ValueError, KeyError, TypeError):
-                video_id = None
-            self.ids.add(video_id)
-            self._lines.append((video_id, line))
-
-    def forget(self, ids: set[str]) -> None:
-        """Drop the lines of `ids` (videos this run tries again), rewriting the log atomically."""
-        if not ids & self.ids:
-            return
-        kept = [line for video_id, line in self._lines if video_id not in ids]
-        atomic_write_bytes(self.path, b"".join(line + b"\n" for line in kept))
-        self.ids -= ids
-
-    def append(self, record: dict) -> None:
-        self.ids.add(record.get("video_id"))
-        line = (json.dumps(record, sort_keys=True) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-        except OSError as exc:
-            raise DecembertError(f"cannot write {self.path}: {exc.strerror}; finished videos are kept, rerun to go on") from None
-        finally:
-            os.close(fd)
-
-
-def log_names(shard: tuple[int, int]) -> tuple[str, str]:
-    """(videos log, failures log) file names for a shard: plain names when there is one shard."""
-    i, n = shard
-    suffix = "" if n == 1 else f".shard-{i:04d}-of-{n:04d}"
-    return f"videos{suffix}.jsonl", f"failures{suffix}.jsonl"
-
-
-def _check_writable(out: Path) -> None:
-    import tempfile
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as exc:
-        raise DecembertError(f"cannot write into {out} ({exc.strerror}); choose a writable --out folder") from None
-
-
 def extract(
     inputs: Iterable[Path],
     backbone_2d: Backbone,
@@ -361,12 +204,12 @@ def extract(
     if options.batch_size < 1 or options.readers < 1:
         raise DecembertError("--batch-size and --readers must be >= 1")
     grids = grids_for(backbone_2d, backbone_3d, options.layout)
-    _check_writable(out)
+    check_writable(out)
     dirs = [out / "2d", out / "3d"]
     backbones = [backbone_2d, backbone_3d]
     for folder, backbone, grid in zip(dirs, backbones, grids):
         write_stream_meta(folder, stream_meta(backbone, grid, options))
-    videos_log, failures_log = (_Log(out / name) for name in log_names(options.shard))
+    videos_log, failures_log = (JobLog(out / name) for name in log_names(options.shard))
 
     jobs_all, bad, ignored = list_videos(inputs)
     summary = ExtractSummary(ignored_files=ignored)
