@@ -21,6 +21,7 @@ from decembert_cli.io import atomic_write_bytes
 
 _UNSAFE_ID = re.compile(r"(^\.|[/\\\x00-\x1f]|^$)")
 
+
 @dataclass(frozen=True)
 class VideoJob:
     video_id: str
