@@ -64,9 +64,10 @@ def _root(
 
 
 def _register() -> None:
-    from decembert_cli.commands import check, extract_features, pretrain, sample_data
+    from decembert_cli.commands import check, dense_caption, extract_features, pretrain, sample_data
 
     app.command(name="extract-features")(extract_features.extract_features)
+    app.command(name="dense-caption")(dense_caption.dense_caption)
     app.command(name="pretrain")(pretrain.pretrain)
     app.command(name="sample-data")(sample_data.sample_data)
     app.command(name="check")(check.check)

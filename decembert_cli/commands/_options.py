@@ -26,3 +26,16 @@ def resolve(cls: type[T], config: Optional[str], overrides: List[str], print_con
         typer.echo(to_yaml(resolved), nl=False)
         raise typer.Exit()
     return resolved
+
+
+def parse_shard(value: str) -> tuple[int, int]:
+    """`i/n` -> (i, n), checked."""
+    from decembert_cli.errors import DecembertError
+
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise DecembertError(f"--shard {value}: write it as i/n, e.g. 0/4 for the first of 4 shards") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise DecembertError(f"--shard {value}: need 0 <= i < n")
+    return i, n

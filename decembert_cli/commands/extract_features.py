@@ -9,18 +9,6 @@ from typing import List, Optional
 import typer
 
 
-def _shard(value: str) -> tuple[int, int]:
-    from decembert_cli.errors import DecembertError
-
-    try:
-        i, n = (int(x) for x in value.split("/"))
-    except ValueError:
-        raise DecembertError(f"--shard {value}: write it as i/n, e.g. 0/4 for the first of 4 shards") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise DecembertError(f"--shard {value}: need 0 <= i < n")
-    return i, n
-
-
 def extract_features(
     inputs: List[Path] = typer.Argument(..., help="Video files, folders of videos (searched recursively) or list files (.txt/.csv: path or video_id,path per line)."),
     out: Path = typer.Option(..., "--out", "-o", help="Feature store folder (created); a rerun skips finished videos."),
@@ -50,6 +38,7 @@ def extract_features(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from decembert_cli.commands._options import parse_shard
     from decembert_cli.engine.distributed import resolve_device
     from decembert_cli.engine.precision import autocast_dtype
     from decembert_cli.errors import DecembertError
@@ -60,7 +49,7 @@ def extract_features(
         raise DecembertError(f"--decoder {decoder}: use auto, opencv or pyav")
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise DecembertError(f"--precision {precision}: use auto, fp32, bf16 or fp16")
-    i, n = _shard(shard)
+    i, n = parse_shard(shard)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     dev = resolve_device(device, local_rank, "--device")

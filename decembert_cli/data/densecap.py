@@ -68,11 +68,11 @@ def read_paper_npy(path: str | Path) -> list[list[str]]:
     return frames
 
 
-_UNK = re.compile(r"<unk>", re.IGNORECASE)
+_UNK = re.compile(r"<unk>|<loc_\d+>|</?s>|<pad>", re.IGNORECASE)  # unknown words, location and special tokens
 
 
 def normalise_frames(frames: list[list[str]]) -> list[list[str]]:
-    """As the paper: lower-case, drop `<unk>`, and drop captions repeated on contiguous frames.
+    """As the paper: lower-case, drop `<unk>` and location tokens, and drop captions repeated on contiguous frames.
 
     A caption is dropped from frame t when frame t-1 had the same caption (after normalising);
     duplicates within one frame are kept once.
@@ -97,11 +97,18 @@ def normalise_frames(frames: list[list[str]]) -> list[list[str]]:
 STORE_FORMAT = "decembert.densecap/1"
 
 
+def store_record(video_id: str, interval: float, frames: list[dict], meta: dict) -> dict:
+    """One video's record in our store: frames = [{"time": s, "regions": [{"caption", "box", "score"}]}]."""
+    return {"format": STORE_FORMAT, "video_id": video_id, "interval": interval, **meta, "frames": frames}
+
+
 def read_store_json(path: str | Path) -> tuple[list[list[str]], float]:
     """(frames, seconds between frames) from one video's file in our dense-caption store (JSON).
 
-    Layout: {"format": "decembert.densecap/1", "interval": 2.0, "frames": [[caption, ...], ...], ...}
-    (other keys, such as the captioning model and its settings, are metadata).
+    Layout: {"format": "decembert.densecap/1", "interval": 2.0, "frames": [frame, ...], ...} where a
+    frame is {"time": s, "regions": [{"caption": ..., "box": [x1, y1, x2, y2], "score": ...}]} (as
+    `decembert dense-caption` writes it) or a plain list of caption strings; other keys (backend,
+    model and its hash, settings) are metadata.
     """
     import json
 
@@ -113,8 +120,16 @@ def read_store_json(path: str | Path) -> tuple[list[list[str]], float]:
     if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
         raise BadVideo(f"dense captions {path.name}: not a {STORE_FORMAT} file", "dense captions unreadable")
     frames, interval = data.get("frames"), data.get("interval")
+    if isinstance(frames, list):
+        try:
+            frames = [f if isinstance(f, list) else [r["caption"] for r in f["regions"]] for f in frames]
+        except (TypeError, KeyError):
+            frames = None
     if not isinstance(frames, list) or not all(isinstance(f, list) for f in frames):
-        raise BadVideo(f"dense captions {path.name}: 'frames' must be a list of caption lists", "dense captions unreadable")
+        raise BadVideo(
+            f"dense captions {path.name}: 'frames' must be a list of caption lists or of {{'regions': [{{'caption': ...}}]}}",
+            "dense captions unreadable",
+        )
     if not isinstance(interval, (int, float)) or interval <= 0:
         raise BadVideo(f"dense captions {path.name}: 'interval' must be a positive number of seconds", "dense captions unreadable")
     return [[_as_text(c) for c in frame] for frame in frames], float(interval)

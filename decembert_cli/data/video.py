@@ -212,7 +212,7 @@ class Grid:
     rate: float  # items per second
     phase: float  # anchor of item k at (k + phase) / rate
     offsets: tuple[float, ...]  # frame times relative to the anchor, ascending
-    size: int  # output side: resize the short side to `size`, centre-crop `size` x `size`
+    size: int  # output side: resize the short side to `size`, centre-crop `size` x `size` (0: whole frame)
     keep_until_last: bool = False
 
     def times(self, k: int) -> list[float]:
@@ -231,6 +231,11 @@ def image_grid(size: int, rate: float = 1.0) -> Grid:
     return Grid(rate=rate, phase=0.5, offsets=(0.0,), size=size)
 
 
+def frame_grid(interval: float) -> Grid:
+    """Whole frames at 0, interval, 2 * interval, ... s (dense captions: every 2 s, index int(t // 2))."""
+    return Grid(rate=1.0 / interval, phase=0.0, offsets=(0.0,), size=0)
+
+
 def clip_grid(size: int, frames: int, fps: float, rate: float = 1.0) -> Grid:
     """A clip of `frames` frames at `fps`, centred on each 1/rate s (our 1 s grid for 3D features)."""
     offsets = tuple((j - (frames - 1) / 2) / fps for j in range(frames))
@@ -243,9 +248,13 @@ def consecutive_clip_grid(size: int, frames: int, fps: float) -> Grid:
 
 
 def resize_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize the short side to `size` (area filter when shrinking) and centre-crop `size` x `size`."""
+    """Resize the short side to `size` (area filter when shrinking) and centre-crop `size` x `size`.
+
+    `size` 0 keeps the whole frame as it is (dense captioning wants boxes in the frame's pixels)."""
     import cv2
 
+    if size == 0:
+        return image
     h, w = image.shape[:2]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))

@@ -14,7 +14,6 @@ ResNeXt-50, a tiny ResNeXt for tests, and pytorchvideo's Kinetics SlowOnly R50.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +48,9 @@ class Backbone:
     def weights_sha256(self) -> str:
         """SHA-256 over the module's state (names, shapes, dtypes, values), whatever the weights' source."""
         if self._digest is None:
-            digest = hashlib.sha256()
-            for name, tensor in sorted(self.module.state_dict().items()):
-                t = tensor.detach().cpu().contiguous()
-                digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-                digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-            self._digest = digest.hexdigest()
+            from decembert_cli.model.weights import state_sha256
+
+            self._digest = state_sha256(self.module)
         return self._digest
 
     def meta(self) -> dict[str, Any]:

@@ -37,6 +37,18 @@ MAX_POSITIONS = 512
 NUM_TOKEN_TYPES = 3  # ASR, dense caption, video (see data.batch.TokenType)
 
 
+def state_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 over a module's state (names, shapes, dtypes, values): the identity of loaded weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def resolve_init(cfg: "ModelConfig") -> str:
     """`model.init` with `auto` replaced by the arch's default."""
     return ARCHS[cfg.arch].default_init if cfg.init == "auto" else cfg.init

@@ -1,0 +1,1 @@
+"""dense-caption: captioner backends (entry points `decembert.captioners`) and the captioning run."""
