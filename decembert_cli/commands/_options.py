@@ -1,8 +1,11 @@
-"""Options shared by every command that takes a config."""
+"""Options and output shared by the commands: configs, and runs over many videos."""
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, TypeVar
+import contextlib
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterator, List, Optional, TypeVar
 
 import typer
 
@@ -39,3 +42,53 @@ def parse_shard(value: str) -> tuple[int, int]:
     if not (n >= 1 and 0 <= i < n):
         raise DecembertError(f"--shard {value}: need 0 <= i < n")
     return i, n
+
+
+def video_run(decoder: str, precision: str, device: str, shard: str) -> tuple[Any, Any, tuple[int, int]]:
+    """Checked options of a command over many videos: (device, autocast dtype, shard).
+
+    torchrun's RANK / WORLD_SIZE split the --shard further (each process one GPU: LOCAL_RANK)."""
+    import os
+
+    from decembert_cli.engine.distributed import resolve_device
+    from decembert_cli.engine.precision import autocast_dtype
+    from decembert_cli.errors import DecembertError
+
+    if decoder not in ("auto", "opencv", "pyav"):
+        raise DecembertError(f"--decoder {decoder}: use auto, opencv or pyav")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise DecembertError(f"--precision {precision}: use auto, fp32, bf16 or fp16")
+    i, n = parse_shard(shard)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", 0)), "--device")
+    return dev, autocast_dtype(precision, dev, "--precision"), (i * world + rank, n * world)
+
+
+@contextlib.contextmanager
+def video_progress(console: Any, verb: str) -> Iterator[tuple[Callable[[int], None], Callable[[str, str], None]]]:
+    """A progress bar over videos: yields (on_start(total), on_video(video_id, "done" | "failed"))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn(verb), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("videos", total=None, failed=0)
+        failed = [0]
+
+        def on_video(_video_id: str, state: str) -> None:
+            failed[0] += state == "failed"
+            bar.update(task, advance=1, failed=failed[0])
+
+        yield (lambda total: bar.update(task, total=total)), on_video
+
+
+def report_failures(console: Any, failed: Counter[str], failures_log: Path, ignored: list[str]) -> None:
+    """The lines after a run over many videos: failures by kind and where their reasons are, ignored files."""
+    if failed:
+        kinds = ", ".join(f"{k}: {v}" for k, v in failed.most_common())
+        console.print(f"[yellow]failed[/] ({kinds}); reasons in {failures_log}", highlight=False, soft_wrap=True)
+    if ignored:
+        console.print(
+            f"ignored {len(ignored)} files that are not videos by extension (e.g. {ignored[0]})", highlight=False, soft_wrap=True
+        )

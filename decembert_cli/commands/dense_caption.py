@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -31,35 +30,19 @@ def dense_caption(
     `decembert pretrain` reads the folder as data.dense_captions.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from decembert_cli.commands._options import parse_shard
+    from decembert_cli.commands._options import report_failures, video_progress, video_run
+    from decembert_cli.data.jobs import log_names
     from decembert_cli.densecap.backends import captioners
     from decembert_cli.densecap.pipeline import CaptionOptions, caption_videos
-    from decembert_cli.engine.distributed import resolve_device
-    from decembert_cli.engine.precision import autocast_dtype
-    from decembert_cli.errors import DecembertError
 
-    if decoder not in ("auto", "opencv", "pyav"):
-        raise DecembertError(f"--decoder {decoder}: use auto, opencv or pyav")
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise DecembertError(f"--precision {precision}: use auto, fp32, bf16 or fp16")
-    i, n = parse_shard(shard)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    dev = resolve_device(device, int(os.environ.get("LOCAL_RANK", 0)), "--device")
+    dev, autocast, shard_of_run = video_run(decoder, precision, device, shard)
     factory = captioners.load(backend)
-    captioner = factory(model, dev, autocast_dtype(precision, dev, "--precision"), {"num_beams": num_beams, "max_new_tokens": max_new_tokens})
-    options = CaptionOptions(out=out, interval=interval, top_k=top_k, batch_size=batch_size, decoder=decoder, shard=(i * world + rank, n * world))
+    captioner = factory(model, dev, autocast, {"num_beams": num_beams, "max_new_tokens": max_new_tokens})
+    options = CaptionOptions(out=out, interval=interval, top_k=top_k, batch_size=batch_size, decoder=decoder, shard=shard_of_run)
     console = Console(stderr=True)
-    with Progress(
-        TextColumn("captioning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=True, disable=not console.is_terminal,
-    ) as bar:  # fmt: skip
-        task = bar.add_task("videos", total=None)
-        summary = caption_videos(
-            inputs, captioner, options,
-            on_start=lambda todo: bar.update(task, total=todo), on_video=lambda _v, _s: bar.update(task, advance=1),
-        )  # fmt: skip
+    with video_progress(console, "captioning") as (on_start, on_video):
+        summary = caption_videos(inputs, captioner, options, on_start=on_start, on_video=on_video)
     per_frame = summary.caption_s / summary.frames if summary.frames else 0.0
     console.print(
         f"{summary.captioned} captioned, {summary.already_done} already done, {sum(summary.failed.values())} failed of "
@@ -67,7 +50,5 @@ def dense_caption(
         f"({per_frame:.3f} s per frame captioning)",
         highlight=False, soft_wrap=True,
     )  # fmt: skip
-    if summary.failed:
-        kinds = ", ".join(f"{k}: {v}" for k, v in summary.failed.most_common())
-        console.print(f"[yellow]failed[/] ({kinds}); reasons in the failures log in {out}", highlight=False, soft_wrap=True)
+    report_failures(console, summary.failed, Path(out) / log_names(options.shard)[1], summary.ignored_files)
     typer.echo(str(out))

@@ -36,26 +36,17 @@ def extract_features(
     run; rerunning after a crash or kill extracts only what is missing.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from decembert_cli.commands._options import parse_shard
-    from decembert_cli.engine.distributed import resolve_device
-    from decembert_cli.engine.precision import autocast_dtype
+    from decembert_cli.commands._options import report_failures, video_progress, video_run
     from decembert_cli.errors import DecembertError
     from decembert_cli.features.backbones import build_2d, build_3d
-    from decembert_cli.features.pipeline import ExtractOptions, extract, log_names
+    from decembert_cli.data.jobs import log_names
+    from decembert_cli.features.pipeline import ExtractOptions, extract
 
-    if decoder not in ("auto", "opencv", "pyav"):
-        raise DecembertError(f"--decoder {decoder}: use auto, opencv or pyav")
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise DecembertError(f"--precision {precision}: use auto, fp32, bf16 or fp16")
-    i, n = parse_shard(shard)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    dev = resolve_device(device, local_rank, "--device")
+    dev, autocast, shard_of_run = video_run(decoder, precision, device, shard)
     options = ExtractOptions(
         out=out, layout=layout, dtype=dtype, l2_normalise=l2_normalise, batch_size=batch_size, readers=readers,
-        decoder=decoder, device=dev, autocast=autocast_dtype(precision, dev, "--precision"), shard=(i * world + rank, n * world),
+        decoder=decoder, device=dev, autocast=autocast, shard=shard_of_run,
     )  # fmt: skip
 
     def source(path: Optional[Path], flag: str) -> str:
@@ -75,19 +66,8 @@ def extract_features(
         f"at {b3.fps:g} fps, {b3.size} px, weights {b3.weights}); {dev}, layout {layout}",
         highlight=False, soft_wrap=True,
     )  # fmt: skip
-    with Progress(
-        TextColumn("extracting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal,
-    ) as bar:  # fmt: skip
-        task = bar.add_task("videos", total=None, failed=0)
-        failed = [0]
-
-        def on_video(_video_id: str, state: str) -> None:
-            failed[0] += state == "failed"
-            bar.update(task, advance=1, failed=failed[0])
-
-        summary = extract(inputs, b2, b3, options, on_video=on_video, on_start=lambda todo: bar.update(task, total=todo))
-    _, failures_name = log_names(options.shard)
+    with video_progress(console, "extracting") as (on_start, on_video):
+        summary = extract(inputs, b2, b3, options, on_video=on_video, on_start=on_start)
     rate = summary.seconds / summary.wall_s if summary.wall_s else 0.0
     console.print(
         f"{summary.extracted} extracted, {summary.already_done} already done, {sum(summary.failed.values())} failed "
@@ -95,12 +75,5 @@ def extract_features(
         f"({rate:.1f} video-seconds/s; decoding {summary.decode_s:.1f} s over {options.readers} readers, inference {summary.infer_s:.1f} s)",
         highlight=False, soft_wrap=True,
     )  # fmt: skip
-    if summary.failed:
-        kinds = ", ".join(f"{k}: {v}" for k, v in summary.failed.most_common())
-        console.print(f"[yellow]failed[/] ({kinds}); reasons in {Path(out) / failures_name}", highlight=False, soft_wrap=True)
-    if summary.ignored_files:
-        console.print(
-            f"ignored {len(summary.ignored_files)} files that are not videos by extension (e.g. {summary.ignored_files[0]})",
-            highlight=False, soft_wrap=True,
-        )  # fmt: skip
+    report_failures(console, summary.failed, Path(out) / log_names(options.shard)[1], summary.ignored_files)
     typer.echo(str(Path(out)))

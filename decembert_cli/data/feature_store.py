@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from decembert_cli.data.jobs import keep_settings
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_bytes, atomic_write_text
+from decembert_cli.io import atomic_write_bytes
 
 FEATURES_FORMAT = "decembert.features/1"
 STREAM_FILE = "stream.json"
@@ -51,18 +52,7 @@ def stream_rate(folder: Path, default: float) -> float:
 
 def write_stream_meta(folder: Path, meta: dict[str, Any]) -> None:
     """Write `meta` as the folder's stream.json; an existing one must agree (same extraction settings)."""
-    meta = {"format": FEATURES_FORMAT, **meta}
-    old = read_stream_meta(folder)
-    if old is not None:
-        differ = [k for k in sorted(set(old) | set(meta)) if old.get(k) != meta.get(k) and k != "decembert_version"]
-        if differ:
-            key = differ[0]
-            raise DecembertError(
-                f"{Path(folder) / STREAM_FILE} was written with {key} = {old.get(key)!r}, this run has {meta.get(key)!r}; "
-                "features of different settings must not mix: choose another --out, or rerun with the old settings"
-            )
-        return
-    atomic_write_text(Path(folder) / STREAM_FILE, json.dumps(meta, indent=2) + "\n")
+    keep_settings(Path(folder) / STREAM_FILE, {"format": FEATURES_FORMAT, **meta}, read_stream_meta(folder), "features")
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

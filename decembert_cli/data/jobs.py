@@ -11,13 +11,14 @@ import csv
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from decembert_cli.data.video import VIDEO_EXTENSIONS
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_bytes
+from decembert_cli.io import atomic_write_bytes, atomic_write_text
 
 _UNSAFE_ID = re.compile(r"(^\.|[/\\\x00-\x1f]|^$)")
 
@@ -102,8 +103,8 @@ def list_videos(inputs: Iterable[Path]) -> tuple[list[VideoJob], list[Failure], 
     return [jobs[k] for k in sorted(jobs)], failures, ignored
 
 
-def shard_of(jobs: list[VideoJob], shard: tuple[int, int]) -> list[VideoJob]:
-    """Jobs of shard i of n: every n-th job of the id-sorted list, starting at i."""
+def shard_of(jobs: list, shard: tuple[int, int]) -> list:
+    """Jobs (or failures) of shard i of n: every n-th of the id-sorted list, starting at i."""
     i, n = shard
     return jobs[i::n]
 
@@ -171,3 +172,48 @@ def check_writable(out: Path) -> None:
             pass
     except OSError as exc:
         raise DecembertError(f"cannot write into {out} ({exc.strerror}); choose a writable --out folder") from None
+
+
+@dataclass
+class WorkPlan:
+    """One shard's share of a run: what to do, what is already done, what failed before starting."""
+
+    todo: list[VideoJob]
+    done: list[VideoJob]
+    failed: Counter[str]  # unusable entries of this shard (unsafe or duplicate ids), already logged
+    videos: int  # in this shard, unusable entries included
+    ignored: list[str]  # files skipped as not videos by extension
+
+
+def plan_work(inputs: Iterable[Path], shard: tuple[int, int], is_done: Callable[[VideoJob], bool], failures: JobLog) -> WorkPlan:
+    """Split the inputs' videos of `shard` into done and to-do; log this shard's unusable entries.
+
+    Failures logged by an earlier run for videos tried again now are dropped from the log first, so
+    a video is listed there once, with the reason of its latest attempt."""
+    jobs, bad, ignored = list_videos(inputs)
+    mine = shard_of(jobs, shard)
+    done = [job for job in mine if is_done(job)]
+    finished = {job.video_id for job in done}
+    todo = [job for job in mine if job.video_id not in finished]
+    failures.forget({job.video_id for job in todo} | {f.video_id for f in bad})
+    bad_here = shard_of(bad, shard)
+    for failure in bad_here:
+        failures.append(failure.as_dict())
+    return WorkPlan(todo, done, Counter(f.kind for f in bad_here), len(mine) + len(bad_here), ignored)
+
+
+def keep_settings(path: Path, settings: dict[str, Any], old: dict[str, Any] | None, what: str) -> None:
+    """Write a run's `settings` to `path`, or check they equal `old`, the ones already there.
+
+    Outputs of different settings must never mix in one folder; the error names the first key that
+    differs. The toolkit's version may differ."""
+    if old is None:
+        atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+        return
+    differ = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k) and k != "decembert_version"]
+    if differ:
+        key = differ[0]
+        raise DecembertError(
+            f"{path} was written with {key} = {old.get(key)!r}, this run has {settings.get(key)!r}; "
+            f"{what} of different settings must not mix: choose another --out, or rerun with the old settings"
+        )

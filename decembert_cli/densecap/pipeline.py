@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from decembert_cli.data.densecap import STORE_FORMAT, store_record
-from decembert_cli.data.jobs import Failure, JobLog, VideoJob, check_writable, list_videos, log_names, shard_of
-from decembert_cli.data.video import Decoded, VideoError, frame_grid, open_video, sample
+from decembert_cli.data.jobs import Failure, JobLog, VideoJob, check_writable, keep_settings, log_names, plan_work
+from decembert_cli.data.video import Decoded, Grid, VideoError, frame_grid, open_video, sample
 from decembert_cli.densecap.backends import Captioner
 from decembert_cli.densecap.regions import Region
 from decembert_cli.errors import DecembertError
@@ -65,22 +65,13 @@ def _settings(captioner: Captioner, options: CaptionOptions) -> dict[str, Any]:
     return {"format": STORE_FORMAT, **captioner.meta(), "interval": options.interval, "top_k": options.top_k}
 
 
-def _check_settings(out: Path, settings: dict[str, Any]) -> None:
-    path = out / SETTINGS_FILE
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DecembertError(f"cannot read {path} ({exc}); delete it to start this store afresh") from None
-        differ = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
-        if differ:
-            k = differ[0]
-            raise DecembertError(
-                f"{path} was written with {k} = {old.get(k)!r}, this run has {settings.get(k)!r}; "
-                "dense captions of different settings must not mix: choose another --out"
-            )
-        return
-    atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+def _read_settings(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DecembertError(f"cannot read {path} ({exc}); delete it to start this store afresh") from None
 
 
 def caption_videos(
@@ -98,24 +89,11 @@ def caption_videos(
     out = Path(options.out).expanduser()
     check_writable(out)
     settings = _settings(captioner, options)
-    _check_settings(out, settings)
+    keep_settings(out / SETTINGS_FILE, settings, _read_settings(out / SETTINGS_FILE), "dense captions")
     videos_log, failures_log = (JobLog(out / name) for name in log_names(options.shard))
-    jobs, bad, ignored = list_videos(inputs)
-    summary = CaptionSummary(ignored_files=ignored)
-    todo: list[VideoJob] = []
-    for job in shard_of(jobs, options.shard):
-        summary.videos += 1
-        if (out / f"{job.video_id}.json").is_file():
-            summary.already_done += 1
-        else:
-            todo.append(job)
-    failures_log.forget({job.video_id for job in todo} | {f.video_id for f in bad})
-    mine = {f.video_id for f in shard_of([VideoJob(f.video_id, Path(f.path)) for f in bad], options.shard)}
-    for failure in bad:
-        if failure.video_id in mine:
-            summary.videos += 1
-            summary.failed[failure.kind] += 1
-            failures_log.append(failure.as_dict())
+    plan = plan_work(inputs, options.shard, lambda job: (out / f"{job.video_id}.json").is_file(), failures_log)
+    summary = CaptionSummary(videos=plan.videos, already_done=len(plan.done), failed=plan.failed, ignored_files=plan.ignored)
+    todo = plan.todo
     if on_start is not None:
         on_start(len(todo))
     grid = [frame_grid(options.interval)]
@@ -146,7 +124,7 @@ def caption_videos(
     return summary
 
 
-def _caption_one(job: VideoJob, captioner: Captioner, grid, options: CaptionOptions, summary: CaptionSummary) -> tuple[list[dict], tuple[int, int]]:
+def _caption_one(job: VideoJob, captioner: Captioner, grid: list[Grid], options: CaptionOptions, summary: CaptionSummary) -> tuple[list[dict], tuple[int, int]]:
     video = open_video(job.path, options.decoder)
     frames: list[dict] = []
     batch: list[tuple[float, Any]] = []
@@ -156,7 +134,7 @@ def _caption_one(job: VideoJob, captioner: Captioner, grid, options: CaptionOpti
         t0 = time.perf_counter()
         regions = captioner.caption([pixels for _, pixels in batch])
         summary.caption_s += time.perf_counter() - t0
-        for (t, pixels), found in zip(batch, regions):
+        for (t, _pixels), found in zip(batch, regions):
             kept = _keep(found, options.top_k)
             frames.append({"time": round(t, 3), "regions": [r.as_dict() for r in kept]})
             summary.frames += 1

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from decembert_cli.data.feature_store import LAYOUTS, write_features, write_stream_meta
-from decembert_cli.data.jobs import Failure, JobLog, VideoJob, check_writable, list_videos, log_names, shard_of
+from decembert_cli.data.jobs import Failure, JobLog, VideoJob, check_writable, log_names, plan_work
 from decembert_cli.data.video import (
     Decoded,
     Grid,
@@ -211,26 +211,14 @@ def extract(
         write_stream_meta(folder, stream_meta(backbone, grid, options))
     videos_log, failures_log = (JobLog(out / name) for name in log_names(options.shard))
 
-    jobs_all, bad, ignored = list_videos(inputs)
-    summary = ExtractSummary(ignored_files=ignored)
-    todo: list[VideoJob] = []
-    for job in shard_of(jobs_all, options.shard):
-        summary.videos += 1
-        if all((d / f"{job.video_id}.npy").is_file() for d in dirs):
-            summary.already_done += 1
-            if job.video_id not in videos_log.ids:  # killed between writing its files and its log line
-                counts = [int(np.load(d / f"{job.video_id}.npy", mmap_mode="r").shape[0]) for d in dirs]
-                videos_log.append({"video_id": job.video_id, "source": str(job.path), "features_2d": counts[0],
-                                   "features_3d": counts[1], "recovered": True})  # fmt: skip
-        else:
-            todo.append(job)
-    failures_log.forget({job.video_id for job in todo} | {f.video_id for f in bad})  # tried again now
-    mine = {f.video_id for f in shard_of([VideoJob(f.video_id, Path(f.path)) for f in bad], options.shard)}
-    for failure in bad:
-        if failure.video_id in mine:
-            summary.videos += 1
-            summary.failed[failure.kind] += 1
-            failures_log.append(failure.as_dict())
+    plan = plan_work(inputs, options.shard, lambda job: all((d / f"{job.video_id}.npy").is_file() for d in dirs), failures_log)
+    summary = ExtractSummary(videos=plan.videos, already_done=len(plan.done), failed=plan.failed, ignored_files=plan.ignored)
+    todo = plan.todo
+    for job in plan.done:
+        if job.video_id not in videos_log.ids:  # killed between writing its files and its log line
+            counts = [int(np.load(d / f"{job.video_id}.npy", mmap_mode="r").shape[0]) for d in dirs]
+            videos_log.append({"video_id": job.video_id, "source": str(job.path), "features_2d": counts[0],
+                               "features_3d": counts[1], "recovered": True})  # fmt: skip
     if on_start is not None:
         on_start(len(todo))
 

@@ -174,3 +174,10 @@ def test_any_timm_model_is_a_2d_backbone():
     with torch.inference_mode():
         assert vit.module(x).shape == (2, vit.dim)
     assert vit.meta()["backbone"] == "test_vit" and vit.meta()["weights"] == "random"
+
+
+def test_pytorchvideo_slow_r50_gives_pooled_features():
+    slow = B.build_3d("slow_r50", "random")
+    assert (slow.dim, slow.size, slow.frames, slow.fps) == (2048, 224, 8, 30 / 8)
+    with torch.inference_mode():
+        assert slow.module(torch.randn(1, 3, 8, 64, 64)).shape == (1, 2048)  # Kinetics logits replaced by the pooled vector

@@ -91,3 +91,14 @@ def test_dense_caption_command_writes_a_store_the_corpus_reads(tiny_florence, tm
     assert "0 captioned, 1 already done, 1 failed of 2 videos" in again.output
     other = CliRunner().invoke(app, [*args[:-4], "--interval", "1", "--batch-size", "2"])
     assert other.exit_code == 2 and "densecap.json was written with" in other.output
+
+
+def test_top_k_keeps_the_best_scored_regions_or_the_first_ones():
+    from decembert_cli.densecap.pipeline import _keep
+
+    box = (0.0, 0.0, 1.0, 1.0)
+    scored = [Region("a", box, 0.2), Region("b", box, 0.9), Region("c", box, 0.5)]
+    assert [r.caption for r in _keep(scored, 2)] == ["b", "c"]
+    assert _keep(scored, 0) == scored and _keep(scored, 5) == scored
+    unscored = [Region("a", box), Region("b", box), Region("c", box)]
+    assert [r.caption for r in _keep(unscored, 2)] == ["a", "b"]  # Florence-2 gives no scores: its own order
