@@ -13,12 +13,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The demo pipeline on the built-in sample corpus: render its videos, extract features with small
-# random-init backbones (offline), pre-train `small`. Reruns reuse the corpus and the features.
+# random-init backbones (offline), dense-caption them with the sample corpus' scene oracle (the real
+# captioner, Florence-2, needs a hub download), pre-train. Reruns reuse the corpus, features and captions.
 DEMO ?= demo
 DEMO_BACKBONES := --random-init --backbone-2d resnet18 --size-2d 112 --backbone-3d resnext3d-tiny --size-3d 64
 demo: $(STAMP)
 	$(BIN)/decembert sample-data $(DEMO)/corpus --features none
 	HF_HUB_OFFLINE=1 $(BIN)/decembert extract-features $(DEMO)/corpus/videos --out $(DEMO)/corpus/features $(DEMO_BACKBONES)
+	$(BIN)/decembert dense-caption $(DEMO)/corpus/videos --backend oracle --out $(DEMO)/corpus/dense_captions
 	HF_HUB_OFFLINE=1 $(BIN)/decembert pretrain --data sample --config demo --set data.root=$(DEMO)/corpus \
 		--set model.feature_dim_2d=512 --set model.feature_dim_3d=256
 

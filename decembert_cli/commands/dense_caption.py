@@ -9,15 +9,16 @@ import typer
 
 
 def dense_caption(
-    inputs: List[Path] = typer.Argument(..., help="Video files, folders of videos (recursive) or list files (.txt/.csv)."),
+    inputs: List[Path] = typer.Argument(..., help="Video files, folders of videos (recursive) or list files (.txt/.csv); for --backend import, the files to import."),
     out: Path = typer.Option(..., "--out", "-o", help="Dense-caption store folder (created); a rerun skips captioned videos."),
-    backend: str = typer.Option("florence2", help="A registered captioner (entry points decembert.captioners)."),
+    backend: str = typer.Option("florence2", help="florence2, import (other tools' JSON or the paper's .npy), oracle (sample corpus only), or another registered captioner."),
     model: Optional[str] = typer.Option(None, help="Model for the backend: a hub id or a local directory (florence2: microsoft/Florence-2-large)."),
     interval: float = typer.Option(2.0, help="Seconds between captioned frames (the paper: 2)."),
     top_k: int = typer.Option(0, min=0, help="Regions kept per frame, best first (0: all the model gives)."),
     batch_size: int = typer.Option(8, min=1, help="Frames per generate call."),
-    num_beams: int = typer.Option(3, min=1, help="Beam search width (Florence-2's default: 3)."),
-    max_new_tokens: int = typer.Option(1024, min=1, help="Longest generated text per frame."),
+    num_beams: Optional[int] = typer.Option(None, min=1, help="Beam search width (Florence-2's default: 3)."),
+    max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Longest generated text per frame (Florence-2: 1024)."),
+    option: List[str] = typer.Option([], "--option", help="KEY=VALUE for the backend, repeatable (import: pattern=REGEX, frame_base=N)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("auto", help="auto (bf16 on GPUs that have it), fp32, bf16, fp16."),
     decoder: str = typer.Option("auto", help="auto (OpenCV, then PyAV), opencv or pyav."),
@@ -33,16 +34,25 @@ def dense_caption(
 
     from decembert_cli.commands._options import report_failures, video_progress, video_run
     from decembert_cli.data.jobs import log_names
-    from decembert_cli.densecap.backends import captioners
-    from decembert_cli.densecap.pipeline import CaptionOptions, caption_videos
+    from decembert_cli.densecap.backends import ImportBackend, captioners
+    from decembert_cli.densecap.pipeline import CaptionOptions, caption_videos, import_captions
+    from decembert_cli.errors import DecembertError
 
     dev, autocast, shard_of_run = video_run(decoder, precision, device, shard)
+    settings: dict[str, object] = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
+    for item in option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DecembertError(f"--option {item}: use KEY=VALUE")
+        settings[key.strip()] = value
     factory = captioners.load(backend)
-    captioner = factory(model, dev, autocast, {"num_beams": num_beams, "max_new_tokens": max_new_tokens})
+    captioner = factory(model, dev, autocast, {k: v for k, v in settings.items() if v is not None})
     options = CaptionOptions(out=out, interval=interval, top_k=top_k, batch_size=batch_size, decoder=decoder, shard=shard_of_run)
     console = Console(stderr=True)
-    with video_progress(console, "captioning") as (on_start, on_video):
-        summary = caption_videos(inputs, captioner, options, on_start=on_start, on_video=on_video)
+    imports = isinstance(captioner, ImportBackend)
+    with video_progress(console, "importing" if imports else "captioning") as (on_start, on_video):
+        run = import_captions if imports else caption_videos
+        summary = run(inputs, captioner, options, on_start=on_start, on_video=on_video)
     per_frame = summary.caption_s / summary.frames if summary.frames else 0.0
     console.print(
         f"{summary.captioned} captioned, {summary.already_done} already done, {sum(summary.failed.values())} failed of "

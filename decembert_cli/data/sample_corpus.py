@@ -17,7 +17,7 @@ learn is known in advance:
   greetings or credits. `alignment.json` records which segment each caption truly describes.
 - Dense captions every 2 s name the frame's object (generic templates, fit for every domain), with
   `<unk>` tokens and background captions repeated on contiguous frames, as the paper's captioner
-  produced them.
+  produced them (`scene_regions`; the `oracle` captioner says the same of the rendered videos).
 
 Same arguments give byte-identical files. A video's segments and captions depend only on the seed
 and its index, so a smaller corpus is a prefix of a larger one. `meta.json` is written last: a
@@ -40,7 +40,7 @@ from decembert_cli.data.feature_store import npy_bytes
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_bytes, atomic_write_text
 
-SAMPLE_FORMAT = "decembert.sample/2"
+SAMPLE_FORMAT = "decembert.sample/3"  # 3: dense captions seeded per frame time (scene_regions)
 
 FPS_3D = 24 / 16  # like HowTo100M's 3D features: one per 16 frames at 24 fps
 DENSE_STEP_S = 2  # one dense-caption frame every 2 s (index int(t // 2))
@@ -336,27 +336,57 @@ def _features(plan: dict, seed: int, objects: np.ndarray, actions: np.ndarray, n
     return f2, f3
 
 
+def scene_regions(plan: dict, t: float, size: tuple[int, int] = (160, 120)) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """What a dense captioner says of the frame at `t` s: (caption, box x1, y1, x2, y2 in a `size` frame).
+
+    The frame's object, if a segment shows one at `t`, gets two captions from generic templates
+    with the box it is drawn in (`sample_video`); sometimes another of the video's objects is named
+    (a captioner's mistake), and a `<unk>` caption or background captions cover the whole frame. The
+    first background caption recurs on every frame of the video, as real captioners repeat one.
+    Random choices are seeded by the video and the millisecond of `t`, so any time gives the same answer.
+    """
+    from decembert_cli.data.sample_video import FPS, SIZE, object_box, pose
+
+    rng = np.random.default_rng([plan["dense_seed"], int(round(t * 1000))])
+    sx, sy = size[0] / SIZE[0], size[1] / SIZE[1]
+    whole = (0.0, 0.0, float(size[0]), float(size[1]))
+    regions = [(plan["background"][0], whole)]
+    seg = int(_segment_at(np.array([t]), plan["segments"])[0])
+    if seg >= 0:
+        start, _end, obj, action = plan["segments"][seg]
+        shown = math.floor(t * FPS + 1e-6) / FPS  # the frame on screen at t
+        dx, dy, scale, angle = pose(ACTIONS.index(action), max(0.0, shown - start / 100))
+        x1, y1, x2, y2 = object_box(OBJECTS.index(obj), SIZE[0] / 2 + dx, SIZE[1] / 2 + dy, scale, angle)
+        box = (max(0.0, x1 * sx), max(0.0, y1 * sy), min(float(size[0]), x2 * sx), min(float(size[1]), y2 * sy))
+        for template in rng.choice(DENSE_OBJECT, size=2, replace=False):
+            regions.append((str(template).format(adj=str(rng.choice(ADJECTIVES)), obj=obj), box))
+        if rng.random() < 0.3:
+            other = str(rng.choice([o for o in plan["objects"] if o != obj]))
+            regions.append((f"{other} on the table", whole))
+    if rng.random() < 0.5:
+        regions.append((plan["background"][1], whole))
+    if rng.random() < 0.3:
+        regions.append((str(rng.choice(UNKNOWN)), whole))
+    return [(c, tuple(round(v, 2) for v in b)) for c, b in regions]  # type: ignore[misc]
+
+
 def _dense_frames(plan: dict) -> np.ndarray:
     """The paper's layout: a 1-D object array, one list of caption strings per 2 s step."""
-    rng = np.random.default_rng(plan["dense_seed"])
     steps = math.ceil(plan["seconds"] / DENSE_STEP_S)
-    seg = _segment_at(np.arange(steps) * float(DENSE_STEP_S), plan["segments"])
     array = np.empty(steps, dtype=object)
     for k in range(steps):
-        frame = [plan["background"][0]]  # repeated on every frame: normalise_frames drops it
-        if seg[k] >= 0:
-            obj = plan["segments"][seg[k]][2]
-            for template in rng.choice(DENSE_OBJECT, size=2, replace=False):
-                frame.append(str(template).format(adj=str(rng.choice(ADJECTIVES)), obj=obj))
-            if rng.random() < 0.3:
-                other = str(rng.choice([o for o in plan["objects"] if o != obj]))
-                frame.append(f"{other} on the table")
-        if rng.random() < 0.5:
-            frame.append(plan["background"][1])
-        if rng.random() < 0.3:
-            frame.append(str(rng.choice(UNKNOWN)))
-        array[k] = frame
+        array[k] = [caption for caption, _box in scene_regions(plan, k * float(DENSE_STEP_S))]
     return array
+
+
+def plans(root: Path) -> dict[str, dict]:
+    """video_id -> plan of every video of the sample corpus in `root`, re-derived from its meta.json."""
+    meta = read_meta(root)
+    if meta is None:
+        raise DecembertError(f"{root} holds no sample corpus (no {SAMPLE_FORMAT} meta.json); make one with `decembert sample-data`")
+    args = meta["arguments"]
+    found = (_plan_video(i, args["seed"], args["misaligned"], args["irrelevant"]) for i in range(args["videos"]))
+    return {p["id"]: p for p in found}
 
 
 def _csv_text(rows: list[list[object]], delimiter: str = ",") -> str:
@@ -385,7 +415,9 @@ def generate(
     (another corpus, other files) raises DecembertError. `misaligned` and `irrelevant` are fractions
     of all captions; `noise` is the ratio of noise norm to signal norm in every feature row.
     `render` also writes videos/<id>.mp4 (see `sample_video`); `features` = "synthetic" writes the
-    features from prototypes, "none" leaves features/ to `decembert extract-features videos/`.
+    features from prototypes and the dense captions (paper layout, from `scene_regions`), "none"
+    leaves features/ to `decembert extract-features videos/` and dense_captions/ to
+    `decembert dense-caption videos/ --backend oracle`.
     `progress(done, total)` is called after each video.
     """
     out_dir = Path(out_dir)
@@ -438,7 +470,8 @@ def generate(
 
             (out_dir / "videos").mkdir(parents=True, exist_ok=True)
             render_video(plan, seed, out_dir / "videos" / f"{plan['id']}.mp4", object_index, action_index)
-        atomic_write_bytes(out_dir / "dense_captions" / f"{plan['id']}.npy", npy_bytes(_dense_frames(plan)))
+        if features == "synthetic":  # else `decembert dense-caption videos --backend oracle` writes them
+            atomic_write_bytes(out_dir / "dense_captions" / f"{plan['id']}.npy", npy_bytes(_dense_frames(plan)))
         if progress is not None:
             progress(done, videos)
 
@@ -474,7 +507,11 @@ def generate(
             else {"backbone": "none: run `decembert extract-features videos --out features`"}
         ),
         "videos": {"folder": "videos", "codec": "mp4v", "fps": 24, "size": [160, 120]} if render else None,
-        "dense_captions": {"step_s": DENSE_STEP_S, "layout": "paper object array"},
+        "dense_captions": (
+            {"step_s": DENSE_STEP_S, "layout": "paper object array"}
+            if features == "synthetic"
+            else {"layout": "none: run `decembert dense-caption videos --backend oracle --out dense_captions`"}
+        ),
         "vocabulary": {
             "objects": list(OBJECTS),
             "actions": list(ACTIONS),

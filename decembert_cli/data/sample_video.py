@@ -109,6 +109,17 @@ def draw_object(frame: np.ndarray, obj: int, cx: float, cy: float, scale: float,
         cv2.fillPoly(frame, _polygon(shape, cx, cy, r, angle), colour, cv2.LINE_AA, 4)
 
 
+def object_box(obj: int, cx: float, cy: float, scale: float, angle: float) -> tuple[float, float, float, float]:
+    """The tight box (x1, y1, x2, y2) around what `draw_object` draws with the same arguments."""
+    shape, _colour = object_look(obj)
+    r = RADIUS * scale
+    if shape in ("circle", "ring"):
+        reach = r + (2.5 if shape == "ring" else 0.0)  # the ring's 5-px stroke is centred on the circle
+        return cx - reach, cy - reach, cx + reach, cy + reach
+    pts = _polygon(shape, cx, cy, r, angle)[0] / 16
+    return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
+
+
 def background(seed: int, index: int) -> np.ndarray:
     """A video's fixed backdrop: a muted wall colour, a table band and a shelf line."""
     rng = np.random.default_rng([seed, 3, index])

@@ -1,15 +1,23 @@
 """Captioner backends: what turns frames into regions. Registered under `decembert.captioners`.
 
 A backend is built by a factory `(model: str | None, device: torch.device, autocast: dtype | None,
-options: dict) -> Captioner`. `caption(frames)` gets RGB uint8 frames (H, W, 3) and returns, per
-frame, its regions with boxes in that frame's pixels; `meta()` names the backend, the model and the
-SHA-256 of its weights, and the settings that decide the output, for the store.
+options: dict) -> backend`, and is one of two kinds:
+
+- a `Captioner` (`florence2`, `oracle`): `caption(frames)` gets decoded `Frame`s (the video, the
+  time, RGB uint8 pixels (H, W, 3)) and returns, per frame, its regions with boxes in that frame's
+  pixels;
+- an `Importer` (`import`): its inputs are dense captions other tools wrote, not videos;
+  `videos(paths)` yields each video's frames read from them (`densecap.importers`).
+
+`meta()` names the backend, the model and the SHA-256 of its weights, and the settings that decide
+the output, for the store.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -24,10 +32,29 @@ TASK = "<DENSE_REGION_CAPTION>"
 DEFAULT_FLORENCE2 = "microsoft/Florence-2-large"
 
 
+@dataclass(frozen=True)
+class Frame:
+    video_id: str
+    source: Path  # the video file
+    time: float  # seconds
+    pixels: np.ndarray  # (H, W, 3) uint8 RGB
+
+
 class Captioner(Protocol):
     def meta(self) -> dict[str, Any]: ...
 
-    def caption(self, frames: list[np.ndarray]) -> list[list[Region]]: ...
+    def caption(self, frames: list[Frame]) -> list[list[Region]]: ...
+
+
+@runtime_checkable
+class ImportBackend(Protocol):
+    """A backend whose inputs are dense captions already written (`densecap.importers.Importer`)."""
+
+    def meta(self) -> dict[str, Any]: ...
+
+    def files(self, inputs: Iterable[Path]) -> tuple[list[Path], list[str]]: ...
+
+    def videos(self, path: Path, interval: float) -> Iterator[Any]: ...
 
 
 class Florence2:
@@ -52,7 +79,11 @@ class Florence2:
             ) from None
         self.model.to(device).eval()
         self.name, self.device, self.dtype = model, device, autocast or torch.float32
-        self.generate = {"max_new_tokens": 1024, "num_beams": 3, "do_sample": False, **options}
+        self.generate = {"max_new_tokens": 1024, "num_beams": 3, "do_sample": False}
+        for key, value in options.items():
+            if key not in ("num_beams", "max_new_tokens"):
+                raise DecembertError(f"florence2 has no option '{key}'; it takes --num-beams and --max-new-tokens")
+            self.generate[key] = int(value)
 
     def meta(self) -> dict[str, Any]:
         from decembert_cli.model.weights import state_sha256
@@ -61,17 +92,68 @@ class Florence2:
                 "generation": {k: v for k, v in sorted(self.generate.items())}}  # fmt: skip
 
     def raw(self, frames: list[np.ndarray]) -> list[str]:
-        """The generated text of each frame, special and location tokens included."""
+        """The generated text of each frame (RGB pixels), special and location tokens included."""
         inputs = self.processor(text=[TASK] * len(frames), images=list(frames), return_tensors="pt")
         inputs = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device)) for k, v in inputs.items()}
         with torch.inference_mode():
             ids = self.model.generate(**inputs, **self.generate)
         return self.processor.batch_decode(ids, skip_special_tokens=False)
 
-    def caption(self, frames: list[np.ndarray]) -> list[list[Region]]:
-        return [parse_florence2(text, (f.shape[1], f.shape[0])) for text, f in zip(self.raw(frames), frames)]
+    def caption(self, frames: list[Frame]) -> list[list[Region]]:
+        texts = self.raw([f.pixels for f in frames])
+        return [parse_florence2(text, (f.pixels.shape[1], f.pixels.shape[0])) for text, f in zip(texts, frames)]
 
 
 def florence2(model: str | None, device: torch.device, autocast: torch.dtype | None, options: dict[str, Any]) -> Florence2:
     """The `florence2` backend (default model microsoft/Florence-2-large)."""
     return Florence2(model or DEFAULT_FLORENCE2, device, autocast, options)
+
+
+class Oracle:
+    """For the sample corpus only: what its rendered scene shows, as a perfect dense captioner would say.
+
+    A sample video `ROOT/videos/{id}.mp4` was rendered from a plan that `ROOT/meta.json` re-derives;
+    the regions of the frame at t are `sample_corpus.scene_regions(plan, t)`: the object on screen
+    with the box it is drawn in, and background captions (the same captions `sample-data` writes
+    in the paper's layout when it synthesises features). No pixels are looked at. Any other video
+    is refused: this backend exists so the demo runs the real command offline, not to caption data.
+    """
+
+    def __init__(self) -> None:
+        self._plans: dict[Path, dict[str, dict]] = {}
+
+    def meta(self) -> dict[str, Any]:
+        from decembert_cli.data.sample_corpus import SAMPLE_FORMAT
+
+        return {"backend": "oracle", "model": f"{SAMPLE_FORMAT} scene description", "model_sha256": None}
+
+    def _plan(self, frame: Frame) -> dict:
+        from decembert_cli.data.sample_corpus import plans
+
+        root = Path(frame.source).resolve().parent.parent
+        if root not in self._plans:
+            try:
+                self._plans[root] = plans(root)
+            except DecembertError as exc:
+                raise DecembertError(f"the oracle captioner reads only sample-corpus videos (ROOT/videos/ID.mp4): {exc}") from None
+        plan = self._plans[root].get(frame.video_id)
+        if plan is None:
+            raise DecembertError(f"{frame.source}: the sample corpus in {root} has no video '{frame.video_id}'; the oracle captions only its videos")
+        return plan
+
+    def caption(self, frames: list[Frame]) -> list[list[Region]]:
+        from decembert_cli.data.sample_corpus import scene_regions
+
+        out = []
+        for f in frames:
+            size = (f.pixels.shape[1], f.pixels.shape[0])
+            out.append([Region(caption, box) for caption, box in scene_regions(self._plan(f), f.time, size)])
+        return out
+
+
+def oracle(model: str | None, device: torch.device, autocast: torch.dtype | None, options: dict[str, Any]) -> Oracle:
+    """The `oracle` backend: the sample corpus' scene description (synthetic data only)."""
+    if model or options:
+        given = "--model" if model else f"--{sorted(options)[0].replace('_', '-')}"
+        raise DecembertError(f"{given}: the oracle backend takes no model and no options (it reads the sample corpus' meta.json)")
+    return Oracle()

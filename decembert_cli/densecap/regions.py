@@ -20,11 +20,12 @@ _LOC = re.compile(r"<loc_(\d+)>")
 @dataclass(frozen=True)
 class Region:
     caption: str
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the original frame
+    box: tuple[float, float, float, float] | None  # x1, y1, x2, y2 in pixels of the original frame (None: unknown)
     score: float | None = None
 
     def as_dict(self) -> dict:
-        return {"caption": self.caption, "box": [round(v, 2) for v in self.box], "score": self.score}
+        box = None if self.box is None else [round(v, 2) for v in self.box]
+        return {"caption": self.caption, "box": box, "score": self.score}
 
 
 def dequantise(value: int, size: int) -> float:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from decembert_cli.densecap.backends import Frame
 from decembert_cli.densecap.regions import Region, dequantise, parse_florence2
 from tests.florence_tiny import save_tiny_florence2
 
@@ -35,7 +37,9 @@ def test_tiny_florence2_runs_through_from_pretrained_and_parses_like_transformer
     from decembert_cli.densecap.backends import captioners
 
     factory = captioners.load("florence2")
-    captioner = factory(str(tiny_florence), torch.device("cpu"), None, {"num_beams": 1, "max_new_tokens": 60, "min_new_tokens": 60, "do_sample": True})
+    captioner = factory(str(tiny_florence), torch.device("cpu"), None, {"num_beams": "1", "max_new_tokens": 60})
+    assert captioner.generate["num_beams"] == 1  # --option values arrive as text
+    captioner.generate.update(min_new_tokens=60, do_sample=True)
     vocab = captioner.processor.tokenizer.get_vocab()
     letters = [vocab[c] for c in "abcdefghijklmnopqrstuvwxyz"]
     locs = [vocab[f"<loc_{b}>"] for b in range(1000)]
@@ -59,7 +63,7 @@ def test_tiny_florence2_runs_through_from_pretrained_and_parses_like_transformer
         assert [[math.floor(v) for v in r.box] for r in ours] == [list(map(int, box)) for _, box in pairs]  # theirs: truncated
         total += len(ours)
     assert total > 0, "the sampled output held no region to compare"
-    regions = captioner.caption(frames[:2])
+    regions = captioner.caption([Frame("v", Path("v.mp4"), 2.0 * i, f) for i, f in enumerate(frames[:2])])
     assert len(regions) == 2 and all(isinstance(r, Region) for frame in regions for r in frame)
 
 
@@ -102,3 +106,15 @@ def test_top_k_keeps_the_best_scored_regions_or_the_first_ones():
     assert _keep(scored, 0) == scored and _keep(scored, 5) == scored
     unscored = [Region("a", box), Region("b", box), Region("c", box)]
     assert [r.caption for r in _keep(unscored, 2)] == ["a", "b"]  # Florence-2 gives no scores: its own order
+
+
+def test_backends_refuse_options_they_do_not_have(tiny_florence):
+    from decembert_cli.densecap.backends import captioners
+    from decembert_cli.errors import DecembertError
+
+    with pytest.raises(DecembertError, match="florence2 has no option 'temperature'"):
+        captioners.load("florence2")(str(tiny_florence), torch.device("cpu"), None, {"temperature": "0.5"})
+    with pytest.raises(DecembertError, match="--num-beams: the oracle backend takes no model and no options"):
+        captioners.load("oracle")(None, torch.device("cpu"), None, {"num_beams": 3})
+    with pytest.raises(DecembertError, match="'num_beams': the import backend takes only"):
+        captioners.load("import")(None, torch.device("cpu"), None, {"num_beams": 3})
