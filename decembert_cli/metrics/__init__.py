@@ -1,0 +1,1 @@
+"""Metrics of the downstream tasks: retrieval ranks, classification accuracy, caption scores."""
