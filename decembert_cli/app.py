@@ -64,13 +64,19 @@ def _root(
 
 
 def _register() -> None:
-    from decembert_cli.commands import check, dense_caption, extract_features, pretrain, sample_data
+    from decembert_cli.commands import check, dense_caption, extract_features, pretrain, sample_data, tasks
 
     app.command(name="extract-features")(extract_features.extract_features)
     app.command(name="dense-caption")(dense_caption.dense_caption)
     app.command(name="pretrain")(pretrain.pretrain)
     app.command(name="sample-data")(sample_data.sample_data)
     app.command(name="check")(check.check)
+    app.command(name="tasks")(tasks.list_tasks)
+    app.command(name="finetune")(tasks.finetune)
+    app.command(name="evaluate")(tasks.evaluate)
+    data = typer.Typer(help="Check datasets and corpora.", no_args_is_help=True)
+    data.command(name="check")(tasks.data_check)
+    app.add_typer(data, name="data")
 
 
 _register()

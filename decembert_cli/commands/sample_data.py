@@ -14,6 +14,7 @@ def sample_data(
     feature_dim: int = typer.Option(2048, min=8, help="Width of both synthetic feature streams (2D and 3D)."),
     render: bool = typer.Option(True, "--render/--no-render", help="Also write the videos (videos/<id>.mp4, 24 fps, 160x120)."),
     features: str = typer.Option("synthetic", help="synthetic: features drawn from the planted prototypes; none: leave features/ to `decembert extract-features`."),
+    clips: int = typer.Option(240, min=0, help="Short clips in msrvtt/ with MSR-VTT and MSRVTT-QA annotations (downstream tasks)."),
 ) -> None:
     """Generate the synthetic `sample` pre-training corpus with a planted, known signal.
 
@@ -21,7 +22,9 @@ def sample_data(
     features/3d .npy per video, dense_captions in the paper's layout); alignment.json records which
     segment each caption truly describes. The videos show each segment's object (a coloured shape)
     moving as its action moves; with --features none, extract their features with
-    `decembert extract-features OUT/videos --out OUT/features`. Re-running on the same corpus does nothing.
+    `decembert extract-features OUT/videos --out OUT/features`. OUT/msrvtt holds short clips with
+    MSR-VTT and MSRVTT-QA annotations for the downstream tasks (decembert finetune msrvtt-qa
+    --set task.root=OUT/msrvtt). Re-running on the same corpus does nothing.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -43,6 +46,7 @@ def sample_data(
             feature_dim_3d=feature_dim,
             render=render,
             features=features,
+            clips=clips,
             progress=lambda done, _total: bar.update(task, completed=done),
         )
     counts = (read_meta(root) or {}).get("counts", {})

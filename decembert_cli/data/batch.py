@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -45,6 +45,7 @@ class EncoderSample:
     vtm_label: int | None = None  # 1: the ASR captions belong to this clip, 0: a negative
     own_candidate: int = -1  # candidate index of the clip's own caption s_i (-1: a negative or unknown)
     aligned: int = -1  # candidate index of the caption truly describing the clip, when known (-1: unknown/none)
+    extras: dict[str, Any] = field(default_factory=dict)  # task data (targets, ids); collated by key
 
 
 @dataclass
@@ -60,6 +61,7 @@ class VideoTextBatch:
     vtm_labels: torch.Tensor | None = None  # (B,) long, 1 positive / 0 negative
     own_candidate: torch.Tensor | None = None  # (B,) long, candidate index of s_i, -1 when none
     aligned: torch.Tensor | None = None  # (B,) long, candidate index of the truly aligned caption, -1 unknown
+    extras: dict[str, Any] = field(default_factory=dict)  # per key: (B,) tensor of numbers, else a list
 
     @property
     def batch_size(self) -> int:
@@ -70,6 +72,7 @@ class VideoTextBatch:
         for f in fields(self):
             value = getattr(self, f.name)
             moved[f.name] = value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+        moved["extras"] = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in self.extras.items()}
         return VideoTextBatch(**moved)
 
 
@@ -152,4 +155,21 @@ def collate(
         vtm_labels=vtm,
         own_candidate=torch.tensor([s.own_candidate for s in samples], dtype=torch.long),
         aligned=torch.tensor([s.aligned for s in samples], dtype=torch.long),
+        extras=_collate_extras(samples),
     )
+
+
+def _collate_extras(samples: Sequence[EncoderSample]) -> dict[str, Any]:
+    keys = set(samples[0].extras)
+    if any(set(s.extras) != keys for s in samples):
+        raise ValueError("every sample of a batch must carry the same extras")
+    out: dict[str, Any] = {}
+    for key in sorted(keys):
+        values = [s.extras[key] for s in samples]
+        if all(isinstance(v, bool) or isinstance(v, int) for v in values):
+            out[key] = torch.tensor(values, dtype=torch.long)
+        elif all(isinstance(v, (int, float)) for v in values):
+            out[key] = torch.tensor(values, dtype=torch.float32)
+        else:
+            out[key] = values
+    return out

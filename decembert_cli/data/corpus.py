@@ -155,7 +155,7 @@ def _folder(root: Path, value: str, key: str) -> Path:
     return path
 
 
-def _check_streams(dir_2d: Path, dir_3d: Path, dims: tuple[int, int], fps_3d: float) -> float:
+def check_streams(dir_2d: Path, dir_3d: Path, dims: tuple[int, int], fps_3d: float) -> float:
     """The 3D rate to read with: from the folders' stream.json (our feature store), else data.fps_3d.
 
     Also checks what the stream files promise against the model before any video is read."""
@@ -197,7 +197,7 @@ def open_howto100m(
     dir_2d = _folder(root, config.features_2d, "features_2d")
     dir_3d = _folder(root, config.features_3d, "features_3d")
     dense_dir = _folder(root, config.dense_captions, "dense_captions") if config.use_dense and config.dense_captions else None
-    fps_3d = _check_streams(dir_2d, dir_3d, dims, config.fps_3d)
+    fps_3d = check_streams(dir_2d, dir_3d, dims, config.fps_3d)
     if config.min_clips < 1:
         raise DecembertError(f"data.min_clips must be at least 1, got {config.min_clips}")
 
@@ -303,6 +303,33 @@ def clip_window(captions: VideoCaptions, i: int, seconds: int) -> tuple[int, int
     return first, end
 
 
+def pick_dense_captions(
+    frames: list[list[str]], interval: float, window: tuple[float, float], per_frame: int, most: int, rng: np.random.Generator | None
+) -> list[str]:
+    """Dense captions of the frames inside `window` (seconds): `per_frame` of each frame, at most `most` in all.
+
+    Frames are sub-sampled uniformly when there are more than most // per_frame; a window between
+    two frames takes the frame before it. `rng` picks each frame's captions at random (training);
+    None takes each frame's first ones (evaluation: deterministic).
+    """
+    if not frames or per_frame <= 0 or most <= 0:
+        return []
+    first = math.ceil(window[0] / interval)
+    stop = min(len(frames), math.ceil(window[1] / interval))
+    chosen = list(range(first, stop)) or [min(int(window[0] // interval), len(frames) - 1)]
+    chosen = [chosen[j] for j in uniform_indices(len(chosen), max(1, most // per_frame)).tolist()]
+    texts: list[str] = []
+    for f in chosen:
+        frame = frames[f]
+        take = min(per_frame, len(frame))
+        if rng is None:
+            picks = list(range(take))
+        else:
+            picks = sorted(rng.choice(len(frame), size=take, replace=False).tolist()) if take else []
+        texts += [frame[p] for p in picks]
+    return texts[:most]
+
+
 class PretrainDataset(torch.utils.data.Dataset):
     """Clips of a list of videos as DeCEMBERT samples; item key = (epoch, index) or index."""
 
@@ -377,20 +404,7 @@ class PretrainDataset(torch.utils.data.Dataset):
     def _dense_texts(self, rng: np.random.Generator, record: VideoRecord, window: tuple[int, int]) -> list[str]:
         cfg = self.config
         frames, interval = record.dense_frames(cfg.dense_interval)
-        if not frames or cfg.dense_per_frame <= 0:
-            return []
-        first = math.ceil(window[0] / interval)
-        stop = min(len(frames), math.ceil(window[1] / interval))
-        chosen = list(range(first, stop)) or [min(int(window[0] // interval), len(frames) - 1)]
-        most = max(1, cfg.max_dense_captions // cfg.dense_per_frame)
-        chosen = [chosen[j] for j in uniform_indices(len(chosen), most).tolist()]
-        texts: list[str] = []
-        for f in chosen:
-            frame = frames[f]
-            take = min(cfg.dense_per_frame, len(frame))
-            picks = sorted(rng.choice(len(frame), size=take, replace=False).tolist()) if take else []
-            texts += [frame[p] for p in picks]
-        return texts[: cfg.max_dense_captions]
+        return pick_dense_captions(frames, interval, window, cfg.dense_per_frame, cfg.max_dense_captions, rng)
 
     def build(self, epoch: int, index: int) -> tuple[EncoderSample, SampleInfo]:
         """The sample for clip `index` at `epoch` (deterministic), with how it was made."""

@@ -129,10 +129,12 @@ BACKGROUND = (
 UNKNOWN = ("a <unk> on a table", "a person holding a <unk>", "<unk> in the background")
 
 _FILES = ("HowTo100M_v1.csv", "task_ids.csv", "caption.json", "alignment.json", "meta.json")
+_CLIP_FILES = ("MSRVTT_data.json", "train_qa.json", "val_qa.json", "test_qa.json", "MSRVTT_JSFUSION_test.csv", "MSRVTT_train.9k.csv")
 _VIDEO_DIRS = ("features/2d", "features/3d", "dense_captions", "videos")
-_VIDEO_FILE = re.compile(r"sample_\d{4,}\.(npy|mp4)")
+_ALL_VIDEO_DIRS = (*_VIDEO_DIRS, *(f"msrvtt/{d}" for d in _VIDEO_DIRS))
+_VIDEO_FILE = re.compile(r"(sample_\d{4,}|video\d+)\.(npy|mp4)")
 # what decembert_cli.io leaves when killed; .tmp-<name> is sample_video's temporary video
-_TEMP_FILE = re.compile(r"\.(?P<name>.+)\.[^.]+\.tmp|\.tmp-(?P<video>sample_\d{4,}\.mp4)")
+_TEMP_FILE = re.compile(r"\.(?P<name>.+)\.[^.]+\.tmp|\.tmp-(?P<video>(sample_\d{4,}|video\d+)\.mp4)")
 
 
 def video_id(index: int) -> str:
@@ -160,7 +162,9 @@ def _owned(rel: Path) -> bool:
     parent = rel.parent.as_posix()
     if parent == ".":
         return name in _FILES
-    return parent in _VIDEO_DIRS and _VIDEO_FILE.fullmatch(name) is not None
+    if parent == "msrvtt":
+        return name in _CLIP_FILES
+    return parent in _ALL_VIDEO_DIRS and _VIDEO_FILE.fullmatch(name) is not None
 
 
 def _meta_json(root: Path) -> dict | None:
@@ -219,7 +223,7 @@ def _prepare(out_dir: Path, arguments: dict) -> bool:
     foreign = []  # anything an interrupted run of this generator would not have left
     for path in sorted(out_dir.rglob("*")):
         rel = path.relative_to(out_dir)
-        if not (rel.as_posix() in ("features", *_VIDEO_DIRS) if path.is_dir() else _owned(rel)):
+        if not (rel.as_posix() in ("features", "msrvtt", "msrvtt/features", *_ALL_VIDEO_DIRS) if path.is_dir() else _owned(rel)):
             foreign.append(rel)
     if foreign:
         raise DecembertError(
@@ -231,15 +235,16 @@ def _prepare(out_dir: Path, arguments: dict) -> bool:
 
 def _remove_leftovers(out_dir: Path, keep: set[str]) -> None:
     """Drop what an interrupted run left that this run does not write: temp files, videos past the count."""
-    for sub in _VIDEO_DIRS:
+    for sub in _ALL_VIDEO_DIRS:
         folder = out_dir / sub
         if folder.is_dir():
             for path in folder.iterdir():
                 if path.is_file() and (_TEMP_FILE.fullmatch(path.name) or path.stem not in keep):
                     path.unlink()
-    for path in out_dir.iterdir():
-        if path.is_file() and _TEMP_FILE.fullmatch(path.name):
-            path.unlink()
+    for folder in (out_dir, out_dir / "msrvtt"):
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path.is_file() and _TEMP_FILE.fullmatch(path.name):
+                path.unlink()
 
 
 def _stochastic_round(x: float, rng: np.random.Generator) -> int:
@@ -380,12 +385,15 @@ def _dense_frames(plan: dict) -> np.ndarray:
 
 
 def plans(root: Path) -> dict[str, dict]:
-    """video_id -> plan of every video of the sample corpus in `root`, re-derived from its meta.json."""
+    """video_id -> plan of every video of the sample corpus in `root` (its clips in msrvtt/ too), from its meta.json."""
     meta = read_meta(root)
     if meta is None:
         raise DecembertError(f"{root} holds no sample corpus (no {SAMPLE_FORMAT} meta.json); make one with `decembert sample-data`")
+    from decembert_cli.data.sample_downstream import clip_plans
+
     args = meta["arguments"]
-    found = (_plan_video(i, args["seed"], args["misaligned"], args["irrelevant"]) for i in range(args["videos"]))
+    found = [_plan_video(i, args["seed"], args["misaligned"], args["irrelevant"]) for i in range(args["videos"])]
+    found += clip_plans(args["seed"], args.get("clips", 0))
     return {p["id"]: p for p in found}
 
 
@@ -407,6 +415,7 @@ def generate(
     noise: float = 0.5,
     render: bool = False,
     features: str = "synthetic",
+    clips: int = 240,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write the sample corpus into `out_dir` (HowTo100M layouts) and return it.
@@ -418,6 +427,7 @@ def generate(
     features from prototypes and the dense captions (paper layout, from `scene_regions`), "none"
     leaves features/ to `decembert extract-features videos/` and dense_captions/ to
     `decembert dense-caption videos/ --backend oracle`.
+    `clips` short clips go to msrvtt/ with MSR-VTT and MSRVTT-QA annotations (`sample_downstream`).
     `progress(done, total)` is called after each video.
     """
     out_dir = Path(out_dir)
@@ -433,6 +443,8 @@ def generate(
         raise DecembertError(f"noise = {noise}: use a ratio >= 0")
     if features not in ("synthetic", "none"):
         raise DecembertError(f"features = {features!r}: use synthetic or none")
+    if clips < 0:
+        raise DecembertError(f"clips = {clips}: use 0 or more")
     if features == "none" and not render:
         raise DecembertError("a corpus without features needs its videos: render them, or write synthetic features")
     arguments = {
@@ -445,12 +457,16 @@ def generate(
         "noise": noise,
         "render": render,
         "features": features,
+        "clips": clips,
     }
     if _prepare(out_dir, arguments):
         return out_dir
+    from decembert_cli.data import sample_downstream
+
     plans = [_plan_video(i, seed, misaligned, irrelevant) for i in range(videos)]
+    clip_plans = sample_downstream.clip_plans(seed, clips)
     if out_dir.exists():
-        _remove_leftovers(out_dir, {p["id"] for p in plans})
+        _remove_leftovers(out_dir, {p["id"] for p in plans + clip_plans})
 
     atomic_write_text(out_dir / "task_ids.csv", _csv_text([[tid, name] for tid, name, _ in TASKS], delimiter="\t"))
     rows: list[list[object]] = [["video_id", "category_1", "category_2", "rank", "task_id"]]
@@ -460,20 +476,26 @@ def generate(
     objects, actions = prototypes(seed, feature_dim_2d, feature_dim_3d)
     object_index = {o: i for i, o in enumerate(OBJECTS)}
     action_index = {a: i for i, a in enumerate(ACTIONS)}
-    for done, plan in enumerate(plans, start=1):
+
+    def write_video(plan: dict, folder: Path) -> None:
+        """Features (synthetic) and dense captions, or the rendered video, of one planned video."""
         if features == "synthetic":
             f2, f3 = _features(plan, seed, objects, actions, noise)
-            atomic_write_bytes(out_dir / "features" / "2d" / f"{plan['id']}.npy", npy_bytes(f2))
-            atomic_write_bytes(out_dir / "features" / "3d" / f"{plan['id']}.npy", npy_bytes(f3))
+            atomic_write_bytes(folder / "features" / "2d" / f"{plan['id']}.npy", npy_bytes(f2))
+            atomic_write_bytes(folder / "features" / "3d" / f"{plan['id']}.npy", npy_bytes(f3))
+            # else `decembert dense-caption videos --backend oracle` writes them
+            atomic_write_bytes(folder / "dense_captions" / f"{plan['id']}.npy", npy_bytes(_dense_frames(plan)))
         if render:
             from decembert_cli.data.sample_video import render as render_video
 
-            (out_dir / "videos").mkdir(parents=True, exist_ok=True)
-            render_video(plan, seed, out_dir / "videos" / f"{plan['id']}.mp4", object_index, action_index)
-        if features == "synthetic":  # else `decembert dense-caption videos --backend oracle` writes them
-            atomic_write_bytes(out_dir / "dense_captions" / f"{plan['id']}.npy", npy_bytes(_dense_frames(plan)))
+            (folder / "videos").mkdir(parents=True, exist_ok=True)
+            render_video(plan, seed, folder / "videos" / f"{plan['id']}.mp4", object_index, action_index)
+
+    for done, plan in enumerate(plans, start=1):
+        write_video(plan, out_dir)
         if progress is not None:
             progress(done, videos)
+    sample_downstream.write(out_dir, clip_plans, write_video)
 
     atomic_write_text(out_dir / "caption.json", json.dumps({p["id"]: p["captions"] for p in plans}))
     alignment = {
@@ -507,6 +529,7 @@ def generate(
             else {"backbone": "none: run `decembert extract-features videos --out features`"}
         ),
         "videos": {"folder": "videos", "codec": "mp4v", "fps": 24, "size": [160, 120]} if render else None,
+        "downstream": {"msrvtt": {"clips": clips, "folder": "msrvtt", "formats": "MSRVTT_data.json, MSRVTT-QA *_qa.json, 1k-A test csv"}},
         "dense_captions": (
             {"step_s": DENSE_STEP_S, "layout": "paper object array"}
             if features == "synthetic"

@@ -112,7 +112,8 @@ def florence2(model: str | None, device: torch.device, autocast: torch.dtype | N
 class Oracle:
     """For the sample corpus only: what its rendered scene shows, as a perfect dense captioner would say.
 
-    A sample video `ROOT/videos/{id}.mp4` was rendered from a plan that `ROOT/meta.json` re-derives;
+    A sample video `ROOT/videos/{id}.mp4` (or a downstream clip, `ROOT/msrvtt/videos/{id}.mp4`) was
+    rendered from a plan that `ROOT/meta.json` re-derives;
     the regions of the frame at t are `sample_corpus.scene_regions(plan, t)`: the object on screen
     with the box it is drawn in, and background captions (the same captions `sample-data` writes
     in the paper's layout when it synthesises features). No pixels are looked at. Any other video
@@ -130,7 +131,8 @@ class Oracle:
     def _plan(self, frame: Frame) -> dict:
         from decembert_cli.data.sample_corpus import plans
 
-        root = Path(frame.source).resolve().parent.parent
+        folder = Path(frame.source).resolve().parent.parent  # ROOT/videos/ID.mp4 or ROOT/msrvtt/videos/ID.mp4
+        root = folder.parent if not (folder / "meta.json").is_file() and (folder.parent / "meta.json").is_file() else folder
         if root not in self._plans:
             try:
                 self._plans[root] = plans(root)

@@ -25,18 +25,20 @@ def test_oracle_captions_the_rendered_sample_corpus_and_pretraining_reads_them(t
     from decembert_cli.data.sample_video import background
     from decembert_cli.data.video import Decoded, frame_grid, open_video, sample
 
-    root = generate(tmp_path / "corpus", videos=3, render=True, features="none")
+    root = generate(tmp_path / "corpus", videos=3, render=True, features="none", clips=2)
     assert not (root / "dense_captions").exists()  # left to dense-caption
-    result = CliRunner().invoke(app, ["dense-caption", str(root / "videos"), "--backend", "oracle", "--out", str(root / "dense_captions")])
-    assert result.exit_code == 0, result.output
-    assert "3 captioned, 0 already done, 0 failed of 3 videos" in result.output
+    for folder, count in ((root, 3), (root / "msrvtt", 2)):  # the corpus' videos and the downstream clips
+        result = CliRunner().invoke(app, ["dense-caption", str(folder / "videos"), "--backend", "oracle", "--out", str(folder / "dense_captions")])
+        assert result.exit_code == 0, result.output
+        assert f"{count} captioned, 0 already done, 0 failed of {count} videos" in result.output
     checked = 0
     for video_id, plan in plans(root).items():
-        record = json.loads((root / "dense_captions" / f"{video_id}.json").read_text())
+        folder = root if video_id.startswith("sample_") else root / "msrvtt"
+        record = json.loads((folder / "dense_captions" / f"{video_id}.json").read_text())
         assert record["backend"] == "oracle" and (record["width"], record["height"]) == (160, 120)
         # the same captions the synthetic-feature corpus writes in the paper's layout
         assert [[r["caption"] for r in f["regions"]] for f in record["frames"]] == list(_dense_frames(plan))
-        video = open_video(root / "videos" / f"{video_id}.mp4")
+        video = open_video(folder / "videos" / f"{video_id}.mp4")
         bg = background(0, plan["index"])[:, :, ::-1].astype(int)  # rendered as BGR
         for item, frame in zip(sample(video, [frame_grid(2.0)], Decoded()), record["frames"]):
             differs = np.abs(item.pixels[0].astype(int) - bg).max(axis=2) > 25  # the object's pixels

@@ -1,0 +1,158 @@
+"""`decembert tasks`, `decembert finetune TASK`, `decembert evaluate TASK` and `decembert data check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from decembert_cli.commands._options import ConfigOption, SetOption
+
+
+def list_tasks() -> None:
+    """List the installed downstream tasks (entry points decembert.tasks) with their package and version."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from decembert_cli.registry import tasks
+
+    available = tasks.available()
+    loaded, broken = tasks.load_all()
+    table = Table(title="installed tasks", title_justify="left")
+    for column in ("task", "package", "version", "main metric", "status"):
+        table.add_column(column)
+    for name, info in available.items():
+        task = loaded.get(name)
+        status = "ok" if task is not None else f"[red]broken: {broken[name]}[/red]"
+        table.add_row(name, info.package, f"{info.version} (task {getattr(task, 'version', '?')})", getattr(task, "main_metric", "?"), status)
+    console = Console()
+    console.print(table if available else "no tasks installed (entry-point group decembert.tasks)")
+
+
+def finetune(
+    task: str = typer.Argument(..., help="An installed task (decembert tasks lists them), e.g. msrvtt-qa."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Pre-training checkpoint (file or run folder); its model settings are used. Without it: model.init."),
+    config: Optional[str] = ConfigOption,
+    overrides: List[str] = SetOption,
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/finetune-TASK-TIME)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
+) -> None:
+    """Fine-tune the encoder and the task's head; then evaluate with `decembert evaluate TASK --checkpoint RUN`.
+
+    Task settings are `task.*` keys (decembert finetune TASK --print-config shows them), e.g.
+    --set task.root=DATA. Training uses the paper's optimiser (AdamW 1e-4, betas 0.9/0.98, wd 0.01).
+    """
+    import time
+
+    from rich.console import Console
+
+    from decembert_cli.config import to_yaml
+    from decembert_cli.engine.finetune import finetune as run_finetune
+    from decembert_cli.engine.finetune import prepare
+    from decembert_cli.errors import DecembertError
+
+    if out is None:
+        if resume:
+            raise DecembertError("--resume needs --out RUN_DIR (the run to continue)")
+        out = Path("runs") / f"finetune-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if resume and config is None and (out / "config.yaml").is_file():
+        config = str(out / "config.yaml")
+    console = Console()
+    with console.status(f"reading {task} and building the model"):
+        setup = prepare(task, config, overrides, out, checkpoint)
+    if print_config:
+        typer.echo(to_yaml(setup.config), nl=False)
+        raise typer.Exit()
+    console.print(f"{task}: {setup.train_items} training items, {setup.val_items} validation items scored; encoder from {setup.init}", highlight=False)
+
+    def show(step: int, metrics: dict[str, float]) -> None:
+        console.print(f"validation at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False)
+
+    result = run_finetune(setup, resume=resume, on_validation=show)
+    console.print(f"done: step {result.steps}/{result.total_steps}, {result.samples_per_s:.1f} samples/s; checkpoint {result.checkpoint}",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+    typer.echo(str(out))
+
+
+def evaluate(
+    task: str = typer.Argument(..., help="The task the checkpoint was fine-tuned for."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Fine-tuned checkpoint (file or run folder: its newest)."),
+    split: Optional[str] = typer.Option(None, help="Split to score (default: the task's test split)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json and predictions.jsonl (default RUN/eval-SPLIT)."),
+    overrides: List[str] = SetOption,
+    batch_size: int = typer.Option(64, min=1, help="Items per forward pass."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Score a fine-tuned checkpoint: metrics.json (with the protocol) and one prediction per item.
+
+    The checkpoint carries the task, its version, its state and config; --set task.root=DIR points
+    it at data elsewhere.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from decembert_cli.engine.finetune import evaluate as run_evaluate
+
+    console = Console()
+    result = run_evaluate(task, checkpoint, out, split=split, overrides=overrides, batch_size=batch_size, device=device)
+    table = Table(title=f"{task}, {result.split} split, {result.items} items ({result.seconds:.1f} s)", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.metrics.items():
+        table.add_row(f"[bold]{key}[/bold]" if key == result.main_metric else key, f"{value:.2f}")
+    console.print(table)
+    console.print(f"metrics {result.metrics_path}; predictions {result.predictions_path}", highlight=False, soft_wrap=True)
+
+
+def data_check(
+    name: str = typer.Argument(..., help="A task (decembert tasks) or a pre-training corpus (howto100m, sample)."),
+    config: Optional[str] = ConfigOption,
+    overrides: List[str] = SetOption,
+) -> None:
+    """Validate a task's annotation files (or a corpus) and report counts, splits, question types,
+    answer coverage and videos lacking features or dense captions; no model is loaded."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from decembert_cli.registry import corpora, tasks
+
+    console = Console()
+    if name in tasks.available():
+        from decembert_cli.config import load_config
+        from decembert_cli.engine.finetune import config_class
+
+        task_cls = tasks.load(name)
+        cfg = load_config(config_class(task_cls), config, overrides)
+        report = task_cls(cfg.task).adapter().check()
+        for role, path in report.files.items():
+            console.print(f"{role}: {path}", highlight=False)
+        keys = sorted({k for c in report.counts.values() for k in c}, key=lambda k: [k for c in report.counts.values() for k in c].index(k))
+        table = Table(title=f"{name}: annotations", title_justify="left")
+        table.add_column("split")
+        for key in keys:
+            table.add_column(key, justify="right")
+        for split, counts in report.counts.items():
+            table.add_row(split, *(f"{counts[k]:,}" if k in counts else "" for k in keys))
+        console.print(table)
+        for key, value in report.details.items():
+            console.print(f"{key}: {json.dumps(value) if not isinstance(value, str) else value}", highlight=False, soft_wrap=True)
+        for problem in report.problems:
+            console.print(f"[yellow]problem:[/yellow] {problem}", highlight=False, soft_wrap=True)
+        return
+    if name in corpora.available():
+        from decembert_cli.config import Config, load_config
+        from decembert_cli.engine.pretrain import open_corpus
+
+        cfg = load_config(Config, config, overrides)
+        records, report = open_corpus(name, cfg, strict=False)
+        console.print(f"corpus {name}: {report.videos_used or len(records)} of {report.videos_seen} videos usable, "
+                      f"{sum(len(r.captions) for r in records):,} clips, {sum(r.dense is not None for r in records)} with dense captions", highlight=False)  # fmt: skip
+        console.print(json.dumps(report.as_dict(), indent=2), highlight=False)
+        return
+    from decembert_cli.errors import DecembertError
+
+    raise DecembertError(f"'{name}' is neither an installed task ({', '.join(tasks.available()) or 'none'}) nor a corpus ({', '.join(corpora.available())})")

@@ -1,0 +1,267 @@
+"""Fine-tuning and evaluation of a downstream task (a `decembert.tasks` plugin) on the shared encoder.
+
+Fine-tuning trains `TaskModel` (the encoder + the task's head) with the pre-training loop, from a
+pre-training checkpoint's encoder (or from `model.init` without one). Its checkpoints carry the
+task name, the plugin's package and version, the task's state (e.g. its answer vocabulary) and the
+resolved config, so `evaluate` needs nothing else. The engine never branches on a task's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from decembert_cli.config import load_config, save_config, to_dict
+from decembert_cli.config.loader import from_dict
+from decembert_cli.config.schema import ModelConfig, TrainConfig
+from decembert_cli.data.batch import VideoTextBatch
+from decembert_cli.engine import checkpoint as ckpt
+from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
+from decembert_cli.errors import DecembertError
+from decembert_cli.io import atomic_write_text
+
+FINETUNE_TRAIN = TrainConfig(epochs=10.0, validate_every=0, checkpoint_every=1000)  # the paper's optimiser; epochs: ours
+VAL_ITEMS = 2000  # validation items scored during fine-tuning (spread evenly over the split)
+
+
+@functools.cache
+def config_class(task_cls: type) -> type:
+    """The fine-tuning config of a task: model, train, task (its own Config) and seed."""
+    return dataclasses.make_dataclass(
+        "FinetuneConfig",
+        [
+            ("model", ModelConfig, field(default_factory=ModelConfig)),
+            ("train", TrainConfig, field(default_factory=lambda: FINETUNE_TRAIN)),
+            ("task", task_cls.Config, field(default_factory=task_cls.Config)),
+            ("seed", int, field(default=0)),
+        ],
+        frozen=True,
+    )
+
+
+@dataclass
+class TaskOutput:
+    losses: dict[str, torch.Tensor]
+    sums: dict[str, torch.Tensor]
+    counts: dict[str, torch.Tensor]
+    weights: dict[str, float]
+    stats: dict[str, torch.Tensor]
+    outputs: dict[str, Any]  # what the head returned
+
+
+class TaskModel(nn.Module):
+    """The encoder and a task head, following the training loop's contract (`engine.loop`)."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def target_counts(self, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
+        return {"task": torch.tensor(batch.batch_size, device=batch.text_ids.device)}
+
+    def forward(self, batch: VideoTextBatch, normalisers: dict[str, torch.Tensor] | None = None) -> TaskOutput:
+        outputs = self.head(self.encoder(batch), batch)
+        b = batch.batch_size
+        device = batch.text_ids.device
+        stats = {"count": torch.tensor(float(b), device=device)}
+        losses: dict[str, torch.Tensor] = {}
+        sums: dict[str, torch.Tensor] = {}
+        if "loss" in outputs:
+            total = outputs["loss"] * b  # the head's batch mean -> sum over items
+            n = normalisers["task"] if normalisers else torch.tensor(float(b), device=device)
+            losses = {"task": total / n, "total": total / n}
+            sums = {"task": total.detach()}
+            stats["loss_sum"] = total.detach()
+        if "correct" in outputs:
+            stats["correct"] = outputs["correct"].detach().float().sum()
+        return TaskOutput(losses, sums, {"task": torch.tensor(b)}, {"task": 1.0}, stats, outputs)
+
+    @staticmethod
+    def metrics(totals: dict[str, float]) -> dict[str, float]:
+        count = max(totals.get("count", 0.0), 1.0)
+        out = {"loss": totals["loss_sum"] / count} if "loss_sum" in totals else {}
+        if "correct" in totals:
+            out["accuracy"] = totals["correct"] / count
+        return out
+
+
+def load_task(name: str) -> tuple[type, Any]:
+    """(Task class, its PluginInfo) of an installed task."""
+    from decembert_cli.registry import tasks
+
+    task_cls = tasks.load(name)
+    return task_cls, tasks.available()[name]
+
+
+def _checkpoint_file(path: Path) -> Path:
+    """A checkpoint file, or the newest checkpoint of a run folder."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = ckpt.list_checkpoints(path)
+        if not found:
+            raise DecembertError(f"{path} is a folder without checkpoints (looked in {ckpt.checkpoint_dir(path)})")
+        return found[-1]
+    return path
+
+
+def pretrained_encoder(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
+    """(model config dict, encoder state, file) of a pre-training checkpoint (file or run folder)."""
+    file = _checkpoint_file(path)
+    payload = ckpt.load_checkpoint(file)
+    kind = payload.get("meta", {}).get("kind")
+    if kind != "pretrain":
+        raise DecembertError(f"{file} is a {kind or 'unknown'} checkpoint; fine-tuning starts from a pre-training checkpoint (decembert pretrain)")
+    state = {k[len("encoder.") :]: v for k, v in payload["model"].items() if k.startswith("encoder.")}
+    return payload["config"]["model"], state, file
+
+
+@dataclass
+class FinetuneSetup:
+    job: Job
+    task: Any
+    config: Any
+    train_items: int
+    val_items: int
+    init: str  # the pre-training checkpoint, or model.init
+
+
+def prepare(task_name: str, config_source: str | None, overrides: list[str], run_dir: Path, checkpoint: Path | None) -> FinetuneSetup:
+    """Resolve the config (the checkpoint's model settings first), build datasets, model and job."""
+    from decembert_cli.data.corpus import validation_indices
+    from decembert_cli.model import build_encoder, build_tokenizer, check_vocabulary
+
+    task_cls, info = load_task(task_name)
+    cls = config_class(task_cls)
+    config = load_config(cls, config_source, overrides)
+    encoder_state = None
+    init = config.model.init
+    if checkpoint is not None:
+        model_dict, encoder_state, file = pretrained_encoder(checkpoint)
+        given = {o.split("=", 1)[0].strip() for o in overrides if o.strip().startswith("model.")}
+        merged = {**model_dict, **{k: v for k, v in to_dict(config.model).items() if f"model.{k}" in given}}
+        config = dataclasses.replace(config, model=from_dict(ModelConfig, {**merged, "init": "none"}))
+        init = str(file)
+    torch.manual_seed(config.seed)
+    task = task_cls(config.task)
+    adapter = task.adapter()
+    tokenizer = build_tokenizer(config.model)
+    train_data = adapter.dataset("train", tokenizer, config.model, train=True)
+    if len(train_data) == 0:
+        raise DecembertError(f"task {task_name}: the training split has no usable items (decembert data check {task_name} says why)")
+    val_data = adapter.dataset("val", tokenizer, config.model, train=False) if adapter.has_split("val") else None
+    encoder, _ = build_encoder(config.model)
+    if encoder_state is not None:
+        missing, unexpected = encoder.load_state_dict(encoder_state, strict=False)
+        if missing or unexpected:
+            raise DecembertError(f"{init}: the encoder does not fit this model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    check_vocabulary(tokenizer, encoder)
+    model = TaskModel(encoder, task.head(encoder.hidden_size))
+    meta = {"kind": "finetune", "task": task_name, "task_package": info.package, "task_version": task_cls.version,
+            "task_state": task.state(), "init": init}  # fmt: skip
+    val_keys = validation_indices(len(val_data), VAL_ITEMS) if val_data is not None else []
+    job = Job(model=model, train_data=train_data, collate=train_data.collate, config=config.train, seed=config.seed,
+              run_dir=run_dir, saved_config=to_dict(config), meta=meta, val_data=val_data, val_keys=val_keys)  # fmt: skip
+    return FinetuneSetup(job, task, config, len(train_data), len(val_keys), init)
+
+
+def finetune(setup: FinetuneSetup, *, resume: bool = False, **kwargs: Any) -> TrainResult:
+    import os
+
+    from decembert_cli.engine.distributed import teardown
+
+    run_dir = setup.job.run_dir
+    try:
+        if not resume and int(os.environ.get("RANK", "0")) == 0:
+            check_run_dir(run_dir, resume=False)
+            save_config(setup.config, run_dir / "config.yaml")
+        return train(setup.job, resume=resume, **kwargs)
+    finally:
+        teardown()
+
+
+@dataclass
+class Evaluation:
+    task: str
+    split: str
+    metrics: dict[str, float]
+    main_metric: str
+    items: int
+    seconds: float
+    metrics_path: Path
+    predictions_path: Path
+
+
+def evaluate(
+    task_name: str,
+    checkpoint: Path,
+    out: Path | None = None,
+    *,
+    split: str | None = None,
+    overrides: list[str] = (),  # type: ignore[assignment]
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> Evaluation:
+    """Score a fine-tuned checkpoint on a split; write OUT/metrics.json and OUT/predictions.jsonl
+    (OUT defaults to RUN/eval-SPLIT next to the checkpoints)."""
+    from decembert_cli.config.loader import apply_override
+    from decembert_cli.engine.distributed import resolve_device
+    from decembert_cli.model import build_encoder, build_tokenizer
+
+    task_cls, info = load_task(task_name)
+    file = _checkpoint_file(checkpoint)
+    payload = ckpt.load_checkpoint(file)
+    meta = payload.get("meta", {})
+    if meta.get("kind") != "finetune":
+        raise DecembertError(f"{file} is a {meta.get('kind') or 'unknown'} checkpoint; evaluate takes a fine-tuned one (decembert finetune {task_name})")
+    if meta.get("task") != task_name:
+        raise DecembertError(f"{file} was fine-tuned for task '{meta.get('task')}', not '{task_name}'; run decembert evaluate {meta.get('task')}")
+    theirs, ours = str(meta.get("task_version", "?")), str(task_cls.version)
+    if theirs.split(".")[0] != ours.split(".")[0]:
+        raise DecembertError(f"{file} was made by {task_name} {theirs} ({meta.get('task_package')}); the installed {info.package} has {ours}: "
+                             f"install version {theirs.split('.')[0]}.x of the plugin, or fine-tune again")  # fmt: skip
+    config = from_dict(config_class(task_cls), payload["config"])
+    for assignment in overrides:
+        config = apply_override(config, assignment)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, init="none"))  # weights: the checkpoint's
+    task = task_cls(config.task, state=meta.get("task_state"))
+    split = split or task_cls.eval_split
+    adapter = task.adapter()
+    if not adapter.has_split(split):
+        raise DecembertError(f"task {task_name} has no {split} split here (decembert data check {task_name} lists the files)")
+    tokenizer = build_tokenizer(config.model)
+    data = adapter.dataset(split, tokenizer, config.model, train=False)
+    encoder, _ = build_encoder(config.model)
+    model = TaskModel(encoder, task.head(encoder.hidden_size))
+    model.load_state_dict(payload["model"])
+    dev = resolve_device(device, option="--device")
+    model.to(dev).eval()
+    metric = task.metric()
+    metric.reset()
+    started = time.perf_counter()
+    n = len(data)
+    with torch.inference_mode():
+        for first in range(0, n, batch_size):
+            batch = data.collate([data[i] for i in range(first, min(n, first + batch_size))]).to(dev)
+            metric.update(model.head(model.encoder(batch), batch), batch)
+            if progress is not None:
+                progress(min(n, first + batch_size), n)
+    metrics = metric.compute()
+    seconds = time.perf_counter() - started
+    out = Path(out) if out is not None else file.parent.parent / f"eval-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"task": task_name, "split": split, "checkpoint": str(file), "task_version": ours, "items": n,
+              "main_metric": task_cls.main_metric, "metrics": metrics, "seconds": round(seconds, 3)}  # fmt: skip
+    metrics_path = atomic_write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
+    lines = "".join(json.dumps(p) + "\n" for p in metric.predictions())
+    predictions_path = atomic_write_text(out / "predictions.jsonl", lines)
+    return Evaluation(task_name, split, metrics, task_cls.main_metric, n, seconds, metrics_path, predictions_path)

@@ -1,0 +1,84 @@
+"""Stored features and dense captions of a downstream dataset's videos, read as pre-training reads them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from decembert_cli.data.corpus import check_streams, pick_dense_captions
+from decembert_cli.data.densecap import read_dense_captions
+from decembert_cli.data.howto100m import BadVideo, load_features
+from decembert_cli.errors import DecembertError
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """The `task.*` keys every task has for its videos (paths relative to `root`)."""
+
+    root: str = ""  # the dataset folder: annotation files, features and dense captions
+    features_2d: str = "features/2d"  # {video_id}.npy 2D features, 1 per second
+    features_3d: str = "features/3d"  # {video_id}.npy 3D features (rate from stream.json, else fps_3d)
+    fps_3d: float = 1.5  # 3D features/s of folders without stream.json
+    dense_captions: str = "dense_captions"  # paper .npy or our .json store per video; used when present, "" = none
+    dense_interval: float = 2.0  # seconds between captioned frames of .npy files
+    dense_per_frame: int = 2  # dense captions taken per frame
+    max_dense_captions: int = 16  # at most this many dense captions per item
+
+
+def under(root: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+class VideoStore:
+    """Features and dense captions by video id for one dataset."""
+
+    def __init__(self, settings: VideoSettings, dims: tuple[int, int] | None = None) -> None:
+        if not settings.root:
+            raise DecembertError("task.root is not set: --set task.root=DIR (the folder with the annotation files and features)")
+        self.root = Path(settings.root).expanduser()
+        if not self.root.is_dir():
+            raise DecembertError(f"task.root: folder {self.root} not found")
+        self.settings = settings
+        self.dir_2d = under(self.root, settings.features_2d)
+        self.dir_3d = under(self.root, settings.features_3d)
+        self.dense_dir = under(self.root, settings.dense_captions) if settings.dense_captions else None
+        self.dims = dims
+        self.fps_3d = settings.fps_3d
+        if dims is not None and self.dir_2d.is_dir() and self.dir_3d.is_dir():
+            self.fps_3d = check_streams(self.dir_2d, self.dir_3d, dims, settings.fps_3d)
+
+    def has_features(self, video_id: str) -> bool:
+        return (self.dir_2d / f"{video_id}.npy").is_file() and (self.dir_3d / f"{video_id}.npy").is_file()
+
+    def dense_file(self, video_id: str) -> Path | None:
+        if self.dense_dir is None:
+            return None
+        return next((p for p in (self.dense_dir / f"{video_id}.json", self.dense_dir / f"{video_id}.npy") if p.is_file()), None)
+
+    def features(self, video_id: str, window: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(T, D2), (T, D3) float32 on the 1 s grid, for seconds [floor(start), ceil(end)) of `window`."""
+        if self.dims is None:
+            raise DecembertError("VideoStore was opened without the model's feature widths")
+        grid = None if window is None else (math.floor(window[0]), max(math.floor(window[0]) + 1, math.ceil(window[1])))
+        try:
+            return load_features(self.dir_2d / f"{video_id}.npy", self.dir_3d / f"{video_id}.npy",
+                                 dim_2d=self.dims[0], dim_3d=self.dims[1], fps_3d=self.fps_3d, window=grid)  # fmt: skip
+        except BadVideo as exc:
+            raise DecembertError(f"video {video_id} ({self.dir_2d}): {exc}") from None
+
+    def dense(self, video_id: str, window: tuple[float, float] | None, rng: np.random.Generator | None) -> list[str]:
+        """Dense captions of the frames in `window` (all the video when None), as pre-training picks them."""
+        path = self.dense_file(video_id)
+        if path is None:
+            return []
+        try:
+            frames, interval = read_dense_captions(path, self.settings.dense_interval)
+        except BadVideo as exc:
+            raise DecembertError(f"video {video_id}: {exc}") from None
+        span = window if window is not None else (0.0, len(frames) * interval)
+        s = self.settings
+        return pick_dense_captions(frames, interval, span, s.dense_per_frame, s.max_dense_captions, rng)

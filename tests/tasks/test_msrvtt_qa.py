@@ -1,0 +1,121 @@
+"""msrvtt-qa: vocabulary, out-of-vocabulary rules, metrics by hand, and finetune/evaluate through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from decembert_cli.app import app
+from decembert_cli.config import ModelConfig
+from decembert_cli.data.batch import VideoTextBatch
+from decembert_tasks.qa import MSRVTTQA, MSRVTTQAConfig, QAMetric
+
+runner = CliRunner()
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def sample_root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("qa") / "corpus"
+    result = runner.invoke(app, ["sample-data", str(root), "--videos", "12", "--clips", "40", "--feature-dim", str(DIM), "--no-render"])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def _sets(*pairs: str) -> list[str]:
+    return [x for p in pairs for x in ("--set", p)]
+
+
+def _model(**kw) -> ModelConfig:  # type: ignore[no-untyped-def]
+    return ModelConfig(arch="tiny", init="none", feature_dim_2d=DIM, feature_dim_3d=DIM, **kw)
+
+
+def test_metric_by_hand_out_of_vocabulary_answers_count_as_wrong() -> None:
+    metric = QAMetric(["couch", "man", "run"])
+    logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0], [5.0, 0, 0]])  # predicts couch, man, run, couch
+    extras = {"answer": torch.tensor([0, 0, 2, -1]), "answer_text": ["couch", "couch", "run", "sofa"],
+              "qid": torch.tensor([1, 2, 3, 4]), "qtype": ["what", "who", "what", "what"],
+              "video_id": ["video1"] * 4, "question": ["q"] * 4}  # fmt: skip
+    batch = VideoTextBatch(*(torch.zeros(1),) * 7, extras=extras)  # type: ignore[arg-type]
+    metric.update({"logits": logits}, batch)
+    out = metric.compute()
+    assert out["accuracy"] == 50.0  # 2 of 4: the out-of-vocabulary "sofa" counts, as wrong
+    assert out["accuracy_what"] == pytest.approx(200 / 3) and out["accuracy_who"] == 0.0 and out["oov_share"] == 25.0
+    assert [p["prediction"] for p in metric.predictions()] == ["couch", "man", "run", "couch"]
+
+
+def test_training_drops_out_of_vocabulary_answers_evaluation_keeps_them(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    config = MSRVTTQAConfig(root=str(sample_root / "msrvtt"), answers=5)
+    task = MSRVTTQA(config)
+    adapter = task.adapter()
+    vocab = adapter.vocabulary()
+    assert len(vocab) == 5
+    train = adapter.dataset("train", tokenizer, _model(), train=True)
+    assert 0 < len(train) < len(adapter.items("train")) and all(q.answer in vocab for q in train.items)
+    test = adapter.dataset("test", tokenizer, _model(), train=False)
+    assert len(test) == len(adapter.items("test"))
+    answers = [test[i].extras["answer"] for i in range(len(test))]
+    assert -1 in answers and all(a == (vocab.index(q.answer) if q.answer in vocab else -1) for a, q in zip(answers, test.items))
+    sample = test[0]
+    kinds = [int(seg.kind) for seg in sample.segments]
+    assert kinds[-1] == 0 and 1 in kinds  # the question last (ASR type), dense captions before it
+    (sample_root / "msrvtt" / "features" / "2d" / "video39.npy").rename(sample_root / "moved.npy")
+    try:
+        from decembert_cli.errors import DecembertError
+
+        with pytest.raises(DecembertError, match="lack features .* every evaluation question counts"):
+            adapter.dataset("test", tokenizer, _model(), train=False)
+    finally:
+        (sample_root / "moved.npy").rename(sample_root / "msrvtt" / "features" / "2d" / "video39.npy")
+
+
+def test_finetune_then_evaluate_through_the_cli(sample_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "qa"
+    sets = _sets(f"task.root={sample_root / 'msrvtt'}", f"model.feature_dim_2d={DIM}", f"model.feature_dim_3d={DIM}",
+                 "model.arch=tiny", "model.init=none", "train.max_steps=4", "train.batch_size=8", "train.device=cpu")  # fmt: skip
+    result = runner.invoke(app, ["finetune", "msrvtt-qa", *sets, "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    payload = torch.load(run / "checkpoints" / "step-00000004.pt", weights_only=True)
+    assert payload["meta"]["task"] == "msrvtt-qa" and payload["meta"]["task_version"] == "1.0"
+    assert len(payload["meta"]["task_state"]["answers"]) > 10
+    result = runner.invoke(app, ["evaluate", "msrvtt-qa", "--checkpoint", str(run)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
+    questions = json.loads((sample_root / "msrvtt" / "test_qa.json").read_text())
+    assert metrics["split"] == "test" and metrics["items"] == len(questions) and 0 <= metrics["metrics"]["accuracy"] <= 100
+    lines = (run / "eval-test" / "predictions.jsonl").read_text().splitlines()
+    assert sorted(json.loads(x)["id"] for x in lines) == sorted(q["id"] for q in questions)
+
+    # a checkpoint of another task, or of an incompatible plugin version, is refused with one message
+    from decembert_cli.engine.checkpoint import save_checkpoint
+
+    for change, needle in (({"task": "msrvtt-retrieval"}, "fine-tuned for task 'msrvtt-retrieval', not 'msrvtt-qa'"),
+                           ({"task_version": "2.3"}, "was made by msrvtt-qa 2.3"),
+                           ({"kind": "pretrain"}, "is a pretrain checkpoint; evaluate takes a fine-tuned one")):  # fmt: skip
+        bad = dict(payload)
+        bad.pop("format")
+        bad["meta"] = {**payload["meta"], **change}
+        save_checkpoint(tmp_path / "bad.pt", bad)
+        result = runner.invoke(app, ["evaluate", "msrvtt-qa", "--checkpoint", str(tmp_path / "bad.pt")])
+        assert result.exit_code == 2 and needle in result.output, result.output
+
+
+def test_finetune_starts_from_the_pretrained_encoder(sample_root: Path, tmp_path: Path) -> None:
+    from decembert_cli.engine.finetune import prepare
+
+    pre = tmp_path / "pre"
+    sets = _sets(f"data.root={sample_root}", f"model.feature_dim_2d={DIM}", f"model.feature_dim_3d={DIM}", "data.workers=0",
+                 "train.batch_size=8", "train.max_steps=2", "train.device=cpu")  # fmt: skip
+    result = runner.invoke(app, ["pretrain", "--data", "sample", "--config", "tiny", *sets, "--out", str(pre)])
+    assert result.exit_code == 0, result.output
+    setup = prepare("msrvtt-qa", None, [f"task.root={sample_root / 'msrvtt'}"], tmp_path / "ft", pre)
+    state = torch.load(pre / "checkpoints" / "step-00000002.pt", weights_only=True)["model"]
+    mine = setup.job.model.encoder.state_dict()
+    assert setup.config.model.arch == "tiny" and setup.config.model.feature_dim_2d == DIM  # from the checkpoint
+    assert all(torch.equal(mine[k[len("encoder."):]], v) for k, v in state.items() if k.startswith("encoder."))
+    result = runner.invoke(app, ["finetune", "msrvtt-qa", "--checkpoint", str(tmp_path / "ft-none"), "--set", f"task.root={sample_root}"])
+    assert result.exit_code == 2 and "not found" in result.output
