@@ -28,13 +28,13 @@ def check_task(task_cls: type, task_settings: dict[str, Any], *, feature_dims: t
     `feature_dims` the (2D, 3D) widths of its stored features. Checks: the declared attributes;
     the config class builds from the settings; `check()` reads the files; a training batch of
     `items` collates and gives a finite loss whose gradient reaches the head and the encoder; the
-    task's state round-trips into a new instance; the metric over `items` evaluation items holds
-    the main metric, finite, and one JSON-able prediction per item. Raises AssertionError naming
+    task's state round-trips into a new instance; the metric over the evaluation split (keep it
+    small) holds the main metric, finite, and JSON-able predictions. Raises AssertionError naming
     what broke.
     """
     from decembert_cli.config import ModelConfig
     from decembert_cli.config.loader import from_dict
-    from decembert_cli.engine.finetune import TaskModel, config_class
+    from decembert_cli.engine.finetune import TaskModel, config_class, score_split
     from decembert_cli.model import build_encoder, build_tokenizer
 
     for attribute in ("name", "version", "Config", "main_metric", "eval_split"):
@@ -67,11 +67,7 @@ def check_task(task_cls: type, task_settings: dict[str, Any], *, feature_dims: t
     data = again.adapter().dataset(split, tokenizer, model_cfg, train=False)
     metric = again.metric()
     metric.reset()
-    model.eval()
-    n = min(items, len(data))
-    with torch.no_grad():
-        batch = data.collate([data[i] for i in range(n)])
-        metric.update(model.head(model.encoder(batch), batch), batch)
+    score_split(again, model, data, metric, items, torch.device("cpu"))
     metrics = metric.compute()
     assert task_cls.main_metric in metrics, f"the metric has no '{task_cls.main_metric}' (it has {sorted(metrics)})"
     assert all(math.isfinite(v) for v in metrics.values()), f"non-finite metrics: {metrics}"

@@ -82,7 +82,8 @@ def evaluate(
     split: Optional[str] = typer.Option(None, help="Split to score (default: the task's test split)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json and predictions.jsonl (default RUN/eval-SPLIT)."),
     overrides: List[str] = SetOption,
-    batch_size: int = typer.Option(64, min=1, help="Items per forward pass."),
+    batch_size: int = typer.Option(64, min=1, help="Items (for retrieval: text-video pairs) per forward pass."),
+    rerank_k: Optional[int] = typer.Option(None, "--rerank-k", min=0, help="Retrieval: re-score only each text's top K of a cheap cosine ranking (0: every pair)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Score a fine-tuned checkpoint: metrics.json (with the protocol) and one prediction per item.
@@ -96,6 +97,8 @@ def evaluate(
     from decembert_cli.engine.finetune import evaluate as run_evaluate
 
     console = Console()
+    if rerank_k is not None:
+        overrides = [*overrides, f"task.rerank_k={rerank_k}"]
     result = run_evaluate(task, checkpoint, out, split=split, overrides=overrides, batch_size=batch_size, device=device)
     table = Table(title=f"{task}, {result.split} split, {result.items} items ({result.seconds:.1f} s)", title_justify="left")
     table.add_column("metric")
@@ -103,6 +106,7 @@ def evaluate(
     for key, value in result.metrics.items():
         table.add_row(f"[bold]{key}[/bold]" if key == result.main_metric else key, f"{value:.2f}")
     console.print(table)
+    console.print("protocol: " + ", ".join(f"{k} {v}" for k, v in result.protocol.items()), highlight=False, soft_wrap=True)
     console.print(f"metrics {result.metrics_path}; predictions {result.predictions_path}", highlight=False, soft_wrap=True)
 
 

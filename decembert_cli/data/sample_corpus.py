@@ -164,6 +164,8 @@ def _owned(rel: Path) -> bool:
         return name in _FILES
     if parent == "msrvtt":
         return name in _CLIP_FILES
+    if parent == "youcook2":
+        return name == "youcookii_annotations_trainval.json"
     return parent in _ALL_VIDEO_DIRS and _VIDEO_FILE.fullmatch(name) is not None
 
 
@@ -223,7 +225,7 @@ def _prepare(out_dir: Path, arguments: dict) -> bool:
     foreign = []  # anything an interrupted run of this generator would not have left
     for path in sorted(out_dir.rglob("*")):
         rel = path.relative_to(out_dir)
-        if not (rel.as_posix() in ("features", "msrvtt", "msrvtt/features", *_ALL_VIDEO_DIRS) if path.is_dir() else _owned(rel)):
+        if not (rel.as_posix() in ("features", "msrvtt", "msrvtt/features", "youcook2", *_ALL_VIDEO_DIRS) if path.is_dir() else _owned(rel)):
             foreign.append(rel)
     if foreign:
         raise DecembertError(
@@ -496,6 +498,7 @@ def generate(
         if progress is not None:
             progress(done, videos)
     sample_downstream.write(out_dir, clip_plans, write_video)
+    atomic_write_text(out_dir / "youcook2" / sample_downstream.YOUCOOK2_FILE, sample_downstream.youcook2_annotations(plans, seed))
 
     atomic_write_text(out_dir / "caption.json", json.dumps({p["id"]: p["captions"] for p in plans}))
     alignment = {
@@ -529,7 +532,8 @@ def generate(
             else {"backbone": "none: run `decembert extract-features videos --out features`"}
         ),
         "videos": {"folder": "videos", "codec": "mp4v", "fps": 24, "size": [160, 120]} if render else None,
-        "downstream": {"msrvtt": {"clips": clips, "folder": "msrvtt", "formats": "MSRVTT_data.json, MSRVTT-QA *_qa.json, 1k-A test csv"}},
+        "downstream": {"msrvtt": {"clips": clips, "folder": "msrvtt", "formats": "MSRVTT_data.json, MSRVTT-QA *_qa.json, 1k-A test csv"},
+                       "youcook2": {"file": "youcook2/youcookii_annotations_trainval.json", "videos": "the corpus' own"}},
         "dense_captions": (
             {"step_s": DENSE_STEP_S, "layout": "paper object array"}
             if features == "synthetic"

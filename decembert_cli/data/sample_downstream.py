@@ -14,6 +14,10 @@ test, with:
 - `features/2d`, `features/3d`, `dense_captions/` as in the corpus (synthetic features), or
   `videos/video{n}.mp4` for extract-features and dense-caption (`--features none`).
 
+`youcook2/youcookii_annotations_trainval.json` annotates the corpus' own videos in YouCook2's format:
+every segment with an imperative sentence naming its action and object; the last quarter of the
+videos is the validation subset. Their features are the corpus' (`features/`).
+
 A clip's plan has the corpus' plan layout, so features, videos and dense captions come from the same
 functions as the pre-training videos'.
 """
@@ -37,6 +41,9 @@ SENTENCES = (
 )  # fmt: skip
 OBJECT_QUESTIONS = ("what do they {action}?", "what does the person {action}?", "what is someone going to {action}?")
 ACTION_QUESTIONS = ("what is done to the {obj}?", "how do they handle the {obj}?", "what does the person do with the {obj}?")
+STEPS = ("{action} the {obj}", "{action} the {obj} and set it aside", "{action} some {obj}", "{action} the {adj} {obj} well",
+         "now {action} the {obj}", "carefully {action} the {obj}")  # fmt: skip
+YOUCOOK2_FILE = "youcookii_annotations_trainval.json"
 CLIP_INDEX_BASE = 100000  # clip n uses background index CLIP_INDEX_BASE + n (distinct from the corpus videos)
 
 
@@ -121,3 +128,21 @@ def write(out_dir: Path, plans: list[dict], write_clip) -> None:  # type: ignore
         write_clip(plan, folder)
     for name, text in annotation_files(plans).items():
         atomic_write_text(folder / name, text)
+
+
+def youcook2_annotations(plans: list[dict], seed: int) -> str:
+    """YouCook2's trainval JSON for the corpus' videos (`sample_corpus` plans): one sentence per segment."""
+    from decembert_cli.data.sample_corpus import ADJECTIVES
+
+    database = {}
+    validation_from = len(plans) - max(1, len(plans) // 4) if len(plans) > 1 else len(plans)
+    for n, plan in enumerate(plans):
+        rng = np.random.default_rng([seed, 4, n])
+        annotations = []
+        for i, (s0, s1, obj, action) in enumerate(plan["segments"]):
+            sentence = str(rng.choice(STEPS)).format(action=action, obj=obj, adj=str(rng.choice(ADJECTIVES)))
+            annotations.append({"segment": [round(s0 / 100, 2), round(s1 / 100, 2)], "id": i, "sentence": sentence})
+        database[plan["id"]] = {"duration": float(plan["seconds"]), "subset": "training" if n < validation_from else "validation",
+                                "recipe_type": str(plan["task_id"]), "annotations": annotations,
+                                "video_url": f"https://example.invalid/sample/{plan['id']}"}  # fmt: skip
+    return json.dumps({"database": database})

@@ -113,15 +113,15 @@ def _checkpoint_file(path: Path) -> Path:
     return path
 
 
-def pretrained_encoder(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
-    """(model config dict, encoder state, file) of a pre-training checkpoint (file or run folder)."""
+def pretrained_encoder(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path, dict[str, torch.Tensor]]:
+    """(model config dict, encoder state, file, whole pre-training state) of a pre-training checkpoint (file or run folder)."""
     file = _checkpoint_file(path)
     payload = ckpt.load_checkpoint(file)
     kind = payload.get("meta", {}).get("kind")
     if kind != "pretrain":
         raise DecembertError(f"{file} is a {kind or 'unknown'} checkpoint; fine-tuning starts from a pre-training checkpoint (decembert pretrain)")
     state = {k[len("encoder.") :]: v for k, v in payload["model"].items() if k.startswith("encoder.")}
-    return payload["config"]["model"], state, file
+    return payload["config"]["model"], state, file, payload["model"]
 
 
 @dataclass
@@ -143,9 +143,10 @@ def prepare(task_name: str, config_source: str | None, overrides: list[str], run
     cls = config_class(task_cls)
     config = load_config(cls, config_source, overrides)
     encoder_state = None
+    pretrained: dict[str, torch.Tensor] = {}
     init = config.model.init
     if checkpoint is not None:
-        model_dict, encoder_state, file = pretrained_encoder(checkpoint)
+        model_dict, encoder_state, file, pretrained = pretrained_encoder(checkpoint)
         given = {o.split("=", 1)[0].strip() for o in overrides if o.strip().startswith("model.")}
         merged = {**model_dict, **{k: v for k, v in to_dict(config.model).items() if f"model.{k}" in given}}
         config = dataclasses.replace(config, model=from_dict(ModelConfig, {**merged, "init": "none"}))
@@ -165,6 +166,8 @@ def prepare(task_name: str, config_source: str | None, overrides: list[str], run
             raise DecembertError(f"{init}: the encoder does not fit this model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     check_vocabulary(tokenizer, encoder)
     model = TaskModel(encoder, task.head(encoder.hidden_size))
+    if pretrained and hasattr(model.head, "from_pretraining"):  # e.g. retrieval starts from the VTM head
+        model.head.from_pretraining(pretrained)
     meta = {"kind": "finetune", "task": task_name, "task_package": info.package, "task_version": task_cls.version,
             "task_state": task.state(), "init": init}  # fmt: skip
     val_keys = validation_indices(len(val_data), VAL_ITEMS) if val_data is not None else []
@@ -188,6 +191,22 @@ def finetune(setup: FinetuneSetup, *, resume: bool = False, **kwargs: Any) -> Tr
         teardown()
 
 
+def score_split(task: Any, model: TaskModel, data: Any, metric: Any, batch_size: int, device: torch.device,
+                progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+    """Run every item of `data` through the model into `metric` (the task's own `evaluate` when it has one)."""
+    model.eval()
+    with torch.inference_mode():
+        if hasattr(task, "evaluate"):  # a task with its own protocol (e.g. retrieval's re-ranking)
+            task.evaluate(model, data, metric, batch_size, device, progress)
+            return
+        n = len(data)
+        for first in range(0, n, batch_size):
+            batch = data.collate([data[i] for i in range(first, min(n, first + batch_size))]).to(device)
+            metric.update(model.head(model.encoder(batch), batch), batch)
+            if progress is not None:
+                progress(min(n, first + batch_size), n)
+
+
 @dataclass
 class Evaluation:
     task: str
@@ -198,6 +217,7 @@ class Evaluation:
     seconds: float
     metrics_path: Path
     predictions_path: Path
+    protocol: dict[str, Any]  # what was scored how (split, gallery size, scoring)
 
 
 def evaluate(
@@ -249,19 +269,15 @@ def evaluate(
     metric.reset()
     started = time.perf_counter()
     n = len(data)
-    with torch.inference_mode():
-        for first in range(0, n, batch_size):
-            batch = data.collate([data[i] for i in range(first, min(n, first + batch_size))]).to(dev)
-            metric.update(model.head(model.encoder(batch), batch), batch)
-            if progress is not None:
-                progress(min(n, first + batch_size), n)
+    score_split(task, model, data, metric, batch_size, dev, progress)
     metrics = metric.compute()
     seconds = time.perf_counter() - started
     out = Path(out) if out is not None else file.parent.parent / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
-    record = {"task": task_name, "split": split, "checkpoint": str(file), "task_version": ours, "items": n,
+    protocol = metric.protocol() if hasattr(metric, "protocol") else {"split": split}
+    record = {"task": task_name, "split": split, "checkpoint": str(file), "task_version": ours, "items": n, "protocol": protocol,
               "main_metric": task_cls.main_metric, "metrics": metrics, "seconds": round(seconds, 3)}  # fmt: skip
     metrics_path = atomic_write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
     lines = "".join(json.dumps(p) + "\n" for p in metric.predictions())
     predictions_path = atomic_write_text(out / "predictions.jsonl", lines)
-    return Evaluation(task_name, split, metrics, task_cls.main_metric, n, seconds, metrics_path, predictions_path)
+    return Evaluation(task_name, split, metrics, task_cls.main_metric, n, seconds, metrics_path, predictions_path, protocol)

@@ -1,0 +1,400 @@
+"""Text-to-video retrieval with the cross-encoder; `msrvtt-retrieval` and `youcook2-retrieval` bind it to data.
+
+Training is video-text matching as in pre-training: each caption with its clip, replaced with
+probability 1/2 by a caption of another clip (a negative); the head is the pre-training VTM
+classifier on the mean-pooled sequence (loaded from the pre-training checkpoint when fine-tuning
+from one). Evaluation scores every text with every clip of the gallery, in batches of many pairs
+per forward pass (each clip's features, dense captions and each text are prepared once), and
+reports R@1/5/10, median and mean rank in both directions (`decembert_cli.metrics.retrieval`, ties
+broken pessimistically). With `task.rerank_k = K` a cheap first stage ranks the gallery by the
+cosine of separately encoded video and text (mean-pooled) and only the top K clips of each text are
+re-scored by the cross-encoder, ranked above the rest.
+
+- msrvtt-retrieval: train on the videos of `task.train_list` (MSRVTT_train.9k.csv or 7k) expanded to
+  their captions in MSRVTT_data.json; test on the 1k-A CSV (one caption per video, 1,000 x 1,000).
+- youcook2-retrieval: every annotated segment is a clip (features and dense captions cut to it);
+  train on the training subset, test on validation; `task.clip_list` (validation_youcook.csv)
+  restricts the gallery to the clips listed there, as the HowTo100M / MIL-NCE protocol does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
+from decembert_cli.errors import DecembertError
+from decembert_cli.metrics.retrieval import retrieval_metrics
+from decembert_cli.model.heads import VTMHead
+from decembert_cli.protocols import DataCheck
+
+from .datasets.msrvtt import read_1ka, read_msrvtt_data, read_video_list
+from .datasets.videos import VideoSettings, VideoStore, under
+from .datasets.youcook2 import read_clip_list, read_youcook2
+
+
+RERANKED = 1e6  # added to cross-encoder scores of re-ranked pairs (first-stage cosines lie in [-1, 1])
+
+
+@dataclass(frozen=True)
+class Clip:
+    video_id: str
+    window: tuple[float, float] | None  # seconds; None = the whole video
+
+
+@dataclass
+class Pairs:
+    """Texts, the clips they describe (`clip_of_text`), and the gallery of clips."""
+
+    clips: list[Clip]
+    texts: list[str]
+    clip_of_text: list[int]
+
+
+class RetrievalTrainData(torch.utils.data.Dataset):
+    """Item (epoch, i): text i with its clip (match 1), or with probability 1/2 with another clip's text (match 0)."""
+
+    def __init__(self, pairs: Pairs, store: VideoStore, tokenizer: Any, settings: Any, max_video_tokens: int) -> None:
+        self.pairs, self.store, self.tokenizer, self.settings, self.max_video_tokens = pairs, store, tokenizer, settings, max_video_tokens
+        if len(set(pairs.clip_of_text)) < 2:
+            raise DecembertError("retrieval training needs captions of at least two clips (negatives come from other clips)")
+
+    def __len__(self) -> int:
+        return len(self.pairs.texts)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
+        epoch, index = (0, key) if isinstance(key, (int, np.integer)) else key
+        rng = np.random.default_rng([int(epoch), int(index)])
+        clip = self.pairs.clips[self.pairs.clip_of_text[int(index)]]
+        text, match = int(index), 1
+        if rng.random() < 0.5:
+            match = 0
+            while self.pairs.clip_of_text[text] == self.pairs.clip_of_text[int(index)]:
+                text = int(rng.integers(len(self.pairs.texts)))
+        video_2d, video_3d = self.store.features(clip.video_id, clip.window)
+        dense = self.store.dense(clip.video_id, clip.window, rng) if self.settings.use_dense else []
+        return _sample(self.tokenizer, video_2d, video_3d, _tokens(self.tokenizer, dense), _tokens(self.tokenizer, [self.pairs.texts[text]])[0],
+                       {"match": match})  # fmt: skip
+
+    def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
+        return _collate(self.tokenizer, samples, self.max_video_tokens)
+
+
+class RetrievalEvalData(torch.utils.data.Dataset):
+    """Item t * C + c: text t with clip c, for every text and every clip of the gallery."""
+
+    def __init__(self, pairs: Pairs, store: VideoStore, tokenizer: Any, settings: Any, max_video_tokens: int) -> None:
+        self.pairs, self.tokenizer, self.max_video_tokens = pairs, tokenizer, max_video_tokens
+        self.videos = [store.features(c.video_id, c.window) for c in pairs.clips]  # prepared once per clip
+        self.dense = [_tokens(tokenizer, store.dense(c.video_id, c.window, None)) if settings.use_dense else [] for c in pairs.clips]
+        self.text_ids = _tokens(tokenizer, pairs.texts)
+
+    def __len__(self) -> int:
+        return len(self.pairs.texts) * len(self.pairs.clips)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
+        index = key[1] if isinstance(key, tuple) else key
+        t, c = divmod(int(index), len(self.pairs.clips))
+        v2, v3 = self.videos[c]
+        return _sample(self.tokenizer, v2, v3, self.dense[c], self.text_ids[t], {"text": t, "clip": c, "match": int(self.pairs.clip_of_text[t] == c)})
+
+    def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
+        return _collate(self.tokenizer, samples, self.max_video_tokens)
+
+
+def _tokens(tokenizer: Any, texts: list[str], most: int = 30) -> list[list[int]]:
+    if not texts:
+        return []
+    return [ids or [tokenizer.unk_token_id] for ids in tokenizer(texts, add_special_tokens=False, truncation=True, max_length=most)["input_ids"]]
+
+
+def _sample(tokenizer: Any, v2: np.ndarray, v3: np.ndarray, dense: list[list[int]], text: list[int], extras: dict[str, Any]) -> EncoderSample:
+    segments = [TextSegment(ids, TokenType.DENSE) for ids in dense] + [TextSegment(text, TokenType.ASR)]
+    return EncoderSample(torch.from_numpy(v2), torch.from_numpy(v3), segments, extras=extras)
+
+
+def _collate(tokenizer: Any, samples: list[EncoderSample], max_video_tokens: int) -> VideoTextBatch:
+    return collate(samples, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id, max_video_tokens=max_video_tokens)
+
+
+class RetrievalHead(nn.Module):
+    """The pre-training VTM classifier: one matching logit per (video, text) pair."""
+
+    def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.vtm = VTMHead(hidden_size, dropout)
+
+    def from_pretraining(self, state: dict[str, torch.Tensor]) -> bool:
+        """Start from the pre-trained VTM head (keys vtm.*), when the checkpoint has one."""
+        mine = {k[len("vtm."):]: v for k, v in state.items() if k.startswith("vtm.")}
+        if not mine:
+            return False
+        self.vtm.load_state_dict(mine)
+        return True
+
+    def forward(self, output: Any, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
+        logits = self.vtm(output.pooled)  # (B,)
+        result = {"score": logits}
+        match = batch.extras.get("match")
+        if match is not None:
+            result["loss"] = nn.functional.binary_cross_entropy_with_logits(logits.float(), match.float())
+            result["correct"] = (logits > 0).long() == match
+        return result
+
+
+class RetrievalMetric:
+    """Collects the score of every (text, clip) pair, then ranks (both directions)."""
+
+    def __init__(self, pairs: Pairs, protocol: dict[str, Any]) -> None:
+        self.pairs, self._protocol = pairs, protocol
+        self.reset()
+
+    def reset(self) -> None:
+        self.scores = np.full((len(self.pairs.texts), len(self.pairs.clips)), np.nan)
+
+    def update(self, outputs: dict[str, torch.Tensor], batch: VideoTextBatch) -> None:
+        t = batch.extras["text"].cpu().numpy()
+        c = batch.extras["clip"].cpu().numpy()
+        self.scores[t, c] = outputs["score"].float().cpu().numpy()
+
+    def compute(self) -> dict[str, float]:
+        missing = int(np.isnan(self.scores).sum())
+        if missing:
+            raise DecembertError(f"{missing} of {self.scores.size} text-clip pairs were not scored")
+        return retrieval_metrics(self.scores, np.asarray(self.pairs.clip_of_text))
+
+    def protocol(self) -> dict[str, Any]:
+        return {**self._protocol, "texts": len(self.pairs.texts), "gallery": len(self.pairs.clips)}
+
+    def predictions(self) -> list[dict[str, Any]]:
+        rows = []
+        order = np.argsort(-self.scores, axis=1, kind="stable")
+        for t, text in enumerate(self.pairs.texts):
+            c = self.pairs.clip_of_text[t]
+            rank = int((self.scores[t] >= self.scores[t, c]).sum())  # ties pessimistic, as in the metrics
+            rows.append({"text": text, "video_id": self.pairs.clips[c].video_id, "window": self.pairs.clips[c].window, "rank": rank,
+                         "top5": [self.pairs.clips[j].video_id for j in order[t, :5]]})  # fmt: skip
+        return rows
+
+
+@dataclass(frozen=True)
+class RetrievalSettings(VideoSettings):
+    use_dense: bool = True  # feed each clip's dense captions before the text
+    rerank_k: int = 0  # 0: the cross-encoder scores every pair; K > 0: it re-scores only each text's top K of a cosine first stage
+
+
+class RetrievalTask:
+    """What both retrieval tasks share; subclasses read their files into `Pairs`."""
+
+    version = "1.0"
+    main_metric = "t2v_R@1"
+
+    def __init__(self, config: Any, state: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self._pairs: dict[str, Pairs] = {}
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def adapter(self) -> "RetrievalTask":
+        return self
+
+    def pairs(self, split: str) -> Pairs:  # pragma: no cover - each task reads its own files
+        raise NotImplementedError
+
+    def _cached(self, split: str) -> Pairs:
+        if split not in self._pairs:
+            self._pairs[split] = self.pairs(split)
+        return self._pairs[split]
+
+    def dataset(self, split: str, tokenizer: Any, model: Any, *, train: bool) -> torch.utils.data.Dataset:
+        store = VideoStore(self.config, (model.feature_dim_2d, model.feature_dim_3d))
+        pairs = self._cached(split)
+        lacking = sorted({c.video_id for c in pairs.clips if not store.has_features(c.video_id)})
+        if lacking and train:
+            keep = [i for i, c in enumerate(pairs.clips) if store.has_features(c.video_id)]
+            remap = {old: new for new, old in enumerate(keep)}
+            pairs = Pairs([pairs.clips[i] for i in keep], [t for t, c in zip(pairs.texts, pairs.clip_of_text) if c in remap],
+                          [remap[c] for c in pairs.clip_of_text if c in remap])  # fmt: skip
+        elif lacking:
+            raise DecembertError(f"{len(lacking)} {split} videos lack features in {store.dir_2d} (first: {lacking[0]}); "
+                                 "every gallery clip must be scored, so extract them first (decembert extract-features)")  # fmt: skip
+        cls = RetrievalTrainData if train else RetrievalEvalData
+        return cls(pairs, store, tokenizer, self.config, model.max_video_tokens)
+
+    def head(self, hidden_size: int) -> RetrievalHead:
+        return RetrievalHead(hidden_size)
+
+    def metric(self) -> RetrievalMetric:
+        scoring = "cross-encoder, every pair" if self.config.rerank_k <= 0 else f"cosine first stage, cross-encoder on the top {self.config.rerank_k}"
+        return RetrievalMetric(self._cached(self.eval_split), {"split": self.eval_split, "scoring": scoring})
+
+    def _check_pairs(self, report: DataCheck, split: str, store: VideoStore) -> None:
+        pairs = self._cached(split)
+        videos = sorted({c.video_id for c in pairs.clips})
+        lacking = [v for v in videos if not store.has_features(v)]
+        counts = {"texts": len(pairs.texts), "clips": len(pairs.clips), "videos": len(videos), "videos without features": len(lacking)}
+        if store.dense_dir is not None:
+            counts["videos without dense captions"] = sum(store.dense_file(v) is None for v in videos)
+        report.counts[split] = counts
+        if lacking:
+            report.problems.append(f"{split}: {len(lacking)} of {len(videos)} videos lack features in {store.dir_2d} (first: {lacking[0]})")
+
+    def evaluate(self, model: Any, data: RetrievalEvalData, metric: RetrievalMetric, batch_size: int, device: torch.device,
+                 progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+        """Fill the metric: every pair through the cross-encoder, or only each text's top K (rerank_k)."""
+        k = self.config.rerank_k
+        pairs = data.pairs
+        n_texts, n_clips = len(pairs.texts), len(pairs.clips)
+        offset = 0.0
+        if k <= 0 or k >= n_clips:
+            wanted = [(t, c) for t in range(n_texts) for c in range(n_clips)]
+        else:
+            cheap = _cosine_scores(model, data, batch_size, device)  # (T, C) cosines in [-1, 1]
+            metric.scores[:] = cheap
+            offset = RERANKED  # re-scored pairs rank above every pair of the first stage
+            top = np.argsort(-cheap, axis=1, kind="stable")[:, :k]
+            wanted = [(t, int(c)) for t in range(n_texts) for c in top[t]]
+        for first in range(0, len(wanted), batch_size):
+            chunk = wanted[first : first + batch_size]
+            batch = data.collate([data[t * n_clips + c] for t, c in chunk]).to(device)
+            scores = model.head(model.encoder(batch), batch)["score"].double().cpu().numpy()  # float64: + RERANKED keeps every digit
+            metric.scores[[t for t, _ in chunk], [c for _, c in chunk]] = scores + offset
+            if progress is not None:
+                progress(min(len(wanted), first + batch_size), len(wanted))
+
+
+def _cosine_scores(model: Any, data: RetrievalEvalData, batch_size: int, device: torch.device) -> np.ndarray:
+    """Cosine of the mean-pooled encodings of each clip alone (video + dense captions) and each text alone."""
+    tok = data.tokenizer
+    empty = torch.zeros(1, data.videos[0][0].shape[1]), torch.zeros(1, data.videos[0][1].shape[1])
+
+    def encode(samples: list[EncoderSample]) -> torch.Tensor:
+        batch = collate(samples, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id, pad_id=tok.pad_token_id, max_video_tokens=data.max_video_tokens)
+        return nn.functional.normalize(model.encoder(batch.to(device)).pooled.float(), dim=-1).cpu()
+
+    clips = [EncoderSample(torch.from_numpy(v2), torch.from_numpy(v3), [TextSegment(ids, TokenType.DENSE) for ids in d])
+             for (v2, v3), d in zip(data.videos, data.dense)]  # fmt: skip
+    texts = [EncoderSample(empty[0], empty[1], [TextSegment(ids, TokenType.ASR)]) for ids in data.text_ids]
+    video_vecs = torch.cat([encode(clips[i : i + batch_size]) for i in range(0, len(clips), batch_size)])
+    text_vecs = torch.cat([encode(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+    return (text_vecs @ video_vecs.T).numpy()
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MSRVTTRetrievalConfig(RetrievalSettings):
+    data: str = "MSRVTT_data.json"  # videos, splits and their 20 captions each
+    train_list: str = "MSRVTT_train.9k.csv"  # training videos (9k or 7k list)
+    test: str = "MSRVTT_JSFUSION_test.csv"  # the 1k-A test: key,vid_key,video_id,sentence
+
+
+class MSRVTTRetrieval(RetrievalTask):
+    """MSR-VTT text-to-video retrieval, 1k-A test (Yu et al., 2018)."""
+
+    name = "msrvtt-retrieval"
+    Config = MSRVTTRetrievalConfig
+    eval_split = "test"
+
+    @staticmethod
+    def sample_settings(sample_root: Path) -> dict[str, Any]:
+        return {"root": str(Path(sample_root) / "msrvtt")}
+
+    def _path(self, name: str) -> Path:
+        if not self.config.root:
+            raise DecembertError("task.root is not set: --set task.root=DIR (the folder with MSRVTT_data.json, the CSVs and features)")
+        return under(Path(self.config.root).expanduser(), name)
+
+    def has_split(self, split: str) -> bool:
+        files = {"train": (self.config.data, self.config.train_list), "test": (self.config.test,)}.get(split, ())
+        return bool(files) and all(self._path(f).is_file() for f in files)
+
+    def pairs(self, split: str) -> Pairs:
+        if split == "train":
+            _videos, sentences = read_msrvtt_data(self._path(self.config.data))
+            ids = read_video_list(self._path(self.config.train_list))
+            missing = [v for v in ids if v not in sentences]
+            if missing:
+                raise DecembertError(f"{self._path(self.config.train_list)}: {len(missing)} videos have no sentences in {self.config.data} (first: {missing[0]})")
+            clips = [Clip(v, None) for v in ids]
+            texts = [(i, s) for i, v in enumerate(ids) for s in sentences[v]]
+            return Pairs(clips, [s for _, s in texts], [i for i, _ in texts])
+        if split == "test":
+            test = read_1ka(self._path(self.config.test))
+            order = list(dict.fromkeys(v for v, _ in test))
+            index = {v: i for i, v in enumerate(order)}
+            return Pairs([Clip(v, None) for v in order], [s for _, s in test], [index[v] for v, _ in test])
+        raise DecembertError(f"split '{split}': msrvtt-retrieval has train and test")
+
+    def check(self) -> DataCheck:
+        report = DataCheck()
+        store = VideoStore(self.config)
+        for role, name in (("videos and captions", self.config.data), ("train list", self.config.train_list), ("test", self.config.test)):
+            path = self._path(name)
+            report.files[role] = str(path) if path.is_file() else f"missing: {path}"
+        for split in ("train", "test"):
+            if self.has_split(split):
+                self._check_pairs(report, split, store)
+        return report
+
+
+@dataclass(frozen=True)
+class YouCook2RetrievalConfig(RetrievalSettings):
+    annotations: str = "youcookii_annotations_trainval.json"  # YouCook2 train + validation annotations
+    clip_list: str = ""  # optional validation_youcook.csv (end,start,task,text,video_id): the gallery of the HowTo100M protocol
+
+
+class YouCook2Retrieval(RetrievalTask):
+    """YouCook2 text-to-clip retrieval on the validation segments (Zhou et al., 2018)."""
+
+    name = "youcook2-retrieval"
+    Config = YouCook2RetrievalConfig
+    eval_split = "val"
+
+    @staticmethod
+    def sample_settings(sample_root: Path) -> dict[str, Any]:
+        return {"root": str(sample_root), "annotations": "youcook2/youcookii_annotations_trainval.json"}
+
+    def _path(self, name: str) -> Path:
+        if not self.config.root:
+            raise DecembertError("task.root is not set: --set task.root=DIR (the folder with the annotations and features)")
+        return under(Path(self.config.root).expanduser(), name)
+
+    def has_split(self, split: str) -> bool:
+        return split in ("train", "val") and self._path(self.config.annotations).is_file()
+
+    def pairs(self, split: str) -> Pairs:
+        subset = {"train": "training", "val": "validation"}.get(split)
+        if subset is None:
+            raise DecembertError(f"split '{split}': youcook2-retrieval has train and val")
+        videos = read_youcook2(self._path(self.config.annotations))
+        segments = [s for v in videos.values() if v.subset == subset for s in v.segments]
+        if split == "val" and self.config.clip_list:
+            listed = read_clip_list(self._path(self.config.clip_list))
+            clips = [Clip(v, (start, end)) for v, start, end, _text in listed]
+            return Pairs(clips, [text for *_x, text in listed], list(range(len(listed))))
+        return Pairs([Clip(s.video_id, (s.start, s.end)) for s in segments], [s.sentence for s in segments], list(range(len(segments))))
+
+    def check(self) -> DataCheck:
+        report = DataCheck()
+        path = self._path(self.config.annotations)
+        report.files["annotations"] = str(path) if path.is_file() else f"missing: {path}"
+        if self.config.clip_list:
+            clip_path = self._path(self.config.clip_list)
+            report.files["clip list"] = str(clip_path) if clip_path.is_file() else f"missing: {clip_path}"
+        if path.is_file():
+            videos = read_youcook2(path)
+            for subset in ("training", "validation"):
+                chosen = [v for v in videos.values() if v.subset == subset]
+                report.details[f"{subset} videos / segments"] = f"{len(chosen):,} / {sum(len(v.segments) for v in chosen):,}"
+            store = VideoStore(self.config)
+            for split in ("train", "val"):
+                self._check_pairs(report, split, store)
+        return report

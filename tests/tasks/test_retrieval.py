@@ -1,0 +1,115 @@
+"""Retrieval tasks: batched all-pairs scoring equals a one-pair-at-a-time loop, re-ranking, galleries, the VTM head."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from decembert_cli.app import app
+from decembert_cli.config import ModelConfig
+from decembert_cli.engine.finetune import TaskModel, score_split
+from decembert_cli.metrics.retrieval import retrieval_metrics
+from decembert_cli.model import build_encoder
+from decembert_tasks.retrieval import MSRVTTRetrieval, MSRVTTRetrievalConfig, YouCook2Retrieval, YouCook2RetrievalConfig
+
+runner = CliRunner()
+DIM = 16
+MODEL = ModelConfig(arch="tiny", init="none", feature_dim_2d=DIM, feature_dim_3d=DIM, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def sample_root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    from decembert_cli.data.sample_corpus import generate
+
+    return generate(tmp_path_factory.mktemp("ret") / "corpus", videos=8, clips=40, feature_dim_2d=DIM, feature_dim_3d=DIM)
+
+
+def _model(task) -> TaskModel:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    encoder, _ = build_encoder(MODEL)
+    return TaskModel(encoder, task.head(encoder.hidden_size)).eval()
+
+
+def test_batched_scores_equal_one_pair_at_a_time(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    task = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(sample_root / "msrvtt")))
+    data = task.dataset("test", tokenizer, MODEL, train=False)
+    pairs = data.pairs
+    assert len(pairs.texts) == len(pairs.clips) == 8 and len(data) == 64  # every test clip, one caption each (1k-A layout)
+    model = _model(task)
+    metric = task.metric()
+    score_split(task, model, data, metric, 24, torch.device("cpu"))  # batches cut across texts
+    naive = np.zeros((8, 8))
+    with torch.no_grad():
+        for t in range(8):
+            for c in range(8):
+                batch = data.collate([data[t * 8 + c]])
+                naive[t, c] = model.head(model.encoder(batch), batch)["score"].item()
+    np.testing.assert_allclose(metric.scores, naive, rtol=1e-4, atol=1e-5)  # padding in a batch changes nothing
+    assert metric.compute() == retrieval_metrics(naive, np.arange(8))
+    rows = metric.predictions()
+    assert len(rows) == 8 and all(1 <= r["rank"] <= 8 for r in rows)
+    assert metric.protocol() == {"split": "test", "scoring": "cross-encoder, every pair", "texts": 8, "gallery": 8}
+
+
+def test_rerank_k(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    full_task = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(sample_root / "msrvtt")))
+    model = _model(full_task)
+    results = {}
+    for k in (0, 8, 3):
+        task = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(sample_root / "msrvtt"), rerank_k=k))
+        data = task.dataset("test", tokenizer, MODEL, train=False)
+        metric = task.metric()
+        score_split(task, model, data, metric, 16, torch.device("cpu"))
+        results[k] = metric
+    assert results[8].compute() == results[0].compute()  # K = gallery: every pair re-scored
+    scores, full = results[3].scores, results[0].scores
+    for t in range(8):
+        top = np.argsort(-scores[t])[:3]
+        assert (scores[t, top] > 1e5).all() and (np.delete(scores[t], top) <= 1).all()  # re-scored ones first
+        np.testing.assert_allclose(scores[t, top] - 1e6, full[t, top], rtol=1e-4, atol=1e-4)
+    assert "top 3" in results[3].protocol()["scoring"]
+
+
+def test_youcook2_clips_are_segments_and_a_clip_list_sets_the_gallery(sample_root: Path, tokenizer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = YouCook2Retrieval.sample_settings(sample_root)
+    task = YouCook2Retrieval(YouCook2RetrievalConfig(**settings))
+    annotations = json.loads((sample_root / settings["annotations"]).read_text())["database"]
+    val = [(v, a) for v, e in annotations.items() if e["subset"] == "validation" for a in e["annotations"]]
+    pairs = task.pairs("val")
+    assert len(pairs.clips) == len(val) and pairs.clip_of_text == list(range(len(val)))
+    data = task.dataset("val", tokenizer, MODEL, train=False)
+    (v, a) = val[0]
+    start, end = a["segment"]
+    assert data.videos[0][0].shape[0] == int(np.ceil(end)) - int(np.floor(start))  # features cut to the segment
+    listed = [(v2, a2) for v2, a2 in val[::2]]
+    (tmp_path / "validation_youcook.csv").write_text("end,start,task,text,video_id\n" + "".join(
+        f"{a2['segment'][1]},{a2['segment'][0]},113,{a2['sentence']},{v2}\n" for v2, a2 in listed))
+    restricted = YouCook2Retrieval(YouCook2RetrievalConfig(**settings, clip_list=str(tmp_path / "validation_youcook.csv")))
+    assert len(restricted.pairs("val").clips) == len(listed)
+
+
+def test_finetune_from_pretraining_starts_from_its_vtm_head_and_evaluates(sample_root: Path, tmp_path: Path) -> None:
+    sets = [f"data.root={sample_root}", f"model.feature_dim_2d={DIM}", f"model.feature_dim_3d={DIM}", "data.workers=0",
+            "train.batch_size=8", "train.max_steps=2", "train.device=cpu"]  # fmt: skip
+    result = runner.invoke(app, ["pretrain", "--data", "sample", "--config", "tiny", *[x for s in sets for x in ("--set", s)], "--out", str(tmp_path / "pre")])
+    assert result.exit_code == 0, result.output
+    from decembert_cli.engine.finetune import prepare
+
+    setup = prepare("youcook2-retrieval", None, [f"task.{k}={v}" for k, v in YouCook2Retrieval.sample_settings(sample_root).items()],
+                    tmp_path / "ft", tmp_path / "pre")  # fmt: skip
+    vtm = torch.load(tmp_path / "pre" / "checkpoints" / "step-00000002.pt", weights_only=True)["model"]["vtm.classifier.1.weight"]
+    assert torch.equal(setup.job.model.head.vtm.classifier[1].weight, vtm)
+    args = ["finetune", "msrvtt-retrieval", "--checkpoint", str(tmp_path / "pre"), "--set", f"task.root={sample_root / 'msrvtt'}",
+            "--set", "train.max_steps=3", "--set", "train.batch_size=8", "--out", str(tmp_path / "msr")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", "msrvtt-retrieval", "--checkpoint", str(tmp_path / "msr"), "--rerank-k", "2"])
+    assert result.exit_code == 0, result.output
+    assert "gallery 8" in result.output and "top 2" in result.output
+    metrics = json.loads((tmp_path / "msr" / "eval-test" / "metrics.json").read_text())
+    assert metrics["protocol"]["gallery"] == 8 and {"t2v_R@1", "t2v_MedR", "v2t_R@10"} <= set(metrics["metrics"])
