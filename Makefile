@@ -12,17 +12,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The demo pipeline on the built-in sample corpus: render its videos, extract features with small
-# random-init backbones (offline), dense-caption them with the sample corpus' scene oracle (the real
-# captioner, Florence-2, needs a hub download), pre-train. Reruns reuse the corpus, features and captions.
+# The demo pipeline on the built-in sample corpus: render its videos (and its downstream clips in
+# msrvtt/), extract features with small random-init backbones (offline), dense-caption them with
+# the sample corpus' scene oracle (the real captioner, Florence-2, needs a hub download), pre-train,
+# then fine-tune and evaluate MSRVTT-QA and MSR-VTT retrieval on the clips. Reruns reuse the corpus,
+# features and captions; each run's models go to demo/runs/TIME.
 DEMO ?= demo
+DEMO_RUN := $(DEMO)/runs/$(shell date +%Y%m%d-%H%M%S)
 DEMO_BACKBONES := --random-init --backbone-2d resnet18 --size-2d 112 --backbone-3d resnext3d-tiny --size-3d 64
+DEMO_FINETUNE := --set task.root=$(DEMO)/corpus/msrvtt --set train.max_steps=150 --set train.batch_size=16
 demo: $(STAMP)
 	$(BIN)/decembert sample-data $(DEMO)/corpus --features none
 	HF_HUB_OFFLINE=1 $(BIN)/decembert extract-features $(DEMO)/corpus/videos --out $(DEMO)/corpus/features $(DEMO_BACKBONES)
+	HF_HUB_OFFLINE=1 $(BIN)/decembert extract-features $(DEMO)/corpus/msrvtt/videos --out $(DEMO)/corpus/msrvtt/features $(DEMO_BACKBONES)
 	$(BIN)/decembert dense-caption $(DEMO)/corpus/videos --backend oracle --out $(DEMO)/corpus/dense_captions
+	$(BIN)/decembert dense-caption $(DEMO)/corpus/msrvtt/videos --backend oracle --out $(DEMO)/corpus/msrvtt/dense_captions
 	HF_HUB_OFFLINE=1 $(BIN)/decembert pretrain --data sample --config demo --set data.root=$(DEMO)/corpus \
-		--set model.feature_dim_2d=512 --set model.feature_dim_3d=256
+		--set model.feature_dim_2d=512 --set model.feature_dim_3d=256 --out $(DEMO_RUN)/pretrain
+	HF_HUB_OFFLINE=1 $(BIN)/decembert finetune msrvtt-qa --checkpoint $(DEMO_RUN)/pretrain $(DEMO_FINETUNE) --out $(DEMO_RUN)/msrvtt-qa
+	HF_HUB_OFFLINE=1 $(BIN)/decembert evaluate msrvtt-qa --checkpoint $(DEMO_RUN)/msrvtt-qa
+	HF_HUB_OFFLINE=1 $(BIN)/decembert finetune msrvtt-retrieval --checkpoint $(DEMO_RUN)/pretrain $(DEMO_FINETUNE) --out $(DEMO_RUN)/msrvtt-retrieval
+	HF_HUB_OFFLINE=1 $(BIN)/decembert evaluate msrvtt-retrieval --checkpoint $(DEMO_RUN)/msrvtt-retrieval
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
@@ -31,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/encoder_step.py
 	$(BIN)/python benchmarks/pretrain_throughput.py
 	$(BIN)/python benchmarks/extract.py
+	$(BIN)/python benchmarks/retrieval_eval.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

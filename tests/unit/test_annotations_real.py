@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from decembert_cli.errors import DecembertError
-from decembert_tasks.datasets.msrvtt import answer_vocabulary, read_1ka, read_qa, read_video_list
+from decembert_tasks.datasets.msrvtt import answer_vocabulary, read_1ka, read_msrvtt_data, read_qa, read_video_list
 from decembert_tasks.datasets.youcook2 import read_clip_list, read_youcook2
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "real-annotations"
@@ -61,5 +61,10 @@ def test_bad_files_name_the_file_and_the_record_or_line(tmp_path: Path) -> None:
     (tmp_path / "test.csv").write_text("key,vid_key,video_id,sentence\nret0,msr1,clip1,a man\n")
     with pytest.raises(DecembertError, match=r"test.csv, line 2: needs a video_id"):
         read_1ka(tmp_path / "test.csv")
+    data = {"videos": [{"video_id": "video0", "split": "train"}], "sentences": [{"caption": "a man", "video_id": "video0"},
+            {"caption": "a cat", "video_id": "video7"}]}  # fmt: skip
+    (tmp_path / "MSRVTT_data.json").write_text(json.dumps(data))
+    with pytest.raises(DecembertError, match=r"MSRVTT_data.json, record 1: sentence of video7, which is not among the file's videos"):
+        read_msrvtt_data(tmp_path / "MSRVTT_data.json")
     with pytest.raises(DecembertError, match=r"nothere.json not found"):
         read_qa(tmp_path / "nothere.json")

@@ -1,0 +1,175 @@
+"""msrvtt-mc: multiple-choice video-text matching on MSR-VTT, as a separately installed decembert task.
+
+Each video of a split gets one question: its own first caption among `task.choices` - 1 captions
+of other videos of the split (drawn with `task.seed`), in a shuffled order; the model picks the
+candidate with the highest matching score. Training scores every (video, candidate) pair with a
+binary matching loss (1 for the right caption); the metric is accuracy over questions.
+
+It reads MSR-VTT's own MSRVTT_data.json and the stored features and dense captions of
+decembert's video store, and fits decembert's Task contract (decembert_cli.protocols).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
+from decembert_cli.errors import DecembertError
+from decembert_cli.protocols import DataCheck
+from decembert_tasks.datasets.msrvtt import read_msrvtt_data
+from decembert_tasks.datasets.videos import VideoSettings, VideoStore, under
+
+__version__ = "0.1.0"
+SPLITS = {"train": "train", "test": "test"}  # our split -> MSR-VTT's
+
+
+@dataclass(frozen=True)
+class MCConfig(VideoSettings):
+    data: str = "MSRVTT_data.json"  # MSR-VTT videos, splits and captions
+    choices: int = 5  # candidates per question (the right one included)
+    seed: int = 0  # draws the wrong candidates and the order
+    use_dense: bool = True  # feed each video's dense captions before the candidate
+
+
+@dataclass(frozen=True)
+class Question:
+    video_id: str
+    candidates: tuple[str, ...]
+    answer: int
+
+
+def questions(config: MCConfig, split: str) -> list[Question]:
+    if not config.root:
+        raise DecembertError("task.root is not set: --set task.root=DIR (the folder with MSRVTT_data.json and features)")
+    videos, sentences = read_msrvtt_data(under(Path(config.root).expanduser(), config.data))
+    ids = sorted((v for v, info in videos.items() if info.split == SPLITS[split] and v in sentences), key=lambda v: int(v[5:]))
+    if len(ids) < config.choices:
+        raise DecembertError(f"{split}: {len(ids)} videos, fewer than task.choices = {config.choices}")
+    rng = np.random.default_rng([config.seed, list(SPLITS).index(split)])
+    out = []
+    for i, video in enumerate(ids):
+        others = rng.choice([j for j in range(len(ids)) if j != i], size=config.choices - 1, replace=False)
+        candidates = [sentences[video][0]] + [sentences[ids[j]][0] for j in others]
+        order = rng.permutation(config.choices)
+        out.append(Question(video, tuple(candidates[k] for k in order), int(np.argmin(order))))
+    return out
+
+
+class PairData(torch.utils.data.Dataset):
+    """Item q * choices + k: video of question q with candidate k."""
+
+    def __init__(self, items: list[Question], store: VideoStore, tokenizer: Any, config: MCConfig, max_video_tokens: int) -> None:
+        self.items, self.store, self.tokenizer, self.config, self.max_video_tokens = items, store, tokenizer, config, max_video_tokens
+
+    def __len__(self) -> int:
+        return len(self.items) * self.config.choices
+
+    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
+        index = key[1] if isinstance(key, tuple) else key
+        q, k = divmod(int(index), self.config.choices)
+        item = self.items[q]
+        v2, v3 = self.store.features(item.video_id)
+        tok = self.tokenizer
+        dense = self.store.dense(item.video_id, None, None) if self.config.use_dense else []
+        segments = [TextSegment(ids or [tok.unk_token_id], TokenType.DENSE) for ids in tok(dense, add_special_tokens=False, truncation=True, max_length=30)["input_ids"]] if dense else []
+        text = tok(item.candidates[k], add_special_tokens=False, truncation=True, max_length=30)["input_ids"]
+        segments.append(TextSegment(text or [tok.unk_token_id], TokenType.ASR))
+        return EncoderSample(torch.from_numpy(v2), torch.from_numpy(v3), segments, extras={"question": q, "choice": k, "match": int(k == item.answer)})
+
+    def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
+        tok = self.tokenizer
+        return collate(samples, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id, pad_id=tok.pad_token_id, max_video_tokens=self.max_video_tokens)
+
+
+class Adapter:
+    def __init__(self, config: MCConfig) -> None:
+        self.config = config
+
+    def has_split(self, split: str) -> bool:
+        return split in SPLITS and bool(self.config.root) and under(Path(self.config.root).expanduser(), self.config.data).is_file()
+
+    def check(self) -> DataCheck:
+        report = DataCheck()
+        path = under(Path(self.config.root).expanduser(), self.config.data)
+        report.files["data"] = str(path) if path.is_file() else f"missing: {path}"
+        if path.is_file():
+            store = VideoStore(self.config)
+            for split in SPLITS:
+                items = questions(self.config, split)
+                report.counts[split] = {"questions": len(items), "videos without features": sum(not store.has_features(q.video_id) for q in items)}
+        return report
+
+    def dataset(self, split: str, tokenizer: Any, model: Any, *, train: bool) -> PairData:
+        store = VideoStore(self.config, (model.feature_dim_2d, model.feature_dim_3d))
+        return PairData(questions(self.config, split), store, tokenizer, self.config, model.max_video_tokens)
+
+
+class Head(nn.Module):
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Dropout(0.1), nn.Linear(hidden_size, 1))
+
+    def forward(self, output: Any, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
+        score = self.score(output.pooled).squeeze(-1)  # (B,)
+        match = batch.extras["match"]
+        return {"score": score, "loss": nn.functional.binary_cross_entropy_with_logits(score.float(), match.float()),
+                "correct": (score > 0).long() == match}  # fmt: skip
+
+
+class Accuracy:
+    """Accuracy (%) of picking the right candidate: the highest score among a question's candidates."""
+
+    def __init__(self, choices: int) -> None:
+        self.choices = choices
+        self.reset()
+
+    def reset(self) -> None:
+        self.scores: dict[int, dict[int, float]] = {}
+        self.answers: dict[int, int] = {}
+
+    def update(self, outputs: dict[str, torch.Tensor], batch: VideoTextBatch) -> None:
+        for q, k, m, s in zip(batch.extras["question"].tolist(), batch.extras["choice"].tolist(), batch.extras["match"].tolist(), outputs["score"].tolist()):
+            self.scores.setdefault(q, {})[k] = s
+            if m:
+                self.answers[q] = k
+
+    def compute(self) -> dict[str, float]:
+        done = [q for q, s in self.scores.items() if len(s) == self.choices]
+        right = sum(max(self.scores[q], key=self.scores[q].get) == self.answers[q] for q in done)
+        return {"accuracy": 100.0 * right / max(1, len(done)), "questions": float(len(done))}
+
+    def predictions(self) -> list[dict[str, Any]]:
+        return [{"question": q, "choice": max(s, key=s.get), "answer": self.answers.get(q)} for q, s in sorted(self.scores.items())]
+
+
+class MSRVTTMultipleChoice:
+    name = "msrvtt-mc"
+    version = __version__
+    Config = MCConfig
+    main_metric = "accuracy"
+    eval_split = "test"
+
+    def __init__(self, config: MCConfig, state: dict[str, Any] | None = None) -> None:
+        self.config = config
+
+    @staticmethod
+    def sample_settings(sample_root: Path) -> dict[str, Any]:
+        return {"root": str(Path(sample_root) / "msrvtt")}
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def adapter(self) -> Adapter:
+        return Adapter(self.config)
+
+    def head(self, hidden_size: int) -> Head:
+        return Head(hidden_size)
+
+    def metric(self) -> Accuracy:
+        return Accuracy(self.config.choices)
