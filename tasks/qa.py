@@ -23,7 +23,7 @@ from decembert_cli.errors import DecembertError
 from decembert_cli.protocols import DataCheck
 
 from .datasets.msrvtt import QAItem, answer_vocabulary, read_qa
-from .datasets.videos import VideoSettings, VideoStore, under
+from .datasets.videos import VideoSettings, VideoStore, task_file
 
 SPLITS = ("train", "val", "test")
 
@@ -76,10 +76,7 @@ class QAAdapter:
     def _path(self, split: str) -> Path:
         if split not in SPLITS:
             raise DecembertError(f"split '{split}': msrvtt-qa has train, val and test")
-        root = Path(self.config.root).expanduser() if self.config.root else None
-        if root is None:
-            raise DecembertError("task.root is not set: --set task.root=DIR (the folder with train_qa.json, ... and features)")
-        return under(root, getattr(self.config, split))
+        return task_file(self.config, getattr(self.config, split))
 
     def has_split(self, split: str) -> bool:
         return self._path(split).is_file()

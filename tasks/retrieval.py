@@ -34,7 +34,7 @@ from decembert_cli.model.heads import VTMHead
 from decembert_cli.protocols import DataCheck
 
 from .datasets.msrvtt import read_1ka, read_msrvtt_data, read_video_list
-from .datasets.videos import VideoSettings, VideoStore, under
+from .datasets.videos import VideoSettings, VideoStore, task_file
 from .datasets.youcook2 import read_clip_list, read_youcook2
 
 
@@ -207,6 +207,9 @@ class RetrievalTask:
     def pairs(self, split: str) -> Pairs:  # pragma: no cover - each task reads its own files
         raise NotImplementedError
 
+    def _path(self, name: str) -> Path:
+        return task_file(self.config, name)
+
     def _cached(self, split: str) -> Pairs:
         if split not in self._pairs:
             self._pairs[split] = self.pairs(split)
@@ -307,11 +310,6 @@ class MSRVTTRetrieval(RetrievalTask):
     def sample_settings(sample_root: Path) -> dict[str, Any]:
         return {"root": str(Path(sample_root) / "msrvtt")}
 
-    def _path(self, name: str) -> Path:
-        if not self.config.root:
-            raise DecembertError("task.root is not set: --set task.root=DIR (the folder with MSRVTT_data.json, the CSVs and features)")
-        return under(Path(self.config.root).expanduser(), name)
-
     def has_split(self, split: str) -> bool:
         files = {"train": (self.config.data, self.config.train_list), "test": (self.config.test,)}.get(split, ())
         return bool(files) and all(self._path(f).is_file() for f in files)
@@ -361,11 +359,6 @@ class YouCook2Retrieval(RetrievalTask):
     @staticmethod
     def sample_settings(sample_root: Path) -> dict[str, Any]:
         return {"root": str(sample_root), "annotations": "youcook2/youcookii_annotations_trainval.json"}
-
-    def _path(self, name: str) -> Path:
-        if not self.config.root:
-            raise DecembertError("task.root is not set: --set task.root=DIR (the folder with the annotations and features)")
-        return under(Path(self.config.root).expanduser(), name)
 
     def has_split(self, split: str) -> bool:
         return split in ("train", "val") and self._path(self.config.annotations).is_file()

@@ -50,9 +50,12 @@ def finetune(
 
     from decembert_cli.config import to_yaml
     from decembert_cli.engine.finetune import finetune as run_finetune
-    from decembert_cli.engine.finetune import prepare
+    from decembert_cli.engine.finetune import prepare, resolve
     from decembert_cli.errors import DecembertError
 
+    if print_config:
+        typer.echo(to_yaml(resolve(task, config, overrides, checkpoint).config), nl=False)
+        raise typer.Exit()
     if out is None:
         if resume:
             raise DecembertError("--resume needs --out RUN_DIR (the run to continue)")
@@ -62,9 +65,6 @@ def finetune(
     console = Console()
     with console.status(f"reading {task} and building the model"):
         setup = prepare(task, config, overrides, out, checkpoint)
-    if print_config:
-        typer.echo(to_yaml(setup.config), nl=False)
-        raise typer.Exit()
     console.print(f"{task}: {setup.train_items} training items, {setup.val_items} validation items scored; encoder from {setup.init}", highlight=False)
 
     def show(step: int, metrics: dict[str, float]) -> None:

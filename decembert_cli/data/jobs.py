@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import queue
 import re
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,3 +219,13 @@ def keep_settings(path: Path, settings: dict[str, Any], old: dict[str, Any] | No
             f"{path} was written with {key} = {old.get(key)!r}, this run has {settings.get(key)!r}; "
             f"{what} of different settings must not mix: choose another --out, or rerun with the old settings"
         )
+
+
+def put_until_stopped(out: queue.Queue, message: tuple, stop: threading.Event) -> None:
+    """Put `message` on a bounded queue, giving up when `stop` is set (the consumer has left)."""
+    while not stop.is_set():
+        try:
+            out.put(message, timeout=0.2)
+            return
+        except queue.Full:
+            continue

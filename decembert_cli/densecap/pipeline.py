@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from decembert_cli.data.densecap import STORE_FORMAT, store_record
-from decembert_cli.data.jobs import Failure, JobLog, VideoJob, check_writable, keep_settings, log_names, plan_work
+from decembert_cli.data.jobs import Failure, JobLog, VideoJob, check_writable, keep_settings, log_names, plan_work, put_until_stopped
 from decembert_cli.data.video import Decoded, Grid, VideoError, frame_grid, open_video, sample
 from decembert_cli.densecap.backends import Captioner, Frame, ImportBackend
 from decembert_cli.densecap.importers import FORMATS
@@ -121,12 +121,7 @@ class _Reader(threading.Thread):
         self.jobs, self.out, self.grid, self.decoder, self.stop = jobs, out, grid, decoder, stop
 
     def _put(self, message: tuple) -> None:
-        while not self.stop.is_set():
-            try:
-                self.out.put(message, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        put_until_stopped(self.out, message, self.stop)
 
     def run(self) -> None:
         for job in self.jobs:

@@ -134,23 +134,36 @@ class FinetuneSetup:
     init: str  # the pre-training checkpoint, or model.init
 
 
+@dataclass
+class Resolved:
+    task_cls: type
+    info: Any  # the plugin's PluginInfo (package, version)
+    config: Any  # the task's FinetuneConfig
+    encoder_state: dict[str, torch.Tensor] | None  # from the pre-training checkpoint
+    pretrained: dict[str, torch.Tensor]  # the whole pre-training state ({} without a checkpoint)
+    init: str  # the checkpoint file, or model.init
+
+
+def resolve(task_name: str, config_source: str | None, overrides: list[str], checkpoint: Path | None) -> Resolved:
+    """The task and its config: defaults, the YAML file, the checkpoint's model settings, then --set."""
+    task_cls, info = load_task(task_name)
+    config = load_config(config_class(task_cls), config_source, overrides)
+    if checkpoint is None:
+        return Resolved(task_cls, info, config, None, {}, config.model.init)
+    model_dict, encoder_state, file, pretrained = pretrained_encoder(checkpoint)
+    given = {o.split("=", 1)[0].strip() for o in overrides if o.strip().startswith("model.")}
+    merged = {**model_dict, **{k: v for k, v in to_dict(config.model).items() if f"model.{k}" in given}}
+    config = dataclasses.replace(config, model=from_dict(ModelConfig, {**merged, "init": "none"}))
+    return Resolved(task_cls, info, config, encoder_state, pretrained, str(file))
+
+
 def prepare(task_name: str, config_source: str | None, overrides: list[str], run_dir: Path, checkpoint: Path | None) -> FinetuneSetup:
     """Resolve the config (the checkpoint's model settings first), build datasets, model and job."""
     from decembert_cli.data.corpus import validation_indices
     from decembert_cli.model import build_encoder, build_tokenizer, check_vocabulary
 
-    task_cls, info = load_task(task_name)
-    cls = config_class(task_cls)
-    config = load_config(cls, config_source, overrides)
-    encoder_state = None
-    pretrained: dict[str, torch.Tensor] = {}
-    init = config.model.init
-    if checkpoint is not None:
-        model_dict, encoder_state, file, pretrained = pretrained_encoder(checkpoint)
-        given = {o.split("=", 1)[0].strip() for o in overrides if o.strip().startswith("model.")}
-        merged = {**model_dict, **{k: v for k, v in to_dict(config.model).items() if f"model.{k}" in given}}
-        config = dataclasses.replace(config, model=from_dict(ModelConfig, {**merged, "init": "none"}))
-        init = str(file)
+    r = resolve(task_name, config_source, overrides, checkpoint)
+    task_cls, info, config, encoder_state, pretrained, init = r.task_cls, r.info, r.config, r.encoder_state, r.pretrained, r.init
     torch.manual_seed(config.seed)
     task = task_cls(config.task)
     adapter = task.adapter()

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from decembert_cli.data.feature_store import LAYOUTS, write_features, write_stream_meta
-from decembert_cli.data.jobs import Failure, JobLog, VideoJob, check_writable, log_names, plan_work
+from decembert_cli.data.jobs import Failure, JobLog, VideoJob, check_writable, log_names, plan_work, put_until_stopped
 from decembert_cli.data.video import (
     Decoded,
     Grid,
@@ -116,12 +116,7 @@ class _Reader(threading.Thread):
         self.decode_s = 0.0
 
     def _put(self, message: tuple) -> None:
-        while not self.stop.is_set():
-            try:
-                self.out.put(message, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        put_until_stopped(self.out, message, self.stop)
 
     def run(self) -> None:
         while not self.stop.is_set():

@@ -7,7 +7,7 @@ Every downstream task and the pre-training model use this module; nothing else b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +91,7 @@ class DecembertEncoder(nn.Module):
         output_attentions: bool = False,
         keep_logits: bool = False,
         attention_mask: torch.Tensor | None = None,
+        cache: Any = None,
     ) -> EncoderOutput:
         """Encode a batch.
 
@@ -98,6 +99,7 @@ class DecembertEncoder(nn.Module):
         and its entropy. output_attentions / keep_logits force the eager path and return maps.
         attention_mask: optional (B, 1, L, L) bool mask (True = may attend) replacing the padding mask,
         e.g. the seq2seq mask of captioning; padding is still excluded from pooling.
+        cache: a transformers `DynamicCache` that keeps every layer's keys and values (generation).
         """
         b, v = batch.video_mask.shape
         lt = batch.text_ids.shape[1]
@@ -132,6 +134,7 @@ class DecembertEncoder(nn.Module):
             attention_mask=mask4d,
             output_attentions=output_attentions,
             decembert_ctx=ctx,
+            cache=cache,
         )
         seq = out.last_hidden_state  # (B, L, H)
         weights = mask.to(seq.dtype)[..., None]
@@ -146,3 +149,15 @@ class DecembertEncoder(nn.Module):
         if ctx is not None and keep_logits:
             result.logits = ctx.logits
         return result
+
+    def extend(self, token_ids: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Encode new text tokens after what `cache` holds (incremental decoding).
+
+        token_ids, positions: (B, N) ids and text positions of the new tokens (ASR token type);
+        attention_mask: (B, 1, N, cached + N) bool over the cached keys and the new ones;
+        returns their last hidden states (B, N, H), and `cache` grows by N.
+        """
+        embeds = self.word_embeddings(token_ids)
+        types = torch.full_like(token_ids, int(TokenType.ASR))
+        out = self.bert(inputs_embeds=embeds, token_type_ids=types, position_ids=positions, attention_mask=attention_mask, cache=cache)
+        return out.last_hidden_state

@@ -33,6 +33,13 @@ def under(root: Path, value: str) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def task_file(settings: VideoSettings, name: str) -> Path:
+    """`name` (a file setting) under task.root; a clear error when task.root is not set."""
+    if not settings.root:
+        raise DecembertError("task.root is not set: --set task.root=DIR (the folder with the annotation files and features)")
+    return under(Path(settings.root).expanduser(), name)
+
+
 class VideoStore:
     """Features and dense captions by video id for one dataset."""
 

@@ -1,0 +1,102 @@
+"""Caption metrics: BLEU@1-4, METEOR, ROUGE-L and CIDEr-D through pycocoevalcap's scorers, called directly.
+
+As the COCO caption evaluation: references and predictions are tokenised by PTBTokenizer (Java),
+then scored corpus-level. The `COCOEvalCap` wrapper is not used because it always builds SPICE,
+which downloads Stanford models. PTBTokenizer and METEOR run the jars pycocoevalcap ships, so
+`java` must be on PATH (`check_java` says how to get it). pycocoevalcap's `Cider` is CIDEr-D
+(clipped counts, Gaussian length penalty, sigma 6, x10), with document frequencies from the
+references being scored. Scores are reported x100, as papers do.
+
+Paragraph captioning (YouCook2, the MART protocol): `paragraph` joins a video's sentences as MART
+does (references with " ", predictions with ". ", then lower case and letters only) and the
+paragraphs are scored without PTB tokenisation (`tokenize=False`), as MART's evaluation does;
+`repetition_at_4` is its R@4 over a video's predicted sentences.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections import Counter
+
+from decembert_cli.errors import DecembertError
+
+METRICS = ("BLEU@1", "BLEU@2", "BLEU@3", "BLEU@4", "METEOR", "ROUGE-L", "CIDEr-D")
+
+
+def check_java() -> None:
+    """One clear message when Java, which PTBTokenizer and METEOR need, is missing."""
+    if shutil.which("java") is None:
+        raise DecembertError(
+            "caption metrics need Java (pycocoevalcap's PTBTokenizer and METEOR are Java programs) and `java` is not on PATH; "
+            "install a JRE, e.g. `apt-get install default-jre-headless`, or score later with `decembert evaluate TASK --predictions FILE`"
+        )
+
+
+def _tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+
+
+def caption_scores(references: dict[str, list[str]], predictions: dict[str, str], *, tokenize: bool = True,
+                   meteor: bool = True) -> dict[str, float]:  # fmt: skip
+    """Corpus-level scores (x100) of one prediction per key against its references.
+
+    Every key of `references` must have a prediction (a missing or empty one scores as empty) and
+    at least one reference; predictions for other keys are an error. `tokenize`: PTB-tokenise both
+    sides first (sentence captioning); False scores the strings as they are (MART's paragraphs).
+    """
+    extra = sorted(set(predictions) - set(references))
+    if extra:
+        raise DecembertError(f"{len(extra)} predictions have no references (first: {extra[0]})")
+    if not references:
+        raise DecembertError("no references to score against")
+    empty = [k for k, refs in references.items() if not refs]
+    if empty:
+        raise DecembertError(f"{len(empty)} items have no reference caption (first: {empty[0]})")
+    check_java()
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    keys = sorted(references)
+    gts = {k: list(references[k]) for k in keys}
+    res = {k: [predictions.get(k, "")] for k in keys}
+    if tokenize:
+        gts, res = _tokenize(gts), _tokenize(res)
+    res = {k: [v[0] if v and v[0] else ""] for k, v in res.items()}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    out = {f"BLEU@{n + 1}": 100.0 * float(b) for n, b in enumerate(bleu)}
+    if meteor:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        scorer = Meteor()
+        try:
+            out["METEOR"] = 100.0 * float(scorer.compute_score(gts, res)[0])
+        finally:
+            scorer.close() if hasattr(scorer, "close") else None
+    out["ROUGE-L"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
+    out["CIDEr-D"] = 100.0 * float(Cider().compute_score(gts, res)[0])
+    return out
+
+
+_NOT_LETTERS = re.compile(r"[^a-zA-Z]")
+
+
+def paragraph(sentences: list[str], joiner: str) -> str:
+    """MART's paragraph: the sentences joined (references by " ", predictions by ". "), lowered, letters only."""
+    text = joiner.join(s.strip() for s in sentences)
+    return " ".join(_NOT_LETTERS.sub(" ", text).lower().split())
+
+
+def repetition_at_4(sentences: list[str]) -> float:
+    """R@4 of one video's predicted sentences, as MART's evaluateRepetition: 4-grams are counted within
+    each sentence (trailing "." dropped, "," read as a space) over the whole video; the share of
+    4-gram occurrences that repeat one seen before (0 when there is none)."""
+    grams: Counter[tuple[str, ...]] = Counter()
+    for sentence in sentences:
+        words = sentence.strip().removesuffix(".").replace(",", " ").split()
+        grams.update(tuple(words[i : i + 4]) for i in range(len(words) - 3))
+    total = sum(grams.values())
+    return 0.0 if total == 0 else sum(c - 1 for c in grams.values()) / total

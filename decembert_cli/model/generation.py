@@ -1,0 +1,243 @@
+"""Caption generation on the shared encoder: the seq2seq mask, greedy decoding and beam search.
+
+The sequence is [video][dense captions (the context)][caption]. Video and context tokens attend to
+each other in both directions and never to the caption; a caption token attends to the video, the
+context and the caption tokens before it (a 4D mask, as the paper following Vaswani et al.). The
+caption is trained by next-token prediction: the hidden state of each position predicts the token
+after it, the context's last token ([SEP], or [CLS] without dense captions) the first caption word,
+and the caption's closing [SEP] is the end of the caption.
+
+Because context tokens never attend to the caption and a caption token never to later ones, every
+layer's keys and values of what is already encoded stay the same while decoding: with
+`use_cache` the context is encoded once and each step encodes only the new token against the
+cached keys and values (a transformers `DynamicCache`), which gives the same result as encoding
+the whole sequence again at every step (`use_cache=False`, the reference), up to float rounding.
+
+Beam search is batched across videos (B x beam rows) and follows transformers' rules: a hypothesis
+ends with [SEP] when that is among the beam_size best candidates of the step; its score is its
+summed log-probability divided by length ** length_penalty (length counts the [SEP]); a video is
+done when it has beam_size finished hypotheses and the best open one, scored at the current
+length, does not beat the best finished; open ones compete at the end if none finished. With beam 1
+this is greedy decoding (tested against `greedy`). `no_repeat_ngram = n` forbids any n-gram twice in
+a hypothesis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from decembert_cli.data.batch import VideoTextBatch
+
+
+@dataclass(frozen=True)
+class Decoding:
+    beam_size: int = 5  # 1: greedy
+    max_length: int = 20  # caption tokens generated at most, [SEP] included
+    length_penalty: float = 1.0  # alpha: a finished hypothesis scores sum log p / length ** alpha
+    no_repeat_ngram: int = 0  # n > 0: no n-gram twice in a caption
+    use_cache: bool = True  # encode the context once and each new token against cached keys/values
+
+
+def seq2seq_mask(video_mask: torch.Tensor, text_mask: torch.Tensor, caption_start: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) bool, True = may attend: bidirectional over video + context, causal over the caption.
+
+    video_mask (B, V), text_mask (B, Lt); caption_start (B,): text position of each caption's first token.
+    Padding is never attended to; padded rows attend to the context (their output is unused).
+    """
+    b, lt = text_mask.shape
+    v = video_mask.shape[1]
+    text_pos = torch.arange(lt, device=text_mask.device)[None]  # (1, Lt)
+    is_caption = torch.cat([torch.zeros_like(video_mask), text_mask & (text_pos >= caption_start[:, None])], dim=1)  # (B, L)
+    real = torch.cat([video_mask, text_mask], dim=1)  # (B, L)
+    is_context = real & ~is_caption
+    order = torch.arange(v + lt, device=text_mask.device)
+    earlier = order[None, :] <= order[:, None]  # (L, L): key j not after query i
+    caption_rows = is_caption[:, :, None] & (is_context[:, None, :] | (is_caption[:, None, :] & earlier[None]))
+    other_rows = ~is_caption[:, :, None] & is_context[:, None, :]
+    return (caption_rows | other_rows)[:, None]  # (B, 1, L, L)
+
+
+def _context(encoder: Any, batch: VideoTextBatch, cache: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Encode the context; (hidden state of each sample's last context token (B, H), context key mask (B, Lc), context text lengths (B,))."""
+    out = encoder(batch, cache=cache)
+    lengths = batch.text_mask.sum(1)  # (B,)
+    last = batch.video_mask.shape[1] + lengths - 1
+    hidden = out.sequence[torch.arange(len(lengths), device=last.device), last]  # (B, H)
+    return hidden, torch.cat([batch.video_mask, batch.text_mask], dim=1), lengths
+
+
+def _full_step(encoder: Any, batch: VideoTextBatch, lengths: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+    """The reference: encode context + all generated tokens again; (rows, H) hidden state of each row's last token."""
+    rows, t = generated.shape
+    pad = torch.zeros(rows, t, dtype=batch.text_ids.dtype, device=generated.device)
+    text_ids = torch.cat([batch.text_ids, pad], dim=1)
+    text_ids = text_ids.scatter(1, lengths[:, None] + torch.arange(t, device=generated.device)[None], generated)
+    text_mask = torch.arange(text_ids.shape[1], device=generated.device)[None] < (lengths + t)[:, None]
+    text_type = torch.cat([batch.text_type, torch.zeros_like(pad)], dim=1).masked_fill(~text_mask, 0)
+    caption_id = torch.full_like(text_ids, -1)
+    full = replace(batch, text_ids=text_ids, text_mask=text_mask, text_type=text_type, caption_id=caption_id, mlm_labels=None, vtm_labels=None)
+    mask = seq2seq_mask(full.video_mask, text_mask, lengths)
+    out = encoder(full, attention_mask=mask)
+    last = full.video_mask.shape[1] + lengths + t - 1
+    return out.sequence[torch.arange(rows, device=last.device), last]
+
+
+def _repeat(batch: VideoTextBatch, k: int) -> VideoTextBatch:
+    """Each sample k times in a row (beams)."""
+    changes = {}
+    for name in ("video_2d", "video_3d", "video_mask", "text_ids", "text_type", "text_mask", "caption_id"):
+        changes[name] = getattr(batch, name).repeat_interleave(k, dim=0)
+    return replace(batch, mlm_labels=None, vtm_labels=None, own_candidate=None, aligned=None, extras={}, **changes)
+
+
+def _log_probs(lm_head: Any, hidden: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    logits = lm_head(hidden).float()  # (rows, vocab)
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    return F.log_softmax(logits, dim=-1)
+
+
+def _ban_repeats(logp: torch.Tensor, history: list[list[int]], n: int) -> torch.Tensor:
+    """Forbid tokens that would repeat an n-gram already in the row's hypothesis."""
+    for row, tokens in enumerate(history):
+        if len(tokens) < n - 1:
+            continue
+        prefix = tuple(tokens[len(tokens) - n + 1 :]) if n > 1 else ()
+        banned = [tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i : i + n - 1]) == prefix]
+        if banned:
+            logp[row, banned] = float("-inf")
+    return logp
+
+
+def generate(
+    encoder: Any,
+    lm_head: Any,
+    batch: VideoTextBatch,
+    decoding: Decoding,
+    *,
+    eos_id: int,
+    allowed: torch.Tensor | None = None,
+) -> list[tuple[list[int], float]]:
+    """Per sample of `batch` (its text = the context only): the best caption's token ids (without
+    [SEP]) and its score. `allowed` (vocab,) bool restricts the tokens that may be generated."""
+    if decoding.beam_size < 1 or decoding.max_length < 1:
+        raise ValueError("beam_size and max_length must be at least 1")
+    from transformers import DynamicCache
+
+    k = decoding.beam_size
+    b = batch.batch_size
+    device = batch.text_ids.device
+    cache = DynamicCache(config=encoder.bert.config) if decoding.use_cache else None
+    hidden, key_mask, lengths = _context(encoder, batch, cache)
+    logp = _log_probs(lm_head, hidden, allowed).repeat_interleave(k, dim=0)  # (B*K, vocab)
+    if cache is not None:
+        cache.batch_repeat_interleave(k)
+    key_mask, lengths = key_mask.repeat_interleave(k, dim=0), lengths.repeat_interleave(k, dim=0)
+    beams = _repeat(batch, k) if cache is None else None
+    scores = torch.full((b, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # the k copies start identical: expand the first only
+    history: list[list[int]] = [[] for _ in range(b * k)]
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
+    done = [False] * b
+    vocab = logp.shape[-1]
+    alpha = decoding.length_penalty
+    for t in range(decoding.max_length):
+        if decoding.no_repeat_ngram > 0:
+            logp = _ban_repeats(logp, history, decoding.no_repeat_ngram)
+        if t == decoding.max_length - 1:  # the last step may only end: every open hypothesis takes its [SEP]
+            ends = scores + logp[:, eos_id].view(b, k)
+            for i in range(b):
+                if not done[i]:
+                    finished[i] += [(float(ends[i, j]) / (t + 1) ** alpha, history[i * k + j]) for j in range(k) if ends[i, j] > float("-inf")]
+            break
+        total = (scores.view(-1, 1) + logp).view(b, k * vocab)
+        top_scores, top_index = total.topk(min(2 * k, k * vocab), dim=1)
+        next_rows, next_tokens, next_scores = [], [], []
+        for i in range(b):
+            chosen = []
+            for rank, (score, index) in enumerate(zip(top_scores[i].tolist(), top_index[i].tolist())):
+                if score == float("-inf"):
+                    break
+                beam, token = divmod(index, vocab)
+                row = i * k + beam
+                if token == eos_id:
+                    if not done[i] and rank < k:  # an end among the k best candidates (as transformers)
+                        finished[i].append((score / (t + 1) ** alpha, history[row]))
+                    continue
+                chosen.append((row, token, score))
+                if len(chosen) == k:
+                    break
+            while len(chosen) < k:  # too few continuations: dead rows
+                chosen.append((i * k, eos_id, float("-inf")))
+            best_open = max(s for _, _, s in chosen)
+            if best_open == float("-inf"):
+                done[i] = True
+            elif len(finished[i]) >= k:  # transformers' rule: no open hypothesis beats the best finished at today's length
+                done[i] = done[i] or max(f[0] for f in finished[i]) >= best_open / (t + 1) ** alpha
+            for row, token, score in chosen:
+                next_rows.append(row)
+                next_tokens.append(token)
+                next_scores.append(score if not done[i] else float("-inf"))
+        history = [history[r] + [tok] for r, tok in zip(next_rows, next_tokens)]
+        scores = torch.tensor(next_scores, device=device).view(b, k)
+        if all(done):
+            break
+        rows = torch.tensor(next_rows, device=device)
+        tokens = torch.tensor(next_tokens, device=device)
+        if cache is not None:
+            cache.reorder_cache(rows)
+            step_mask = torch.cat([key_mask, torch.ones(b * k, t + 1, dtype=torch.bool, device=device)], dim=1)[:, None, None]
+            hidden = encoder.extend(tokens[:, None], (lengths + t)[:, None], step_mask, cache)[:, 0]
+        else:
+            generated = torch.tensor(history, device=device, dtype=torch.long)
+            hidden = _full_step(encoder, beams, lengths, generated)  # type: ignore[arg-type]
+        logp = _log_probs(lm_head, hidden, allowed)
+    results = []
+    for i in range(b):
+        candidates = finished[i]
+        score, tokens = max(candidates, key=lambda c: c[0]) if candidates else (float("-inf"), [])
+        results.append((list(tokens), score))
+    return results
+
+
+def greedy(encoder: Any, lm_head: Any, batch: VideoTextBatch, decoding: Decoding, *, eos_id: int,
+           allowed: torch.Tensor | None = None) -> list[tuple[list[int], float]]:  # fmt: skip
+    """The most likely token at each step, until [SEP] or max_length; score as in beam search."""
+    from transformers import DynamicCache
+
+    b = batch.batch_size
+    device = batch.text_ids.device
+    cache = DynamicCache(config=encoder.bert.config) if decoding.use_cache else None
+    hidden, key_mask, lengths = _context(encoder, batch, cache)
+    tokens: list[list[int]] = [[] for _ in range(b)]
+    sums = [0.0] * b
+    ended = [False] * b
+    alpha = decoding.length_penalty
+    for t in range(decoding.max_length):
+        logp = _log_probs(lm_head, hidden, allowed)
+        if decoding.no_repeat_ngram > 0:
+            logp = _ban_repeats(logp, tokens, decoding.no_repeat_ngram)
+        if t == decoding.max_length - 1:
+            best = torch.full((b,), eos_id, device=device)  # the last step may only end
+        else:
+            best = logp.argmax(-1)
+        for i in range(b):
+            if ended[i]:
+                continue
+            sums[i] += float(logp[i, best[i]])
+            if int(best[i]) == eos_id:
+                ended[i] = True
+            else:
+                tokens[i].append(int(best[i]))
+        if all(ended):
+            break
+        if cache is not None:
+            step_mask = torch.cat([key_mask, torch.ones(b, t + 1, dtype=torch.bool, device=device)], dim=1)[:, None, None]
+            hidden = encoder.extend(best[:, None], (lengths + t)[:, None], step_mask, cache)[:, 0]
+        else:
+            hidden = _full_step(encoder, batch, lengths, torch.tensor([x + [eos_id] * (t + 1 - len(x)) for x in tokens], device=device))
+    return [(tokens[i], sums[i] / (len(tokens[i]) + 1) ** alpha) for i in range(b)]
