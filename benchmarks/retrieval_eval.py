@@ -57,10 +57,10 @@ def main() -> None:
 
         def run(k: int) -> tuple[float, int, object]:
             task = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(root / "msrvtt"), rerank_k=k))
-            model = TaskModel(encoder, task.head(encoder.hidden_size)).to(device).eval()
+            model = TaskModel(encoder, task.head(encoder)).to(device).eval()
             started = time.perf_counter()
             data = task.dataset("test", tokenizer, model_cfg, train=False)
-            metric = task.metric()
+            metric = task.metric("test")
             score_split(task, model, data, metric, args.batch_size, device)
             return time.perf_counter() - started, len(data), (data, model)
 

@@ -92,13 +92,19 @@ class Task(Protocol):
 
     def adapter(self) -> DatasetAdapter: ...
 
-    def head(self, hidden_size: int) -> "nn.Module":
-        """`forward(encoder_output, batch)` returns a dict with the task's outputs, and "loss" (mean
+    def head(self, encoder: "nn.Module") -> "nn.Module":
+        """The task's head for this encoder (`encoder.hidden_size`; `word_embeddings` to tie an LM head).
+
+        `forward(encoder_output, batch)` returns a dict with the task's outputs, and "loss" (mean
         over the batch) when the batch has targets; "correct" (summable) lets fine-tuning report
-        validation accuracy."""
+        validation accuracy. Optional: `encoder_kwargs(batch)` (extra encoder arguments, e.g. a
+        seq2seq attention mask) and `from_pretraining(state)` (start from pre-trained head weights)."""
         ...
 
-    def metric(self) -> Metric: ...
+    def metric(self, split: str) -> Metric:
+        """The metric of `split` (its references, gallery, ...); optional `load(rows, source)` lets
+        `decembert evaluate TASK --predictions FILE` score a predictions file without a model."""
+        ...
 
     # Optional: `sample_settings(sample_root) -> dict` (a staticmethod), the task.* keys that run the
     # task on the built-in sample corpus; the test suite then checks it on that data too.

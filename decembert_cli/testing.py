@@ -50,7 +50,7 @@ def check_task(task_cls: type, task_settings: dict[str, Any], *, feature_dims: t
     assert len(train) >= items, f"the training split has {len(train)} items; the check needs {items}"
     torch.manual_seed(0)
     encoder, _ = build_encoder(model_cfg)
-    model = TaskModel(encoder, task.head(encoder.hidden_size))
+    model = TaskModel(encoder, task.head(encoder))
     batch = train.collate([train[(0, i)] for i in range(items)])
     out = model(batch)
     assert "task" in out.losses, "the head returned no 'loss' for a training batch"
@@ -61,11 +61,11 @@ def check_task(task_cls: type, task_settings: dict[str, Any], *, feature_dims: t
         grads = [p.grad for p in module.parameters() if p.requires_grad]
         assert any(g is not None and bool(g.abs().sum() > 0) for g in grads), f"no gradient reaches the {part}"
     again = task_cls(config, state=json.loads(json.dumps(task.state())))  # as saved in a checkpoint
-    assert sum(p.numel() for p in again.head(encoder.hidden_size).parameters()) == sum(p.numel() for p in model.head.parameters()), \
+    assert sum(p.numel() for p in again.head(encoder).parameters()) == sum(p.numel() for p in model.head.parameters()), \
         "a task rebuilt from its state() has another head"
     split = eval_split or task_cls.eval_split
     data = again.adapter().dataset(split, tokenizer, model_cfg, train=False)
-    metric = again.metric()
+    metric = again.metric(split)
     metric.reset()
     score_split(again, model, data, metric, items, torch.device("cpu"))
     metrics = metric.compute()

@@ -216,8 +216,8 @@ class MSRVTTQA:
     def state(self) -> dict[str, Any]:
         return {"answers": self._adapter.vocabulary()}
 
-    def head(self, hidden_size: int) -> QAHead:
-        return QAHead(hidden_size, len(self._adapter.vocabulary()))
+    def head(self, encoder: Any) -> QAHead:
+        return QAHead(encoder.hidden_size, len(self._adapter.vocabulary()))
 
-    def metric(self) -> QAMetric:
+    def metric(self, split: str) -> QAMetric:
         return QAMetric(self._adapter.vocabulary())

@@ -230,12 +230,12 @@ class RetrievalTask:
         cls = RetrievalTrainData if train else RetrievalEvalData
         return cls(pairs, store, tokenizer, self.config, model.max_video_tokens)
 
-    def head(self, hidden_size: int) -> RetrievalHead:
-        return RetrievalHead(hidden_size)
+    def head(self, encoder: Any) -> RetrievalHead:
+        return RetrievalHead(encoder.hidden_size)
 
-    def metric(self) -> RetrievalMetric:
+    def metric(self, split: str) -> RetrievalMetric:
         scoring = "cross-encoder, every pair" if self.config.rerank_k <= 0 else f"cosine first stage, cross-encoder on the top {self.config.rerank_k}"
-        return RetrievalMetric(self._cached(self.eval_split), {"split": self.eval_split, "scoring": scoring})
+        return RetrievalMetric(self._cached(split), {"split": split, "scoring": scoring})
 
     def _check_pairs(self, report: DataCheck, split: str, store: VideoStore) -> None:
         pairs = self._cached(split)
@@ -266,7 +266,7 @@ class RetrievalTask:
         for first in range(0, len(wanted), batch_size):
             chunk = wanted[first : first + batch_size]
             batch = data.collate([data[t * n_clips + c] for t, c in chunk]).to(device)
-            scores = model.head(model.encoder(batch), batch)["score"].double().cpu().numpy()  # float64: + RERANKED keeps every digit
+            scores = model.head(model.encode(batch), batch)["score"].double().cpu().numpy()  # float64: + RERANKED keeps every digit
             metric.scores[[t for t, _ in chunk], [c for _, c in chunk]] = scores + offset
             if progress is not None:
                 progress(min(len(wanted), first + batch_size), len(wanted))

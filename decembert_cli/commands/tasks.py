@@ -78,7 +78,8 @@ def finetune(
 
 def evaluate(
     task: str = typer.Argument(..., help="The task the checkpoint was fine-tuned for."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Fine-tuned checkpoint (file or run folder: its newest)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Fine-tuned checkpoint (file or run folder: its newest)."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Score this predictions.jsonl instead of a checkpoint (no model; --set task.root=... for the references)."),
     split: Optional[str] = typer.Option(None, help="Split to score (default: the task's test split)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json and predictions.jsonl (default RUN/eval-SPLIT)."),
     overrides: List[str] = SetOption,
@@ -89,17 +90,25 @@ def evaluate(
     """Score a fine-tuned checkpoint: metrics.json (with the protocol) and one prediction per item.
 
     The checkpoint carries the task, its version, its state and config; --set task.root=DIR points
-    it at data elsewhere.
+    it at data elsewhere. With --predictions FILE, a predictions file (e.g. from another run or
+    another toolkit, in the same layout) is scored against the task's references without a model.
     """
     from rich.console import Console
     from rich.table import Table
 
     from decembert_cli.engine.finetune import evaluate as run_evaluate
+    from decembert_cli.engine.finetune import score_predictions
+    from decembert_cli.errors import DecembertError
 
     console = Console()
     if rerank_k is not None:
         overrides = [*overrides, f"task.rerank_k={rerank_k}"]
-    result = run_evaluate(task, checkpoint, out, split=split, overrides=overrides, batch_size=batch_size, device=device)
+    if (checkpoint is None) == (predictions is None):
+        raise DecembertError("give --checkpoint (a fine-tuned model to run) or --predictions (a file to score), one of the two")
+    if predictions is not None:
+        result = score_predictions(task, predictions, out, split=split, overrides=overrides)
+    else:
+        result = run_evaluate(task, checkpoint, out, split=split, overrides=overrides, batch_size=batch_size, device=device)  # type: ignore[arg-type]
     table = Table(title=f"{task}, {result.split} split, {result.items} items ({result.seconds:.1f} s)", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -65,11 +65,16 @@ class TaskModel(nn.Module):
         self.encoder = encoder
         self.head = head
 
+    def encode(self, batch: VideoTextBatch) -> Any:
+        """The encoder's output for `batch`, with the head's extra encoder arguments (e.g. a seq2seq mask)."""
+        extra = self.head.encoder_kwargs(batch) if hasattr(self.head, "encoder_kwargs") else {}
+        return self.encoder(batch, **extra)
+
     def target_counts(self, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
         return {"task": torch.tensor(batch.batch_size, device=batch.text_ids.device)}
 
     def forward(self, batch: VideoTextBatch, normalisers: dict[str, torch.Tensor] | None = None) -> TaskOutput:
-        outputs = self.head(self.encoder(batch), batch)
+        outputs = self.head(self.encode(batch), batch)
         b = batch.batch_size
         device = batch.text_ids.device
         stats = {"count": torch.tensor(float(b), device=device)}
@@ -178,7 +183,7 @@ def prepare(task_name: str, config_source: str | None, overrides: list[str], run
         if missing or unexpected:
             raise DecembertError(f"{init}: the encoder does not fit this model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     check_vocabulary(tokenizer, encoder)
-    model = TaskModel(encoder, task.head(encoder.hidden_size))
+    model = TaskModel(encoder, task.head(encoder))
     if pretrained and hasattr(model.head, "from_pretraining"):  # e.g. retrieval starts from the VTM head
         model.head.from_pretraining(pretrained)
     meta = {"kind": "finetune", "task": task_name, "task_package": info.package, "task_version": task_cls.version,
@@ -215,7 +220,7 @@ def score_split(task: Any, model: TaskModel, data: Any, metric: Any, batch_size:
         n = len(data)
         for first in range(0, n, batch_size):
             batch = data.collate([data[i] for i in range(first, min(n, first + batch_size))]).to(device)
-            metric.update(model.head(model.encoder(batch), batch), batch)
+            metric.update(model.head(model.encode(batch), batch), batch)
             if progress is not None:
                 progress(min(n, first + batch_size), n)
 
@@ -274,11 +279,11 @@ def evaluate(
     tokenizer = build_tokenizer(config.model)
     data = adapter.dataset(split, tokenizer, config.model, train=False)
     encoder, _ = build_encoder(config.model)
-    model = TaskModel(encoder, task.head(encoder.hidden_size))
+    model = TaskModel(encoder, task.head(encoder))
     model.load_state_dict(payload["model"])
     dev = resolve_device(device, option="--device")
     model.to(dev).eval()
-    metric = task.metric()
+    metric = task.metric(split)
     metric.reset()
     started = time.perf_counter()
     n = len(data)
@@ -294,3 +299,47 @@ def evaluate(
     lines = "".join(json.dumps(p) + "\n" for p in metric.predictions())
     predictions_path = atomic_write_text(out / "predictions.jsonl", lines)
     return Evaluation(task_name, split, metrics, task_cls.main_metric, n, seconds, metrics_path, predictions_path, protocol)
+
+
+def score_predictions(
+    task_name: str,
+    predictions: Path,
+    out: Path | None = None,
+    *,
+    split: str | None = None,
+    config_source: str | None = None,
+    overrides: list[str] = (),  # type: ignore[assignment]
+) -> Evaluation:
+    """Score a predictions file (as `evaluate` writes it) against the task's references, without a model.
+
+    Writes OUT/metrics.json (OUT defaults to the file's folder, as `<file stem>.metrics.json`)."""
+    task_cls, _info = load_task(task_name)
+    config = load_config(config_class(task_cls), config_source, overrides)
+    task = task_cls(config.task)
+    split = split or task_cls.eval_split
+    metric = task.metric(split)
+    if not hasattr(metric, "load"):
+        raise DecembertError(f"task {task_name} cannot score a predictions file; evaluate a checkpoint instead (--checkpoint)")
+    path = Path(predictions)
+    if not path.is_file():
+        raise DecembertError(f"{path} not found")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DecembertError(f"{path}, line {n}: not a JSON object ({exc.msg})") from None
+    started = time.perf_counter()
+    metric.reset()
+    metric.load(rows, str(path))
+    metrics = metric.compute()
+    seconds = time.perf_counter() - started
+    protocol = metric.protocol() if hasattr(metric, "protocol") else {"split": split}
+    record = {"task": task_name, "split": split, "predictions": str(path), "task_version": task_cls.version, "items": len(rows),
+              "protocol": protocol, "main_metric": task_cls.main_metric, "metrics": metrics, "seconds": round(seconds, 3)}  # fmt: skip
+    target = Path(out) / "metrics.json" if out is not None else path.with_name(f"{path.stem}.metrics.json")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(target, json.dumps(record, indent=2) + "\n")
+    return Evaluation(task_name, split, metrics, task_cls.main_metric, len(rows), seconds, target, path, protocol)

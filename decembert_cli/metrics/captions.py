@@ -29,7 +29,7 @@ def check_java() -> None:
     if shutil.which("java") is None:
         raise DecembertError(
             "caption metrics need Java (pycocoevalcap's PTBTokenizer and METEOR are Java programs) and `java` is not on PATH; "
-            "install a JRE, e.g. `apt-get install default-jre-headless`, or score later with `decembert evaluate TASK --predictions FILE`"
+            "install a Java runtime (Debian/Ubuntu: apt-get install default-jre-headless) and run again"
         )
 
 

@@ -32,7 +32,7 @@ def sample_root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
 def _model(task) -> TaskModel:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     encoder, _ = build_encoder(MODEL)
-    return TaskModel(encoder, task.head(encoder.hidden_size)).eval()
+    return TaskModel(encoder, task.head(encoder)).eval()
 
 
 def test_batched_scores_equal_one_pair_at_a_time(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
@@ -41,7 +41,7 @@ def test_batched_scores_equal_one_pair_at_a_time(sample_root: Path, tokenizer) -
     pairs = data.pairs
     assert len(pairs.texts) == len(pairs.clips) == 8 and len(data) == 64  # every test clip, one caption each (1k-A layout)
     model = _model(task)
-    metric = task.metric()
+    metric = task.metric("test")
     score_split(task, model, data, metric, 24, torch.device("cpu"))  # batches cut across texts
     naive = np.zeros((8, 8))
     with torch.no_grad():
@@ -63,7 +63,7 @@ def test_rerank_k(sample_root: Path, tokenizer) -> None:  # type: ignore[no-unty
     for k in (0, 8, 3):
         task = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(sample_root / "msrvtt"), rerank_k=k))
         data = task.dataset("test", tokenizer, MODEL, train=False)
-        metric = task.metric()
+        metric = task.metric("test")
         score_split(task, model, data, metric, 16, torch.device("cpu"))
         results[k] = metric
     assert results[8].compute() == results[0].compute()  # K = gallery: every pair re-scored

@@ -168,8 +168,8 @@ class MSRVTTMultipleChoice:
     def adapter(self) -> Adapter:
         return Adapter(self.config)
 
-    def head(self, hidden_size: int) -> Head:
-        return Head(hidden_size)
+    def head(self, encoder: Any) -> Head:
+        return Head(encoder.hidden_size)
 
-    def metric(self) -> Accuracy:
+    def metric(self, split: str) -> Accuracy:
         return Accuracy(self.config.choices)

@@ -1,0 +1,360 @@
+"""Video captioning on the shared encoder; `msrvtt-caption` (sentences) and `youcook2-caption` (paragraphs).
+
+The sequence is [video][dense captions][caption] under the seq2seq mask of
+`decembert_cli.model.generation` (bidirectional over video and context, causal over the caption);
+the caption is learnt by next-token prediction through BERT's MLM head (tied to the word
+embeddings; loaded from the pre-training checkpoint when fine-tuning from one). Evaluation
+generates with batched beam search (task.beam_size, default 5; task.length_penalty,
+task.no_repeat_ngram, task.max_length; cached keys and values unless task.use_cache=false) and
+scores with pycocoevalcap's BLEU@4, METEOR, ROUGE-L and CIDEr-D (`decembert_cli.metrics.captions`).
+
+- msrvtt-caption: trains on every caption of the train split's videos (MSRVTT_data.json), generates
+  one caption per test video and scores it against all its references (20 in MSR-VTT).
+- youcook2-caption: one caption per annotated segment (features and dense captions cut to it);
+  scored at paragraph level as MART: per validation video its reference paragraph (the segment
+  sentences in time order, joined by a space) against the predicted one (the segment predictions
+  joined by ". "), both lowered and reduced to letters; a video without predictions scores as an
+  empty paragraph. Also the repetition R@4 of the predicted paragraphs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
+from decembert_cli.errors import DecembertError
+from decembert_cli.metrics.captions import caption_scores, check_java, paragraph, repetition_at_4
+from decembert_cli.model.generation import Decoding, generate, seq2seq_mask
+from decembert_cli.model.heads import MLMHead
+from decembert_cli.protocols import DataCheck
+
+from .datasets.msrvtt import read_msrvtt_data
+from .datasets.videos import VideoSettings, VideoStore, task_file
+from .datasets.youcook2 import read_youcook2
+from .retrieval import Clip
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class CaptionSettings(VideoSettings):
+    use_dense: bool = True  # feed each clip's dense captions before the caption
+    max_caption_tokens: int = 30  # WordPiece tokens of a training caption kept
+    beam_size: int = 5  # beam search width (1: greedy)
+    max_length: int = 20  # most tokens generated per caption, the closing [SEP] included
+    length_penalty: float = 1.0  # alpha: beams compare sum log p / length ** alpha
+    no_repeat_ngram: int = 0  # n > 0: no n-gram twice in a caption
+    use_cache: bool = True  # decode with cached keys/values (false: re-encode every step; same captions, slower)
+    meteor: bool = True  # METEOR runs a JVM with 2 GB; false leaves it out
+
+
+@dataclass
+class CaptionData:
+    clips: list[Clip]
+    captions: list[list[str]]  # per clip, its reference captions (training: one sample each)
+
+
+class CaptionTrainData(torch.utils.data.Dataset):
+    """Item (epoch, i): caption i with its clip, dense captions drawn anew each epoch."""
+
+    def __init__(self, data: CaptionData, store: VideoStore, tokenizer: Any, settings: CaptionSettings, max_video_tokens: int) -> None:
+        self.pairs = [(c, text) for c, texts in enumerate(data.captions) for text in texts]
+        self.data, self.store, self.tokenizer, self.settings, self.max_video_tokens = data, store, tokenizer, settings, max_video_tokens
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
+        epoch, index = (0, key) if isinstance(key, (int, np.integer)) else key
+        c, text = self.pairs[int(index)]
+        rng = np.random.default_rng([int(epoch), int(index)])
+        sample = _context(self.store, self.tokenizer, self.settings, self.data.clips[c], rng)
+        caption = self.tokenizer(text, add_special_tokens=False, truncation=True, max_length=self.settings.max_caption_tokens)["input_ids"]
+        start = 1 + sum(len(seg.ids) + 1 for seg in sample.segments)  # [CLS], then each segment and its [SEP]
+        sample.segments.append(TextSegment(caption or [self.tokenizer.unk_token_id], TokenType.ASR))
+        sample.extras = {"caption_start": start}
+        return sample
+
+    def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
+        return _collate(self.tokenizer, samples, self.max_video_tokens)
+
+
+class CaptionEvalData(torch.utils.data.Dataset):
+    """Item i: clip i's context (video and dense captions), for generation."""
+
+    def __init__(self, data: CaptionData, store: VideoStore, tokenizer: Any, settings: CaptionSettings, max_video_tokens: int) -> None:
+        self.data, self.store, self.tokenizer, self.settings, self.max_video_tokens = data, store, tokenizer, settings, max_video_tokens
+
+    def __len__(self) -> int:
+        return len(self.data.clips)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
+        index = key[1] if isinstance(key, tuple) else key
+        sample = _context(self.store, self.tokenizer, self.settings, self.data.clips[int(index)], None)
+        sample.extras = {"clip": int(index)}
+        return sample
+
+    def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
+        return _collate(self.tokenizer, samples, self.max_video_tokens)
+
+
+def _context(store: VideoStore, tokenizer: Any, settings: CaptionSettings, clip: Clip, rng: np.random.Generator | None) -> EncoderSample:
+    v2, v3 = store.features(clip.video_id, clip.window)
+    dense = store.dense(clip.video_id, clip.window, rng) if settings.use_dense else []
+    ids = tokenizer(dense, add_special_tokens=False, truncation=True, max_length=30)["input_ids"] if dense else []
+    return EncoderSample(torch.from_numpy(v2), torch.from_numpy(v3), [TextSegment(x or [tokenizer.unk_token_id], TokenType.DENSE) for x in ids])
+
+
+def _collate(tokenizer: Any, samples: list[EncoderSample], max_video_tokens: int) -> VideoTextBatch:
+    return collate(samples, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id, max_video_tokens=max_video_tokens)
+
+
+class CaptionHead(nn.Module):
+    """BERT's MLM head, tied to the word embeddings, predicting each caption token from the position before it."""
+
+    def __init__(self, encoder: Any) -> None:
+        super().__init__()
+        self.lm = MLMHead(encoder.bert.config, encoder.word_embeddings)
+
+    def from_pretraining(self, state: dict[str, torch.Tensor]) -> bool:
+        mine = {k[len("mlm."):]: v for k, v in state.items() if k.startswith("mlm.")}
+        if mine:
+            self.lm.load_state_dict(mine)
+        return bool(mine)
+
+    def encoder_kwargs(self, batch: VideoTextBatch) -> dict[str, Any]:
+        start = batch.extras.get("caption_start")
+        return {} if start is None else {"attention_mask": seq2seq_mask(batch.video_mask, batch.text_mask, start)}
+
+    def forward(self, output: Any, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
+        start = batch.extras.get("caption_start")
+        if start is None:
+            return {}
+        text = output.text  # (B, Lt, H)
+        lt = text.shape[1]
+        positions = torch.arange(lt, device=text.device)[None]  # (1, Lt)
+        # position p predicts token p + 1 for p from the caption's start - 1 to its closing [SEP] - 1
+        predicts = (positions >= start[:, None] - 1) & (positions < batch.text_mask.sum(1, keepdim=True) - 1)
+        targets = torch.cat([batch.text_ids[:, 1:], torch.full_like(batch.text_ids[:, :1], IGNORE)], dim=1).masked_fill(~predicts, IGNORE)
+        chosen = targets != IGNORE
+        logits = self.lm(text[chosen])  # (N, vocab)
+        loss = nn.functional.cross_entropy(logits.float(), targets[chosen])
+        return {"loss": loss}
+
+
+class CaptionMetric:
+    """Sentence captioning (one caption per key against its references) or MART paragraphs (youcook2)."""
+
+    def __init__(self, data: CaptionData, paragraphs: bool, meteor: bool, protocol: dict[str, Any]) -> None:
+        self.data, self.paragraphs, self.meteor, self._protocol = data, paragraphs, meteor, protocol
+        self.reset()
+
+    def reset(self) -> None:
+        self.predicted: dict[int, str] = {}
+
+    def add(self, clip: int, caption: str) -> None:
+        self.predicted[clip] = caption
+
+    def update(self, outputs: dict[str, Any], batch: VideoTextBatch) -> None:
+        for clip, caption in zip(batch.extras["clip"].tolist(), outputs["captions"]):
+            self.add(int(clip), caption)
+
+    def load(self, rows: list[dict[str, Any]], source: str) -> None:
+        """Predictions from a predictions.jsonl (as `predictions()` writes them), matched by video id and segment."""
+        index = {(c.video_id, None if c.window is None else tuple(round(x, 3) for x in c.window)): i for i, c in enumerate(self.data.clips)}
+        for n, row in enumerate(rows, start=1):
+            window = row.get("window")
+            key = (row.get("video_id"), None if window is None else tuple(round(float(x), 3) for x in window))
+            if key not in index or not isinstance(row.get("caption"), str):
+                raise DecembertError(f"{source}, line {n}: no clip {key[0]} {window or ''} in this split, or no \"caption\"")
+            self.add(index[key], row["caption"])
+
+    def compute(self) -> dict[str, float]:
+        if not self.paragraphs:
+            refs = {c.video_id: self.data.captions[i] for i, c in enumerate(self.data.clips)}
+            preds = {self.data.clips[i].video_id: p for i, p in self.predicted.items()}
+            return caption_scores(refs, preds, meteor=self.meteor)
+        videos: dict[str, list[int]] = {}
+        for i, c in enumerate(self.data.clips):
+            videos.setdefault(c.video_id, []).append(i)
+        refs, preds, repetition = {}, {}, []
+        for video, clips in videos.items():
+            clips.sort(key=lambda i: self.data.clips[i].window or (0.0, 0.0))
+            refs[video] = [paragraph([self.data.captions[i][0] for i in clips], " ")]
+            sentences = [self.predicted[i] for i in clips if i in self.predicted]
+            preds[video] = paragraph(sentences, ". ") if sentences else ""
+            repetition.append(repetition_at_4(sentences))
+        scores = caption_scores(refs, preds, tokenize=False, meteor=self.meteor)
+        scores["R@4"] = 100.0 * float(np.mean(repetition))
+        return scores
+
+    def protocol(self) -> dict[str, Any]:
+        return {**self._protocol, "items": len(self.data.clips), "predicted": len(self.predicted)}
+
+    def predictions(self) -> list[dict[str, Any]]:
+        rows = []
+        for i, c in enumerate(self.data.clips):
+            if i in self.predicted:
+                rows.append({"video_id": c.video_id, "window": list(c.window) if c.window else None, "caption": self.predicted[i],
+                             "references": self.data.captions[i]})  # fmt: skip
+        return rows
+
+
+class CaptionTask:
+    """What both captioning tasks share; subclasses read their files into `CaptionData`."""
+
+    version = "1.0"
+    main_metric = "CIDEr-D"
+    paragraphs = False
+
+    def __init__(self, config: Any, state: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self._data: dict[str, CaptionData] = {}
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def adapter(self) -> "CaptionTask":
+        return self
+
+    def read(self, split: str) -> CaptionData:  # pragma: no cover - each task reads its own files
+        raise NotImplementedError
+
+    def _cached(self, split: str) -> CaptionData:
+        if split not in self._data:
+            self._data[split] = self.read(split)
+        return self._data[split]
+
+    def dataset(self, split: str, tokenizer: Any, model: Any, *, train: bool) -> torch.utils.data.Dataset:
+        store = VideoStore(self.config, (model.feature_dim_2d, model.feature_dim_3d))
+        data = self._cached(split)
+        lacking = sorted({c.video_id for c in data.clips if not store.has_features(c.video_id)})
+        if lacking and train:
+            keep = [i for i, c in enumerate(data.clips) if store.has_features(c.video_id)]
+            data = CaptionData([data.clips[i] for i in keep], [data.captions[i] for i in keep])
+        elif lacking:
+            raise DecembertError(f"{len(lacking)} {split} videos lack features in {store.dir_2d} (first: {lacking[0]}); extract them first")
+        cls = CaptionTrainData if train else CaptionEvalData
+        return cls(data, store, tokenizer, self.config, model.max_video_tokens)
+
+    def head(self, encoder: Any) -> CaptionHead:
+        return CaptionHead(encoder)
+
+    def metric(self, split: str) -> CaptionMetric:
+        c = self.config
+        decoding = f"beam {c.beam_size}, length penalty {c.length_penalty}, max length {c.max_length}" + (f", no repeated {c.no_repeat_ngram}-grams" if c.no_repeat_ngram else "")
+        protocol = {"split": split, "decoding": decoding, "scoring": "MART paragraphs" if self.paragraphs else "sentences vs all references"}
+        return CaptionMetric(self._cached(split), self.paragraphs, c.meteor, protocol)
+
+    def decoding(self) -> Decoding:
+        c = self.config
+        return Decoding(beam_size=c.beam_size, max_length=c.max_length, length_penalty=c.length_penalty, no_repeat_ngram=c.no_repeat_ngram, use_cache=c.use_cache)
+
+    def evaluate(self, model: Any, data: CaptionEvalData, metric: CaptionMetric, batch_size: int, device: torch.device,
+                 progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+        """Generate a caption for every clip, batched across clips."""
+        check_java()  # fail before generating, not after
+        tok = data.tokenizer
+        allowed = torch.ones(len(tok), dtype=torch.bool, device=device)
+        allowed[[i for i in tok.all_special_ids if i != tok.sep_token_id]] = False
+        vocab = model.head.lm.bias.shape[0]
+        allowed = torch.cat([allowed, torch.zeros(max(0, vocab - len(tok)), dtype=torch.bool, device=device)])[:vocab]
+        for first in range(0, len(data), batch_size):
+            indices = list(range(first, min(len(data), first + batch_size)))
+            batch = data.collate([data[i] for i in indices]).to(device)
+            found = generate(model.encoder, model.head.lm, batch, self.decoding(), eos_id=tok.sep_token_id, allowed=allowed)
+            for i, (tokens, _score) in zip(indices, found):
+                metric.add(i, tok.decode(tokens, skip_special_tokens=True).strip())
+            if progress is not None:
+                progress(indices[-1] + 1, len(data))
+
+    def _check(self, report: DataCheck, splits: tuple[str, ...]) -> None:
+        store = VideoStore(self.config)
+        for split in splits:
+            if not self.has_split(split):
+                continue
+            data = self._cached(split)
+            videos = sorted({c.video_id for c in data.clips})
+            lacking = [v for v in videos if not store.has_features(v)]
+            report.counts[split] = {"clips": len(data.clips), "captions": sum(map(len, data.captions)), "videos": len(videos),
+                                    "videos without features": len(lacking)}  # fmt: skip
+            if lacking:
+                report.problems.append(f"{split}: {len(lacking)} of {len(videos)} videos lack features in {store.dir_2d} (first: {lacking[0]})")
+
+
+@dataclass(frozen=True)
+class MSRVTTCaptionConfig(CaptionSettings):
+    data: str = "MSRVTT_data.json"  # videos, splits (train / validate / test) and their 20 captions
+
+
+class MSRVTTCaption(CaptionTask):
+    """MSR-VTT sentence captioning (Xu et al., 2016): test videos against all their references."""
+
+    name = "msrvtt-caption"
+    Config = MSRVTTCaptionConfig
+    eval_split = "test"
+    SPLITS = {"train": "train", "val": "validate", "test": "test"}
+
+    @staticmethod
+    def sample_settings(sample_root: Path) -> dict[str, Any]:
+        return {"root": str(Path(sample_root) / "msrvtt"), "beam_size": 2, "max_length": 6, "meteor": False}
+
+    def has_split(self, split: str) -> bool:
+        return split in self.SPLITS and task_file(self.config, self.config.data).is_file()
+
+    def read(self, split: str) -> CaptionData:
+        if split not in self.SPLITS:
+            raise DecembertError(f"split '{split}': msrvtt-caption has train, val and test")
+        videos, sentences = read_msrvtt_data(task_file(self.config, self.config.data))
+        ids = sorted((v for v, info in videos.items() if info.split == self.SPLITS[split] and v in sentences), key=lambda v: int(v[5:]))
+        return CaptionData([Clip(v, None) for v in ids], [sentences[v] for v in ids])
+
+    def check(self) -> DataCheck:
+        report = DataCheck()
+        path = task_file(self.config, self.config.data)
+        report.files["videos and captions"] = str(path) if path.is_file() else f"missing: {path}"
+        self._check(report, ("train", "val", "test"))
+        return report
+
+
+@dataclass(frozen=True)
+class YouCook2CaptionConfig(CaptionSettings):
+    annotations: str = "youcookii_annotations_trainval.json"  # YouCook2 train + validation annotations
+
+
+class YouCook2Caption(CaptionTask):
+    """YouCook2 paragraph captioning (Zhou et al., 2018), evaluated as MART (Lei et al., 2020)."""
+
+    name = "youcook2-caption"
+    Config = YouCook2CaptionConfig
+    eval_split = "val"
+    paragraphs = True
+
+    @staticmethod
+    def sample_settings(sample_root: Path) -> dict[str, Any]:
+        return {"root": str(sample_root), "annotations": "youcook2/youcookii_annotations_trainval.json", "beam_size": 2, "max_length": 6,
+                "meteor": False}  # fmt: skip
+
+    def has_split(self, split: str) -> bool:
+        return split in ("train", "val") and task_file(self.config, self.config.annotations).is_file()
+
+    def read(self, split: str) -> CaptionData:
+        subset = {"train": "training", "val": "validation"}.get(split)
+        if subset is None:
+            raise DecembertError(f"split '{split}': youcook2-caption has train and val")
+        videos = read_youcook2(task_file(self.config, self.config.annotations))
+        segments = [s for v in videos.values() if v.subset == subset for s in v.segments]
+        return CaptionData([Clip(s.video_id, (s.start, s.end)) for s in segments], [[s.sentence] for s in segments])
+
+    def check(self) -> DataCheck:
+        report = DataCheck()
+        path = task_file(self.config, self.config.annotations)
+        report.files["annotations"] = str(path) if path.is_file() else f"missing: {path}"
+        self._check(report, ("train", "val"))
+        return report

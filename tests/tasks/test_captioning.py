@@ -1,0 +1,94 @@
+"""Captioning tasks: next-token targets, MART paragraphs, finetune/evaluate and scoring a predictions file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from decembert_cli.app import app
+from decembert_cli.config import ModelConfig
+from decembert_tasks.captioning import MSRVTTCaption, MSRVTTCaptionConfig, YouCook2Caption, YouCook2CaptionConfig
+
+runner = CliRunner()
+DIM = 16
+MODEL = ModelConfig(arch="tiny", init="none", feature_dim_2d=DIM, feature_dim_3d=DIM, dropout=0.0)
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="caption metrics need Java (.ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def sample_root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    from decembert_cli.data.sample_corpus import generate
+
+    return generate(tmp_path_factory.mktemp("cap") / "corpus", videos=8, clips=40, feature_dim_2d=DIM, feature_dim_3d=DIM)
+
+
+def test_each_position_predicts_the_next_caption_token(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    from decembert_cli.model import build_encoder
+
+    task = MSRVTTCaption(MSRVTTCaptionConfig(root=str(sample_root / "msrvtt")))
+    data = task.dataset("train", tokenizer, MODEL, train=True)
+    samples = [data[(0, i)] for i in (0, 25, 50)]
+    batch = data.collate(samples)
+    encoder, _ = build_encoder(MODEL)
+    head = task.head(encoder)
+    captured = {}
+    original = head.lm.forward
+    head.lm.forward = lambda hidden: captured.setdefault("n", hidden.shape[0]) and original(hidden)  # type: ignore[method-assign]
+    out = head(encoder(batch, **head.encoder_kwargs(batch)), batch)
+    caption_ids = [tokenizer(data.pairs[i][1], add_special_tokens=False)["input_ids"][:30] for i in (0, 25, 50)]
+    assert captured["n"] == sum(len(c) + 1 for c in caption_ids)  # every caption token and the closing [SEP]
+    for s, ids in zip(samples, caption_ids):
+        assert s.segments[-1].ids == ids and all(seg.kind == 1 for seg in s.segments[:-1])  # dense captions first
+    assert torch.isfinite(out["loss"]) and out["loss"] > 0
+
+
+@needs_java
+def test_youcook2_paragraphs_equal_to_the_references_score_full_bleu(sample_root: Path) -> None:
+    task = YouCook2Caption(YouCook2CaptionConfig(**YouCook2Caption.sample_settings(sample_root)))
+    metric = task.metric("val")
+    for i, captions in enumerate(metric.data.captions):
+        metric.add(i, captions[0])
+    scores = metric.compute()
+    assert scores["BLEU@4"] == pytest.approx(100.0) and scores["ROUGE-L"] == pytest.approx(100.0)
+    assert 0 <= scores["R@4"] < 100 and metric.protocol()["scoring"] == "MART paragraphs"
+    metric.reset()
+    metric.add(0, "chop the onion")  # every other video: no prediction, an empty paragraph
+    assert metric.compute()["BLEU@4"] < 1
+
+
+@needs_java
+def test_finetune_evaluate_and_score_the_predictions_file(sample_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "cap"
+    sets = [f"task.root={sample_root / 'msrvtt'}", f"model.feature_dim_2d={DIM}", f"model.feature_dim_3d={DIM}", "model.arch=tiny",
+            "model.init=none", "train.max_steps=3", "train.batch_size=8", "train.device=cpu", "task.beam_size=2", "task.max_length=5",
+            "task.meteor=false"]  # fmt: skip
+    result = runner.invoke(app, ["finetune", "msrvtt-caption", *[x for s in sets for x in ("--set", s)], "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", "msrvtt-caption", "--checkpoint", str(run), "--batch-size", "3"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
+    rows = [json.loads(x) for x in (run / "eval-test" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(len(r["references"]) == 20 for r in rows)  # every test clip, against its 20 references
+    assert {"BLEU@4", "ROUGE-L", "CIDEr-D"} <= set(metrics["metrics"]) and "beam 2" in metrics["protocol"]["decoding"]
+    again = runner.invoke(app, ["evaluate", "msrvtt-caption", "--predictions", str(run / "eval-test" / "predictions.jsonl"),
+                                "--set", f"task.root={sample_root / 'msrvtt'}", "--set", "task.meteor=false"])  # fmt: skip
+    assert again.exit_code == 0, again.output
+    rescored = json.loads((run / "eval-test" / "predictions.metrics.json").read_text())
+    assert rescored["metrics"] == pytest.approx(metrics["metrics"])
+    (tmp_path / "bad.jsonl").write_text('{"video_id": "video39", "window": null, "caption": "x"}\n{"video_id": "video1234", "caption": "y"}\n')
+    bad = runner.invoke(app, ["evaluate", "msrvtt-caption", "--predictions", str(tmp_path / "bad.jsonl"), "--set", f"task.root={sample_root / 'msrvtt'}"])
+    assert bad.exit_code == 2 and "bad.jsonl, line 2: no clip video1234" in bad.output
+
+
+def test_missing_java_is_one_clear_message(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from decembert_cli.errors import DecembertError
+    from decembert_cli.metrics import captions
+
+    monkeypatch.setattr(captions.shutil, "which", lambda name: None)
+    with pytest.raises(DecembertError, match=r"need Java .*apt-get install default-jre-headless"):
+        captions.caption_scores({"a": ["x"]}, {"a": "x"})
