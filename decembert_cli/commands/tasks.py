@@ -108,7 +108,13 @@ def evaluate(
     if predictions is not None:
         result = score_predictions(task, predictions, out, split=split, overrides=overrides)
     else:
-        result = run_evaluate(task, checkpoint, out, split=split, overrides=overrides, batch_size=batch_size, device=device)  # type: ignore[arg-type]
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                      transient=True, disable=not console.is_terminal) as bar:  # fmt: skip
+            job = bar.add_task("items", total=None)
+            result = run_evaluate(task, checkpoint, out, split=split, overrides=overrides, batch_size=batch_size, device=device,  # type: ignore[arg-type]
+                                  progress=lambda done, total: bar.update(job, completed=done, total=total))  # fmt: skip
     table = Table(title=f"{task}, {result.split} split, {result.items} items ({result.seconds:.1f} s)", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
