@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 # The demo pipeline on the built-in sample corpus: render its videos (and its downstream clips in
 # msrvtt/), extract features with small random-init backbones (offline), dense-caption them with
 # the sample corpus' scene oracle (the real captioner, Florence-2, needs a hub download), pre-train,
-# then fine-tune and evaluate MSRVTT-QA and MSR-VTT retrieval on the clips. Reruns reuse the corpus,
-# features and captions; each run's models go to demo/runs/TIME.
+# then fine-tune and evaluate MSRVTT-QA and MSR-VTT retrieval on the clips, and write one HTML
+# report of it all. Reruns reuse the corpus, features and captions; each run goes to demo/runs/TIME.
 DEMO ?= demo
 DEMO_RUN := $(DEMO)/runs/$(shell date +%Y%m%d-%H%M%S)
 DEMO_BACKBONES := --random-init --backbone-2d resnet18 --size-2d 112 --backbone-3d resnext3d-tiny --size-3d 64
@@ -33,6 +33,8 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/decembert evaluate msrvtt-qa --checkpoint $(DEMO_RUN)/msrvtt-qa
 	HF_HUB_OFFLINE=1 $(BIN)/decembert finetune msrvtt-retrieval --checkpoint $(DEMO_RUN)/pretrain $(DEMO_FINETUNE) --out $(DEMO_RUN)/msrvtt-retrieval
 	HF_HUB_OFFLINE=1 $(BIN)/decembert evaluate msrvtt-retrieval --checkpoint $(DEMO_RUN)/msrvtt-retrieval
+	@echo "report:"
+	HF_HUB_OFFLINE=1 $(BIN)/decembert visualize report $(DEMO_RUN)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -64,7 +64,7 @@ def _root(
 
 
 def _register() -> None:
-    from decembert_cli.commands import check, dense_caption, extract_features, pretrain, sample_data, tasks
+    from decembert_cli.commands import check, dense_caption, extract_features, pretrain, sample_data, tasks, visualize
 
     app.command(name="extract-features")(extract_features.extract_features)
     app.command(name="dense-caption")(dense_caption.dense_caption)
@@ -77,6 +77,7 @@ def _register() -> None:
     data = typer.Typer(help="Check datasets and corpora.", no_args_is_help=True)
     data.command(name="check")(tasks.data_check)
     app.add_typer(data, name="data")
+    app.add_typer(visualize.visualize, name="visualize")
 
 
 _register()

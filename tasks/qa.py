@@ -170,13 +170,17 @@ class QAMetric:
         self.rows: list[dict[str, Any]] = []
 
     def update(self, outputs: dict[str, torch.Tensor], batch: VideoTextBatch) -> None:
-        predicted = outputs["logits"].argmax(-1).tolist()
+        probs = outputs["logits"].float().softmax(-1)
+        top_p, top_i = probs.topk(min(5, probs.shape[-1]), dim=-1)
         x = batch.extras
-        for i, p in enumerate(predicted):
+        for i in range(probs.shape[0]):
             answer = x["answer_text"][i]
+            p = int(top_i[i, 0])
+            top5 = [[self.vocabulary[int(j)], round(float(q), 4)] for j, q in zip(top_i[i], top_p[i])]
             self.rows.append({"id": x["qid"][i].item() if torch.is_tensor(x["qid"]) else x["qid"][i],
                               "video_id": x["video_id"][i], "question": x["question"][i], "type": x["qtype"][i],
-                              "answer": answer, "prediction": self.vocabulary[p], "correct": self.vocabulary[p] == answer})  # fmt: skip
+                              "answer": answer, "prediction": self.vocabulary[p], "correct": self.vocabulary[p] == answer,
+                              "top5": top5})  # fmt: skip
 
     def compute(self) -> dict[str, float]:
         if not self.rows:

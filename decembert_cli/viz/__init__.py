@@ -1,0 +1,1 @@
+"""Pictures for `decembert visualize`: attention maps, training curves, task examples, video frames, HTML reports."""

@@ -1,0 +1,234 @@
+"""`decembert visualize`: training curves, task examples, video frames with dense captions, one HTML page per run.
+
+The HTML page holds its pictures as data URIs and its tables inline: one file that opens offline
+(no CDN, no script), in a browser or as a screenshot.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from decembert_cli.errors import DecembertError
+from decembert_cli.io import atomic_write_text
+from decembert_cli.viz import plots
+
+METRICS_LOG = "metrics.jsonl"
+
+
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_LOG
+    if not path.is_file():
+        raise DecembertError(f"{path} not found: RUN_DIR must be a run folder of decembert pretrain or finetune")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise DecembertError(f"{path}, line {n}: not JSON") from None
+    return rows
+
+
+def run_curves(run_dirs: list[Path], out: Path) -> Path:
+    """Every logged metric of one run, or of several overlaid."""
+    names = [Path(d).name or str(d) for d in run_dirs]
+    if len(set(names)) < len(names):
+        names = [str(d) for d in run_dirs]
+    return plots.curves({name: read_log(d) for name, d in zip(names, run_dirs)}, out)
+
+
+def _run_meta(run_dir: Path) -> dict[str, Any]:
+    from decembert_cli.engine import checkpoint as ckpt
+
+    found = ckpt.list_checkpoints(Path(run_dir))
+    if not found:
+        raise DecembertError(f"{run_dir} has no checkpoints")
+    payload = ckpt.load_checkpoint(found[-1])
+    return {"meta": payload.get("meta", {}), "config": payload.get("config", {}), "file": found[-1]}
+
+
+def frames_every(video: Path, every: float, most: int) -> list[tuple[float, np.ndarray]]:
+    """(time, RGB frame shown then) for at most `most` of the times 0, every, 2 x every, ... s, spread
+    evenly over the video, decoded as extract-features decodes (one frame in memory per kept time)."""
+    from decembert_cli.data.video import Decoded, VideoError, frame_grid, open_video, sample
+
+    try:
+        decoder = open_video(video)
+    except VideoError as exc:
+        raise DecembertError(f"{video}: {exc.reason}") from None
+    count = int(decoder.info.duration // every) + 1 if decoder.info.duration > 0 else most
+    keep = set(np.linspace(0, count - 1, min(most, count)).round().astype(int).tolist())
+    try:
+        return [(item.k * every, item.pixels[0]) for item in sample(decoder, [frame_grid(every)], Decoded()) if item.k in keep]
+    except VideoError as exc:
+        raise DecembertError(f"{video}: {exc.reason}") from None
+    finally:
+        decoder.close()
+
+
+def frame_at(video: Path, t: float) -> np.ndarray | None:
+    """The RGB frame shown at `t` s (the last one when the video is shorter), or None when it cannot be read."""
+    from decembert_cli.data.video import Decoded, VideoError, frame_grid, open_video, sample
+
+    try:
+        decoder = open_video(video)
+    except VideoError:
+        return None
+    found = None
+    try:
+        for item in sample(decoder, [frame_grid(t if t > 0 else 1.0)], Decoded()):
+            found = item.pixels[0]
+            if t <= 0 or item.k >= 1:
+                break
+    except VideoError:
+        return found
+    finally:
+        decoder.close()
+    return found
+
+
+def _video_file(root: Path, video_id: str) -> Path | None:
+    return next((p for p in (root / "videos" / f"{video_id}.mp4", root / "videos" / f"{video_id}.avi", root / "videos" / f"{video_id}.webm") if p.is_file()), None)
+
+
+def task_examples(run_dir: Path, out: Path, count: int = 6) -> Path:
+    """Examples of a fine-tuned run's newest evaluation: frames (when the videos are there), predictions, answers."""
+    info = _run_meta(run_dir)
+    meta = info["meta"]
+    if meta.get("kind") != "finetune":
+        raise DecembertError(f"{run_dir} is a {meta.get('kind') or 'unknown'} run; `visualize task` shows fine-tuned tasks (its `visualize run` shows curves)")
+    evals = sorted(Path(run_dir).glob("eval-*/predictions.jsonl"), key=lambda p: p.stat().st_mtime)
+    if not evals:
+        raise DecembertError(f"{run_dir} has no evaluation yet: run `decembert evaluate {meta.get('task')} --checkpoint {run_dir}` first")
+    rows = [json.loads(x) for x in evals[-1].read_text(encoding="utf-8").splitlines() if x.strip()]
+    picked = [rows[i] for i in np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int)] if rows else []
+    root = Path(info["config"].get("task", {}).get("root", "") or ".")
+    shown = []
+    for row in picked:
+        if "question" in row:
+            lines = [f"Q: {row['question']}", f"answer: {row['answer']}   predicted: {row['prediction']}"]
+            lines += ["top 5: " + ", ".join(f"{a} {p:.2f}" for a, p in row.get("top5", []))]
+        elif "top5" in row:
+            lines = [f"query: {row['text']}", f"video: {row['video_id']}   rank {row['rank']}", "top 5: " + ", ".join(row["top5"])]
+        else:
+            lines = [f"predicted: {row['caption']}"] + [f"reference: {r}" for r in row.get("references", [])[:2]]
+        window = row.get("window")
+        t = (window[0] + window[1]) / 2 if window else 2.0
+        video = _video_file(root, row.get("video_id", ""))
+        shown.append({"lines": [f"[{row.get('video_id', '')}]", *lines], "frame": frame_at(video, t) if video else None})
+    return plots.examples(shown, out)
+
+
+def video_picture(video: Path, out: Path, densecap: Path | None = None, features: Path | None = None, every: float | None = None,
+                  most: int = 12) -> Path:  # fmt: skip
+    """A video's frames every `every` s (default 1, or the dense captions' interval; at most `most`,
+    spread evenly) with the regions of the captioned frame at that time, and optionally the
+    per-second change of its stored features."""
+    records: list[dict[str, Any]] = []
+    if densecap is not None:
+        path = Path(densecap)
+        if path.is_dir():
+            path = path / f"{Path(video).stem}.json"
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            records, interval = record["frames"], float(record["interval"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DecembertError(f"--densecap {path}: not a dense-caption record (decembert dense-caption) of this video ({exc})") from None
+        every = every or interval
+    every = every or 1.0
+    by_time = {round(float(f["time"]), 2): f["regions"] for f in records if isinstance(f, dict)}
+    frames = []
+    for t, pixels in frames_every(Path(video), every, most):
+        frames.append((float(t), pixels, by_time.get(round(t, 2), [])))
+    if not frames:
+        raise DecembertError(f"{video}: no frame could be decoded")
+    changes = None
+    if features is not None:
+        changes = {}
+        for stream in ("2d", "3d"):
+            f = Path(features) / stream / f"{Path(video).stem}.npy"
+            if f.is_file():
+                x = np.load(f).astype(np.float32)
+                x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+                changes[stream] = 1.0 - (x[1:] * x[:-1]).sum(1)
+        if not changes:
+            raise DecembertError(f"--features {features}: no 2d/ or 3d/ {Path(video).stem}.npy there")
+    return plots.video_frames(frames, out, changes=changes)
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(Path(path).name)}" src="data:image/png;base64,{data}">'
+
+
+def _table(title: str, metrics: dict[str, Any]) -> str:
+    cells = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{v:.4g}</td></tr>" if isinstance(v, float) else
+                    f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in metrics.items())  # fmt: skip
+    return f"<h3>{html.escape(title)}</h3><table>{cells}</table>"
+
+
+STYLE = """body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}img{max-width:100%;border:1px solid #ddd;margin:.5em 0}
+table{border-collapse:collapse;margin:.5em 0}td{border:1px solid #ccc;padding:2px 8px;font-size:13px}h2{border-bottom:1px solid #ccc}"""
+
+
+def report(run_dirs: list[Path], video: str | None = None) -> Path:
+    """RUN_DIR/report/index.html (and its PNGs) for each run folder given; a folder of runs (as
+    `make demo` writes) gets one page covering all of them. Returns the page."""
+    from decembert_cli.viz.attention import attention_example
+
+    runs = [Path(d) for d in run_dirs]
+    if len(runs) == 1 and not (runs[0] / METRICS_LOG).is_file():
+        runs = sorted(p.parent for p in runs[0].glob(f"*/{METRICS_LOG}"))
+        home = Path(run_dirs[0])
+        if not runs:
+            raise DecembertError(f"{home} holds no run (no {METRICS_LOG} in it or in its subfolders)")
+    else:
+        home = runs[0]
+    folder = home / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for run in runs:
+        info = _run_meta(run)
+        meta = info["meta"]
+        parts = [f"<h2>{html.escape(run.name)}: {html.escape(str(meta.get('kind')))} {html.escape(str(meta.get('task') or meta.get('corpus') or ''))}</h2>"]
+        parts.append(f"<p>checkpoint {html.escape(str(info['file']))}</p>")
+        log = read_log(run)
+        val = [r for r in log if r.get("split") == "val"]
+        if val:
+            parts.append(_table(f"last validation (step {val[-1]['step']})", {k: v for k, v in val[-1].items() if k not in ("split", "step")}))
+        parts.append(_image(run_curves([run], folder / f"{run.name}-curves.png")))
+        if meta.get("kind") == "pretrain":
+            try:
+                chosen = video or _first_video(info["config"], meta)
+                example = attention_example(run, chosen)
+                parts.append(_image(plots.attention([example], folder / f"{run.name}-attention.png", titles=[run.name])))
+            except DecembertError as exc:
+                parts.append(f"<p>attention map not drawn: {html.escape(str(exc))}</p>")
+        if meta.get("kind") == "finetune":
+            for evaluation in sorted(run.glob("eval-*/metrics.json")):
+                record = json.loads(evaluation.read_text(encoding="utf-8"))
+                parts.append(_table(f"{record['task']}, {record['split']} split ({record['items']} items)", {**record.get("protocol", {}), **record["metrics"]}))
+            if list(run.glob("eval-*/predictions.jsonl")):
+                parts.append(_image(task_examples(run, folder / f"{run.name}-examples.png")))
+        sections.append("\n".join(parts))
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>decembert report: {html.escape(home.name)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>decembert report: {html.escape(str(home))}</h1>{''.join(sections)}</body></html>\n")  # fmt: skip
+    return atomic_write_text(folder / "index.html", page)
+
+
+def _first_video(config: dict[str, Any], meta: dict[str, Any]) -> str:
+    """A video for the attention map of a pre-training run: the first of its corpus."""
+    from decembert_cli.config import Config
+    from decembert_cli.config.loader import from_dict
+    from decembert_cli.engine.pretrain import open_corpus
+
+    records, _ = open_corpus(meta.get("corpus", "howto100m"), from_dict(Config, config), strict=False)
+    if not records:
+        raise DecembertError("the run's corpus has no usable video")
+    return records[0].video_id
