@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 DEMO ?= demo
 DEMO_RUN := $(DEMO)/runs/$(shell date +%Y%m%d-%H%M%S)
 DEMO_BACKBONES := --random-init --backbone-2d resnet18 --size-2d 112 --backbone-3d resnext3d-tiny --size-3d 64
-DEMO_FINETUNE := --set task.root=$(DEMO)/corpus/msrvtt --set train.max_steps=150 --set train.batch_size=16
+DEMO_FINETUNE := --set task.root=$(DEMO)/corpus/msrvtt --set train.batch_size=16
 demo: $(STAMP)
 	$(BIN)/decembert sample-data $(DEMO)/corpus --features none
 	HF_HUB_OFFLINE=1 $(BIN)/decembert extract-features $(DEMO)/corpus/videos --out $(DEMO)/corpus/features $(DEMO_BACKBONES)
@@ -29,9 +29,9 @@ demo: $(STAMP)
 	$(BIN)/decembert dense-caption $(DEMO)/corpus/msrvtt/videos --backend oracle --out $(DEMO)/corpus/msrvtt/dense_captions
 	HF_HUB_OFFLINE=1 $(BIN)/decembert pretrain --data sample --config demo --set data.root=$(DEMO)/corpus \
 		--set model.feature_dim_2d=512 --set model.feature_dim_3d=256 --out $(DEMO_RUN)/pretrain
-	HF_HUB_OFFLINE=1 $(BIN)/decembert finetune msrvtt-qa --checkpoint $(DEMO_RUN)/pretrain $(DEMO_FINETUNE) --out $(DEMO_RUN)/msrvtt-qa
+	HF_HUB_OFFLINE=1 $(BIN)/decembert finetune msrvtt-qa --checkpoint $(DEMO_RUN)/pretrain $(DEMO_FINETUNE) --set train.max_steps=150 --out $(DEMO_RUN)/msrvtt-qa
 	HF_HUB_OFFLINE=1 $(BIN)/decembert evaluate msrvtt-qa --checkpoint $(DEMO_RUN)/msrvtt-qa
-	HF_HUB_OFFLINE=1 $(BIN)/decembert finetune msrvtt-retrieval --checkpoint $(DEMO_RUN)/pretrain $(DEMO_FINETUNE) --out $(DEMO_RUN)/msrvtt-retrieval
+	HF_HUB_OFFLINE=1 $(BIN)/decembert finetune msrvtt-retrieval --checkpoint $(DEMO_RUN)/pretrain $(DEMO_FINETUNE) --set train.max_steps=400 --out $(DEMO_RUN)/msrvtt-retrieval
 	HF_HUB_OFFLINE=1 $(BIN)/decembert evaluate msrvtt-retrieval --checkpoint $(DEMO_RUN)/msrvtt-retrieval
 	@echo "report:"
 	HF_HUB_OFFLINE=1 $(BIN)/decembert visualize report $(DEMO_RUN)

@@ -98,7 +98,9 @@ class Task(Protocol):
         `forward(encoder_output, batch)` returns a dict with the task's outputs, and "loss" (mean
         over the batch) when the batch has targets; "correct" (summable) lets fine-tuning report
         validation accuracy. Optional: `encoder_kwargs(batch)` (extra encoder arguments, e.g. a
-        seq2seq attention mask) and `from_pretraining(state)` (start from pre-trained head weights)."""
+        seq2seq attention mask), `from_pretraining(state)` (start from pre-trained head weights), and
+        `target_count(batch)` with a "loss_sum" output when the loss averages over something other
+        than the items (e.g. caption tokens)."""
         ...
 
     def metric(self, split: str) -> Metric:

@@ -132,6 +132,11 @@ class CaptionHead(nn.Module):
         start = batch.extras.get("caption_start")
         return {} if start is None else {"attention_mask": seq2seq_mask(batch.video_mask, batch.text_mask, start)}
 
+    def target_count(self, batch: VideoTextBatch) -> torch.Tensor:
+        """Tokens predicted: each caption's tokens and its closing [SEP]."""
+        start = batch.extras.get("caption_start")
+        return (batch.text_mask.sum(1) - start).sum() if start is not None else torch.tensor(batch.batch_size)
+
     def forward(self, output: Any, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
         start = batch.extras.get("caption_start")
         if start is None:
@@ -144,8 +149,8 @@ class CaptionHead(nn.Module):
         targets = torch.cat([batch.text_ids[:, 1:], torch.full_like(batch.text_ids[:, :1], IGNORE)], dim=1).masked_fill(~predicts, IGNORE)
         chosen = targets != IGNORE
         logits = self.lm(text[chosen])  # (N, vocab)
-        loss = nn.functional.cross_entropy(logits.float(), targets[chosen])
-        return {"loss": loss}
+        loss_sum = nn.functional.cross_entropy(logits.float(), targets[chosen], reduction="sum")
+        return {"loss": loss_sum / max(int(chosen.sum()), 1), "loss_sum": loss_sum}
 
 
 class CaptionMetric:
@@ -189,9 +194,10 @@ class CaptionMetric:
             refs[video] = [paragraph([self.data.captions[i][0] for i in clips], " ")]
             sentences = [self.predicted[i] for i in clips if i in self.predicted]
             preds[video] = paragraph(sentences, ". ") if sentences else ""
-            repetition.append(repetition_at_4(sentences))
+            if sentences:  # MART averages R@4 over the videos with predictions
+                repetition.append(repetition_at_4(sentences))
         scores = caption_scores(refs, preds, tokenize=False, meteor=self.meteor)
-        scores["R@4"] = 100.0 * float(np.mean(repetition))
+        scores["R@4"] = 100.0 * float(np.mean(repetition)) if repetition else 0.0
         return scores
 
     def protocol(self) -> dict[str, Any]:
@@ -259,7 +265,8 @@ class CaptionTask:
     def evaluate(self, model: Any, data: CaptionEvalData, metric: CaptionMetric, batch_size: int, device: torch.device,
                  progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
         """Generate a caption for every clip, batched across clips."""
-        check_java()  # fail before generating, not after
+        if not self.paragraphs or self.config.meteor:
+            check_java()  # fail before generating, not after (paragraphs without METEOR need no Java)
         tok = data.tokenizer
         allowed = torch.ones(len(tok), dtype=torch.bool, device=device)
         allowed[[i for i in tok.all_special_ids if i != tok.sep_token_id]] = False

@@ -31,6 +31,11 @@ def attention(
         examples.append(attention_example(compare, video, examples[0].clip, overrides))
     run = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
     out = out or run / "report" / f"attention-{video}-{examples[0].clip}.png"
+    layers = examples[0].mass.shape[0]
+    if layer is not None and not 1 <= layer <= layers:
+        from decembert_cli.errors import DecembertError
+
+        raise DecembertError(f"--layer {layer}: the model has layers 1 to {layers}")
     chosen = None if layer is None else layer - 1
     titles = [Path(e.checkpoint).parent.parent.name for e in examples]
     path = plots.attention(examples, out, layer=chosen, titles=titles)

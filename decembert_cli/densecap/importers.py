@@ -11,6 +11,8 @@ Three formats (../shared/DATA_FORMATS.md), told apart by their content:
 
 Both JSON formats caption image files, one per extracted frame. Their names say the video and the
 frame: by default `{video_id}/{n}.jpg` or `{video_id}_{n}.jpg` (any extension, `-` also accepted),
+or a bare `{n}.jpg` (densecap's `run_model.lua` keeps only the base name) whose video is
+`--option video=ID` or else the JSON file's name (`{video_id}.json`),
 where `n` numbers the frames extracted every `interval` s from `frame_base` (1, as
 `ffmpeg -i v.mp4 -vf fps=1/2 v/%06d.jpg` numbers them), so frame n is at (n - frame_base) * interval
 s. `--option pattern=REGEX` gives another naming: a regular expression searched in the name with the
@@ -33,6 +35,7 @@ from decembert_cli.densecap.regions import Region
 from decembert_cli.errors import DecembertError
 
 DEFAULT_PATTERN = r"(?:^|[\\/])(?P<video>[^\\/]+?)(?:[\\/]|[_-](?=\d+\.\w+$))(?P<frame>\d+)\.\w+$"
+_BARE = re.compile(r"^(?P<frame>\d+)\.\w+$")  # a frame file name alone (densecap writes base names)
 FORMATS = {"johnson": "densecap (Johnson et al.)", "yang": "densecap with context (Yang et al.)", "paper": "paper per-video .npy"}
 
 
@@ -48,9 +51,10 @@ class Importer:
     """Reads the foreign files given as inputs; see the module doc."""
 
     def __init__(self, options: dict[str, Any]) -> None:
-        unknown = set(options) - {"pattern", "frame_base"}
+        unknown = set(options) - {"pattern", "frame_base", "video"}
         if unknown:
-            raise DecembertError(f"'{sorted(unknown)[0]}': the import backend takes only --option pattern=REGEX and --option frame_base=N")
+            raise DecembertError(f"'{sorted(unknown)[0]}': the import backend takes only --option pattern=REGEX, frame_base=N and video=ID")
+        self.video = options.get("video") or None
         text = options.get("pattern") or DEFAULT_PATTERN
         try:
             self.pattern = re.compile(text)
@@ -65,7 +69,8 @@ class Importer:
             raise DecembertError(f"--option frame_base={options['frame_base']}: use an integer (1 for ffmpeg's numbering)") from None
 
     def meta(self) -> dict[str, Any]:
-        return {"backend": "import", "model": None, "model_sha256": None, "pattern": self.pattern.pattern, "frame_base": self.frame_base}
+        return {"backend": "import", "model": None, "model_sha256": None, "pattern": self.pattern.pattern, "frame_base": self.frame_base,
+                "video": self.video}  # fmt: skip
 
     def files(self, inputs: Iterable[Path]) -> tuple[list[Path], list[str]]:
         """The .json and .npy files among `inputs` (folders searched recursively), and the files ignored."""
@@ -110,21 +115,27 @@ class Importer:
         regions = [[Region(c, None) for c in frame] for frame in frames]
         yield ImportedVideo(path.stem, str(path), "paper", [(round(k * interval, 3), r) for k, r in enumerate(regions)])
 
-    def _where(self, name: str, interval: float) -> tuple[str, float] | None:
+    def _where(self, name: str, interval: float, file_video: str) -> tuple[str, float] | None:
         match = self.pattern.search(name)
-        if match is None or not match.group("video"):
+        video = match.group("video") if match is not None else None
+        if match is None and self.pattern.pattern == DEFAULT_PATTERN and _BARE.search(name):
+            match, video = _BARE.search(name), self.video or file_video  # densecap keeps only the image's base name
+        if match is None or not video:
             return None
         groups = match.groupdict()
-        if groups.get("time") is not None:
-            return match.group("video"), float(groups["time"])
-        return match.group("video"), (int(groups["frame"]) - self.frame_base) * interval
+        try:
+            if groups.get("time") is not None:
+                return video, float(groups["time"])
+            return video, (int(groups["frame"]) - self.frame_base) * interval
+        except ValueError:
+            return None
 
     def _images(self, path: Path, fmt: str, entries: list[tuple[Any, Any]], interval: float) -> Iterator[ImportedVideo | Failure]:
         by_video: dict[str, dict[float, list[Region]]] = defaultdict(dict)
         bad: dict[str, str] = {}
         unmatched: list[str] = []
         for name, entry in entries:
-            where = self._where(str(name), interval) if isinstance(name, str) else None
+            where = self._where(str(name), interval, path.stem) if isinstance(name, str) else None
             if where is None:
                 unmatched.append(str(name))
                 continue

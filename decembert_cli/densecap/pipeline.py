@@ -178,7 +178,10 @@ def caption_videos(
     ended: list[tuple[VideoJob, tuple[int, int]]] = []  # read to the end, frames maybe still in `batch`
     batch: list[Frame] = []
 
+    failed: set[str] = set()  # videos that failed: their later frames and end are ignored
+
     def fail(failure: Failure) -> None:
+        failed.add(failure.video_id)
         captioned.pop(failure.video_id, None)
         summary.failed[failure.kind] += 1
         failures_log.append(failure.as_dict())
@@ -234,6 +237,8 @@ def caption_videos(
             message = messages.get()
             if message[0] == "done":
                 break
+            if message[0] in ("frame", "end") and (message[1].video_id in failed):
+                continue
             if message[0] == "frame":
                 frame = message[1]
                 captioned.setdefault(frame.video_id, [])

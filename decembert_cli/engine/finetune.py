@@ -28,8 +28,16 @@ from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text
 
-FINETUNE_TRAIN = TrainConfig(epochs=10.0, validate_every=0, checkpoint_every=1000)  # the paper's optimiser; epochs: ours
 VAL_ITEMS = 2000  # validation items scored during fine-tuning (spread evenly over the split)
+
+
+@dataclass(frozen=True)
+class FinetuneTrainConfig(TrainConfig):
+    """Fine-tuning's defaults: the paper's optimiser (the pre-training one), a shorter schedule."""
+
+    epochs: float = 10.0  # passes over the training items (the paper does not say; ours)
+    validate_every: int = 0  # steps between validations (0: only at the end)
+    checkpoint_every: int = 1000  # steps between checkpoints (and one at the end)
 
 
 @functools.cache
@@ -39,7 +47,7 @@ def config_class(task_cls: type) -> type:
         "FinetuneConfig",
         [
             ("model", ModelConfig, field(default_factory=ModelConfig)),
-            ("train", TrainConfig, field(default_factory=lambda: FINETUNE_TRAIN)),
+            ("train", FinetuneTrainConfig, field(default_factory=FinetuneTrainConfig)),
             ("task", task_cls.Config, field(default_factory=task_cls.Config)),
             ("seed", int, field(default=0)),
         ],
@@ -70,32 +78,38 @@ class TaskModel(nn.Module):
         extra = self.head.encoder_kwargs(batch) if hasattr(self.head, "encoder_kwargs") else {}
         return self.encoder(batch, **extra)
 
+    def _count(self, batch: VideoTextBatch) -> torch.Tensor:
+        """What the loss is averaged over: the head's `target_count(batch)` (e.g. caption tokens), else the items."""
+        n = self.head.target_count(batch) if hasattr(self.head, "target_count") else batch.batch_size
+        return torch.as_tensor(n, device=batch.text_ids.device).float()
+
     def target_counts(self, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
-        return {"task": torch.tensor(batch.batch_size, device=batch.text_ids.device)}
+        return {"task": self._count(batch)}
 
     def forward(self, batch: VideoTextBatch, normalisers: dict[str, torch.Tensor] | None = None) -> TaskOutput:
         outputs = self.head(self.encode(batch), batch)
-        b = batch.batch_size
         device = batch.text_ids.device
-        stats = {"count": torch.tensor(float(b), device=device)}
+        stats = {"count": torch.tensor(float(batch.batch_size), device=device)}
         losses: dict[str, torch.Tensor] = {}
         sums: dict[str, torch.Tensor] = {}
+        count = self._count(batch)
         if "loss" in outputs:
-            total = outputs["loss"] * b  # the head's batch mean -> sum over items
-            n = normalisers["task"] if normalisers else torch.tensor(float(b), device=device)
+            # a sum over targets, divided by the targets of the whole global batch: the same update however it is split
+            total = outputs["loss_sum"] if "loss_sum" in outputs else outputs["loss"] * count
+            n = normalisers["task"] if normalisers else count
             losses = {"task": total / n, "total": total / n}
             sums = {"task": total.detach()}
-            stats["loss_sum"] = total.detach()
+            stats["loss_sum"] = total.detach().float()
+            stats["loss_count"] = count
         if "correct" in outputs:
             stats["correct"] = outputs["correct"].detach().float().sum()
-        return TaskOutput(losses, sums, {"task": torch.tensor(b)}, {"task": 1.0}, stats, outputs)
+        return TaskOutput(losses, sums, {"task": count}, {"task": 1.0}, stats, outputs)
 
     @staticmethod
     def metrics(totals: dict[str, float]) -> dict[str, float]:
-        count = max(totals.get("count", 0.0), 1.0)
-        out = {"loss": totals["loss_sum"] / count} if "loss_sum" in totals else {}
+        out = {"loss": totals["loss_sum"] / max(totals.get("loss_count", 0.0), 1.0)} if "loss_sum" in totals else {}
         if "correct" in totals:
-            out["accuracy"] = totals["correct"] / count
+            out["accuracy"] = totals["correct"] / max(totals.get("count", 0.0), 1.0)
         return out
 
 
@@ -118,15 +132,16 @@ def _checkpoint_file(path: Path) -> Path:
     return path
 
 
-def pretrained_encoder(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path, dict[str, torch.Tensor]]:
-    """(model config dict, encoder state, file, whole pre-training state) of a pre-training checkpoint (file or run folder)."""
+def pretrained_encoder(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path, dict[str, torch.Tensor], dict | None]:
+    """(model config dict, encoder state, file, whole pre-training state, BertConfig dict or None) of a
+    pre-training checkpoint (file or run folder)."""
     file = _checkpoint_file(path)
     payload = ckpt.load_checkpoint(file)
     kind = payload.get("meta", {}).get("kind")
     if kind != "pretrain":
         raise DecembertError(f"{file} is a {kind or 'unknown'} checkpoint; fine-tuning starts from a pre-training checkpoint (decembert pretrain)")
     state = {k[len("encoder.") :]: v for k, v in payload["model"].items() if k.startswith("encoder.")}
-    return payload["config"]["model"], state, file, payload["model"]
+    return payload["config"]["model"], state, file, payload["model"], payload.get("meta", {}).get("bert_config")
 
 
 @dataclass
@@ -147,6 +162,7 @@ class Resolved:
     encoder_state: dict[str, torch.Tensor] | None  # from the pre-training checkpoint
     pretrained: dict[str, torch.Tensor]  # the whole pre-training state ({} without a checkpoint)
     init: str  # the checkpoint file, or model.init
+    bert_config: dict | None  # the checkpoint encoder's BertConfig (None: built from model.*)
 
 
 def resolve(task_name: str, config_source: str | None, overrides: list[str], checkpoint: Path | None) -> Resolved:
@@ -154,12 +170,16 @@ def resolve(task_name: str, config_source: str | None, overrides: list[str], che
     task_cls, info = load_task(task_name)
     config = load_config(config_class(task_cls), config_source, overrides)
     if checkpoint is None:
-        return Resolved(task_cls, info, config, None, {}, config.model.init)
-    model_dict, encoder_state, file, pretrained = pretrained_encoder(checkpoint)
+        return Resolved(task_cls, info, config, None, {}, config.model.init, None)
+    from decembert_cli.model.weights import resolve_tokenizer
+
+    model_dict, encoder_state, file, pretrained, bert_config = pretrained_encoder(checkpoint)
     given = {o.split("=", 1)[0].strip() for o in overrides if o.strip().startswith("model.")}
-    merged = {**model_dict, **{k: v for k, v in to_dict(config.model).items() if f"model.{k}" in given}}
-    config = dataclasses.replace(config, model=from_dict(ModelConfig, {**merged, "init": "none"}))
-    return Resolved(task_cls, info, config, encoder_state, pretrained, str(file))
+    merged = from_dict(ModelConfig, {**model_dict, **{k: v for k, v in to_dict(config.model).items() if f"model.{k}" in given}})
+    # the weights come from the checkpoint: nothing is downloaded, and the tokenizer stays the one it was trained with
+    pinned = {**to_dict(merged), "init": "none", "tokenizer": resolve_tokenizer(merged)}
+    config = dataclasses.replace(config, model=from_dict(ModelConfig, pinned))
+    return Resolved(task_cls, info, config, encoder_state, pretrained, str(file), bert_config)
 
 
 def prepare(task_name: str, config_source: str | None, overrides: list[str], run_dir: Path, checkpoint: Path | None) -> FinetuneSetup:
@@ -176,18 +196,24 @@ def prepare(task_name: str, config_source: str | None, overrides: list[str], run
     train_data = adapter.dataset("train", tokenizer, config.model, train=True)
     if len(train_data) == 0:
         raise DecembertError(f"task {task_name}: the training split has no usable items (decembert data check {task_name} says why)")
-    val_data = adapter.dataset("val", tokenizer, config.model, train=False) if adapter.has_split("val") else None
-    encoder, _ = build_encoder(config.model)
+    # validation as training scores it (targets, negatives, teacher forcing), deterministic per item;
+    # items whose videos lack features are left out (evaluate is the strict one)
+    val_data = adapter.dataset("val", tokenizer, config.model, train=True) if adapter.has_split("val") else None
+    encoder, mlm_state = build_encoder(config.model, bert_config=r.bert_config)
     if encoder_state is not None:
-        missing, unexpected = encoder.load_state_dict(encoder_state, strict=False)
+        try:
+            missing, unexpected = encoder.load_state_dict(encoder_state, strict=False)
+        except RuntimeError as exc:
+            raise DecembertError(f"{init}: the encoder does not fit this model config ({str(exc).splitlines()[-1].strip()})") from None
         if missing or unexpected:
             raise DecembertError(f"{init}: the encoder does not fit this model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     check_vocabulary(tokenizer, encoder)
     model = TaskModel(encoder, task.head(encoder))
-    if pretrained and hasattr(model.head, "from_pretraining"):  # e.g. retrieval starts from the VTM head
-        model.head.from_pretraining(pretrained)
+    head_state = pretrained or {f"mlm.{k}": v for k, v in mlm_state.items()}  # a pre-training checkpoint, or model.init's MLM head
+    if head_state and hasattr(model.head, "from_pretraining"):  # e.g. retrieval starts from the VTM head, captioning from the MLM head
+        model.head.from_pretraining(head_state)
     meta = {"kind": "finetune", "task": task_name, "task_package": info.package, "task_version": task_cls.version,
-            "task_state": task.state(), "init": init}  # fmt: skip
+            "task_state": task.state(), "init": init, "bert_config": encoder.bert.config.to_dict()}  # fmt: skip
     val_keys = validation_indices(len(val_data), VAL_ITEMS) if val_data is not None else []
     job = Job(model=model, train_data=train_data, collate=train_data.collate, config=config.train, seed=config.seed,
               run_dir=run_dir, saved_config=to_dict(config), meta=meta, val_data=val_data, val_keys=val_keys)  # fmt: skip
@@ -270,7 +296,10 @@ def evaluate(
     config = from_dict(config_class(task_cls), payload["config"])
     for assignment in overrides:
         config = apply_override(config, assignment)
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, init="none"))  # weights: the checkpoint's
+    from decembert_cli.model.weights import resolve_tokenizer
+
+    # weights: the checkpoint's (nothing downloaded); the tokenizer: the one it was trained with
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, init="none", tokenizer=resolve_tokenizer(config.model)))
     task = task_cls(config.task, state=meta.get("task_state"))
     split = split or task_cls.eval_split
     adapter = task.adapter()
@@ -278,7 +307,7 @@ def evaluate(
         raise DecembertError(f"task {task_name} has no {split} split here (decembert data check {task_name} lists the files)")
     tokenizer = build_tokenizer(config.model)
     data = adapter.dataset(split, tokenizer, config.model, train=False)
-    encoder, _ = build_encoder(config.model)
+    encoder, _ = build_encoder(config.model, bert_config=meta.get("bert_config"))
     model = TaskModel(encoder, task.head(encoder))
     model.load_state_dict(payload["model"])
     dev = resolve_device(device, option="--device")

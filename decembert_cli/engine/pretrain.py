@@ -68,7 +68,7 @@ def prepare(
         seed=config.seed,
         run_dir=run_dir,
         saved_config=to_dict(config),
-        meta={"kind": "pretrain", "corpus": corpus},
+        meta={"kind": "pretrain", "corpus": corpus, "bert_config": model.encoder.bert.config.to_dict()},
         val_data=val_data,
         val_keys=val_keys,
         workers=config.data.workers,

@@ -55,7 +55,8 @@ def caption_scores(references: dict[str, list[str]], predictions: dict[str, str]
     empty = [k for k, refs in references.items() if not refs]
     if empty:
         raise DecembertError(f"{len(empty)} items have no reference caption (first: {empty[0]})")
-    check_java()
+    if tokenize or meteor:
+        check_java()
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
@@ -74,8 +75,14 @@ def caption_scores(references: dict[str, list[str]], predictions: dict[str, str]
         scorer = Meteor()
         try:
             out["METEOR"] = 100.0 * float(scorer.compute_score(gts, res)[0])
-        finally:
-            scorer.close() if hasattr(scorer, "close") else None
+        finally:  # end the JVM now; after a failure pycocoevalcap's __del__ would wait forever on its lock
+            process = getattr(scorer, "meteor_p", None)
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+            lock = getattr(scorer, "lock", None)
+            if lock is not None and lock.locked():
+                lock.release()
     out["ROUGE-L"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
     out["CIDEr-D"] = 100.0 * float(Cider().compute_score(gts, res)[0])
     return out

@@ -12,19 +12,28 @@ if TYPE_CHECKING:
     from decembert_cli.model.pretraining import DecembertForPretraining
 
 
-def build_encoder(cfg: "ModelConfig") -> tuple["DecembertEncoder", dict]:
+def build_encoder(cfg: "ModelConfig", bert_config: dict | None = None) -> tuple["DecembertEncoder", dict]:
     """The encoder described by `cfg`, initialised as `model.init` says.
 
+    `bert_config`: the BertConfig (as a dict) of a saved model, whose weights are loaded afterwards:
+    the encoder then has exactly that architecture and no weights are read here.
     Returns (encoder, MLM head state from the checkpoint or {}).
     """
     from decembert_cli.model.encoder import DecembertEncoder
     from decembert_cli.model.weights import copy_bert_weights, load_pretrained_bert, random_bert_config, resolve_init
 
+    if bert_config is not None:
+        from transformers import BertConfig
+
+        saved = BertConfig.from_dict({**bert_config, "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout})
+        encoder = DecembertEncoder(saved, dim_2d=cfg.feature_dim_2d, dim_3d=cfg.feature_dim_3d, max_video_tokens=cfg.max_video_tokens,
+                                   eager=cfg.attention == "eager")  # fmt: skip
+        return encoder, {}
     init = resolve_init(cfg)
     pretrained = None if init == "none" else load_pretrained_bert(init, cfg.dropout)
-    bert_config = pretrained.config if pretrained else random_bert_config(cfg)
+    config = pretrained.config if pretrained else random_bert_config(cfg)
     encoder = DecembertEncoder(
-        bert_config,
+        config,
         dim_2d=cfg.feature_dim_2d,
         dim_3d=cfg.feature_dim_3d,
         max_video_tokens=cfg.max_video_tokens,

@@ -16,10 +16,10 @@ the whole sequence again at every step (`use_cache=False`, the reference), up to
 Beam search is batched across videos (B x beam rows) and follows transformers' rules: a hypothesis
 ends with [SEP] when that is among the beam_size best candidates of the step; its score is its
 summed log-probability divided by length ** length_penalty (length counts the [SEP]); a video is
-done when it has beam_size finished hypotheses and the best open one, scored at the current
-length, does not beat the best finished; open ones compete at the end if none finished. With beam 1
-this is greedy decoding (tested against `greedy`). `no_repeat_ngram = n` forbids any n-gram twice in
-a hypothesis.
+done when it has beam_size finished hypotheses and the k-th best of them beats the best open one
+scored at the current length; at max_length the open hypotheses end where they are, without [SEP],
+and compete with the finished ones. With beam 1 this is greedy decoding (tested against `greedy`).
+`no_repeat_ngram = n` forbids any n-gram twice in a hypothesis.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from decembert_cli.data.batch import VideoTextBatch
 @dataclass(frozen=True)
 class Decoding:
     beam_size: int = 5  # 1: greedy
-    max_length: int = 20  # caption tokens generated at most, [SEP] included
+    max_length: int = 20  # tokens generated at most ([SEP] included); a caption not ended by then is cut there
     length_penalty: float = 1.0  # alpha: a finished hypothesis scores sum log p / length ** alpha
     no_repeat_ngram: int = 0  # n > 0: no n-gram twice in a caption
     use_cache: bool = True  # encode the context once and each new token against cached keys/values
@@ -148,12 +148,6 @@ def generate(
     for t in range(decoding.max_length):
         if decoding.no_repeat_ngram > 0:
             logp = _ban_repeats(logp, history, decoding.no_repeat_ngram)
-        if t == decoding.max_length - 1:  # the last step may only end: every open hypothesis takes its [SEP]
-            ends = scores + logp[:, eos_id].view(b, k)
-            for i in range(b):
-                if not done[i]:
-                    finished[i] += [(float(ends[i, j]) / (t + 1) ** alpha, history[i * k + j]) for j in range(k) if ends[i, j] > float("-inf")]
-            break
         total = (scores.view(-1, 1) + logp).view(b, k * vocab)
         top_scores, top_index = total.topk(min(2 * k, k * vocab), dim=1)
         next_rows, next_tokens, next_scores = [], [], []
@@ -176,15 +170,15 @@ def generate(
             best_open = max(s for _, _, s in chosen)
             if best_open == float("-inf"):
                 done[i] = True
-            elif len(finished[i]) >= k:  # transformers' rule: no open hypothesis beats the best finished at today's length
-                done[i] = done[i] or max(f[0] for f in finished[i]) >= best_open / (t + 1) ** alpha
+            elif len(finished[i]) >= k:  # transformers' rule: the k-th best finished beats the best open one at today's length
+                done[i] = done[i] or sorted((f[0] for f in finished[i]), reverse=True)[k - 1] >= best_open / (t + 1) ** alpha
             for row, token, score in chosen:
                 next_rows.append(row)
                 next_tokens.append(token)
                 next_scores.append(score if not done[i] else float("-inf"))
         history = [history[r] + [tok] for r, tok in zip(next_rows, next_tokens)]
         scores = torch.tensor(next_scores, device=device).view(b, k)
-        if all(done):
+        if all(done) or t == decoding.max_length - 1:
             break
         rows = torch.tensor(next_rows, device=device)
         tokens = torch.tensor(next_tokens, device=device)
@@ -198,8 +192,11 @@ def generate(
         logp = _log_probs(lm_head, hidden, allowed)
     results = []
     for i in range(b):
-        candidates = finished[i]
-        score, tokens = max(candidates, key=lambda c: c[0]) if candidates else (float("-inf"), [])
+        candidates = list(finished[i])
+        if not done[i]:  # at max_length the open hypotheses end where they are, without [SEP] (as transformers)
+            candidates += [(float(scores[i, j]) / len(history[i * k + j]) ** alpha, history[i * k + j]) for j in range(k) if scores[i, j] > float("-inf")]
+        candidates.sort(key=lambda c: -c[0])
+        score, tokens = candidates[0] if candidates else (float("-inf"), [])
         results.append((list(tokens), score))
     return results
 
@@ -221,10 +218,7 @@ def greedy(encoder: Any, lm_head: Any, batch: VideoTextBatch, decoding: Decoding
         logp = _log_probs(lm_head, hidden, allowed)
         if decoding.no_repeat_ngram > 0:
             logp = _ban_repeats(logp, tokens, decoding.no_repeat_ngram)
-        if t == decoding.max_length - 1:
-            best = torch.full((b,), eos_id, device=device)  # the last step may only end
-        else:
-            best = logp.argmax(-1)
+        best = logp.argmax(-1)
         for i in range(b):
             if ended[i]:
                 continue
@@ -233,11 +227,11 @@ def greedy(encoder: Any, lm_head: Any, batch: VideoTextBatch, decoding: Decoding
                 ended[i] = True
             else:
                 tokens[i].append(int(best[i]))
-        if all(ended):
+        if all(ended) or t == decoding.max_length - 1:
             break
         if cache is not None:
             step_mask = torch.cat([key_mask, torch.ones(b, t + 1, dtype=torch.bool, device=device)], dim=1)[:, None, None]
             hidden = encoder.extend(best[:, None], (lengths + t)[:, None], step_mask, cache)[:, 0]
         else:
             hidden = _full_step(encoder, batch, lengths, torch.tensor([x + [eos_id] * (t + 1 - len(x)) for x in tokens], device=device))
-    return [(tokens[i], sums[i] / (len(tokens[i]) + 1) ** alpha) for i in range(b)]
+    return [(tokens[i], sums[i] / (len(tokens[i]) + int(ended[i])) ** alpha if tokens[i] or ended[i] else float("-inf")) for i in range(b)]

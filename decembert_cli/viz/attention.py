@@ -52,8 +52,10 @@ def candidate_mass(attentions: tuple[torch.Tensor, ...], video_mask: torch.Tenso
     return torch.stack(out).cpu().numpy()
 
 
-def attention_example(checkpoint: Path, video_id: str, clip: int | None = None, overrides: list[str] = ()) -> AttentionExample:  # type: ignore[assignment]
-    """Figure 4's data for `video_id`'s clip `clip` (default: its middle clip) under a pre-training checkpoint."""
+def attention_example(checkpoint: Path, video_id: str, clip: int | None = None, overrides: list[str] = (),  # type: ignore[assignment]
+                      records: list | None = None) -> AttentionExample:
+    """Figure 4's data for `video_id`'s clip `clip` (default: its middle clip) under a pre-training
+    checkpoint; `records`: the corpus' videos when already opened (else the checkpoint's corpus is read)."""
     from decembert_cli.config import Config
     from decembert_cli.config.loader import apply_override, from_dict
     from decembert_cli.data.batch import collate
@@ -73,7 +75,8 @@ def attention_example(checkpoint: Path, video_id: str, clip: int | None = None, 
         config = apply_override(config, assignment)
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, init="none"),
                                  data=dataclasses.replace(config.data, mask_prob=0.0, negative_prob=0.0))  # fmt: skip
-    records, _report = open_corpus(meta.get("corpus", "howto100m"), config, strict=False)
+    if records is None:
+        records, _report = open_corpus(meta.get("corpus", "howto100m"), config, strict=False)
     record = next((r for r in records if r.video_id == video_id), None)
     if record is None:
         shown = ", ".join(r.video_id for r in records[:5])

@@ -81,7 +81,7 @@ def frame_at(video: Path, t: float) -> np.ndarray | None:
     except VideoError:
         return None
     found = None
-    try:
+    try:  # the grid's item 1 is at t; a video shorter than t has only item 0 (its first frame): keep the last frame seen
         for item in sample(decoder, [frame_grid(t if t > 0 else 1.0)], Decoded()):
             found = item.pixels[0]
             if t <= 0 or item.k >= 1:
@@ -205,8 +205,9 @@ def report(run_dirs: list[Path], video: str | None = None) -> Path:
         parts.append(_image(run_curves([run], folder / f"{run.name}-curves.png")))
         if meta.get("kind") == "pretrain":
             try:
-                chosen = video or _first_video(info["config"], meta)
-                example = attention_example(run, chosen)
+                records = _corpus(info["config"], meta)
+                chosen = video or (records[0].video_id if records else "")
+                example = attention_example(run, chosen, records=records)
                 parts.append(_image(plots.attention([example], folder / f"{run.name}-attention.png", titles=[run.name])))
             except DecembertError as exc:
                 parts.append(f"<p>attention map not drawn: {html.escape(str(exc))}</p>")
@@ -222,8 +223,8 @@ def report(run_dirs: list[Path], video: str | None = None) -> Path:
     return atomic_write_text(folder / "index.html", page)
 
 
-def _first_video(config: dict[str, Any], meta: dict[str, Any]) -> str:
-    """A video for the attention map of a pre-training run: the first of its corpus."""
+def _corpus(config: dict[str, Any], meta: dict[str, Any]) -> list:
+    """The usable videos of a pre-training run's corpus (read once for the report)."""
     from decembert_cli.config import Config
     from decembert_cli.config.loader import from_dict
     from decembert_cli.engine.pretrain import open_corpus
@@ -231,4 +232,4 @@ def _first_video(config: dict[str, Any], meta: dict[str, Any]) -> str:
     records, _ = open_corpus(meta.get("corpus", "howto100m"), from_dict(Config, config), strict=False)
     if not records:
         raise DecembertError("the run's corpus has no usable video")
-    return records[0].video_id
+    return records

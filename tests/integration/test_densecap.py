@@ -88,3 +88,26 @@ def test_killed_and_rerun_every_video_is_captioned_exactly_once(tiny_florence: P
     for i in range(8):
         record = json.loads((out / f"v{i}.json").read_text())
         assert [f["time"] for f in record["frames"]] == [0.0, 2.0, 4.0]
+
+
+def test_a_video_whose_frames_break_the_captioner_is_failed_and_not_stored(tmp_path: Path) -> None:
+    from decembert_cli.densecap.pipeline import CaptionOptions, caption_videos
+    from decembert_cli.densecap.regions import Region
+
+    class Fragile:
+        def meta(self) -> dict:
+            return {"backend": "fragile", "model": None, "model_sha256": None}
+
+        def caption(self, frames):  # type: ignore[no-untyped-def]
+            if any(f.video_id == "bad" and f.time == 0.0 for f in frames):
+                raise ValueError("cannot caption this frame")
+            return [[Region("a thing", (0.0, 0.0, 1.0, 1.0))] for _ in frames]
+
+    (tmp_path / "v").mkdir()
+    for name in ("bad", "good"):
+        write_video(tmp_path / "v" / f"{name}.avi", 24, 24 * 7)  # 4 frames at 0, 2, 4, 6 s
+    summary = caption_videos([tmp_path / "v"], Fragile(), CaptionOptions(out=tmp_path / "dc", batch_size=2))
+    assert (summary.captioned, dict(summary.failed)) == (1, {"captioner error": 1})
+    assert not (tmp_path / "dc" / "bad.json").exists() and (tmp_path / "dc" / "good.json").is_file()
+    failure = json.loads((tmp_path / "dc" / "failures.jsonl").read_text().splitlines()[0])
+    assert failure["video_id"] == "bad" and "cannot caption this frame" in failure["reason"]

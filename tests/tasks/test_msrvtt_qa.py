@@ -119,3 +119,12 @@ def test_finetune_starts_from_the_pretrained_encoder(sample_root: Path, tmp_path
     assert all(torch.equal(mine[k[len("encoder."):]], v) for k, v in state.items() if k.startswith("encoder."))
     result = runner.invoke(app, ["finetune", "msrvtt-qa", "--checkpoint", str(tmp_path / "ft-none"), "--set", f"task.root={sample_root}"])
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_a_train_section_in_a_config_file_keeps_the_fine_tuning_defaults(tmp_path: Path) -> None:
+    from decembert_cli.config import load_config
+    from decembert_cli.engine.finetune import config_class
+
+    (tmp_path / "ft.yaml").write_text("train:\n  lr: 5.0e-5\ntask:\n  answers: 1000\n")
+    cfg = load_config(config_class(MSRVTTQA), str(tmp_path / "ft.yaml"))
+    assert (cfg.train.lr, cfg.train.epochs, cfg.train.validate_every, cfg.task.answers) == (5e-5, 10.0, 0, 1000)

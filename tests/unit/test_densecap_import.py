@@ -137,3 +137,12 @@ def test_shards_split_the_videos_and_the_command_runs_the_import(tmp_path: Path)
     assert sorted(logged) == ["video7", "video8"]
     bad = runner.invoke(app, ["dense-caption", str(tmp_path / "dc.json"), "--backend", "import", "--model", "x", "--out", str(tmp_path / "t")])
     assert bad.exit_code == 2 and "the import backend has no model" in bad.output
+
+
+def test_densecap_base_names_take_the_video_from_the_file_or_the_option(tmp_path: Path) -> None:
+    data = {"results": [{"img_name": f"{n:06d}.jpg", "captions": ["a cup"], "boxes": [[1, 2, 3, 4]], "scores": [1.0]} for n in (1, 2)]}
+    (tmp_path / "video9.json").write_text(json.dumps(data))  # run_model.lua keeps only the base name
+    _run([tmp_path / "video9.json"], tmp_path / "a")
+    assert [f["time"] for f in _store(tmp_path / "a", "video9")["frames"]] == [0.0, 2.0]
+    _run([tmp_path / "video9.json"], tmp_path / "b", video="clip_x")
+    assert (tmp_path / "b" / "clip_x.json").is_file()

@@ -48,8 +48,10 @@ def _batch(samples):  # type: ignore[no-untyped-def]
     return collate(samples, cls_id=CLS, sep_id=SEP, pad_id=PAD, max_video_tokens=20)
 
 
-def _sequence_score(model, sample: EncoderSample, caption: list[int], allowed: torch.Tensor | None, alpha: float) -> float:  # type: ignore[no-untyped-def]
-    """Teacher forcing over [context][caption + SEP] with the training mask: sum log p / length ** alpha."""
+def _sequence_score(model, sample: EncoderSample, caption: list[int], allowed: torch.Tensor | None, alpha: float,  # type: ignore[no-untyped-def]
+                    ended: bool = True) -> float:
+    """Teacher forcing over [context][caption + SEP] with the training mask: sum log p / length ** alpha
+    (`ended` False: a caption cut at max_length, its [SEP] not predicted)."""
     encoder, head = model
     context = _batch([sample])
     full = _batch([replace(sample, segments=[*sample.segments, TextSegment(caption, TokenType.ASR)] if caption else list(sample.segments))])
@@ -60,7 +62,7 @@ def _sequence_score(model, sample: EncoderSample, caption: list[int], allowed: t
     with torch.no_grad():
         hidden = encoder(full, attention_mask=mask).sequence
         v = full.video_mask.shape[1]
-        targets = caption + [EOS]
+        targets = caption + [EOS] if ended else caption
         positions = [v + int(start) - 1 + i for i in range(len(targets))]
         logits = head(hidden[0, positions]).float()
         if allowed is not None:
@@ -94,7 +96,7 @@ def test_cached_decoding_equals_recomputing_and_beam_1_equals_greedy(model, alph
     assert [p[0] for p in plain] == [b[0] for b in beam1]
     assert any(len(p[0]) > 0 for p in plain)
     for sample, (tokens, score) in zip(_contexts(5), plain):  # the scores are the sequences' own
-        assert score == pytest.approx(_sequence_score(model, sample, tokens, None, alpha), rel=1e-4, abs=1e-4)
+        assert score == pytest.approx(_sequence_score(model, sample, tokens, None, alpha, ended=len(tokens) < 8), rel=1e-4, abs=1e-4)
 
 
 def test_exhaustive_beam_finds_the_best_sequence(model) -> None:  # type: ignore[no-untyped-def]
@@ -107,6 +109,7 @@ def test_exhaustive_beam_finds_the_best_sequence(model) -> None:  # type: ignore
     for sample, (tokens, score) in zip(samples, found):
         every = [list(c) for n in range(3) for c in itertools.product(words, repeat=n)]  # up to 2 words, then [SEP]
         scored = {tuple(c): _sequence_score(model, sample, c, allowed, 0.0) for c in every}
+        scored.update({c: _sequence_score(model, sample, list(c), allowed, 0.0, ended=False) for c in itertools.product(words, repeat=3)})  # cut
         best = max(scored, key=scored.get)
         assert tuple(tokens) == best and score == pytest.approx(scored[best], rel=1e-4, abs=1e-5)
 
