@@ -92,7 +92,9 @@ def test_checkpoint_holds_what_resume_needs(sample_root: Path, tmp_path: Path) -
     assert [p.name for p in paths] == ["step-00000006.pt"]  # older ones pruned
     state = ckpt.load_checkpoint(paths[0])
     assert {"model", "optimizer", "scheduler", "scaler", "step", "rng", "config", "meta"} <= set(state)
+    bert_config = state["meta"].pop("bert_config")
     assert state["config"]["data"]["root"] and state["meta"] == {"kind": "pretrain", "corpus": "sample", "world": 1}
+    assert bert_config["hidden_size"] == state["model"]["encoder.bert.embeddings.word_embeddings.weight"].shape[1]  # the encoder's own config
     assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))
 
 
