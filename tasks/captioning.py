@@ -35,6 +35,7 @@ from decembert_cli.model.heads import MLMHead
 from decembert_cli.protocols import DataCheck
 
 from .datasets.msrvtt import read_msrvtt_data
+from .common import ClipTask
 from .datasets.videos import VideoSettings, VideoStore, task_file
 from .datasets.youcook2 import read_youcook2
 from .retrieval import Clip
@@ -212,34 +213,15 @@ class CaptionMetric:
         return rows
 
 
-class CaptionTask:
-    """What both captioning tasks share; subclasses read their files into `CaptionData`."""
+class CaptionTask(ClipTask):
+    """What both captioning tasks share; subclasses read their files into `CaptionData` (`read`)."""
 
-    version = "1.0"
     main_metric = "CIDEr-D"
     paragraphs = False
 
-    def __init__(self, config: Any, state: dict[str, Any] | None = None) -> None:
-        self.config = config
-        self._data: dict[str, CaptionData] = {}
-
-    def state(self) -> dict[str, Any]:
-        return {}
-
-    def adapter(self) -> "CaptionTask":
-        return self
-
-    def read(self, split: str) -> CaptionData:  # pragma: no cover - each task reads its own files
-        raise NotImplementedError
-
-    def _cached(self, split: str) -> CaptionData:
-        if split not in self._data:
-            self._data[split] = self.read(split)
-        return self._data[split]
-
     def dataset(self, split: str, tokenizer: Any, model: Any, *, train: bool) -> torch.utils.data.Dataset:
         store = VideoStore(self.config, (model.feature_dim_2d, model.feature_dim_3d))
-        data = self._cached(split)
+        data = self.cached(split)
         lacking = sorted({c.video_id for c in data.clips if not store.has_features(c.video_id)})
         if lacking and train:
             keep = [i for i, c in enumerate(data.clips) if store.has_features(c.video_id)]
@@ -256,7 +238,7 @@ class CaptionTask:
         c = self.config
         decoding = f"beam {c.beam_size}, length penalty {c.length_penalty}, max length {c.max_length}" + (f", no repeated {c.no_repeat_ngram}-grams" if c.no_repeat_ngram else "")
         protocol = {"split": split, "decoding": decoding, "scoring": "MART paragraphs" if self.paragraphs else "sentences vs all references"}
-        return CaptionMetric(self._cached(split), self.paragraphs, c.meteor, protocol)
+        return CaptionMetric(self.cached(split), self.paragraphs, c.meteor, protocol)
 
     def decoding(self) -> Decoding:
         c = self.config
@@ -286,7 +268,7 @@ class CaptionTask:
         for split in splits:
             if not self.has_split(split):
                 continue
-            data = self._cached(split)
+            data = self.cached(split)
             videos = sorted({c.video_id for c in data.clips})
             lacking = [v for v in videos if not store.has_features(v)]
             report.counts[split] = {"clips": len(data.clips), "captions": sum(map(len, data.captions)), "videos": len(videos),

@@ -34,7 +34,8 @@ from decembert_cli.model.heads import VTMHead
 from decembert_cli.protocols import DataCheck
 
 from .datasets.msrvtt import read_1ka, read_msrvtt_data, read_video_list
-from .datasets.videos import VideoSettings, VideoStore, task_file
+from .common import ClipTask
+from .datasets.videos import VideoSettings, VideoStore
 from .datasets.youcook2 import read_clip_list, read_youcook2
 
 
@@ -188,36 +189,14 @@ class RetrievalSettings(VideoSettings):
     rerank_k: int = 0  # 0: the cross-encoder scores every pair; K > 0: it re-scores only each text's top K of a cosine first stage
 
 
-class RetrievalTask:
-    """What both retrieval tasks share; subclasses read their files into `Pairs`."""
+class RetrievalTask(ClipTask):
+    """What both retrieval tasks share; subclasses read their files into `Pairs` (`read`)."""
 
-    version = "1.0"
     main_metric = "t2v_R@1"
-
-    def __init__(self, config: Any, state: dict[str, Any] | None = None) -> None:
-        self.config = config
-        self._pairs: dict[str, Pairs] = {}
-
-    def state(self) -> dict[str, Any]:
-        return {}
-
-    def adapter(self) -> "RetrievalTask":
-        return self
-
-    def pairs(self, split: str) -> Pairs:  # pragma: no cover - each task reads its own files
-        raise NotImplementedError
-
-    def _path(self, name: str) -> Path:
-        return task_file(self.config, name)
-
-    def _cached(self, split: str) -> Pairs:
-        if split not in self._pairs:
-            self._pairs[split] = self.pairs(split)
-        return self._pairs[split]
 
     def dataset(self, split: str, tokenizer: Any, model: Any, *, train: bool) -> torch.utils.data.Dataset:
         store = VideoStore(self.config, (model.feature_dim_2d, model.feature_dim_3d))
-        pairs = self._cached(split)
+        pairs = self.cached(split)
         lacking = sorted({c.video_id for c in pairs.clips if not store.has_features(c.video_id)})
         if lacking and train:
             keep = [i for i, c in enumerate(pairs.clips) if store.has_features(c.video_id)]
@@ -235,10 +214,10 @@ class RetrievalTask:
 
     def metric(self, split: str) -> RetrievalMetric:
         scoring = "cross-encoder, every pair" if self.config.rerank_k <= 0 else f"cosine first stage, cross-encoder on the top {self.config.rerank_k}"
-        return RetrievalMetric(self._cached(split), {"split": split, "scoring": scoring})
+        return RetrievalMetric(self.cached(split), {"split": split, "scoring": scoring})
 
     def _check_pairs(self, report: DataCheck, split: str, store: VideoStore) -> None:
-        pairs = self._cached(split)
+        pairs = self.cached(split)
         videos = sorted({c.video_id for c in pairs.clips})
         lacking = [v for v in videos if not store.has_features(v)]
         counts = {"texts": len(pairs.texts), "clips": len(pairs.clips), "videos": len(videos), "videos without features": len(lacking)}
@@ -314,7 +293,7 @@ class MSRVTTRetrieval(RetrievalTask):
         files = {"train": (self.config.data, self.config.train_list), "test": (self.config.test,)}.get(split, ())
         return bool(files) and all(self._path(f).is_file() for f in files)
 
-    def pairs(self, split: str) -> Pairs:
+    def read(self, split: str) -> Pairs:
         if split == "train":
             _videos, sentences = read_msrvtt_data(self._path(self.config.data))
             ids = read_video_list(self._path(self.config.train_list))
@@ -363,7 +342,7 @@ class YouCook2Retrieval(RetrievalTask):
     def has_split(self, split: str) -> bool:
         return split in ("train", "val") and self._path(self.config.annotations).is_file()
 
-    def pairs(self, split: str) -> Pairs:
+    def read(self, split: str) -> Pairs:
         subset = {"train": "training", "val": "validation"}.get(split)
         if subset is None:
             raise DecembertError(f"split '{split}': youcook2-retrieval has train and val")

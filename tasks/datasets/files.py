@@ -11,14 +11,18 @@ from typing import Any
 from decembert_cli.errors import DecembertError
 
 
-def read_json(path: Path) -> Any:
-    path = Path(path)
+def _text(path: Path, encoding: str) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding=encoding)
     except FileNotFoundError:
         raise DecembertError(f"{path} not found; check the task's data settings (decembert data check shows what is found)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DecembertError(f"cannot read {path} ({exc})") from None
+
+
+def read_json(path: Path) -> Any:
+    path = Path(path)
+    text = _text(path, "utf-8")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -28,12 +32,7 @@ def read_json(path: Path) -> Any:
 def read_csv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """(line number, row) for each data row; the header must hold `columns` (others are ignored)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DecembertError(f"{path} not found; check the task's data settings (decembert data check shows what is found)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DecembertError(f"cannot read {path} ({exc})") from None
+    text = _text(path, "utf-8-sig")
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     missing = [c for c in columns if header is None or c not in header]

@@ -80,7 +80,7 @@ def test_youcook2_clips_are_segments_and_a_clip_list_sets_the_gallery(sample_roo
     task = YouCook2Retrieval(YouCook2RetrievalConfig(**settings))
     annotations = json.loads((sample_root / settings["annotations"]).read_text())["database"]
     val = [(v, a) for v, e in annotations.items() if e["subset"] == "validation" for a in e["annotations"]]
-    pairs = task.pairs("val")
+    pairs = task.read("val")
     assert len(pairs.clips) == len(val) and pairs.clip_of_text == list(range(len(val)))
     data = task.dataset("val", tokenizer, MODEL, train=False)
     (v, a) = val[0]
@@ -90,7 +90,7 @@ def test_youcook2_clips_are_segments_and_a_clip_list_sets_the_gallery(sample_roo
     (tmp_path / "validation_youcook.csv").write_text("end,start,task,text,video_id\n" + "".join(
         f"{a2['segment'][1]},{a2['segment'][0]},113,{a2['sentence']},{v2}\n" for v2, a2 in listed))
     restricted = YouCook2Retrieval(YouCook2RetrievalConfig(**settings, clip_list=str(tmp_path / "validation_youcook.csv")))
-    assert len(restricted.pairs("val").clips) == len(listed)
+    assert len(restricted.read("val").clips) == len(listed)
 
 
 def test_finetune_from_pretraining_starts_from_its_vtm_head_and_evaluates(sample_root: Path, tmp_path: Path) -> None:

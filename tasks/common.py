@@ -1,0 +1,36 @@
+"""What the clip-based task families (retrieval, captioning) share: a task that is its own dataset
+adapter, reading each split once from its annotation files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .datasets.videos import task_file
+
+
+class ClipTask:
+    """Subclasses read a split's annotations in `read(split)`; `cached(split)` reads it once."""
+
+    version = "1.0"
+
+    def __init__(self, config: Any, state: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self._splits: dict[str, Any] = {}
+
+    def state(self) -> dict[str, Any]:
+        return {}  # nothing learnt from the training data that evaluation needs
+
+    def adapter(self) -> "ClipTask":
+        return self
+
+    def read(self, split: str) -> Any:  # pragma: no cover - each task reads its own files
+        raise NotImplementedError
+
+    def cached(self, split: str) -> Any:
+        if split not in self._splits:
+            self._splits[split] = self.read(split)
+        return self._splits[split]
+
+    def _path(self, name: str) -> Path:
+        return task_file(self.config, name)
