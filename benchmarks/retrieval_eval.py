@@ -43,7 +43,7 @@ def main() -> None:
     from decembert_cli.data.sample_corpus import generate
     from decembert_cli.engine.finetune import TaskModel, score_split
     from decembert_cli.model import build_encoder, build_tokenizer
-    from decembert_tasks.retrieval import MSRVTTRetrieval, MSRVTTRetrievalConfig, RetrievalEvalData
+    from decembert_tasks.retrieval import MSRVTTRetrieval, MSRVTTRetrievalConfig, _collate, _sample, _tokens
 
     torch.set_num_threads(torch.get_num_threads())
     device = torch.device(args.device)
@@ -79,14 +79,12 @@ def main() -> None:
         n = min(args.naive_pairs, pairs)
         started = time.perf_counter()
         with torch.inference_mode():
-            for index in range(n):
+            for index in range(n):  # the same sample layout, read from disk and tokenised for this pair alone
                 t, c = divmod(index, len(clips))
-                one = RetrievalEvalData.__new__(RetrievalEvalData)  # the same sample layout, built from disk for this pair alone
-                one.pairs, one.tokenizer, one.max_video_tokens = data.pairs, tokenizer, model_cfg.max_video_tokens
-                one.videos = {c: store.features(clips[c].video_id, clips[c].window)}
-                one.dense = {c: [ids for ids in tokenizer(store.dense(clips[c].video_id, None, None), add_special_tokens=False)["input_ids"]]}
-                one.text_ids = {t: tokenizer(texts[t], add_special_tokens=False)["input_ids"]}
-                batch = one.collate([one[index]]).to(device)
+                v2, v3 = store.features(clips[c].video_id, clips[c].window)
+                dense = _tokens(tokenizer, store.dense(clips[c].video_id, clips[c].window, None))
+                sample = _sample(tokenizer, v2, v3, dense, _tokens(tokenizer, [texts[t]])[0], {"text": t, "clip": c})
+                batch = _collate(tokenizer, [sample], model_cfg.max_video_tokens).to(device)
                 model.head(model.encoder(batch), batch)
         naive_s = time.perf_counter() - started
         results["naive"] = {"pairs_timed": n, "pairs_per_s": round(n / naive_s, 1)}

@@ -3,13 +3,14 @@ adapter, reading each split once from its annotation files."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 from .datasets.videos import task_file
 
 
-class ClipTask:
+class ClipTask(ABC):
     """Subclasses read a split's annotations in `read(split)`; `cached(split)` reads it once."""
 
     version = "1.0"
@@ -24,8 +25,9 @@ class ClipTask:
     def adapter(self) -> "ClipTask":
         return self
 
-    def read(self, split: str) -> Any:  # pragma: no cover - each task reads its own files
-        raise NotImplementedError
+    @abstractmethod
+    def read(self, split: str) -> Any:
+        """The split's clips and texts, from the task's annotation files."""
 
     def cached(self, split: str) -> Any:
         if split not in self._splits:

@@ -40,6 +40,17 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def resolve(path: Path) -> Path:
+    """A checkpoint file as given, or the newest checkpoint of a run folder."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = list_checkpoints(path)
+        if not found:
+            raise DecembertError(f"{path} is a folder without checkpoints (looked in {checkpoint_dir(path)})")
+        return found[-1]
+    return path
+
+
 def rng_state() -> dict[str, Any]:
     """This process's RNG states (torch CPU and CUDA, Python, NumPy's global generator)."""
     np_state = np.random.get_state()

@@ -121,21 +121,10 @@ def load_task(name: str) -> tuple[type, Any]:
     return task_cls, tasks.available()[name]
 
 
-def _checkpoint_file(path: Path) -> Path:
-    """A checkpoint file, or the newest checkpoint of a run folder."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        found = ckpt.list_checkpoints(path)
-        if not found:
-            raise DecembertError(f"{path} is a folder without checkpoints (looked in {ckpt.checkpoint_dir(path)})")
-        return found[-1]
-    return path
-
-
 def pretrained_encoder(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path, dict[str, torch.Tensor], dict | None]:
     """(model config dict, encoder state, file, whole pre-training state, BertConfig dict or None) of a
     pre-training checkpoint (file or run folder)."""
-    file = _checkpoint_file(path)
+    file = ckpt.resolve(path)
     payload = ckpt.load_checkpoint(file)
     kind = payload.get("meta", {}).get("kind")
     if kind != "pretrain":
@@ -188,7 +177,7 @@ def prepare(task_name: str, config_source: str | None, overrides: list[str], run
     from decembert_cli.model import build_encoder, build_tokenizer, check_vocabulary
 
     r = resolve(task_name, config_source, overrides, checkpoint)
-    task_cls, info, config, encoder_state, pretrained, init = r.task_cls, r.info, r.config, r.encoder_state, r.pretrained, r.init
+    task_cls, config, init = r.task_cls, r.config, r.init
     torch.manual_seed(config.seed)
     task = task_cls(config.task)
     adapter = task.adapter()
@@ -200,19 +189,19 @@ def prepare(task_name: str, config_source: str | None, overrides: list[str], run
     # items whose videos lack features are left out (evaluate is the strict one)
     val_data = adapter.dataset("val", tokenizer, config.model, train=True) if adapter.has_split("val") else None
     encoder, mlm_state = build_encoder(config.model, bert_config=r.bert_config)
-    if encoder_state is not None:
+    if r.encoder_state is not None:
         try:
-            missing, unexpected = encoder.load_state_dict(encoder_state, strict=False)
+            missing, unexpected = encoder.load_state_dict(r.encoder_state, strict=False)
         except RuntimeError as exc:
             raise DecembertError(f"{init}: the encoder does not fit this model config ({str(exc).splitlines()[-1].strip()})") from None
         if missing or unexpected:
             raise DecembertError(f"{init}: the encoder does not fit this model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     check_vocabulary(tokenizer, encoder)
     model = TaskModel(encoder, task.head(encoder))
-    head_state = pretrained or {f"mlm.{k}": v for k, v in mlm_state.items()}  # a pre-training checkpoint, or model.init's MLM head
+    head_state = r.pretrained or {f"mlm.{k}": v for k, v in mlm_state.items()}  # a pre-training checkpoint, or model.init's MLM head
     if head_state and hasattr(model.head, "from_pretraining"):  # e.g. retrieval starts from the VTM head, captioning from the MLM head
         model.head.from_pretraining(head_state)
-    meta = {"kind": "finetune", "task": task_name, "task_package": info.package, "task_version": task_cls.version,
+    meta = {"kind": "finetune", "task": task_name, "task_package": r.info.package, "task_version": task_cls.version,
             "task_state": task.state(), "init": init, "bert_config": encoder.bert.config.to_dict()}  # fmt: skip
     val_keys = validation_indices(len(val_data), VAL_ITEMS) if val_data is not None else []
     job = Job(model=model, train_data=train_data, collate=train_data.collate, config=config.train, seed=config.seed,
@@ -282,7 +271,7 @@ def evaluate(
     from decembert_cli.model import build_encoder, build_tokenizer
 
     task_cls, info = load_task(task_name)
-    file = _checkpoint_file(checkpoint)
+    file = ckpt.resolve(checkpoint)
     payload = ckpt.load_checkpoint(file)
     meta = payload.get("meta", {})
     if meta.get("kind") != "finetune":

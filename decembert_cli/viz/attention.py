@@ -61,11 +61,10 @@ def attention_example(checkpoint: Path, video_id: str, clip: int | None = None, 
     from decembert_cli.data.batch import collate
     from decembert_cli.data.corpus import PretrainDataset
     from decembert_cli.engine import checkpoint as ckpt
-    from decembert_cli.engine.finetune import _checkpoint_file
     from decembert_cli.engine.pretrain import open_corpus
     from decembert_cli.model import build_encoder, build_tokenizer
 
-    file = _checkpoint_file(checkpoint)
+    file = ckpt.resolve(checkpoint)
     payload = ckpt.load_checkpoint(file)
     meta = payload.get("meta", {})
     if meta.get("kind") != "pretrain":

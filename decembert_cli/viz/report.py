@@ -46,11 +46,9 @@ def run_curves(run_dirs: list[Path], out: Path) -> Path:
 def _run_meta(run_dir: Path) -> dict[str, Any]:
     from decembert_cli.engine import checkpoint as ckpt
 
-    found = ckpt.list_checkpoints(Path(run_dir))
-    if not found:
-        raise DecembertError(f"{run_dir} has no checkpoints")
-    payload = ckpt.load_checkpoint(found[-1])
-    return {"meta": payload.get("meta", {}), "config": payload.get("config", {}), "file": found[-1]}
+    file = ckpt.resolve(Path(run_dir))
+    payload = ckpt.load_checkpoint(file)
+    return {"meta": payload.get("meta", {}), "config": payload.get("config", {}), "file": file}
 
 
 def frames_every(video: Path, every: float, most: int) -> list[tuple[float, np.ndarray]]:
