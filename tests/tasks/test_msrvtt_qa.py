@@ -128,3 +128,9 @@ def test_a_train_section_in_a_config_file_keeps_the_fine_tuning_defaults(tmp_pat
     (tmp_path / "ft.yaml").write_text("train:\n  lr: 5.0e-5\ntask:\n  answers: 1000\n")
     cfg = load_config(config_class(MSRVTTQA), str(tmp_path / "ft.yaml"))
     assert (cfg.train.lr, cfg.train.epochs, cfg.train.validate_every, cfg.task.answers) == (5e-5, 10.0, 0, 1000)
+
+
+def test_print_config_shows_the_task_keys_without_reading_data(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["finetune", "msrvtt-qa", "--print-config", "--set", "task.answers=7", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "answers: 7" in result.output and "epochs: 10.0" in result.output and not (tmp_path / "run").exists()
