@@ -50,7 +50,8 @@ def pretrain(
     report = setup.report
     console.print(
         f"corpus {data}: {report.videos_used} of {report.videos_seen} videos usable; "
-        f"train {setup.train_videos} videos / {setup.train_clips} clips, validation {setup.val_videos} videos / "
+        f"train {setup.train_videos} videos / {setup.train_clips} clips ({len(setup.job.train_data)} items per epoch: one per "
+        f"{cfg.train.epoch_unit}), validation {setup.val_videos} videos / "
         f"{setup.val_clips} clips scored",
         highlight=False,
     )
@@ -90,9 +91,11 @@ TABLE6 = [
     ("mlm_acc_asr", "MLM accuracy, ASR tokens"),
     ("mlm_acc_dense", "MLM accuracy, dense-caption tokens"),
     ("vtm_acc", "video-text matching accuracy"),
-    ("constrained_loss", "constrained attention loss (entropy)"),
+    ("constrained_loss", "constrained attention loss"),
+    ("entropy", "entropy of u (nats)"),
     ("alignment_acc", "alignment accuracy (argmax u = true caption)"),
-    ("alignment_own_caption", "  baseline: always the clip's own caption"),
+    ("alignment_own_caption", "  baseline: always the clip's own caption s_i"),
+    ("alignment_prev_caption", "  baseline: always the previous caption s_i-1"),
 ]
 
 
@@ -105,5 +108,9 @@ def validation_table(metrics: dict[str, float], title: str) -> "Table":  # type:
     for key, label in TABLE6:
         if key in metrics:
             value = metrics[key]
-            table.add_row(label, f"{100 * value:.2f}%" if "acc" in key or "own" in key else f"{value:.4f}")
+            table.add_row(label, f"{100 * value:.2f}%" if "acc" in key or "caption" in key else f"{value:.4f}")
+    offsets = sorted((k for k in metrics if k.startswith("argmax_u_offset")), key=lambda k: int(k[len("argmax_u_offset"):]))
+    if offsets:
+        shares = ", ".join(f"s_i{k[len('argmax_u_offset'):] if not k.endswith('+0') else ''} {100 * metrics[k]:.0f}%" for k in offsets)
+        table.add_row("argmax u by time offset", shares)
     return table

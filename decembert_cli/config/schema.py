@@ -25,6 +25,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LossConfig:
     constrained_lambda: float = 1.0  # weight of the constrained attention (entropy) loss; 0 turns it off
+    constrained_warmup: float = 0.1  # lambda ramps linearly from 0 over this many steps (>= 1) or this share of the run (< 1); 0: none
+    constrained_scores: Literal["logits", "probs"] = "logits"  # S: logits Q K^T / sqrt(d) (the paper) | post-softmax probabilities (the released code)
+    constrained_direction: Literal["v2t", "both"] = "v2t"  # v2t: video queries x caption keys (the paper) | both: + text-to-video, 0.5 / 0.5 (released code)
     constrained_on_negatives: bool = False  # also apply it to VTM negatives (the released code does; the paper is silent)
 
 
@@ -45,6 +48,7 @@ class DataConfig:
     max_dense_captions: int = 32  # at most this many dense captions per sample (frames sub-sampled uniformly)
     max_caption_tokens: int = 40  # WordPiece tokens kept per caption (ASR or dense)
     mask_prob: float = 0.2  # MLM probability on ASR and dense-caption tokens
+    mask_replace: Literal["mask", "bert"] = "mask"  # selected tokens: all [MASK] (the paper and its code) | BERT's 80% [MASK] / 10% random / 10% kept
     negative_prob: float = 0.5  # probability that a sample's ASR captions are replaced by a negative
     same_video_negatives: float = 0.5  # share of negatives taken from other clips of the same video
     min_clips: int = 2  # videos with fewer usable captions are skipped (and counted)
@@ -57,7 +61,8 @@ class DataConfig:
 class TrainConfig:
     batch_size: int = 32  # global batch: samples per optimiser step over all processes and accumulation steps
     accumulation: int = 1  # micro-batches per optimiser step (per process)
-    epochs: float = 20.0  # passes over the training clips (the paper: 20)
+    epochs: float = 20.0  # passes over the training items (the paper: 20)
+    epoch_unit: Literal["clip", "video"] = "clip"  # pre-training items: every clip once | one random clip per video (the released code's epoch)
     max_steps: int = 0  # stop after this many optimiser steps (0: run `epochs`)
     lr: float = 1e-4  # peak learning rate (AdamW)
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas

@@ -6,6 +6,12 @@ The text starts with [CLS] and each text segment is followed by [SEP], as BERT w
 far longer to learn cross-segment matching). Video tokens and text tokens have their own position
 ranges (both start at 0), so a sample's encoding does not depend on how much padding its batch
 needs, and text-only input is exactly BERT's.
+
+Candidate captions (the constrained loss's s_{i-k} .. s_{i+k}) are interchangeable: a run of
+consecutive candidate segments shares one position range, each starting where the text before it
+ends, and text after them continues after the longest one. With equal positions and token types,
+nothing but their words tells the candidates apart, so the entropy loss cannot sharpen attention
+onto a slot (measured: with time-ordered positions it learned "the first candidate").
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class EncoderSample:
     vtm_label: int | None = None  # 1: the ASR captions belong to this clip, 0: a negative
     own_candidate: int = -1  # candidate index of the clip's own caption s_i (-1: a negative or unknown)
     aligned: int = -1  # candidate index of the caption truly describing the clip, when known (-1: unknown/none)
+    candidate_offsets: list[int] = field(default_factory=list)  # per candidate slot: its caption's index minus the clip's (time offset)
     extras: dict[str, Any] = field(default_factory=dict)  # task data (targets, ids); collated by key
 
 
@@ -61,6 +68,8 @@ class VideoTextBatch:
     vtm_labels: torch.Tensor | None = None  # (B,) long, 1 positive / 0 negative
     own_candidate: torch.Tensor | None = None  # (B,) long, candidate index of s_i, -1 when none
     aligned: torch.Tensor | None = None  # (B,) long, candidate index of the truly aligned caption, -1 unknown
+    text_pos: torch.Tensor | None = None  # (B, Lt) long position ids of the text; None: 0 .. Lt-1 in every row
+    candidate_offset: torch.Tensor | None = None  # (B, n) long time offset of candidate slot j (IGNORE_INDEX: none)
     extras: dict[str, Any] = field(default_factory=dict)  # per key: (B,) tensor of numbers, else a list
 
     @property
@@ -113,7 +122,7 @@ def collate(
             types += [int(seg.kind)] * (len(seg.ids) + 1)
             caps += [seg.candidate] * len(seg.ids) + [-1]
             labels += [*seg_labels, IGNORE_INDEX]
-        texts.append((ids, types, caps, labels))
+        texts.append((ids, types, caps, labels, text_positions(s.segments)))
 
     b = len(samples)
     v = max(x.shape[0] for x in videos_2d)
@@ -127,7 +136,8 @@ def collate(
     text_mask = torch.zeros(b, lt, dtype=torch.bool)
     caption_id = torch.full((b, lt), -1, dtype=torch.long)
     mlm_labels = torch.full((b, lt), IGNORE_INDEX, dtype=torch.long)
-    for i, (x2, x3, (ids, types, caps, labels)) in enumerate(zip(videos_2d, videos_3d, texts)):
+    text_pos = torch.arange(lt, dtype=torch.long).repeat(b, 1)  # padding keeps its index (never attended to)
+    for i, (x2, x3, (ids, types, caps, labels, pos)) in enumerate(zip(videos_2d, videos_3d, texts)):
         t = x2.shape[0]
         video_2d[i, :t] = x2
         video_3d[i, :t] = x3
@@ -138,6 +148,7 @@ def collate(
         text_mask[i, :n] = True
         caption_id[i, :n] = torch.tensor(caps, dtype=torch.long)
         mlm_labels[i, :n] = torch.tensor(labels, dtype=torch.long)
+        text_pos[i, :n] = torch.tensor(pos, dtype=torch.long)
     has_vtm = [s.vtm_label is not None for s in samples]
     if any(has_vtm) and not all(has_vtm):
         raise ValueError("either every sample of a batch has a VTM label or none has")
@@ -155,8 +166,41 @@ def collate(
         vtm_labels=vtm,
         own_candidate=torch.tensor([s.own_candidate for s in samples], dtype=torch.long),
         aligned=torch.tensor([s.aligned for s in samples], dtype=torch.long),
+        text_pos=None if bool((text_pos == torch.arange(lt)).all()) else text_pos,
+        candidate_offset=_collate_offsets(samples),
         extras=_collate_extras(samples),
     )
+
+
+def text_positions(segments: Sequence[TextSegment]) -> list[int]:
+    """Position ids of [CLS] + segments (each with its [SEP]): sequential, except that a run of
+    consecutive candidate segments shares one range (each starts where the text before the run
+    ends) and the text after the run continues after its longest member."""
+    positions = [0]
+    cursor = 1  # next free position
+    run_start = run_end = -1  # the current run of candidates: its first position and one past its longest member
+    for seg in segments:
+        width = len(seg.ids) + 1
+        if seg.candidate >= 0:
+            if run_start < 0:
+                run_start, run_end = cursor, cursor
+            positions += range(run_start, run_start + width)
+            run_end = max(run_end, run_start + width)
+            continue
+        if run_start >= 0:
+            cursor, run_start = run_end, -1
+        positions += range(cursor, cursor + width)
+        cursor += width
+    return positions
+
+
+def _collate_offsets(samples: Sequence[EncoderSample]) -> torch.Tensor | None:
+    if not any(s.candidate_offsets for s in samples):
+        return None
+    out = torch.full((len(samples), max(len(s.candidate_offsets) for s in samples)), IGNORE_INDEX, dtype=torch.long)
+    for i, s in enumerate(samples):
+        out[i, : len(s.candidate_offsets)] = torch.tensor(s.candidate_offsets, dtype=torch.long)
+    return out
 
 
 def _collate_extras(samples: Sequence[EncoderSample]) -> dict[str, Any]:

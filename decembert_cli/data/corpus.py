@@ -342,7 +342,12 @@ class PretrainDataset(torch.utils.data.Dataset):
         dims: tuple[int, int],
         seed: int,
         max_video_tokens: int = 100,
+        epoch_unit: str = "clip",
+        shuffle_candidates: bool = True,
     ) -> None:
+        """epoch_unit: "clip" (an item per clip) or "video" (an item per video: one clip of it, drawn
+        per epoch, as the released code counts epochs). shuffle_candidates: False keeps the
+        candidates in time order (attention pictures)."""
         k = config.neighbours
         if k < 0:
             raise DecembertError(f"data.neighbours must be 0 or more, got {k}")
@@ -365,6 +370,11 @@ class PretrainDataset(torch.utils.data.Dataset):
         firsts = np.cumsum(counts) - counts  # index of each video's first clip
         video = np.repeat(np.arange(len(records)), counts)
         self.clips = np.stack([video, np.arange(int(counts.sum())) - firsts[video]], axis=1)  # (N, 2): (video, caption)
+        self.first_clip = firsts  # (videos,) index in `clips` of each video's first clip
+        if epoch_unit not in ("clip", "video"):
+            raise DecembertError(f"train.epoch_unit = {epoch_unit!r}: use clip or video")
+        self.epoch_unit = epoch_unit
+        self.shuffle_candidates = shuffle_candidates
         self.cls_id = tokenizer.cls_token_id
         self.sep_id = tokenizer.sep_token_id
         self.pad_id = tokenizer.pad_token_id
@@ -372,11 +382,15 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.vocab_size = len(tokenizer)
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.records) if self.epoch_unit == "video" else len(self.clips)
 
     def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
         epoch, index = (0, key) if isinstance(key, (int, np.integer)) else key
-        return self.build(int(epoch), int(index))[0]
+        epoch, index = int(epoch), int(index)
+        if self.epoch_unit == "video":  # item = video: one of its clips, drawn anew each epoch
+            n_clips = len(self.records[index].captions)
+            index = int(self.first_clip[index]) + int(np.random.default_rng([self.seed, epoch, index, 1]).integers(n_clips))
+        return self.build(epoch, index)[0]
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
         return collate(samples, cls_id=self.cls_id, sep_id=self.sep_id, pad_id=self.pad_id, max_video_tokens=self.max_video_tokens)
@@ -427,25 +441,28 @@ class PretrainDataset(torch.utils.data.Dataset):
             negative, source_v, source_i = self._negative_source(rng, v, i)
         captions = self.records[source_v].captions
         lo, hi = max(0, source_i - cfg.neighbours), min(len(captions) - 1, source_i + cfg.neighbours)
-        asr_ids = self._tokens(captions.text[lo : hi + 1])
+        # candidate slot -> caption index: shuffled, so that no slot stands for a time offset
+        order = lo + (rng.permutation(hi - lo + 1) if self.shuffle_candidates else np.arange(hi - lo + 1))
+        asr_ids = self._tokens([captions.text[j] for j in order])
         dense_ids = self._tokens(dense_texts)
         budget = MAX_TEXT_POSITIONS - 1 - sum(len(x) + 1 for x in asr_ids)  # 1: [CLS]
         while dense_ids and sum(len(x) + 1 for x in dense_ids) > budget:
             dense_ids.pop()
 
         segments: list[TextSegment] = []
+        masking = dict(mask_id=self.mask_id, vocab_size=self.vocab_size, replace=cfg.mask_replace)
         for ids in dense_ids:
-            inputs, labels = mask_tokens(ids, cfg.mask_prob, rng, mask_id=self.mask_id, vocab_size=self.vocab_size)
+            inputs, labels = mask_tokens(ids, cfg.mask_prob, rng, **masking)
             segments.append(TextSegment(inputs, TokenType.DENSE, labels=labels))
         for c, ids in enumerate(asr_ids):
-            inputs, labels = mask_tokens(ids, cfg.mask_prob, rng, mask_id=self.mask_id, vocab_size=self.vocab_size)
+            inputs, labels = mask_tokens(ids, cfg.mask_prob, rng, **masking)
             segments.append(TextSegment(inputs, TokenType.ASR, candidate=c, labels=labels))
 
         own, aligned = -1, -1
         if negative is None:
-            own = i - lo
+            own = int(np.flatnonzero(order == i)[0])
             if record.aligned_to is not None:
-                matches = [c for c, j in enumerate(range(lo, hi + 1)) if record.aligned_to[j] == i]
+                matches = [c for c, j in enumerate(order) if record.aligned_to[j] == i]
                 aligned = matches[0] if len(matches) == 1 else -1
         sample = EncoderSample(
             video_2d=torch.from_numpy(video_2d),
@@ -454,6 +471,7 @@ class PretrainDataset(torch.utils.data.Dataset):
             vtm_label=int(negative is None),
             own_candidate=own,
             aligned=aligned,
+            candidate_offsets=[int(j) - source_i for j in order],
         )
         return sample, SampleInfo(v, i, negative, (source_v, source_i))
 

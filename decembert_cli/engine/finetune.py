@@ -83,6 +83,9 @@ class TaskModel(nn.Module):
         n = self.head.target_count(batch) if hasattr(self.head, "target_count") else batch.batch_size
         return torch.as_tensor(n, device=batch.text_ids.device).float()
 
+    def set_step(self, step: int, total_steps: int) -> None:
+        """The loop's per-step hook: nothing in fine-tuning depends on the step."""
+
     def target_counts(self, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
         return {"task": self._count(batch)}
 
@@ -178,6 +181,9 @@ def prepare(task_name: str, config_source: str | None, overrides: list[str], run
 
     r = resolve(task_name, config_source, overrides, checkpoint)
     task_cls, config, init = r.task_cls, r.config, r.init
+    if config.train.epoch_unit != "clip":
+        raise DecembertError(f"train.epoch_unit = {config.train.epoch_unit}: one clip per video is pre-training's epoch; "
+                             "fine-tuning passes over every training item (leave train.epoch_unit at clip)")  # fmt: skip
     torch.manual_seed(config.seed)
     task = task_cls(config.task)
     adapter = task.adapter()

@@ -1,6 +1,8 @@
 """The training loop shared by pre-training and fine-tuning.
 
 The loop trains any module that follows this contract (DecembertForPretraining does):
+- `module.set_step(step, total_steps)`: called before each optimiser step (1-based), e.g. for a
+  loss weight's warm-up;
 - `module.target_counts(batch) -> {loss name: count}`: targets per loss, known before the forward;
 - `module(batch, normalisers=...)` returns an object with `losses` (batch means and "total"),
   `sums`, `counts`, `weights` (per loss) and `stats` (summable tensors);
@@ -51,6 +53,7 @@ class Job:
     val_keys: Sequence[Any] = ()  # validation item keys (the whole list; sharded by rank here)
     workers: int = 0  # data-loading worker processes per rank
     eval_kwargs: dict[str, Any] = field(default_factory=dict)  # extra forward arguments when validating
+    diagnose: Callable[[dict[str, float]], str | None] | None = None  # validation metrics -> a warning to log and show, or None
 
 
 @dataclass
@@ -240,7 +243,11 @@ def train(
             model, job.val_data, job.val_keys, job.collate, batch_size=micro_size, device=device, dtype=dtype,
             dist_info=dist_info, workers=job.workers, forward_kwargs=job.eval_kwargs,
         )
-        log.write({"step": step, "split": "val", **metrics})
+        warning = job.diagnose(metrics) if job.diagnose is not None else None
+        log.write({"step": step, "split": "val", **metrics, **({"warning": warning} if warning else {})})
+        if warning and main:
+            bar.console.print(f"[yellow]warning at step {step}:[/] {warning}", highlight=False)
+            bar.update(task, description=f"{description} [yellow](collapsed)[/]")
         if main and on_validation is not None:
             on_validation(step, metrics)
         return metrics
@@ -278,7 +285,8 @@ def train(
     model.train()
     step = start
     bar = _progress(main and progress)
-    task = bar.add_task("pre-training" if job.meta.get("kind") == "pretrain" else "training", total=total_steps, completed=start, loss=float("nan"), rate=0.0)
+    description = "pre-training" if job.meta.get("kind") == "pretrain" else "training"
+    task = bar.add_task(description, total=total_steps, completed=start, loss=float("nan"), rate=0.0)
     with bar:
         for step in range(start + 1, end_step + 1):
             tick = time.perf_counter()
@@ -288,6 +296,7 @@ def train(
                 break
             loaded = time.perf_counter()
             wait += loaded - tick
+            model.set_step(step, total_steps)
             local_counts: dict[str, torch.Tensor] = {}
             for b in micro:
                 for name, n in model.target_counts(b).items():
@@ -327,6 +336,7 @@ def train(
                     "lr": lr,
                     "loss": total,
                     **{f"loss_{k}": v for k, v in losses.items()},
+                    **{f"weight_{k}": w for k, w in weights.items()},  # e.g. lambda during its warm-up
                     "grad_norm": float(grad_norm) if grad_norm is not None else None,
                     "samples_per_s": samples_done / max(1e-9, busy),
                     "data_wait": wait / max(1e-9, busy),

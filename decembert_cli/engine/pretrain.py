@@ -46,6 +46,7 @@ def prepare(
     import torch
 
     from decembert_cli.model import build_pretraining_model, build_tokenizer, check_vocabulary
+    from decembert_cli.model.pretraining import collapse_warning
 
     records, report = open_corpus(corpus, config, strict=strict, progress=progress)
     train_records, val_records = split_videos(records, config.data.val_videos)
@@ -55,7 +56,7 @@ def prepare(
     check_vocabulary(tokenizer, model.encoder)
     dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
     common: dict[str, Any] = dict(dims=dims, seed=config.seed, max_video_tokens=config.model.max_video_tokens)
-    train_data = PretrainDataset(train_records, tokenizer, config.data, **common)
+    train_data = PretrainDataset(train_records, tokenizer, config.data, epoch_unit=config.train.epoch_unit, **common)
     val_data = PretrainDataset(val_records, tokenizer, config.data, **common) if val_records else None
     val_keys = [(VAL_EPOCH, i) for i in validation_indices(len(val_data), config.data.val_samples)] if val_data else []
     if len(train_data) == 0:
@@ -73,13 +74,14 @@ def prepare(
         val_keys=val_keys,
         workers=config.data.workers,
         eval_kwargs={"constrained": True},  # u and the entropy are reported even when lambda = 0
+        diagnose=collapse_warning,
     )
     return PretrainSetup(
         job=job,
         report=report,
         train_videos=len(train_records),
         val_videos=len(val_records),
-        train_clips=len(train_data),
+        train_clips=len(train_data.clips),
         val_clips=len(val_keys),
     )
 

@@ -41,6 +41,7 @@ def build_encoder(cfg: "ModelConfig", bert_config: dict | None = None) -> tuple[
     )
     if pretrained:
         copy_bert_weights(encoder.bert, pretrained.encoder_state)
+    encoder.video.match_scale(encoder.word_embeddings)
     return encoder, (pretrained.mlm_state if pretrained else {})
 
 
@@ -52,6 +53,9 @@ def build_pretraining_model(config: "Config") -> "DecembertForPretraining":
         encoder,
         constrained_lambda=config.loss.constrained_lambda,
         constrained_on_negatives=config.loss.constrained_on_negatives,
+        constrained_warmup=config.loss.constrained_warmup,
+        constrained_scores=config.loss.constrained_scores,
+        constrained_direction=config.loss.constrained_direction,
     )
     if mlm_state:
         model.mlm.load_state_dict(mlm_state)

@@ -12,6 +12,14 @@ Fused mode (the default) runs the attention itself through SDPA and computes onl
 (video queries x candidate keys) blocks of the logits that the loss needs: the full L x L attention
 matrix is never materialised. Eager mode computes the full logits and softmax (the reference path;
 it also returns attention maps and can keep the logits for inspection).
+
+Two variants of the released code (zinengtang/DeCEMBERT), as settings beside the paper's form:
+- scores = "probs": S is the post-softmax attention probability instead of the logit (fused mode
+  then computes the video rows, or the candidate rows, against every key for the softmax's
+  normaliser: V x L, not L x L);
+- both = True: also the text-to-video direction, candidate-caption tokens as queries and video
+  tokens as keys, reduced the same way (max over the caption's tokens, mean over the video tokens);
+  the loss averages the two entropies (0.5 / 0.5).
 """
 
 from __future__ import annotations
@@ -41,7 +49,10 @@ class ConstrainedAttention:
     eager: bool = False  # compute the full attention matrix (reference path)
     compute_loss: bool = True  # False: only run attention (eager maps for visualisation)
     keep_logits: bool = False  # eager only: keep each layer's full (B, h, L, L) logits
+    probs: bool = False  # S = post-softmax probabilities (the released code) instead of logits (the paper)
+    both: bool = False  # also score the text-to-video direction (the released code)
     scores: list[torch.Tensor] = field(default_factory=list)  # z: one (B, h, n) tensor per layer
+    scores_t2v: list[torch.Tensor] = field(default_factory=list)  # both: z of the text-to-video direction, per layer
     logits: list[torch.Tensor] = field(default_factory=list)  # eager + keep_logits: (B, h, L, L) per layer
 
 
@@ -103,11 +114,11 @@ def attention_entropy(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return u, entropy.masked_fill(~has_any.squeeze(-1), 0.0)
 
 
-def _gather_keys(key: torch.Tensor, cand_index: torch.Tensor) -> torch.Tensor:
-    """(B, h, L, d) keys -> (B, h, n*Lc, d) keys of the candidate tokens."""
-    b, h, _, d = key.shape
+def _gather_tokens(x: torch.Tensor, cand_index: torch.Tensor) -> torch.Tensor:
+    """(B, h, L, d) queries or keys -> (B, h, n*Lc, d) those of the candidate tokens."""
+    b, h, _, d = x.shape
     flat = cand_index.reshape(b, 1, -1, 1).expand(b, h, cand_index.shape[1] * cand_index.shape[2], d)
-    return key.gather(2, flat)
+    return x.gather(2, flat)
 
 
 def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -116,18 +127,74 @@ def _additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | N
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
+def _mask_rows(mask: torch.Tensor | None, rows: torch.Tensor | slice) -> torch.Tensor | None:
+    """The additive mask's rows for some queries: a (B, 1, 1, L) padding mask applies to every row;
+    a (B, 1, L, L) mask is indexed (rows: a slice, or a (B, R) index of query positions)."""
+    if mask is None or mask.shape[-2] == 1:
+        return mask
+    if isinstance(rows, slice):
+        return mask[:, :, rows]
+    return mask.gather(2, rows[:, None, :, None].expand(-1, mask.shape[1], -1, mask.shape[-1]))
+
+
+def _row_probs(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over all keys of some query rows (B, h, R, L), before dropout."""
+    return F.softmax(logits + mask if mask is not None else logits, dim=-1)
+
+
+def _score_blocks(ctx: ConstrainedAttention, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float,
+                  full: torch.Tensor | None = None) -> None:  # fmt: skip
+    """Append this layer's z (and the text-to-video z) to `ctx`.
+
+    query, key: (B, h, L, d); mask: additive, (B, 1, 1|L, L); full: the whole (B, h, L, L) logits
+    when the caller has them (eager), else the needed blocks are computed from query and key.
+    """
+    b, h = query.shape[:2]
+    n, lc = ctx.cand_index.shape[1:]
+    v = ctx.num_video
+    cols = ctx.cand_index.reshape(b, 1, 1, n * lc)
+
+    def rows_vs(rows_q: torch.Tensor, row_index: torch.Tensor | slice, keys: torch.Tensor | None) -> torch.Tensor:
+        """Scores of some query rows against `keys` ((B, h, K, d); None = every key, needed for probs)."""
+        if full is not None:
+            if isinstance(row_index, slice):
+                block = full[:, :, row_index]
+            else:
+                block = full.gather(2, row_index[:, None, :, None].expand(b, h, -1, full.shape[-1]))
+        else:
+            block = torch.matmul(rows_q, (key if keys is None else keys).transpose(2, 3)) * scaling
+        return block
+
+    # video queries x candidate keys: (B, h, V, n, Lc)
+    if ctx.probs:
+        rows = _row_probs(rows_vs(query[:, :, :v], slice(0, v), None), _mask_rows(mask, slice(0, v)))  # (B, h, V, L)
+        block = rows.gather(-1, cols.expand(b, h, v, n * lc))
+    elif full is not None:
+        block = full[:, :, :v].gather(-1, cols.expand(b, h, v, n * lc))
+    else:
+        block = rows_vs(query[:, :, :v], slice(0, v), _gather_tokens(key, ctx.cand_index))
+    ctx.scores.append(candidate_scores(block.view(b, h, v, n, lc), ctx.cand_mask, ctx.video_mask))
+    if not ctx.both:
+        return
+    # candidate queries x video keys: (B, h, n*Lc, V) -> (B, h, V, n, Lc), the same reductions
+    cand_rows = ctx.cand_index.reshape(b, n * lc)
+    q_cand = _gather_tokens(query, ctx.cand_index) if full is None else None
+    if ctx.probs:
+        t2v = _row_probs(rows_vs(q_cand, cand_rows, None), _mask_rows(mask, cand_rows))[..., :v]
+    else:
+        t2v = rows_vs(q_cand, cand_rows, key[:, :, :v])
+        t2v = t2v[..., :v] if full is not None else t2v
+    block_t2v = t2v.view(b, h, n, lc, v).permute(0, 1, 4, 2, 3)
+    ctx.scores_t2v.append(candidate_scores(block_t2v, ctx.cand_mask, ctx.video_mask))
+
+
 def _eager(module, query, key, value, attention_mask, scaling, dropout, ctx):  # type: ignore[no-untyped-def]
     logits = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, h, L, L)
+    additive = _additive(attention_mask, logits.dtype)
     if ctx is not None and ctx.compute_loss and ctx.cand_index.numel():
-        b, h = logits.shape[:2]
-        n, lc = ctx.cand_index.shape[1:]
-        rows = logits[:, :, : ctx.num_video]  # (B, h, V, L)
-        cols = ctx.cand_index.reshape(b, 1, 1, n * lc).expand(b, h, ctx.num_video, n * lc)
-        block = rows.gather(-1, cols).view(b, h, ctx.num_video, n, lc)  # (B, h, V, n, Lc)
-        ctx.scores.append(candidate_scores(block, ctx.cand_mask, ctx.video_mask))
+        _score_blocks(ctx, query, key, additive, scaling, full=logits)
     if ctx is not None and ctx.keep_logits:
         ctx.logits.append(logits)
-    additive = _additive(attention_mask, logits.dtype)
     scores = logits + additive if additive is not None else logits
     probs = F.softmax(scores, dim=-1)
     dropped = F.dropout(probs, p=dropout, training=module.training)
@@ -156,12 +223,8 @@ def decembert_attention(
         module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=False
     )
     if ctx is not None and ctx.compute_loss and ctx.cand_index.numel():
-        b, h = query.shape[:2]
-        n, lc = ctx.cand_index.shape[1:]
-        q_video = query[:, :, : ctx.num_video]  # (B, h, V, d)
-        k_cand = _gather_keys(key, ctx.cand_index)  # (B, h, n*Lc, d)
-        block = torch.matmul(q_video, k_cand.transpose(2, 3)) * scaling  # (B, h, V, n*Lc)
-        ctx.scores.append(candidate_scores(block.view(b, h, ctx.num_video, n, lc), ctx.cand_mask, ctx.video_mask))
+        additive = _additive(attention_mask, query.dtype) if ctx.probs else None
+        _score_blocks(ctx, query, key, additive, scaling)
     return out, None
 
 

@@ -27,7 +27,16 @@ if TYPE_CHECKING:
 
 
 class VideoEmbedding(nn.Module):
-    """2D and 3D features, each L2-normalised on its own, concatenated, then a two-layer MLP."""
+    """2D and 3D features, each L2-normalised on its own, concatenated, then a two-layer MLP (biases
+    start at zero, as BERT initialises its layers) and a LayerNorm whose gain starts at the word
+    embeddings' scale (`match_scale`): a new video token enters the encoder as a word token does,
+    its content most of its embedding.
+
+    Measured without them (PyTorch's default init, no LayerNorm) on MiniLM-L6: unit-norm inputs leave
+    a fresh MLP's output mostly its constant bias (row norm 0.57), the part that depends on the
+    video ~0.17, against position and type embeddings of 0.45 and 0.40, so the video barely reached
+    the encoder until the MLP had grown. (The released code LayerNorms the 4096-d input instead.)
+    """
 
     def __init__(self, dim_2d: int, dim_3d: int, hidden_size: int, dropout: float) -> None:
         super().__init__()
@@ -37,10 +46,20 @@ class VideoEmbedding(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden_size, hidden_size),
         )
+        self.norm = nn.LayerNorm(hidden_size)
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                nn.init.zeros_(layer.bias)
+
+    def match_scale(self, word_embeddings: nn.Embedding) -> None:
+        """Start the gain at the word embeddings' standard deviation: a video token enters the encoder
+        at the scale of a word token (called on a new model, after its text weights are loaded)."""
+        with torch.no_grad():
+            self.norm.weight.fill_(float(word_embeddings.weight.float().std()))
 
     def forward(self, video_2d: torch.Tensor, video_3d: torch.Tensor) -> torch.Tensor:
         feats = torch.cat([F.normalize(video_2d, dim=-1), F.normalize(video_3d, dim=-1)], dim=-1)  # (B, V, D2+D3)
-        return self.mlp(feats)  # (B, V, H)
+        return self.norm(self.mlp(feats))  # (B, V, H)
 
 
 @dataclass
@@ -49,8 +68,9 @@ class EncoderOutput:
     mask: torch.Tensor  # (B, V+Lt) bool: real tokens
     pooled: torch.Tensor  # (B, H) mean over real tokens
     num_video: int  # V: where the text block starts
-    candidate_u: torch.Tensor | None = None  # (B, layers, heads, n) attention distribution u over candidates
-    attention_entropy: torch.Tensor | None = None  # (B,) entropy of u, mean over layers and heads
+    candidate_u: torch.Tensor | None = None  # (B, layers, heads, n) attention distribution u over candidates (video -> text)
+    attention_entropy: torch.Tensor | None = None  # (B,) the constrained loss per sample: entropy of u, mean over layers and heads
+    u_entropy: torch.Tensor | None = None  # (B,) entropy of the video -> text u alone (= attention_entropy unless both directions)
     candidate_valid: torch.Tensor | None = None  # (B, n) bool: candidate j exists
     attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, heads, L, L) maps (eager path)
     logits: list[torch.Tensor] | None = None  # per layer (B, heads, L, L) raw logits (eager + keep_logits)
@@ -58,6 +78,19 @@ class EncoderOutput:
     @property
     def text(self) -> torch.Tensor:
         return self.sequence[:, self.num_video :]  # (B, Lt, H)
+
+
+def separate_candidates(mask: torch.Tensor, caption_id: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) bool, True = may attend: every real token, except that a candidate caption's tokens
+    do not attend to another candidate's. Candidates share positions (data.batch.text_positions), so
+    this is what keeps each caption's words together; video, dense captions, [CLS] and [SEP] see all.
+
+    mask: (B, L) real tokens, video block first; caption_id: (B, Lt) candidate of each text token, -1 if none.
+    """
+    v = mask.shape[1] - caption_id.shape[1]
+    cand = torch.cat([torch.full_like(caption_id[:, :v], -1) if v else caption_id[:, :0], caption_id], dim=1)  # (B, L)
+    other = (cand[:, :, None] >= 0) & (cand[:, None, :] >= 0) & (cand[:, :, None] != cand[:, None, :])  # (B, L, L)
+    return (mask[:, None, :] & ~other)[:, None]
 
 
 class DecembertEncoder(nn.Module):
@@ -92,11 +125,14 @@ class DecembertEncoder(nn.Module):
         keep_logits: bool = False,
         attention_mask: torch.Tensor | None = None,
         cache: Any = None,
+        scores: str = "logits",
+        direction: str = "v2t",
     ) -> EncoderOutput:
         """Encode a batch.
 
         constrained: also compute the attention distribution over the candidate ASR captions (u)
-        and its entropy. output_attentions / keep_logits force the eager path and return maps.
+        and its entropy; scores ("logits" | "probs") and direction ("v2t" | "both") choose the
+        loss's form (model/attention.py). output_attentions / keep_logits force the eager path and return maps.
         attention_mask: optional (B, 1, L, L) bool mask (True = may attend) replacing the padding mask,
         e.g. the seq2seq mask of captioning; padding is still excluded from pooling.
         cache: a transformers `DynamicCache` that keeps every layer's keys and values (generation).
@@ -110,8 +146,14 @@ class DecembertEncoder(nn.Module):
         text = self.word_embeddings(batch.text_ids)  # (B, Lt, H)
         inputs = torch.cat([video.to(text.dtype), text], dim=1)  # (B, L, H)
         types = torch.cat([torch.full((b, v), int(TokenType.VIDEO), device=device, dtype=torch.long), batch.text_type], dim=1)
-        positions = torch.cat([torch.arange(v, device=device), torch.arange(lt, device=device)])[None]  # (1, L)
+        video_pos = torch.arange(v, device=device)
+        if batch.text_pos is None:
+            positions = torch.cat([video_pos, torch.arange(lt, device=device)])[None]  # (1, L)
+        else:  # candidate captions share positions (data.batch.text_positions)
+            positions = torch.cat([video_pos.expand(b, v), batch.text_pos], dim=1)  # (B, L)
         mask = torch.cat([batch.video_mask, batch.text_mask], dim=1)  # (B, L)
+        if attention_mask is None and batch.text_pos is not None:
+            attention_mask = separate_candidates(mask, batch.caption_id)
         mask4d = attention_mask if attention_mask is not None else mask[:, None, None, :]  # (B, 1, 1|L, L)
 
         eager = self.eager or output_attentions or keep_logits
@@ -126,6 +168,8 @@ class DecembertEncoder(nn.Module):
                 eager=eager,
                 compute_loss=constrained,
                 keep_logits=keep_logits,
+                probs=scores == "probs",
+                both=direction == "both",
             )
         out = self.bert(
             inputs_embeds=inputs,
@@ -144,7 +188,11 @@ class DecembertEncoder(nn.Module):
             z = torch.stack(ctx.scores, dim=1)  # (B, layers, heads, n)
             u, entropy = attention_entropy(z)
             result.candidate_u = u
-            result.attention_entropy = entropy.mean(dim=(1, 2))  # (B,)
+            result.u_entropy = entropy.mean(dim=(1, 2))  # (B,)
+            result.attention_entropy = result.u_entropy
+            if ctx.scores_t2v:
+                _, entropy_t2v = attention_entropy(torch.stack(ctx.scores_t2v, dim=1))
+                result.attention_entropy = 0.5 * result.u_entropy + 0.5 * entropy_t2v.mean(dim=(1, 2))
             result.candidate_valid = ctx.cand_mask.any(-1)
         if ctx is not None and keep_logits:
             result.logits = ctx.logits

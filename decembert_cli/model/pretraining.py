@@ -28,6 +28,31 @@ class PretrainOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)  # detached summable counts for metrics
 
 
+COLLAPSE_ENTROPY = 0.1  # nats: below this (with one offset taking COLLAPSE_SHARE of argmax u) the attention has collapsed
+COLLAPSE_SHARE = 0.9
+
+
+def lambda_ramp(step: int, total_steps: int, warmup: float) -> float:
+    """Share of lambda at optimiser step `step` (1-based): a linear ramp from 0 over `warmup` steps
+    (warmup >= 1) or over that share of `total_steps` (warmup < 1); 1 without warm-up."""
+    span = warmup if warmup >= 1 else warmup * total_steps
+    return 1.0 if span <= 0 else min(1.0, step / span)
+
+
+def collapse_warning(metrics: dict[str, float]) -> str | None:
+    """A message when validation shows the collapse that entropy minimisation can find: near-zero
+    entropy with one time offset taking nearly every argmax of u (a position, not the content)."""
+    entropy = metrics.get("entropy")
+    shares = {k[len("argmax_u_offset"):]: v for k, v in metrics.items() if k.startswith("argmax_u_offset")}
+    if entropy is None or not shares:
+        return None
+    offset, share = max(shares.items(), key=lambda kv: kv[1])
+    if entropy < COLLAPSE_ENTROPY and share > COLLAPSE_SHARE:
+        return (f"constrained attention collapsed: entropy {entropy:.3f} nats and argmax u on s_i{offset if offset != '+0' else ''} "
+                f"for {100 * share:.0f}% of positives (see the loss settings in `decembert pretrain --print-config`)")  # fmt: skip
+    return None
+
+
 def candidate_count(caption_id: torch.Tensor) -> torch.Tensor:
     """(B,) number of distinct candidate captions per sample (candidate ids are 0..n-1)."""
     n = int(caption_id.max().item()) + 1 if caption_id.numel() else 0
@@ -44,6 +69,9 @@ class DecembertForPretraining(nn.Module):
         *,
         constrained_lambda: float,
         constrained_on_negatives: bool,
+        constrained_warmup: float = 0.0,
+        constrained_scores: str = "logits",
+        constrained_direction: str = "v2t",
     ) -> None:
         super().__init__()
         config = encoder.bert.config
@@ -52,6 +80,14 @@ class DecembertForPretraining(nn.Module):
         self.vtm = VTMHead(config.hidden_size, config.hidden_dropout_prob)
         self.constrained_lambda = constrained_lambda
         self.constrained_on_negatives = constrained_on_negatives
+        self.constrained_warmup = constrained_warmup
+        self.constrained_scores = constrained_scores
+        self.constrained_direction = constrained_direction
+        self.lambda_scale = 1.0  # the warm-up's share of lambda at the current step (set_step)
+
+    def set_step(self, step: int, total_steps: int) -> None:
+        """Called by the training loop before each optimiser step: lambda's warm-up follows the step."""
+        self.lambda_scale = lambda_ramp(step, total_steps, self.constrained_warmup)
 
     def constrained_participants(self, batch: VideoTextBatch) -> torch.Tensor:
         """(B,) bool: samples the constrained loss applies to.
@@ -88,8 +124,9 @@ class DecembertForPretraining(nn.Module):
         constrained: compute u and the entropy loss (default: when lambda > 0)."""
         want_constrained = self.constrained_lambda > 0 if constrained is None else constrained
         enc = self.encoder(
-            batch, constrained=want_constrained, output_attentions=output_attentions, keep_logits=keep_logits
-        )
+            batch, constrained=want_constrained, output_attentions=output_attentions, keep_logits=keep_logits,
+            scores=self.constrained_scores, direction=self.constrained_direction,
+        )  # fmt: skip
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {}
@@ -121,17 +158,14 @@ class DecembertForPretraining(nn.Module):
                 stats["vtm_correct"] = ((vtm_logits > 0).long() == batch.vtm_labels).sum()
 
         if enc.attention_entropy is not None:
-            weight = self.constrained_participants(batch).to(enc.attention_entropy.dtype)
+            participants = self.constrained_participants(batch)
+            weight = participants.to(enc.attention_entropy.dtype)
             sums["constrained"] = (enc.attention_entropy * weight).sum()
             counts["constrained"] = weight.sum()
-            weights["constrained"] = self.constrained_lambda
-            if batch.aligned is not None and enc.candidate_u is not None:
+            weights["constrained"] = self.constrained_lambda * self.lambda_scale
+            if not self.training:  # validation diagnostics (host synchronisations: never in a training step)
                 with torch.no_grad():
-                    choice = enc.candidate_u.float().mean(dim=(1, 2)).argmax(-1)  # (B,) over layers and heads
-                    known = batch.aligned >= 0
-                    stats["align_correct"] = (known & (choice == batch.aligned)).sum()
-                    stats["align_own"] = (known & (batch.own_candidate == batch.aligned)).sum()
-                    stats["align_count"] = known.sum()
+                    stats.update(self.alignment_stats(batch, enc, participants))
 
         losses = {name: sums[name] / counts[name].clamp(min=1) for name in sums}
         total = enc.pooled.new_zeros((), dtype=torch.float32)
@@ -144,6 +178,35 @@ class DecembertForPretraining(nn.Module):
             stats[f"{name}_sum"] = sums[name].detach()
             stats[f"{name}_count"] = counts[name].detach()
         return PretrainOutput(encoder=enc, losses=losses, sums=sums, counts=counts, weights=weights, stats=stats)
+
+    @staticmethod
+    def alignment_stats(batch: VideoTextBatch, enc: EncoderOutput, participants: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Summable counts of what u chose: by time offset (not slot), against the true caption when known.
+
+        choice = argmax over candidates of u averaged over layers and heads."""
+        stats: dict[str, torch.Tensor] = {}
+        if enc.u_entropy is not None:
+            stats["entropy_sum"] = (enc.u_entropy.float() * participants).sum()
+            stats["entropy_count"] = participants.sum()
+        if enc.candidate_u is None:
+            return stats
+        choice = enc.candidate_u.float().mean(dim=(1, 2)).argmax(-1)  # (B,)
+        positives = participants if batch.vtm_labels is None else participants & (batch.vtm_labels == 1)
+        if batch.candidate_offset is not None:
+            chosen = batch.candidate_offset.gather(1, choice[:, None]).squeeze(1)  # (B,) time offset of the choice
+            stats["argmax_count"] = positives.sum()
+            for offset in torch.unique(batch.candidate_offset[positives]).tolist():
+                if offset != IGNORE_INDEX:
+                    stats[f"argmax_offset{int(offset):+d}"] = (positives & (chosen == offset)).sum()
+        if batch.aligned is not None:
+            known = positives & (batch.aligned >= 0)
+            stats["align_correct"] = (known & (choice == batch.aligned)).sum()
+            stats["align_own"] = (known & (batch.own_candidate == batch.aligned)).sum()
+            stats["align_count"] = known.sum()
+            if batch.candidate_offset is not None:
+                true_offset = batch.candidate_offset.gather(1, batch.aligned.clamp(min=0)[:, None]).squeeze(1)
+                stats["align_prev"] = (known & (true_offset == -1)).sum()
+        return stats
 
     @staticmethod
     def metrics(totals: dict[str, float]) -> dict[str, float]:
@@ -161,7 +224,11 @@ class DecembertForPretraining(nn.Module):
             "constrained_loss": ratio("constrained_sum", "constrained_count"),
             "alignment_acc": ratio("align_correct", "align_count"),
             "alignment_own_caption": ratio("align_own", "align_count"),
+            "alignment_prev_caption": ratio("align_prev", "align_count"),
+            "entropy": ratio("entropy_sum", "entropy_count"),
         }
+        for key in sorted(k for k in totals if k.startswith("argmax_offset")):
+            metrics[f"argmax_u_offset{key[len('argmax_offset'):]}"] = ratio(key, "argmax_count")
         if totals.get("align_count", 0) > 0:
             metrics["alignment_n"] = totals["align_count"]
         return {k: float(v) for k, v in metrics.items() if v is not None}

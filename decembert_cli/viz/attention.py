@@ -86,7 +86,8 @@ def attention_example(checkpoint: Path, video_id: str, clip: int | None = None, 
         raise DecembertError(f"--clip {clip}: video {video_id} has clips 0 to {n - 1}")
     tokenizer = build_tokenizer(config.model)
     dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
-    data = PretrainDataset([record], tokenizer, config.data, dims=dims, seed=config.seed, max_video_tokens=config.model.max_video_tokens)
+    data = PretrainDataset([record], tokenizer, config.data, dims=dims, seed=config.seed, max_video_tokens=config.model.max_video_tokens,
+                           shuffle_candidates=False)  # the picture keeps time order (the model sees no order: candidates share positions)
     index = int(np.flatnonzero(data.clips[:, 1] == clip)[0])
     sample, _info = data.build(0, index)
     encoder, _ = build_encoder(config.model)

@@ -56,6 +56,40 @@ def test_lambda_zero_still_reports_the_constrained_loss(corpus: Path, tmp_path: 
     assert "loss_constrained" not in lines[0] and "constrained_loss" in lines[-1]
 
 
+def test_lambda_warmup_and_epoch_unit_reach_the_run(corpus: Path, tmp_path: Path) -> None:
+    sets = ["loss.constrained_lambda=2", "loss.constrained_warmup=4", "train.max_steps=4", "train.log_every=1",
+            "train.epoch_unit=video", "train.validate_every=2"]  # fmt: skip
+    result = runner.invoke(app, _args(corpus, tmp_path / "run", *[x for s in sets for x in ("--set", s)]))
+    assert result.exit_code == 0, result.output
+    assert "items per epoch: one per video" in " ".join(result.output.split())
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in lines if "split" not in r]
+    assert [r["weight_constrained"] for r in train] == [0.5, 1.0, 1.5, 2.0]  # lambda ramps over 4 steps
+    assert all(r["weight_mlm"] == r["weight_vtm"] == 1.0 for r in train)
+    # 11 of the 12 videos train: an epoch is 11 items, one step of 8 (the rest is dropped)
+    assert [r["epoch"] for r in train] == [1.0, 2.0, 3.0, 4.0]
+    val = [r for r in lines if r.get("split") == "val"]
+    assert {"entropy", "argmax_u_offset+0", "alignment_prev_caption"} <= set(val[-1])
+
+
+def test_a_collapse_is_a_warning_in_the_log_and_on_screen(corpus: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from decembert_cli.model import pretraining
+
+    monkeypatch.setattr(pretraining, "COLLAPSE_ENTROPY", 1e9)  # any entropy counts as "near zero"
+    monkeypatch.setattr(pretraining, "COLLAPSE_SHARE", 0.0)  # any share counts as "one offset takes all"
+    result = runner.invoke(app, _args(corpus, tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert "warning at step 4: constrained attention collapsed" in " ".join(result.output.split())
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["split"] == "val" and last["warning"].startswith("constrained attention collapsed")
+
+
+def test_finetuning_refuses_the_video_epoch(corpus: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["finetune", "msrvtt-qa", "--config", "tiny", "--set", f"task.root={corpus / 'msrvtt'}",
+                                 "--set", "train.epoch_unit=video", "--out", str(tmp_path / "ft")])  # fmt: skip
+    assert result.exit_code == 2 and "train.epoch_unit = video" in result.output
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [

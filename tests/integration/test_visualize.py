@@ -74,17 +74,22 @@ def test_attention_picture_and_its_numbers_are_the_models_eager_attention(runs: 
     records, _ = open_corpus("sample", cfg, strict=False)
     record = next(r for r in records if r.video_id == "sample_0002")
     tok = build_tokenizer(cfg.model)
-    ds = PretrainDataset([record], tok, cfg.data, dims=(DIM, DIM), seed=cfg.seed)
+    ds = PretrainDataset([record], tok, cfg.data, dims=(DIM, DIM), seed=cfg.seed, shuffle_candidates=False)
     sample, _ = ds.build(0, 3)
+    assert sample.candidate_offsets == sorted(sample.candidate_offsets)  # the picture's candidates are in time order
     encoder, _ = build_encoder(cfg.model)
     encoder.load_state_dict({k[8:]: v for k, v in payload["model"].items() if k.startswith("encoder.")})
     encoder.eval()
     batch = collate([sample], cls_id=tok.cls_token_id, sep_id=tok.sep_token_id, pad_id=tok.pad_token_id)
+    assert batch.text_pos is not None  # candidates share positions
+    v = batch.video_mask.shape[1]
+    cand = torch.cat([torch.full((1, v), -1), batch.caption_id], 1)[0]
+    allowed = ~((cand[:, None] >= 0) & (cand[None, :] >= 0) & (cand[:, None] != cand[None, :]))  # candidates apart
     with torch.no_grad():
         maps = encoder.bert(inputs_embeds=torch.cat([encoder.video(batch.video_2d, batch.video_3d), encoder.word_embeddings(batch.text_ids)], 1),
                             token_type_ids=torch.cat([torch.full(batch.video_mask.shape, 2), batch.text_type], 1),
-                            position_ids=torch.cat([torch.arange(batch.video_mask.shape[1]), torch.arange(batch.text_ids.shape[1])])[None],
-                            output_attentions=True).attentions  # fmt: skip
+                            position_ids=torch.cat([torch.arange(v), batch.text_pos[0]])[None],
+                            attention_mask=allowed[None, None], output_attentions=True).attentions  # fmt: skip
     v = batch.video_mask.shape[1]
     for layer, att in enumerate(maps):
         for j in range(len(example.candidates)):

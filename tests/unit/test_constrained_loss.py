@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,11 +10,15 @@ import pytest
 import torch
 
 from decembert_cli.model.attention import attention_entropy, candidate_layout, candidate_scores
-from tests.helpers import build_pretraining, random_batch, tiny_bert_config
+from decembert_cli.data.batch import collate
+from tests.helpers import build_pretraining, random_batch, random_samples, tiny_bert_config
 
 
-def naive_constrained_loss(logits: list[torch.Tensor], batch, takes_part: torch.Tensor) -> torch.Tensor:  # type: ignore[no-untyped-def]
-    """DESIGN.md §1 written out with loops over samples, layers, heads and candidates."""
+def naive_constrained_loss(scores: list[torch.Tensor], batch, takes_part: torch.Tensor, both: bool = False) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """DESIGN.md §1 written out with loops over samples, layers, heads and candidates.
+
+    scores: per layer (B, h, L, L) logits (the paper) or attention probabilities (the released code's
+    variant); both: also the text-to-video direction (caption-token rows, video columns), 0.5 / 0.5."""
     v = batch.video_mask.shape[1]
     per_sample = []
     for b in range(batch.batch_size):
@@ -24,16 +29,27 @@ def naive_constrained_loss(logits: list[torch.Tensor], batch, takes_part: torch.
         for t, j in enumerate(batch.caption_id[b].tolist()):
             if j >= 0:
                 caps.setdefault(j, []).append(v + t)
+
+        def entropy(z: list[torch.Tensor]) -> torch.Tensor:
+            u = torch.softmax(torch.stack(z), dim=0)
+            return -(u * torch.log(u)).sum()
+
         entropies = []
-        for layer in logits:
+        for layer in scores:
             for h in range(layer.shape[1]):
                 s = layer[b, h]
-                z = []
+                z = []  # max over the caption's tokens (keys), mean over the video tokens (queries)
                 for j in sorted(caps):
                     per_video = [torch.max(torch.stack([s[i, c] for c in caps[j]])) for i in video_rows]
                     z.append(torch.stack(per_video).mean())
-                u = torch.softmax(torch.stack(z), dim=0)
-                entropies.append(-(u * torch.log(u)).sum())
+                if not both:
+                    entropies.append(entropy(z))
+                    continue
+                z_t2v = []  # max over the caption's tokens (queries), mean over the video tokens (keys)
+                for j in sorted(caps):
+                    per_video = [torch.max(torch.stack([s[c, i] for c in caps[j]])) for i in video_rows]
+                    z_t2v.append(torch.stack(per_video).mean())
+                entropies.append(0.5 * entropy(z) + 0.5 * entropy(z_t2v))
         per_sample.append(torch.stack(entropies).mean())
     return torch.stack(per_sample).mean()
 
@@ -63,7 +79,8 @@ def test_fused_equals_naive_reference_with_gradients(neighbours) -> None:  # typ
     naive_grads = torch.autograd.grad(naive, [p for p in model.parameters()], allow_unused=True)
 
     assert torch.allclose(fused, naive, atol=1e-5, rtol=0), (fused.item(), naive.item())
-    assert 0 < fused.item() < 0.9 * math.log(3)  # far from flat attention
+    fewest = min(neighbours) if isinstance(neighbours, list) else neighbours
+    assert 0 < fused.item() < 0.9 * math.log(2 * fewest + 1)  # far from flat attention
     compared = 0
     for gf, gn in zip(fused_grads, naive_grads):
         if gf is None or gn is None:
@@ -83,6 +100,111 @@ def test_fused_equals_naive_in_float32() -> None:
     takes_part = batch.video_mask.any(-1) & (out.encoder.candidate_valid.sum(-1) >= 2)
     naive = naive_constrained_loss(out.encoder.logits, batch, takes_part)
     assert abs(fused.item() - naive.item()) < 1e-5
+
+
+@pytest.mark.parametrize("scores,direction", [("probs", "v2t"), ("logits", "both"), ("probs", "both")])
+def test_released_code_variants_fused_equal_naive(scores: str, direction: str) -> None:
+    torch.manual_seed(2)
+    model = build_pretraining(tiny_bert_config(layers=2, heads=4), on_negatives=True).double().eval()
+    model.constrained_scores, model.constrained_direction = scores, direction
+    with torch.no_grad():
+        for layer in model.encoder.bert.encoder.layer:
+            layer.attention.self.query.weight.mul_(10.0)
+            layer.attention.self.key.weight.mul_(10.0)
+    batch = random_batch(11, batch_size=4, neighbours=[1, 2, 1, 3])
+    batch.video_2d, batch.video_3d = batch.video_2d.double(), batch.video_3d.double()
+    fused = model(batch).losses["constrained"]
+    eager = model(batch, keep_logits=True, output_attentions=True)
+    assert torch.allclose(eager.losses["constrained"], fused, atol=1e-10)
+    maps = eager.encoder.attentions if scores == "probs" else eager.encoder.logits  # probabilities: softmax with the masks
+    takes_part = batch.video_mask.any(-1) & (eager.encoder.candidate_valid.sum(-1) >= 2)
+    naive = naive_constrained_loss(list(maps), batch, takes_part, both=direction == "both")
+    assert torch.allclose(fused, naive, atol=1e-8), (fused.item(), naive.item())
+    grads = torch.autograd.grad(fused, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+    assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > 10
+    if scores == "probs":  # probabilities in [0, 1]: u stays close to uniform (why the released code's loss is nearly inert)
+        assert fused.item() > 0.9 * math.log(2)
+
+
+@pytest.mark.parametrize("attention", ["fused", "eager"])
+def test_permuting_the_candidates_permutes_u(attention: str) -> None:
+    """Candidates share positions and do not see each other: only their words tell them apart, so
+    reordering them in the sequence reorders u and changes nothing else."""
+    torch.manual_seed(3)
+    model = build_pretraining(tiny_bert_config(layers=2, heads=2), eager=attention == "eager").eval()
+    rng = np.random.default_rng(4)
+    samples = random_samples(rng, batch_size=3, neighbours=[1, 2, 1])
+    perms = [rng.permutation(len([s for s in x.segments if s.candidate >= 0])) for x in samples]
+    permuted = []
+    for x, perm in zip(samples, perms):
+        dense = [s for s in x.segments if s.candidate < 0]
+        cands = [s for s in x.segments if s.candidate >= 0]
+        moved = [dataclasses.replace(cands[int(j)], candidate=c) for c, j in enumerate(perm)]  # slot c holds old candidate perm[c]
+        permuted.append(dataclasses.replace(x, segments=dense + moved))
+    a = collate(samples, cls_id=2, sep_id=3, pad_id=0)
+    b = collate(permuted, cls_id=2, sep_id=3, pad_id=0)
+    for batch in (a, b):  # equal positions: every candidate of a sample starts at the same one
+        for row in range(3):
+            starts = {int(c): int(batch.text_pos[row, t]) for t, c in reversed(list(enumerate(batch.caption_id[row].tolist()))) if c >= 0}
+            assert len(set(starts.values())) == 1
+    with torch.no_grad():
+        out_a, out_b = model(a), model(b)
+    for row, perm in enumerate(perms):
+        u_a = out_a.encoder.candidate_u[row][..., : len(perm)]
+        u_b = out_b.encoder.candidate_u[row][..., : len(perm)]
+        torch.testing.assert_close(u_b, u_a[..., torch.as_tensor(perm)], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out_a.losses["constrained"], out_b.losses["constrained"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out_a.encoder.pooled, out_b.encoder.pooled, atol=1e-5, rtol=0)
+
+
+def test_lambda_warmup_ramps_the_weight() -> None:
+    from decembert_cli.model.pretraining import lambda_ramp
+
+    assert [lambda_ramp(s, 100, 0.1) for s in (1, 5, 10, 11, 100)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+    assert [lambda_ramp(s, 1000, 20) for s in (1, 10, 20, 500)] == [0.05, 0.5, 1.0, 1.0]  # >= 1: steps
+    assert lambda_ramp(1, 100, 0.0) == 1.0
+    torch.manual_seed(0)
+    model = build_pretraining(tiny_bert_config(layers=2, heads=2), lam=2.0).eval()
+    model.constrained_warmup = 0.5
+    batch = random_batch(2, batch_size=4, neighbours=1)
+    model.set_step(10, 100)
+    early = model(batch)
+    assert early.weights["constrained"] == pytest.approx(2.0 * 0.2)
+    torch.testing.assert_close(early.losses["total"], early.losses["mlm"] + early.losses["vtm"] + 0.4 * early.losses["constrained"])
+    model.set_step(60, 100)
+    assert model(batch).weights["constrained"] == 2.0
+
+
+def test_validation_reports_choices_by_time_offset() -> None:
+    from decembert_cli.model.pretraining import DecembertForPretraining, collapse_warning
+
+    torch.manual_seed(0)
+    model = build_pretraining(tiny_bert_config(layers=2, heads=2)).eval()
+    rng = np.random.default_rng(5)
+    samples = random_samples(rng, batch_size=6, neighbours=1, vtm=True)
+    for x in samples:  # slots hold offsets (+1, -1, 0); the true caption is s_{i-1}
+        x.candidate_offsets, x.own_candidate, x.aligned = [1, -1, 0], 2, 1
+    batch = collate(samples, cls_id=2, sep_id=3, pad_id=0)
+    out = model(batch)
+    positives = batch.vtm_labels == 1
+    choice = out.encoder.candidate_u.mean(dim=(1, 2)).argmax(-1)
+    offset_of = torch.tensor([1, -1, 0])[choice]
+    stats = out.stats
+    assert stats["argmax_count"] == positives.sum() == stats["align_count"]
+    for o in (-1, 0, 1):
+        assert stats[f"argmax_offset{o:+d}"] == (positives & (offset_of == o)).sum()
+    assert stats["align_correct"] == (positives & (choice == 1)).sum()
+    assert stats["align_prev"] == positives.sum() and stats["align_own"] == 0
+    metrics = DecembertForPretraining.metrics({k: float(v) for k, v in stats.items()})
+    assert metrics["alignment_prev_caption"] == 1.0 and metrics["alignment_own_caption"] == 0.0
+    assert sum(metrics[f"argmax_u_offset{o:+d}"] for o in (-1, 0, 1)) == pytest.approx(1.0)
+    assert metrics["entropy"] == pytest.approx(float(out.losses["constrained"].detach()))
+    model.train()
+    assert "align_count" not in model(batch).stats  # no diagnostics (host synchronisations) in training steps
+    assert collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.95, "argmax_u_offset+0": 0.05}) is not None
+    assert "s_i-1 for 95%" in collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.95, "argmax_u_offset+0": 0.05})
+    assert collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.5, "argmax_u_offset+0": 0.5}) is None  # confident, but by content
+    assert collapse_warning({"entropy": 0.5, "argmax_u_offset-1": 0.95}) is None
 
 
 def test_hand_computed_two_candidates_with_padding() -> None:

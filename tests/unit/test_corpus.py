@@ -184,16 +184,60 @@ def test_sample_construction_follows_the_paper(sample_root: Path, tokenizer) -> 
         frames = [f for f in range(math.ceil(first / 2), math.ceil(end / 2))] or [first // 2]
         assert len(dense) <= 2 * len(frames)
         source_video, source_clip = info.source
-        n_captions = len(data.records[source_video].captions)
-        assert len(asr) == min(n_captions - 1, source_clip + 2) - max(0, source_clip - 2) + 1
+        captions = data.records[source_video].captions
+        lo, hi = max(0, source_clip - 2), min(len(captions) - 1, source_clip + 2)
+        assert len(asr) == hi - lo + 1
+        # the candidates are s_{i-k} .. s_{i+k} in a shuffled order; offsets say which slot holds which
+        assert sorted(sample.candidate_offsets) == list(range(lo - source_clip, hi - source_clip + 1))
+        for seg, offset in zip(asr, sample.candidate_offsets):
+            expected = data._tokens([captions.text[source_clip + offset]])[0]
+            assert [t if label == IGNORE_INDEX else label for t, label in zip(seg.ids, seg.labels)] == expected
         if info.negative is None:
-            assert sample.vtm_label == 1 and sample.own_candidate == info.clip - max(0, info.clip - 2)
-            seen_aligned += sample.aligned >= 0
+            assert sample.vtm_label == 1 and sample.candidate_offsets[sample.own_candidate] == 0
+            if sample.aligned >= 0:
+                assert record.aligned_to[info.clip + sample.candidate_offsets[sample.aligned]] == info.clip
+                seen_aligned += 1
         elif info.negative == "same-video":
             assert sample.vtm_label == 0 and source_video == info.video and abs(source_clip - info.clip) > 2
         else:
             assert sample.vtm_label == 0 and source_video != info.video and sample.aligned == -1
     assert seen_aligned > 0
+
+
+def test_candidates_are_shuffled_per_sample_and_share_positions(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    data = _dataset(sample_root, tokenizer, neighbours=1, negative_prob=0.0)
+    in_order = PretrainDataset(data.records, tokenizer, data.config, dims=DIMS, seed=3, shuffle_candidates=False)
+    own_slots: Counter[int] = Counter()
+    samples = []
+    for index in range(0, len(data), 2):
+        sample = data.build(0, index)[0]
+        if len(sample.candidate_offsets) == 3:
+            own_slots[sample.own_candidate] += 1
+            samples.append(sample)
+        assert in_order.build(0, index)[0].candidate_offsets == sorted(sample.candidate_offsets)  # time order without shuffling
+    assert all(n > 0.25 * sum(own_slots.values()) for n in own_slots.values()) and len(own_slots) == 3
+    batch = data.collate(samples[:8])
+    for b in range(8):
+        slot_start = {}
+        for t in range(batch.text_ids.shape[1]):
+            c = int(batch.caption_id[b, t])
+            if c >= 0:
+                slot_start.setdefault(c, int(batch.text_pos[b, t]))
+        assert len(slot_start) == 3 and len(set(slot_start.values())) == 1  # every candidate starts at the same position
+        dense = batch.text_type[b] == int(TokenType.DENSE)
+        assert int(batch.text_pos[b][dense].max()) < min(slot_start.values())  # dense captions come first, sequentially
+        assert batch.candidate_offset[b].tolist() == samples[b].candidate_offsets
+
+
+def test_an_epoch_of_videos_draws_one_clip_per_video(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    config = _config(sample_root)
+    records = open_sample(config, DataReport(), DIMS)
+    by_video = PretrainDataset(records, tokenizer, config, dims=DIMS, seed=3, epoch_unit="video")
+    by_clip = PretrainDataset(records, tokenizer, config, dims=DIMS, seed=3)
+    assert len(by_video) == len(records) and len(by_clip) == sum(len(r.captions) for r in records) > 8 * len(by_video)
+    drawn = {e: [by_video[(e, v)].video_2d.shape[0] for v in range(len(records))] for e in range(3)}
+    assert drawn[0] != drawn[1] or drawn[1] != drawn[2]  # another clip per video each epoch
+    assert drawn[0] == [by_video[(0, v)].video_2d.shape[0] for v in range(len(records))]  # deterministic
 
 
 def test_samples_are_deterministic_per_epoch_and_index(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]

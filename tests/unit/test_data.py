@@ -40,10 +40,22 @@ def test_collate_rejects_inconsistent_samples() -> None:
         collate([good, EncoderSample(torch.ones(2, 4), torch.ones(2, 4), [TextSegment([5], TokenType.ASR)])], cls_id=2, sep_id=1)
 
 
-def test_mask_rate_and_replacement_split() -> None:
+def test_paper_masking_replaces_every_selected_token_with_mask() -> None:
+    ids = list(range(1000, 1100)) * 400  # 40,000 tokens
+    inputs, labels = mask_tokens(ids, 0.2, np.random.default_rng(0), mask_id=103, vocab_size=30522, replace="mask")
+    inputs_a, labels_a, ids_a = np.array(inputs), np.array(labels), np.array(ids)
+    selected = labels_a != IGNORE_INDEX
+    assert abs(selected.mean() - 0.20) < 0.01
+    assert (inputs_a[selected] == 103).all() and (inputs_a[~selected] == ids_a[~selected]).all()
+    assert (labels_a[selected] == ids_a[selected]).all()
+    with pytest.raises(ValueError, match="mask or bert"):
+        mask_tokens(ids[:5], 0.2, np.random.default_rng(0), mask_id=103, vocab_size=30522, replace="other")  # type: ignore[arg-type]
+
+
+def test_bert_masking_rate_and_replacement_split() -> None:
     rng = np.random.default_rng(0)
     ids = list(range(1000, 1100)) * 400  # 40,000 tokens
-    inputs, labels = mask_tokens(ids, 0.2, rng, mask_id=103, vocab_size=30522)
+    inputs, labels = mask_tokens(ids, 0.2, rng, mask_id=103, vocab_size=30522, replace="bert")
     inputs_a, labels_a, ids_a = np.array(inputs), np.array(labels), np.array(ids)
     selected = labels_a != IGNORE_INDEX
     assert abs(selected.mean() - 0.20) < 0.01
