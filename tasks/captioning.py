@@ -223,8 +223,9 @@ class CaptionTask(ClipTask):
         store = VideoStore(self.config, (model.feature_dim_2d, model.feature_dim_3d))
         data = self.cached(split)
         lacking = sorted({c.video_id for c in data.clips if not store.has_features(c.video_id)})
-        if lacking and train:
-            keep = [i for i, c in enumerate(data.clips) if store.has_features(c.video_id)]
+        if train:
+            used = store.training_videos([c.video_id for c in data.clips])
+            keep = [i for i, c in enumerate(data.clips) if c.video_id in used]
             data = CaptionData([data.clips[i] for i in keep], [data.captions[i] for i in keep])
         elif lacking:
             raise DecembertError(f"{len(lacking)} {split} videos lack features in {store.dir_2d} (first: {lacking[0]}); extract them first")

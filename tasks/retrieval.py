@@ -39,6 +39,7 @@ from .datasets.videos import VideoSettings, VideoStore
 from .datasets.youcook2 import read_clip_list, read_youcook2
 
 
+CLIP_LIST = "validation_youcook.csv"  # the MIL-NCE / HowTo100M YouCook2 evaluation clips (3,350)
 RERANKED = 1e6  # added to cross-encoder scores of re-ranked pairs (first-stage cosines lie in [-1, 1])
 
 
@@ -198,8 +199,9 @@ class RetrievalTask(ClipTask):
         store = VideoStore(self.config, (model.feature_dim_2d, model.feature_dim_3d))
         pairs = self.cached(split)
         lacking = sorted({c.video_id for c in pairs.clips if not store.has_features(c.video_id)})
-        if lacking and train:
-            keep = [i for i, c in enumerate(pairs.clips) if store.has_features(c.video_id)]
+        if train:
+            used = store.training_videos([c.video_id for c in pairs.clips])
+            keep = [i for i, c in enumerate(pairs.clips) if c.video_id in used]
             remap = {old: new for new, old in enumerate(keep)}
             pairs = Pairs([pairs.clips[i] for i in keep], [t for t, c in zip(pairs.texts, pairs.clip_of_text) if c in remap],
                           [remap[c] for c in pairs.clip_of_text if c in remap])  # fmt: skip
@@ -212,9 +214,13 @@ class RetrievalTask(ClipTask):
     def head(self, encoder: Any) -> RetrievalHead:
         return RetrievalHead(encoder.hidden_size)
 
-    def metric(self, split: str) -> RetrievalMetric:
+    def protocol(self, split: str) -> dict[str, Any]:
+        """What is scored how (recorded in metrics.json)."""
         scoring = "cross-encoder, every pair" if self.config.rerank_k <= 0 else f"cosine first stage, cross-encoder on the top {self.config.rerank_k}"
-        return RetrievalMetric(self.cached(split), {"split": split, "scoring": scoring})
+        return {"split": split, "scoring": scoring}
+
+    def metric(self, split: str) -> RetrievalMetric:
+        return RetrievalMetric(self.cached(split), self.protocol(split))
 
     def _check_pairs(self, report: DataCheck, split: str, store: VideoStore) -> None:
         pairs = self.cached(split)
@@ -274,7 +280,7 @@ def _cosine_scores(model: Any, data: RetrievalEvalData, batch_size: int, device:
 @dataclass(frozen=True)
 class MSRVTTRetrievalConfig(RetrievalSettings):
     data: str = "MSRVTT_data.json"  # videos, splits and their 20 captions each
-    train_list: str = "MSRVTT_train.9k.csv"  # training videos (9k or 7k list)
+    train_list: str = "7k"  # training videos: 7k = those MSRVTT_data.json marks train or validate (7,010; the paper) | 9k = MSRVTT_train.9k.csv | a CSV path
     test: str = "MSRVTT_JSFUSION_test.csv"  # the 1k-A test: key,vid_key,video_id,sentence
 
 
@@ -289,17 +295,29 @@ class MSRVTTRetrieval(RetrievalTask):
     def sample_settings(sample_root: Path) -> dict[str, Any]:
         return {"root": str(Path(sample_root) / "msrvtt")}
 
+    def protocol(self, split: str) -> dict[str, Any]:
+        return {**super().protocol(split), "train_list": self.config.train_list}
+
+    def _train_list_file(self) -> str | None:
+        """The CSV of training videos, or None for the 7k list (read from MSRVTT_data.json)."""
+        return {"7k": None, "9k": "MSRVTT_train.9k.csv"}.get(self.config.train_list, self.config.train_list)
+
     def has_split(self, split: str) -> bool:
-        files = {"train": (self.config.data, self.config.train_list), "test": (self.config.test,)}.get(split, ())
+        files = {"train": (self.config.data, self._train_list_file() or self.config.data), "test": (self.config.test,)}.get(split, ())
         return bool(files) and all(self._path(f).is_file() for f in files)
 
     def read(self, split: str) -> Pairs:
         if split == "train":
-            _videos, sentences = read_msrvtt_data(self._path(self.config.data))
-            ids = read_video_list(self._path(self.config.train_list))
+            videos, sentences = read_msrvtt_data(self._path(self.config.data))
+            listed = self._train_list_file()
+            if listed is None:  # the 7k list: every train and validate video of MSRVTT_data.json
+                ids = [v.video_id for v in videos.values() if v.split in ("train", "validate")]
+            else:
+                ids = read_video_list(self._path(listed))
             missing = [v for v in ids if v not in sentences]
             if missing:
-                raise DecembertError(f"{self._path(self.config.train_list)}: {len(missing)} videos have no sentences in {self.config.data} (first: {missing[0]})")
+                source = self._path(listed) if listed else self._path(self.config.data)
+                raise DecembertError(f"{source}: {len(missing)} training videos have no sentences in {self.config.data} (first: {missing[0]})")
             clips = [Clip(v, None) for v in ids]
             texts = [(i, s) for i, v in enumerate(ids) for s in sentences[v]]
             return Pairs(clips, [s for _, s in texts], [i for i, _ in texts])
@@ -313,7 +331,8 @@ class MSRVTTRetrieval(RetrievalTask):
     def check(self) -> DataCheck:
         report = DataCheck()
         store = VideoStore(self.config)
-        for role, name in (("videos and captions", self.config.data), ("train list", self.config.train_list), ("test", self.config.test)):
+        train_list = self._train_list_file() or self.config.data
+        for role, name in (("videos and captions", self.config.data), ("train list", train_list), ("test", self.config.test)):
             path = self._path(name)
             report.files[role] = str(path) if path.is_file() else f"missing: {path}"
         for split in ("train", "test"):
@@ -325,7 +344,7 @@ class MSRVTTRetrieval(RetrievalTask):
 @dataclass(frozen=True)
 class YouCook2RetrievalConfig(RetrievalSettings):
     annotations: str = "youcookii_annotations_trainval.json"  # YouCook2 train + validation annotations
-    clip_list: str = ""  # optional validation_youcook.csv (end,start,task,text,video_id): the gallery of the HowTo100M protocol
+    clip_list: str = "auto"  # the gallery: auto = validation_youcook.csv (the MIL-NCE clip list, 3,350 clips) when task.root has it, else every validation segment | "" = every segment | a CSV path
 
 
 class YouCook2Retrieval(RetrievalTask):
@@ -342,14 +361,26 @@ class YouCook2Retrieval(RetrievalTask):
     def has_split(self, split: str) -> bool:
         return split in ("train", "val") and self._path(self.config.annotations).is_file()
 
+    def clip_list(self) -> Path | None:
+        """The clip-list file that makes the validation gallery, or None (every validation segment)."""
+        if self.config.clip_list == "auto":
+            found = self._path(CLIP_LIST)
+            return found if found.is_file() else None
+        return self._path(self.config.clip_list) if self.config.clip_list else None
+
+    def protocol(self, split: str) -> dict[str, Any]:
+        listed = self.clip_list() if split == "val" else None
+        return {**super().protocol(split), "gallery_source": f"{listed} (clip list)" if listed else f"every {split} segment"}
+
     def read(self, split: str) -> Pairs:
         subset = {"train": "training", "val": "validation"}.get(split)
         if subset is None:
             raise DecembertError(f"split '{split}': youcook2-retrieval has train and val")
         videos = read_youcook2(self._path(self.config.annotations))
         segments = [s for v in videos.values() if v.subset == subset for s in v.segments]
-        if split == "val" and self.config.clip_list:
-            listed = read_clip_list(self._path(self.config.clip_list))
+        clip_list = self.clip_list() if split == "val" else None
+        if clip_list is not None:
+            listed = read_clip_list(clip_list)
             clips = [Clip(v, (start, end)) for v, start, end, _text in listed]
             return Pairs(clips, [text for *_x, text in listed], list(range(len(listed))))
         return Pairs([Clip(s.video_id, (s.start, s.end)) for s in segments], [s.sentence for s in segments], list(range(len(segments))))
@@ -358,9 +389,12 @@ class YouCook2Retrieval(RetrievalTask):
         report = DataCheck()
         path = self._path(self.config.annotations)
         report.files["annotations"] = str(path) if path.is_file() else f"missing: {path}"
-        if self.config.clip_list:
-            clip_path = self._path(self.config.clip_list)
+        clip_path = self.clip_list()
+        if clip_path is not None or self.config.clip_list not in ("", "auto"):
+            clip_path = clip_path or self._path(self.config.clip_list)
             report.files["clip list"] = str(clip_path) if clip_path.is_file() else f"missing: {clip_path}"
+        else:
+            report.files["clip list"] = f"none: the gallery is every validation segment (no {CLIP_LIST} in task.root)"
         if path.is_file():
             videos = read_youcook2(path)
             for subset in ("training", "validation"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class VideoSettings:
     dense_interval: float = 2.0  # seconds between captioned frames of .npy files
     dense_per_frame: int = 2  # dense captions taken per frame
     max_dense_captions: int = 16  # at most this many dense captions per item
+    train_fraction: float = 1.0  # share of the training videos used (a fixed subset: the first by a hash of the id); low-resource runs
 
 
 def under(root: Path, value: str) -> Path:
@@ -38,6 +40,15 @@ def task_file(settings: VideoSettings, name: str) -> Path:
     if not settings.root:
         raise DecembertError("task.root is not set: --set task.root=DIR (the folder with the annotation files and features)")
     return under(Path(settings.root).expanduser(), name)
+
+
+def fixed_share(video_ids: list[str] | set[str], fraction: float) -> set[str]:
+    """The first ceil(fraction x n) of the distinct ids ordered by a hash: the same subset on every run
+    and seed, and a smaller share is part of a larger one."""
+    if not 0.0 < fraction <= 1.0:
+        raise DecembertError(f"task.train_fraction = {fraction}: use a share in (0, 1]")
+    ranked = sorted(set(video_ids), key=lambda v: hashlib.sha1(v.encode("utf-8")).hexdigest())
+    return set(ranked[: math.ceil(fraction * len(ranked))])
 
 
 class VideoStore:
@@ -60,6 +71,10 @@ class VideoStore:
 
     def has_features(self, video_id: str) -> bool:
         return (self.dir_2d / f"{video_id}.npy").is_file() and (self.dir_3d / f"{video_id}.npy").is_file()
+
+    def training_videos(self, video_ids: list[str]) -> set[str]:
+        """The training videos fine-tuning uses: those with features, then `train_fraction` of them."""
+        return fixed_share([v for v in video_ids if self.has_features(v)], self.settings.train_fraction)
 
     def dense_file(self, video_id: str) -> Path | None:
         if self.dense_dir is None:

@@ -53,7 +53,7 @@ def test_batched_scores_equal_one_pair_at_a_time(sample_root: Path, tokenizer) -
     assert metric.compute() == retrieval_metrics(naive, np.arange(8))
     rows = metric.predictions()
     assert len(rows) == 8 and all(1 <= r["rank"] <= 8 for r in rows)
-    assert metric.protocol() == {"split": "test", "scoring": "cross-encoder, every pair", "texts": 8, "gallery": 8}
+    assert metric.protocol() == {"split": "test", "scoring": "cross-encoder, every pair", "train_list": "7k", "texts": 8, "gallery": 8}
 
 
 def test_rerank_k(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
@@ -91,6 +91,43 @@ def test_youcook2_clips_are_segments_and_a_clip_list_sets_the_gallery(sample_roo
         f"{a2['segment'][1]},{a2['segment'][0]},113,{a2['sentence']},{v2}\n" for v2, a2 in listed))
     restricted = YouCook2Retrieval(YouCook2RetrievalConfig(**settings, clip_list=str(tmp_path / "validation_youcook.csv")))
     assert len(restricted.read("val").clips) == len(listed)
+    assert task.metric("val").protocol()["gallery_source"] == "every val segment"
+    # auto (the default): validation_youcook.csv in task.root sets the gallery, and the protocol says so
+    root = tmp_path / "yc2"
+    (root / "youcook2").mkdir(parents=True)
+    (root / settings["annotations"]).write_text((sample_root / settings["annotations"]).read_text())
+    (root / "validation_youcook.csv").write_text((tmp_path / "validation_youcook.csv").read_text())
+    auto = YouCook2Retrieval(YouCook2RetrievalConfig(root=str(root), annotations=settings["annotations"]))
+    assert len(auto.read("val").clips) == len(listed)
+    assert auto.metric("val").protocol()["gallery_source"].endswith("validation_youcook.csv (clip list)")
+    every = YouCook2Retrieval(YouCook2RetrievalConfig(root=str(root), annotations=settings["annotations"], clip_list=""))
+    assert len(every.read("val").clips) == len(val)
+
+
+def test_msrvtt_trains_on_the_7k_list_by_default(tmp_path: Path) -> None:
+    videos = [{"video_id": f"video{n}", "split": split, "category": 0} for n, split in enumerate(["train"] * 4 + ["validate"] * 2 + ["test"] * 3)]
+    sentences = [{"video_id": v["video_id"], "caption": f"caption {n}", "sen_id": n} for n, v in enumerate(videos)]
+    (tmp_path / "MSRVTT_data.json").write_text(json.dumps({"videos": videos, "sentences": sentences}))
+    (tmp_path / "MSRVTT_train.9k.csv").write_text("video_id\n" + "".join(f"video{n}\n" for n in (0, 1, 2, 3, 4, 5, 6)))
+    seven = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(tmp_path)))
+    assert [c.video_id for c in seven.read("train").clips] == [f"video{n}" for n in range(6)]  # train + validate
+    nine = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(tmp_path), train_list="9k"))
+    assert len(nine.read("train").clips) == 7
+    assert seven.has_split("train") and not MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(tmp_path), train_list="other.csv")).has_split("train")
+
+
+def test_train_fraction_keeps_a_fixed_share_of_the_training_videos(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    root = str(sample_root / "msrvtt")
+    full = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root)).dataset("train", tokenizer, MODEL, train=True)
+    part = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root, train_fraction=0.25)).dataset("train", tokenizer, MODEL, train=True)
+    again = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root, train_fraction=0.25)).dataset("train", tokenizer, MODEL, train=True)
+    n = len(full.pairs.clips)
+    assert len(part.pairs.clips) == int(np.ceil(0.25 * n)) < n
+    assert [c.video_id for c in part.pairs.clips] == [c.video_id for c in again.pairs.clips]  # the same share every time
+    assert {c.video_id for c in part.pairs.clips} <= {c.video_id for c in full.pairs.clips}
+    assert len(part.pairs.texts) == 20 * len(part.pairs.clips)  # every caption of a kept clip
+    test = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root, train_fraction=0.25)).dataset("test", tokenizer, MODEL, train=False)
+    assert len(test.pairs.clips) == 8  # evaluation is never cut
 
 
 def test_finetune_from_pretraining_starts_from_its_vtm_head_and_evaluates(sample_root: Path, tmp_path: Path) -> None:
@@ -113,3 +150,11 @@ def test_finetune_from_pretraining_starts_from_its_vtm_head_and_evaluates(sample
     assert "gallery 8" in result.output and "top 2" in result.output
     metrics = json.loads((tmp_path / "msr" / "eval-test" / "metrics.json").read_text())
     assert metrics["protocol"]["gallery"] == 8 and {"t2v_R@1", "t2v_MedR", "v2t_R@10"} <= set(metrics["metrics"])
+
+
+def test_print_config_shows_the_papers_protocol_defaults() -> None:
+    result = runner.invoke(app, ["finetune", "msrvtt-retrieval", "--print-config"])
+    assert result.exit_code == 0, result.output
+    assert "train_list: 7k" in result.output and "train_fraction: 1.0" in result.output
+    result = runner.invoke(app, ["finetune", "youcook2-retrieval", "--print-config"])
+    assert result.exit_code == 0 and "clip_list: auto" in result.output

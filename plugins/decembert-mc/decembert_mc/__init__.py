@@ -107,7 +107,11 @@ class Adapter:
 
     def dataset(self, split: str, tokenizer: Any, model: Any, *, train: bool) -> PairData:
         store = VideoStore(self.config, (model.feature_dim_2d, model.feature_dim_3d))
-        return PairData(questions(self.config, split), store, tokenizer, self.config, model.max_video_tokens)
+        items = questions(self.config, split)
+        if train:  # videos without features are left out, and task.train_fraction applies
+            used = store.training_videos([q.video_id for q in items])
+            items = [q for q in items if q.video_id in used]
+        return PairData(items, store, tokenizer, self.config, model.max_video_tokens)
 
 
 class Head(nn.Module):
