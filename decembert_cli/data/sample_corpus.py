@@ -15,9 +15,15 @@ learn is known in advance:
   Disjoint adjacent pairs of captions swap texts (about `misaligned` of all captions then describe a
   neighbouring segment: "shifted"); about `irrelevant` of all captions, taken from the rest, become
   greetings or credits. `alignment.json` records which segment each caption truly describes.
-- Dense captions every 2 s name the frame's object (generic templates, fit for every domain), with
+- Dense captions every 2 s describe the frame's object (generic templates, fit for every domain), with
   `<unk>` tokens and background captions repeated on contiguous frames, as the paper's captioner
   produced them (`scene_regions`; the `oracle` captioner says the same of the rendered videos).
+  Like a real off-the-shelf captioner, it knows only part of the vocabulary: half of each domain's
+  objects (`CAPTIONER_OBJECTS`). The others it calls "object", "thing" or "item", so for them only
+  the video (2D stream) shows what the ASR names. Without that, every object could be read from
+  the dense captions and matched as text, nothing would need the video, and video pre-training could
+  not show any effect downstream (measured on the earlier format: video pre-training added nothing
+  over text-only initialisation). Actions are never named by dense captions (3D stream only).
 
 Same arguments give byte-identical files. A video's segments and captions depend only on the seed
 and its index, so a smaller corpus is a prefix of a larger one. `meta.json` is written last: a
@@ -40,7 +46,7 @@ from decembert_cli.data.feature_store import npy_bytes
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_bytes, atomic_write_text
 
-SAMPLE_FORMAT = "decembert.sample/3"  # 3: dense captions seeded per frame time (scene_regions)
+SAMPLE_FORMAT = "decembert.sample/4"  # 4: the captioner names only CAPTIONER_OBJECTS; 3: dense captions seeded per frame time
 
 FPS_3D = 24 / 16  # like HowTo100M's 3D features: one per 16 frames at 24 fps
 DENSE_STEP_S = 2  # one dense-caption frame every 2 s (index int(t // 2))
@@ -87,6 +93,8 @@ DOMAINS = (
     ),
 )  # fmt: skip
 OBJECTS = tuple(o for d in DOMAINS for o in d.objects)
+CAPTIONER_OBJECTS = frozenset(o for d in DOMAINS for o in d.objects[::2])  # what the dense captioner can name: half of each domain's
+GENERIC_NOUNS = ("object", "thing", "item")  # what it says of the other objects
 ACTIONS = tuple(dict.fromkeys(a for d in DOMAINS for a in d.actions))
 # (task id, task name, its domain); a video of a task shows 4-6 of its domain's objects
 TASKS = tuple((tid, name, d) for d in DOMAINS for tid, name in d.tasks)
@@ -366,15 +374,20 @@ def scene_regions(plan: dict, t: float, size: tuple[int, int] = (160, 120)) -> l
         x1, y1, x2, y2 = object_box(OBJECTS.index(obj), SIZE[0] / 2 + dx, SIZE[1] / 2 + dy, scale, angle)
         box = (max(0.0, x1 * sx), max(0.0, y1 * sy), min(float(size[0]), x2 * sx), min(float(size[1]), y2 * sy))
         for template in rng.choice(DENSE_OBJECT, size=2, replace=False):
-            regions.append((str(template).format(adj=str(rng.choice(ADJECTIVES)), obj=obj), box))
+            regions.append((str(template).format(adj=str(rng.choice(ADJECTIVES)), obj=_captioner_name(obj, rng)), box))
         if rng.random() < 0.3:
             other = str(rng.choice([o for o in plan["objects"] if o != obj]))
-            regions.append((f"{other} on the table", whole))
+            regions.append((f"{_captioner_name(other, rng)} on the table", whole))
     if rng.random() < 0.5:
         regions.append((plan["background"][1], whole))
     if rng.random() < 0.3:
         regions.append((str(rng.choice(UNKNOWN)), whole))
     return [(c, tuple(round(v, 2) for v in b)) for c, b in regions]  # type: ignore[misc]
+
+
+def _captioner_name(obj: str, rng: np.random.Generator) -> str:
+    """The word the dense captioner uses for an object: its name if it knows it, else a generic noun."""
+    return obj if obj in CAPTIONER_OBJECTS else str(rng.choice(GENERIC_NOUNS))
 
 
 def _dense_frames(plan: dict) -> np.ndarray:
@@ -541,6 +554,7 @@ def generate(
         ),
         "vocabulary": {
             "objects": list(OBJECTS),
+            "captioner_objects": sorted(CAPTIONER_OBJECTS),
             "actions": list(ACTIONS),
             "domains": [
                 {"category_1": d.category_1, "category_2": d.category_2, "task_ids": [t for t, _ in d.tasks],

@@ -16,8 +16,10 @@ from decembert_cli.data.sample_corpus import (
     ACTIONS,
     ADJECTIVES,
     BACKGROUND,
+    CAPTIONER_OBJECTS,
     DENSE_OBJECT,
     DOMAINS,
+    GENERIC_NOUNS,
     IRRELEVANT,
     OBJECTS,
     SAMPLE_FORMAT,
@@ -85,6 +87,28 @@ def test_domains_have_disjoint_objects_and_videos_stay_in_their_domain(tmp_path:
             words = set(text.split())
             assert words & set(OBJECTS) <= set(domain.objects) and words & set(ACTIONS) <= set(domain.actions)
     assert len(seen) == len(DOMAINS)  # 40 videos draw from every domain
+
+
+def test_the_captioner_names_only_its_own_objects(tmp_path: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    assert all(len(tokenizer.tokenize(w)) == 1 for w in GENERIC_NOUNS) and not set(GENERIC_NOUNS) & set(OBJECTS)
+    for d in DOMAINS:  # half of every domain's objects
+        assert abs(2 * sum(o in CAPTIONER_OBJECTS for o in d.objects) - len(d.objects)) <= 1
+    root = generate(tmp_path / "c", videos=12, feature_dim_2d=8, feature_dim_3d=8)
+    truth = _truth(root)
+    seen = {"known": 0, "unknown": 0}
+    for vid, entry in truth.items():
+        frames = read_paper_npy(root / "dense_captions" / f"{vid}.npy")
+        for k, frame in enumerate(frames):
+            named = {w for c in frame for w in c.split()} & set(OBJECTS)
+            assert named <= CAPTIONER_OBJECTS
+            shown = [o for s, e, o, _a in entry["segments"] if s <= 2 * k < e]
+            if shown and shown[0] in CAPTIONER_OBJECTS:
+                assert shown[0] in named
+                seen["known"] += 1
+            elif shown:
+                assert any(w in c.split() for c in frame for w in GENERIC_NOUNS)
+                seen["unknown"] += 1
+    assert min(seen.values()) > 20
 
 
 def test_howto100m_layouts(corpus: Path) -> None:
@@ -163,7 +187,7 @@ def test_dense_captions_in_the_papers_layout(corpus: Path) -> None:
         assert any("<unk>" in c for f in frames for c in f)
         for k, frame in enumerate(frames):
             objects = [o for s0, s1, o, _a in entry["segments"] if s0 <= 2 * k < s1]
-            if objects:  # the object of the segment at the frame's time is named
+            if objects and objects[0] in CAPTIONER_OBJECTS:  # the object of the segment at the frame's time is named
                 assert any(objects[0] in c for c in frame)
 
 
