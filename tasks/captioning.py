@@ -224,7 +224,7 @@ class CaptionTask(ClipTask):
         data = self.cached(split)
         lacking = sorted({c.video_id for c in data.clips if not store.has_features(c.video_id)})
         if train:
-            used = store.training_videos([c.video_id for c in data.clips])
+            used = store.training_videos([c.video_id for c in data.clips], split)
             keep = [i for i, c in enumerate(data.clips) if c.video_id in used]
             data = CaptionData([data.clips[i] for i in keep], [data.captions[i] for i in keep])
         elif lacking:

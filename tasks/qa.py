@@ -128,7 +128,7 @@ class QAAdapter:
         answers = {a: i for i, a in enumerate(self.vocabulary())}
         items = self.items(split)
         if train:
-            used = store.training_videos([q.video_id for q in items])
+            used = store.training_videos([q.video_id for q in items], split)
             items = [q for q in items if q.answer in answers and q.video_id in used]
         else:
             lacking = sorted({q.video_id for q in items if not store.has_features(q.video_id)})

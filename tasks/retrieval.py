@@ -200,7 +200,7 @@ class RetrievalTask(ClipTask):
         pairs = self.cached(split)
         lacking = sorted({c.video_id for c in pairs.clips if not store.has_features(c.video_id)})
         if train:
-            used = store.training_videos([c.video_id for c in pairs.clips])
+            used = store.training_videos([c.video_id for c in pairs.clips], split)
             keep = [i for i, c in enumerate(pairs.clips) if c.video_id in used]
             remap = {old: new for new, old in enumerate(keep)}
             pairs = Pairs([pairs.clips[i] for i in keep], [t for t, c in zip(pairs.texts, pairs.clip_of_text) if c in remap],

@@ -247,7 +247,7 @@ def train(
         log.write({"step": step, "split": "val", **metrics, **({"warning": warning} if warning else {})})
         if warning and main:
             bar.console.print(f"[yellow]warning at step {step}:[/] {warning}", highlight=False)
-            bar.update(task, description=f"{description} [yellow](collapsed)[/]")
+        bar.update(task, description=f"{description} [yellow](see warning)[/]" if warning else description)
         if main and on_validation is not None:
             on_validation(step, metrics)
         return metrics

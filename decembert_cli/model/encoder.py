@@ -82,14 +82,18 @@ class EncoderOutput:
 
 def separate_candidates(mask: torch.Tensor, caption_id: torch.Tensor) -> torch.Tensor:
     """(B, 1, L, L) bool, True = may attend: every real token, except that a candidate caption's tokens
-    do not attend to another candidate's. Candidates share positions (data.batch.text_positions), so
-    this is what keeps each caption's words together; video, dense captions, [CLS] and [SEP] see all.
+    and its [SEP] do not attend to another candidate's. Candidates share positions
+    (data.batch.text_positions), so this is what keeps each caption's words together; video, dense
+    captions and [CLS] see every candidate, and every candidate sees them.
 
     mask: (B, L) real tokens, video block first; caption_id: (B, Lt) candidate of each text token, -1 if none.
     """
-    v = mask.shape[1] - caption_id.shape[1]
-    cand = torch.cat([torch.full_like(caption_id[:, :v], -1) if v else caption_id[:, :0], caption_id], dim=1)  # (B, L)
-    other = (cand[:, :, None] >= 0) & (cand[:, None, :] >= 0) & (cand[:, :, None] != cand[:, None, :])  # (B, L, L)
+    b, lt = caption_id.shape
+    v = mask.shape[1] - lt
+    previous = torch.cat([caption_id.new_full((b, 1), -1), caption_id[:, :-1]], dim=1)
+    group = torch.where((caption_id < 0) & (previous >= 0), previous, caption_id)  # a candidate's [SEP] follows its last token
+    group = torch.cat([group.new_full((b, v), -1), group], dim=1)  # (B, L)
+    other = (group[:, :, None] >= 0) & (group[:, None, :] >= 0) & (group[:, :, None] != group[:, None, :])  # (B, L, L)
     return (mask[:, None, :] & ~other)[:, None]
 
 
@@ -152,8 +156,9 @@ class DecembertEncoder(nn.Module):
         else:  # candidate captions share positions (data.batch.text_positions)
             positions = torch.cat([video_pos.expand(b, v), batch.text_pos], dim=1)  # (B, L)
         mask = torch.cat([batch.video_mask, batch.text_mask], dim=1)  # (B, L)
-        if attention_mask is None and batch.text_pos is not None:
-            attention_mask = separate_candidates(mask, batch.caption_id)
+        if batch.text_pos is not None:  # candidates that share positions must not see each other
+            apart = separate_candidates(mask, batch.caption_id)
+            attention_mask = apart if attention_mask is None else attention_mask & apart
         mask4d = attention_mask if attention_mask is not None else mask[:, None, None, :]  # (B, 1, 1|L, L)
 
         eager = self.eager or output_attentions or keep_logits

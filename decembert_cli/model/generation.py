@@ -63,6 +63,8 @@ def seq2seq_mask(video_mask: torch.Tensor, text_mask: torch.Tensor, caption_star
 
 def _context(encoder: Any, batch: VideoTextBatch, cache: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Encode the context; (hidden state of each sample's last context token (B, H), context key mask (B, Lc), context text lengths (B,))."""
+    if batch.text_pos is not None:  # the caption continues the context's positions (see `extend`)
+        raise ValueError("a caption context holds no candidate captions: its text positions must be sequential")
     out = encoder(batch, cache=cache)
     lengths = batch.text_mask.sum(1)  # (B,)
     last = batch.video_mask.shape[1] + lengths - 1

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from decembert_cli.data.batch import IGNORE_INDEX, TokenType, VideoTextBatch
+from decembert_cli.errors import DecembertError
 from decembert_cli.model.encoder import DecembertEncoder, EncoderOutput
 from decembert_cli.model.heads import MLMHead, VTMHead
 
@@ -41,7 +42,9 @@ def lambda_ramp(step: int, total_steps: int, warmup: float) -> float:
 
 def collapse_warning(metrics: dict[str, float]) -> str | None:
     """A message when validation shows the collapse that entropy minimisation can find: near-zero
-    entropy with one time offset taking nearly every argmax of u (a position, not the content)."""
+    entropy with one time offset taking nearly every argmax of u. Candidates share positions, so no
+    slot can be learned; but one offset winning nearly always means u ignores which caption matches
+    (on `sample` compare with alignment_own_caption / alignment_prev_caption)."""
     entropy = metrics.get("entropy")
     shares = {k[len("argmax_u_offset"):]: v for k, v in metrics.items() if k.startswith("argmax_u_offset")}
     if entropy is None or not shares:
@@ -74,6 +77,8 @@ class DecembertForPretraining(nn.Module):
         constrained_direction: str = "v2t",
     ) -> None:
         super().__init__()
+        if not constrained_warmup >= 0:
+            raise DecembertError(f"loss.constrained_warmup = {constrained_warmup}: use 0 (no warm-up), a share of the run below 1, or steps")
         config = encoder.bert.config
         self.encoder = encoder
         self.mlm = MLMHead(config, encoder.word_embeddings)

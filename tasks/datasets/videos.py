@@ -48,7 +48,7 @@ def fixed_share(video_ids: list[str] | set[str], fraction: float) -> set[str]:
     if not 0.0 < fraction <= 1.0:
         raise DecembertError(f"task.train_fraction = {fraction}: use a share in (0, 1]")
     ranked = sorted(set(video_ids), key=lambda v: hashlib.sha1(v.encode("utf-8")).hexdigest())
-    return set(ranked[: math.ceil(fraction * len(ranked))])
+    return set(ranked[: math.ceil(round(fraction * len(ranked), 6))])  # (round: 0.07 x 100 is 7, not 8)
 
 
 class VideoStore:
@@ -72,9 +72,11 @@ class VideoStore:
     def has_features(self, video_id: str) -> bool:
         return (self.dir_2d / f"{video_id}.npy").is_file() and (self.dir_3d / f"{video_id}.npy").is_file()
 
-    def training_videos(self, video_ids: list[str]) -> set[str]:
-        """The training videos fine-tuning uses: those with features, then `train_fraction` of them."""
-        return fixed_share([v for v in video_ids if self.has_features(v)], self.settings.train_fraction)
+    def training_videos(self, video_ids: list[str], split: str) -> set[str]:
+        """The videos fine-tuning reads of `split` (scored as training: targets, negatives): those with
+        features, and of the train split only `train_fraction` of them (validation is never cut)."""
+        usable = [v for v in video_ids if self.has_features(v)]
+        return fixed_share(usable, self.settings.train_fraction) if split == "train" else set(usable)
 
     def dense_file(self, video_id: str) -> Path | None:
         if self.dense_dir is None:

@@ -109,7 +109,7 @@ class Adapter:
         store = VideoStore(self.config, (model.feature_dim_2d, model.feature_dim_3d))
         items = questions(self.config, split)
         if train:  # videos without features are left out, and task.train_fraction applies
-            used = store.training_videos([q.video_id for q in items])
+            used = store.training_videos([q.video_id for q in items], split)
             items = [q for q in items if q.video_id in used]
         return PairData(items, store, tokenizer, self.config, model.max_video_tokens)
 
