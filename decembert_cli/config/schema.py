@@ -25,7 +25,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LossConfig:
     constrained_lambda: float = 1.0  # weight of the constrained attention (entropy) loss; 0 turns it off
-    constrained_warmup: float = 0.1  # lambda ramps linearly from 0 over this many steps (>= 1) or this share of the run (< 1); 0: none
+    # lambda ramps linearly from 0 over this many steps (>= 1) or this share of the run (< 1); 0: none. Default 0.1: measured
+    # with lambda = 1 from step 0 the attention sharpens (entropy 0.34 nats at step 100) while MLM is still at 32%; see README
+    constrained_warmup: float = 0.1
     constrained_scores: Literal["logits", "probs"] = "logits"  # S: logits Q K^T / sqrt(d) (the paper) | post-softmax probabilities (the released code)
     constrained_direction: Literal["v2t", "both"] = "v2t"  # v2t: video queries x caption keys (the paper) | both: + text-to-video, 0.5 / 0.5 (released code)
     constrained_on_negatives: bool = False  # also apply it to VTM negatives (the released code does; the paper is silent)

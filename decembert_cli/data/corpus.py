@@ -386,11 +386,15 @@ class PretrainDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
         epoch, index = (0, key) if isinstance(key, (int, np.integer)) else key
-        epoch, index = int(epoch), int(index)
-        if self.epoch_unit == "video":  # item = video: one of its clips, drawn anew each epoch
-            n_clips = len(self.records[index].captions)
-            index = int(self.first_clip[index]) + int(np.random.default_rng([self.seed, epoch, index, 1]).integers(n_clips))
-        return self.build(epoch, index)[0]
+        return self.build(int(epoch), self.clip_index(int(epoch), int(index)))[0]
+
+    def clip_index(self, epoch: int, item: int) -> int:
+        """The clip (index into `clips`) that item `item` of `epoch` stands for: itself when the
+        epoch unit is the clip; one of the video's clips, drawn anew each epoch, when it is the video."""
+        if self.epoch_unit == "clip":
+            return item
+        n_clips = len(self.records[item].captions)
+        return int(self.first_clip[item]) + int(np.random.default_rng([self.seed, epoch, item, 1]).integers(n_clips))
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
         return collate(samples, cls_id=self.cls_id, sep_id=self.sep_id, pad_id=self.pad_id, max_video_tokens=self.max_video_tokens)

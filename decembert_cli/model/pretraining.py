@@ -7,7 +7,7 @@ gives the same gradient however it is split into processes and accumulation step
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -151,6 +151,8 @@ class DecembertForPretraining(nn.Module):
                     name = kind.name.lower()
                     stats[f"mlm_correct_{name}"] = (correct & (kinds == kind)).sum()
                     stats[f"mlm_count_{name}"] = (kinds == kind).sum()
+            if not self.training and batch.vtm_labels is not None and batch.batch_size > 1:
+                stats.update(self.video_use_stats(batch, selected, correct))
 
         if batch.vtm_labels is not None:
             vtm_logits = self.vtm(enc.pooled)  # (B,)
@@ -183,6 +185,20 @@ class DecembertForPretraining(nn.Module):
             stats[f"{name}_sum"] = sums[name].detach()
             stats[f"{name}_count"] = counts[name].detach()
         return PretrainOutput(encoder=enc, losses=losses, sums=sums, counts=counts, weights=weights, stats=stats)
+
+    def video_use_stats(self, batch: VideoTextBatch, selected: torch.Tensor, correct: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Does the model read the video? MLM on the masked ASR tokens of VTM positives, once more with
+        every sample's video features replaced by the next sample's (dense captions kept): the drop
+        in accuracy is what the video contributes. 0 means the video stream is ignored."""
+        swapped = replace(batch, video_2d=batch.video_2d.roll(1, 0), video_3d=batch.video_3d.roll(1, 0),
+                                      video_mask=batch.video_mask.roll(1, 0))  # fmt: skip
+        enc = self.encoder(swapped)
+        targets = batch.mlm_labels[selected]
+        correct_swapped = self.mlm(enc.text[selected]).argmax(-1) == targets
+        asr_of_positives = (batch.text_type == int(TokenType.ASR)) & (batch.vtm_labels == 1)[:, None]
+        counted = asr_of_positives[selected]
+        return {"video_own_correct": (correct & counted).sum(), "video_swapped_correct": (correct_swapped & counted).sum(),
+                "video_count": counted.sum()}  # fmt: skip
 
     @staticmethod
     def alignment_stats(batch: VideoTextBatch, enc: EncoderOutput, participants: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -231,6 +247,8 @@ class DecembertForPretraining(nn.Module):
             "alignment_own_caption": ratio("align_own", "align_count"),
             "alignment_prev_caption": ratio("align_prev", "align_count"),
             "entropy": ratio("entropy_sum", "entropy_count"),
+            "mlm_acc_asr_positives": ratio("video_own_correct", "video_count"),
+            "mlm_acc_asr_swapped_video": ratio("video_swapped_correct", "video_count"),
         }
         for key in sorted(k for k in totals if k.startswith("argmax_offset")):
             metrics[f"argmax_u_offset{key[len('argmax_offset'):]}"] = ratio(key, "argmax_count")

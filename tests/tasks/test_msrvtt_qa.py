@@ -134,3 +134,14 @@ def test_print_config_shows_the_task_keys_without_reading_data(tmp_path: Path) -
     result = runner.invoke(app, ["finetune", "msrvtt-qa", "--print-config", "--set", "task.answers=7", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "answers: 7" in result.output and "epochs: 10.0" in result.output and not (tmp_path / "run").exists()
+
+
+def test_train_fraction_cuts_the_training_split_only(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    root = str(sample_root / "msrvtt")
+    full, part = MSRVTTQA(MSRVTTQAConfig(root=root)).adapter(), MSRVTTQA(MSRVTTQAConfig(root=root, train_fraction=0.25)).adapter()
+    train_full, train_part = (a.dataset("train", tokenizer, _model(), train=True) for a in (full, part))
+    videos_full, videos_part = ({q.video_id for q in d.items} for d in (train_full, train_part))
+    assert videos_part < videos_full and len(videos_part) == -(-len(videos_full) // 4)  # ceil(25%) of the videos
+    assert all(q.video_id in videos_part for q in train_part.items)  # every question of a kept video
+    for split in ("val", "test"):  # scored splits are never cut, even when read as training data
+        assert len(part.dataset(split, tokenizer, _model(), train=True)) == len(full.dataset(split, tokenizer, _model(), train=True))

@@ -323,3 +323,39 @@ def test_layout_gathers_each_candidates_tokens() -> None:
     assert mask[1].tolist() == [[True, False, False], [True, True, False], [False, False, False]]
     assert index[1, :2].tolist() == [[7, 0, 0], [9, 10, 0]]
     assert np.array_equal(mask.sum(-1).numpy(), [[2, 1, 3], [1, 2, 0]])
+
+
+def test_validation_measures_what_the_video_contributes() -> None:
+    from decembert_cli.data.batch import IGNORE_INDEX, TokenType
+
+    torch.manual_seed(1)
+    model = build_pretraining(tiny_bert_config(layers=2, heads=2)).eval()
+    samples = random_samples(np.random.default_rng(7), batch_size=6, neighbours=1, vtm=True)
+    for sample in samples:  # the selected tokens are masked (id 4), so their prediction comes from the context
+        for seg in sample.segments:
+            seg.ids = [4 if label != IGNORE_INDEX else x for x, label in zip(seg.ids, seg.labels or [])]
+    batch = collate(samples, cls_id=2, sep_id=3, pad_id=0)
+
+    def predictions(b):  # type: ignore[no-untyped-def]
+        selected = b.mlm_labels != IGNORE_INDEX
+        with torch.no_grad():
+            return model.mlm(model.encoder(b).text[selected]).argmax(-1), b.text_type[selected] == int(TokenType.ASR)
+
+    own, _ = predictions(batch)
+    labels = batch.mlm_labels.clone()
+    labels[batch.mlm_labels != IGNORE_INDEX] = own  # targets = what the model says with its own video
+    with torch.no_grad():
+        stats = model(dataclasses.replace(batch, mlm_labels=labels)).stats
+    same = count = 0
+    for i, sample in enumerate(samples):  # naive: one sample at a time, the video of sample i - 1
+        if sample.vtm_label != 1:
+            continue
+        alone, asr = predictions(collate([sample], cls_id=2, sep_id=3, pad_id=0))
+        other = dataclasses.replace(sample, video_2d=samples[i - 1].video_2d, video_3d=samples[i - 1].video_3d)
+        swapped, _ = predictions(collate([other], cls_id=2, sep_id=3, pad_id=0))
+        same += int((alone == swapped)[asr].sum())
+        count += int(asr.sum())
+    assert int(stats["video_count"]) == int(stats["video_own_correct"]) == count > 10
+    assert int(stats["video_swapped_correct"]) == same < count  # a random model's predictions do depend on the video
+    model.train()
+    assert "video_count" not in model(batch).stats  # validation only

@@ -168,6 +168,23 @@ def test_mlm_and_negative_rates(sample_root: Path, tokenizer) -> None:  # type: 
     assert abs(kinds["same-video"] / negatives - 0.5) < 4 * (0.25 / negatives) ** 0.5
 
 
+def test_mask_replace_setting_reaches_the_samples(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    def masked_inputs(data: PretrainDataset) -> Counter[str]:
+        seen: Counter[str] = Counter()
+        for index in range(0, len(data)):
+            for seg in data.build(0, index)[0].segments:
+                for token, label in zip(seg.ids, seg.labels or []):
+                    if label != IGNORE_INDEX:
+                        seen["mask" if token == data.mask_id else "kept" if token == label else "random"] += 1
+        return seen
+
+    paper = masked_inputs(_dataset(sample_root, tokenizer))
+    assert paper["mask"] > 500 and paper["kept"] == paper["random"] == 0  # the paper: every selected token is [MASK]
+    bert = masked_inputs(_dataset(sample_root, tokenizer, mask_replace="bert"))
+    total = sum(bert.values())
+    assert abs(bert["mask"] / total - 0.8) < 0.05 and 0.05 < bert["random"] / total < 0.15 and 0.05 < bert["kept"] / total < 0.15
+
+
 def test_sample_construction_follows_the_paper(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
     data = _dataset(sample_root, tokenizer, neighbours=2)
     seen_aligned = 0
@@ -235,9 +252,15 @@ def test_an_epoch_of_videos_draws_one_clip_per_video(sample_root: Path, tokenize
     by_video = PretrainDataset(records, tokenizer, config, dims=DIMS, seed=3, epoch_unit="video")
     by_clip = PretrainDataset(records, tokenizer, config, dims=DIMS, seed=3)
     assert len(by_video) == len(records) and len(by_clip) == sum(len(r.captions) for r in records) > 8 * len(by_video)
-    drawn = {e: [by_video[(e, v)].video_2d.shape[0] for v in range(len(records))] for e in range(3)}
-    assert drawn[0] != drawn[1] or drawn[1] != drawn[2]  # another clip per video each epoch
-    assert drawn[0] == [by_video[(0, v)].video_2d.shape[0] for v in range(len(records))]  # deterministic
+    drawn = {e: [by_video.clip_index(e, v) for v in range(len(records))] for e in range(4)}
+    for e, clips in drawn.items():
+        assert [int(by_video.clips[c][0]) for c in clips] == list(range(len(records)))  # item v draws a clip of video v
+    assert len({tuple(c) for c in drawn.values()}) > 1  # another clip per video each epoch
+    assert drawn[0] == [by_video.clip_index(0, v) for v in range(len(records))]  # deterministic
+    first = by_video[(1, 0)]
+    same = by_clip.build(1, drawn[1][0])[0]
+    assert [s.ids for s in first.segments] == [s.ids for s in same.segments]  # the item is that clip's sample
+    assert [by_clip.clip_index(2, c) for c in range(5)] == list(range(5))
 
 
 def test_samples_are_deterministic_per_epoch_and_index(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]

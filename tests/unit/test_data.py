@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from decembert_cli.data.batch import IGNORE_INDEX, EncoderSample, TextSegment, TokenType, collate
+from decembert_cli.data.batch import IGNORE_INDEX, EncoderSample, TextSegment, TokenType, collate, text_positions
 from decembert_cli.data.masking import mask_tokens
 
 
@@ -65,3 +65,15 @@ def test_bert_masking_rate_and_replacement_split() -> None:
     assert abs(masked.sum() / selected.sum() - 0.8) < 0.02
     assert abs(kept.sum() / selected.sum() - 0.1) < 0.02  # (random replacements rarely hit the same id)
     assert (inputs_a[~selected] == ids_a[~selected]).all()
+
+
+def test_text_positions_share_one_range_per_run_of_candidates() -> None:
+    dense = TextSegment([5, 6], TokenType.DENSE)
+    cand = [TextSegment([7] * n, TokenType.ASR, candidate=c) for c, n in enumerate((3, 1, 2))]
+    # [CLS] | dense(2)+[SEP] | candidates of 3, 1, 2 tokens (+[SEP]) from one start | dense after the run
+    got = text_positions([dense, *cand, dense])
+    assert got == [0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 4, 5, 6, 8, 9, 10]  # text after the run follows its longest member
+    assert text_positions([dense, dense]) == list(range(7))  # no candidates: sequential
+    # two runs separated by a non-candidate: each run has its own start
+    two = text_positions([cand[0], dense, cand[1], cand[2]])
+    assert two == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 8, 9, 10]

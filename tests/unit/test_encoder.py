@@ -8,6 +8,7 @@ import torch
 
 from decembert_cli.config import Config, load_config
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, collate
+from decembert_cli.model.encoder import separate_candidates
 from tests.helpers import build_pretraining, random_batch, tiny_bert_config
 
 
@@ -152,6 +153,10 @@ def test_model_config_switches_change_the_model() -> None:
     assert model.encoder.bert.config.hidden_dropout_prob == 0.1
     loss = build_pretraining_model(load_config(Config, "tiny", ["loss.constrained_lambda=0.25", "loss.constrained_on_negatives=true"]))
     assert loss.constrained_lambda == 0.25 and loss.constrained_on_negatives
+    assert (model.constrained_scores, model.constrained_direction) == ("logits", "v2t")  # the paper's form by default
+    released = build_pretraining_model(load_config(Config, "tiny", [
+        "loss.constrained_scores=probs", "loss.constrained_direction=both", "loss.constrained_warmup=50"]))  # fmt: skip
+    assert (released.constrained_scores, released.constrained_direction, released.constrained_warmup) == ("probs", "both", 50)
 
 
 def test_dropout_zero_makes_training_mode_deterministic() -> None:
@@ -200,3 +205,19 @@ def test_tokenizer_option_loads_from_a_directory(tmp_path) -> None:  # type: ign
     shutil.rmtree(tmp_path)
     with pytest.raises(DecembertError, match="cannot load a tokenizer"):
         build_tokenizer(ModelConfig(tokenizer=str(tmp_path)))
+
+
+def test_separate_candidates_keeps_each_caption_with_its_sep_and_hides_padding() -> None:
+    # 2 video tokens (the second is padding), then text: [CLS] a a [SEP] b [SEP] d [SEP] [PAD]
+    caption_id = torch.tensor([[-1, 0, 0, -1, 1, -1, -1, -1, -1]])
+    mask = torch.tensor([[True, False, True, True, True, True, True, True, True, True, False]])
+    allowed = separate_candidates(mask, caption_id)[0, 0]
+    assert allowed.shape == (11, 11)
+    a, sep_a, b, sep_b, dense, cls = [3, 4], 5, 6, 7, 8, 2
+    for i in [*a, sep_a]:
+        assert not allowed[i, b] and not allowed[i, sep_b]  # caption 0 and its [SEP] never see caption 1's
+        assert allowed[i, a[0]] and allowed[i, sep_a] and allowed[i, cls] and allowed[i, dense] and allowed[i, 0]
+    assert not allowed[b, a[1]] and not allowed[sep_b, sep_a] and allowed[sep_b, b]
+    for i in (0, cls, dense):  # video, [CLS] and other text see every candidate
+        assert allowed[i, a[0]] and allowed[i, b] and allowed[i, sep_a] and allowed[i, sep_b]
+    assert not allowed[:, 1].any() and not allowed[:, 10].any()  # padding is never attended
