@@ -18,6 +18,7 @@ import io
 import json
 import math
 import re
+import unicodedata
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -176,6 +177,12 @@ def open_captions(path: str | Path) -> CaptionSource:
 _SPACES = re.compile(r"\s+")
 
 
+def has_word(text: str) -> bool:
+    """True if `text` has a letter or digit (any script) once decomposed and stripped of accents, as
+    BERT's basic tokenizer reads it: "córdoba" and "½" do, "♪ ♪" and "..." do not."""
+    return any(unicodedata.category(c)[0] in "LN" for c in unicodedata.normalize("NFD", text))
+
+
 def collapse_spaces(text: str) -> str:
     """Runs of white space become one space; ends stripped."""
     return _SPACES.sub(" ", text).strip()
@@ -210,8 +217,10 @@ def clean_captions(raw: VideoCaptions, *, trim_rolling: bool, counts: Counter[st
 
     Unequal list lengths and non-numeric times raise BadVideo. Texts become stripped strings
     (numbers included), lines are sorted by start, overlap with the previous line is trimmed when
-    `trim_rolling` (raw ASR), and lines that are empty or not ASCII are dropped. What was fixed is
-    added to `counts` (empty lines, non-ASCII lines, videos with unsorted starts).
+    `trim_rolling` (raw ASR), and lines without a word are dropped: empty, or without a letter or
+    digit once accents are stripped as BERT's tokenizer strips them (`has_word`), since those
+    become only [UNK] or punctuation. Accented and other non-ASCII words are kept ("fjällräven",
+    "½ inch"). A line ending before it starts ends at its start. Every fix is added to `counts`.
     """
     n = (len(raw.start), len(raw.end), len(raw.text))
     if len(set(n)) != 1:
@@ -228,13 +237,15 @@ def clean_captions(raw: VideoCaptions, *, trim_rolling: bool, counts: Counter[st
         if not texts[i]:
             counts["empty caption lines (dropped)"] += 1
             continue
-        if not texts[i].isascii():
-            counts["non-ASCII caption lines (dropped)"] += 1
+        if not has_word(texts[i]):
+            counts["caption lines without a letter or digit (dropped)"] += 1
             continue
         text = trim_overlap(previous, texts[i]) if trim_rolling and previous else texts[i]
         previous = texts[i]
         if not text:
             continue
+        if end[i] < start[i]:
+            counts["caption lines ending before they start (end set to start)"] += 1
         kept_start.append(start[i])
         kept_end.append(max(end[i], start[i]))
         kept_text.append(text)
