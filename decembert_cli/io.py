@@ -1,12 +1,26 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Files a run writes: atomic writes (a reader sees the old file or the new one, never half of one)
+and JSON-lines logs (appended line by line; a torn last line from a crash is dropped on reading)."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from decembert_cli.errors import DecembertError
+
+METRICS_LOG = "metrics.jsonl"  # a run folder's metrics log: one JSON object per line
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp gives 0600)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -22,6 +36,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -35,3 +50,41 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Atomic `write_text` (UTF-8)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line; an OSError (disk full, folder gone) is one clear error."""
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+    except OSError as exc:
+        raise DecembertError(f"cannot append to {path}: {exc.strerror}; free space or fix the folder, then continue with --resume") from None
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The objects of a JSON-lines file, and a note when its last line was torn (a crash mid-write:
+    invalid JSON and no final newline), which is dropped. Any other bad line is an error naming
+    the line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DecembertError(f"cannot read {path}: {exc}") from None
+    lines = text.split("\n")
+    rows: list[dict[str, Any]] = []
+    note = None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if n == len(lines):  # the last line has no newline after it: a write cut short
+                note = f"{path}, line {n}: an incomplete last line (a write cut short) was dropped"
+                break
+            raise DecembertError(f"{path}, line {n}, column {exc.colno}: not JSON ({exc.msg})") from None
+        except RecursionError:
+            raise DecembertError(f"{path}, line {n}: JSON nested too deeply") from None
+        if not isinstance(row, dict):
+            raise DecembertError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows, note

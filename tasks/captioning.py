@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from decembert_cli.config import Count, NonNegative, NonNegativeInt
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
 from decembert_cli.errors import DecembertError
 from decembert_cli.metrics.captions import caption_scores, check_java, paragraph, repetition_at_4
@@ -46,11 +47,11 @@ IGNORE = -100
 @dataclass(frozen=True)
 class CaptionSettings(VideoSettings):
     use_dense: bool = True  # feed each clip's dense captions before the caption
-    max_caption_tokens: int = 30  # WordPiece tokens of a training caption kept
-    beam_size: int = 5  # beam search width (1: greedy)
-    max_length: int = 20  # most tokens generated per caption, the closing [SEP] included
-    length_penalty: float = 1.0  # alpha: beams compare sum log p / length ** alpha
-    no_repeat_ngram: int = 0  # n > 0: no n-gram twice in a caption
+    max_caption_tokens: Count = 30  # WordPiece tokens of a training caption kept
+    beam_size: Count = 5  # beam search width (1: greedy)
+    max_length: Count = 20  # most tokens generated per caption, the closing [SEP] included
+    length_penalty: NonNegative = 1.0  # alpha: beams compare sum log p / length ** alpha
+    no_repeat_ngram: NonNegativeInt = 0  # n > 0: no n-gram twice in a caption
     use_cache: bool = True  # decode with cached keys/values (false: re-encode every step; same captions, slower)
     meteor: bool = True  # METEOR runs a JVM with 2 GB; false leaves it out
 

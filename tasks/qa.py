@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from decembert_cli.config import Count
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
 from decembert_cli.errors import DecembertError
 from decembert_cli.protocols import DataCheck
@@ -33,8 +34,8 @@ class MSRVTTQAConfig(VideoSettings):
     train: str = "train_qa.json"  # training questions (official file name)
     val: str = "val_qa.json"  # validation questions
     test: str = "test_qa.json"  # test questions
-    answers: int = 1500  # K: the answer vocabulary is the K most frequent training answers (1,000 / 1,500 / 4,000 in the literature)
-    max_question_tokens: int = 30  # WordPiece tokens kept per question
+    answers: Count = 1500  # K: the answer vocabulary is the K most frequent training answers (1,000 / 1,500 / 4,000 in the literature)
+    max_question_tokens: Count = 30  # WordPiece tokens kept per question
     use_dense: bool = True  # feed the video's dense captions before the question
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from decembert_cli.config import NonNegativeInt
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
 from decembert_cli.errors import DecembertError
 from decembert_cli.metrics.retrieval import retrieval_metrics
@@ -187,7 +188,7 @@ class RetrievalMetric:
 @dataclass(frozen=True)
 class RetrievalSettings(VideoSettings):
     use_dense: bool = True  # feed each clip's dense captions before the text
-    rerank_k: int = 0  # 0: the cross-encoder scores every pair; K > 0: it re-scores only each text's top K of a cosine first stage
+    rerank_k: NonNegativeInt = 0  # 0: the cross-encoder scores every pair; K > 0: it re-scores only each text's top K of a cosine first stage
 
 
 class RetrievalTask(ClipTask):

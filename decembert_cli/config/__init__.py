@@ -9,10 +9,32 @@ from decembert_cli.config.loader import (
     to_dict,
     to_yaml,
 )
-from decembert_cli.config.schema import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
+from decembert_cli.config.schema import (
+    Config,
+    Count,
+    DataConfig,
+    Fraction,
+    LossConfig,
+    ModelConfig,
+    NonNegative,
+    NonNegativeInt,
+    Positive,
+    Probability,
+    Range,
+    Share,
+    TrainConfig,
+)
 
 __all__ = [
     "Config",
+    "Count",
+    "Fraction",
+    "NonNegative",
+    "NonNegativeInt",
+    "Positive",
+    "Probability",
+    "Range",
+    "Share",
     "DataConfig",
     "LossConfig",
     "ModelConfig",

@@ -7,6 +7,7 @@ Precedence: dataclass defaults < the `--config` file (a path or a packaged prese
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from importlib import resources
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from decembert_cli.config.schema import Range
 from decembert_cli.errors import ConfigError
 from decembert_cli.io import atomic_write_text
 
@@ -67,6 +69,8 @@ def _key_lines(text: str) -> dict[str, int]:
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(tp)[0])
     if origin is typing.Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
@@ -77,6 +81,14 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Convert a YAML value to the field type `tp`, or raise ConfigError naming `where`."""
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:  # a number with its allowed range (schema.Range)
+        inner, *extras = typing.get_args(tp)
+        number = _coerce(value, inner, where)
+        for allowed in (e for e in extras if isinstance(e, Range)):
+            if not allowed.allows(number):
+                shown = f"{number:g}" if isinstance(number, float) else str(number)
+                raise ConfigError(f"{where}: {shown} is out of range; use a value {allowed}")
+        return number
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -115,14 +127,22 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
+        number: float | None = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
+            except OverflowError:  # a 400-digit integer
+                raise ConfigError(f"{where}: {str(value)[:20]}... is too large for a number") from None
+        elif isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -144,7 +164,7 @@ def _build(cls: type[T], data: Any, prefix: str, lines: dict[str, int] | None = 
     if not isinstance(data, dict):
         where = prefix.rstrip(".") or "the config"
         raise ConfigError(f"{at(prefix.rstrip('.'))}{where} must be a mapping of keys, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
@@ -211,7 +231,7 @@ def apply_override(config: T, assignment: str) -> T:
             shown = ", ".join(f"{prefix + '.' if prefix else ''}{n}" for n in names)
             raise ConfigError(f"--set {dotted}: unknown key '{'.'.join(parts[: depth + 1])}'; valid keys here: {shown}")
         child = getattr(node, key)
-        tp = typing.get_type_hints(type(node))[key]
+        tp = typing.get_type_hints(type(node), include_extras=True)[key]
         if depth == len(parts) - 1:
             if dataclasses.is_dataclass(tp):
                 new = _build(tp, value, dotted + ".")

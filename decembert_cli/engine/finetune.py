@@ -21,7 +21,7 @@ from torch import nn
 
 from decembert_cli.config import load_config, save_config, to_dict
 from decembert_cli.config.loader import from_dict
-from decembert_cli.config.schema import ModelConfig, TrainConfig
+from decembert_cli.config.schema import ModelConfig, NonNegativeInt, Positive, TrainConfig
 from decembert_cli.data.batch import VideoTextBatch
 from decembert_cli.engine import checkpoint as ckpt
 from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
@@ -35,9 +35,9 @@ VAL_ITEMS = 2000  # validation items scored during fine-tuning (spread evenly ov
 class FinetuneTrainConfig(TrainConfig):
     """Fine-tuning's defaults: the paper's optimiser (the pre-training one), a shorter schedule."""
 
-    epochs: float = 10.0  # passes over the training items (the paper does not say; ours)
-    validate_every: int = 0  # steps between validations (0: only at the end)
-    checkpoint_every: int = 1000  # steps between checkpoints (and one at the end)
+    epochs: Positive = 10.0  # passes over the training items (the paper does not say; ours)
+    validate_every: NonNegativeInt = 0  # steps between validations (0: only at the end)
+    checkpoint_every: NonNegativeInt = 1000  # steps between checkpoints (and one at the end)
 
 
 @functools.cache

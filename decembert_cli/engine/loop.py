@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,8 @@ from decembert_cli.engine.optim import build_optimizer, build_scheduler
 from decembert_cli.engine.precision import autocast, autocast_dtype
 from decembert_cli.engine.sampler import StepBatches
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_text
+from decembert_cli.io import METRICS_LOG, append_jsonl, atomic_write_text, read_jsonl
 
-METRICS_LOG = "metrics.jsonl"
 
 
 @dataclass
@@ -104,17 +104,19 @@ class _Log:
         self.path = path
         self.enabled = enabled
 
-    def keep_until(self, step: int) -> None:
-        """On resume: drop lines written after the checkpoint's step (they will be written again)."""
+    def keep_until(self, step: int) -> str | None:
+        """On resume: drop lines written after the checkpoint's step (they will be written again) and
+        a torn last line; returns a note when there was one."""
         if not self.enabled or not self.path.exists():
-            return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line and json.loads(line).get("step", 0) <= step]
-        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+            return None
+        rows, note = read_jsonl(self.path)
+        kept = [row for row in rows if row.get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
+        return note
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_jsonl(self.path, record)
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
@@ -213,9 +215,11 @@ def train(
             ckpt.set_rng_state(rngs[dist_info.rank])
         else:
             torch.manual_seed(job.seed + 7919 * start + dist_info.rank)
-        log.keep_until(start)
+        torn = log.keep_until(start)
     else:
-        log.keep_until(0)  # (a resumed run that never reached a checkpoint starts again from step 0)
+        torn = log.keep_until(0)  # (a resumed run that never reached a checkpoint starts again from step 0)
+    if torn:
+        print(f"note: {torn}", file=sys.stderr)
         torch.manual_seed(job.seed + dist_info.rank)
 
     wrapped: nn.Module = model

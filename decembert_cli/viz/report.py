@@ -9,29 +9,23 @@ from __future__ import annotations
 import base64
 import html
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_text
+from decembert_cli.io import METRICS_LOG, atomic_write_text, read_jsonl
 from decembert_cli.viz import plots
-
-METRICS_LOG = "metrics.jsonl"
-
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_LOG
     if not path.is_file():
         raise DecembertError(f"{path} not found: RUN_DIR must be a run folder of decembert pretrain or finetune")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise DecembertError(f"{path}, line {n}: not JSON") from None
+    rows, note = read_jsonl(path)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return rows
 
 
@@ -104,7 +98,9 @@ def task_examples(run_dir: Path, out: Path, count: int = 6) -> Path:
     evals = sorted(Path(run_dir).glob("eval-*/predictions.jsonl"), key=lambda p: p.stat().st_mtime)
     if not evals:
         raise DecembertError(f"{run_dir} has no evaluation yet: run `decembert evaluate {meta.get('task')} --checkpoint {run_dir}` first")
-    rows = [json.loads(x) for x in evals[-1].read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows, note = read_jsonl(evals[-1])
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     picked = [rows[i] for i in np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int)] if rows else []
     root = Path(info["config"].get("task", {}).get("root", "") or ".")
     shown = []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from decembert_cli.config import Count, Fraction, NonNegativeInt, Positive
 from decembert_cli.data.corpus import check_streams, pick_dense_captions
 from decembert_cli.data.densecap import read_dense_captions
 from decembert_cli.data.howto100m import BadVideo, load_features
@@ -22,12 +23,12 @@ class VideoSettings:
     root: str = ""  # the dataset folder: annotation files, features and dense captions
     features_2d: str = "features/2d"  # {video_id}.npy 2D features, 1 per second
     features_3d: str = "features/3d"  # {video_id}.npy 3D features (rate from stream.json, else fps_3d)
-    fps_3d: float = 1.5  # 3D features/s of folders without stream.json
+    fps_3d: Positive = 1.5  # 3D features/s of folders without stream.json
     dense_captions: str = "dense_captions"  # paper .npy or our .json store per video; used when present, "" = none
-    dense_interval: float = 2.0  # seconds between captioned frames of .npy files
-    dense_per_frame: int = 2  # dense captions taken per frame
-    max_dense_captions: int = 16  # at most this many dense captions per item
-    train_fraction: float = 1.0  # share of the training videos used (a fixed subset: the first by a hash of the id); low-resource runs
+    dense_interval: Positive = 2.0  # seconds between captioned frames of .npy files
+    dense_per_frame: Count = 2  # dense captions taken per frame
+    max_dense_captions: NonNegativeInt = 16  # at most this many dense captions per item
+    train_fraction: Fraction = 1.0  # share of the training videos used (a fixed subset: the first by a hash of the id); low-resource runs
 
 
 def under(root: Path, value: str) -> Path:

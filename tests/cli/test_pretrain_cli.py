@@ -48,6 +48,15 @@ def test_pretrain_runs_and_reports_table6(corpus: Path, tmp_path: Path) -> None:
     resumed = runner.invoke(app, _args(corpus, run, "--resume"))
     assert resumed.exit_code == 0, resumed.output
 
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"step": 5, "loss": 1.')  # a crash mid-write
+    shown = runner.invoke(app, ["visualize", "run", str(run), "--out", str(tmp_path / "curves")])
+    assert shown.exit_code == 0 and "incomplete last line" in shown.output, shown.output
+    again = runner.invoke(app, _args(corpus, run, "--resume"))
+    assert again.exit_code == 0 and "incomplete last line" in again.output, again.output
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]  # the torn line is gone
+    assert [r["step"] for r in rows if "split" not in r] == [2, 4]
+
 
 def test_lambda_zero_still_reports_the_constrained_loss(corpus: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, _args(corpus, tmp_path / "run", "--set", "loss.constrained_lambda=0"))

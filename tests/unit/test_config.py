@@ -84,3 +84,45 @@ def test_saved_config_loads_back_identical(tmp_path) -> None:  # type: ignore[no
     assert load_config(Config, str(path)) == cfg
     assert to_dict(cfg)["loss"]["constrained_lambda"] == 1e-4
     assert not list((tmp_path / "run").glob(".*tmp"))  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=0", "train.lr: 0 is out of range; use a value > 0"),
+        ("train.lr=-1e-4", "train.lr: -0.0001 is out of range; use a value > 0"),
+        ("train.lr=.inf", "train.lr: expected a finite number"),
+        ("train.lr=.nan", "train.lr: expected a finite number"),
+        ("train.lr=1" + "0" * 400, "train.lr: 10000000000000000000... is too large"),
+        ("model.dropout=1", "model.dropout: 1 is out of range; use a value in [0, 1)"),
+        ("model.dropout=-0.1", "model.dropout: -0.1 is out of range"),
+        ("train.warmup=-1", "train.warmup: -1 is out of range; use a value in [0, 1)"),
+        ("loss.constrained_warmup=-5", "loss.constrained_warmup: -5 is out of range; use a value >= 0"),
+        ("data.mask_prob=1.2", "data.mask_prob: 1.2 is out of range; use a value in [0, 1]"),
+        ("data.negative_prob=-0.5", "data.negative_prob: -0.5 is out of range"),
+        ("train.batch_size=0", "train.batch_size: 0 is out of range; use a value >= 1"),
+        ("model.feature_dim_2d=-2048", "model.feature_dim_2d: -2048 is out of range; use a value >= 1"),
+        ("train.betas=[0.9, 1.5]", "train.betas[1]: 1.5 is out of range; use a value in [0, 1)"),
+        ("seed=-1", "seed: -1 is out of range; use a value >= 0"),
+    ],
+)
+def test_out_of_range_settings_are_refused_when_loaded(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(Config, "demo", [override])
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_out_of_range_in_a_file_names_its_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  batch_size: 16\n  lr: -3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml line 3: train.lr: -3 is out of range; use a value > 0"):
+        load_config(Config, str(path))
+    edges = load_config(Config, "demo", ["data.mask_prob=0", "data.mask_prob=1", "model.dropout=0", "train.max_steps=0", "seed=0"])
+    assert edges.data.mask_prob == 1 and edges.model.dropout == 0  # the ends of a closed range are allowed
+
+
+def test_task_settings_have_ranges_too() -> None:
+    from decembert_cli.engine.finetune import resolve
+
+    with pytest.raises(ConfigError, match=r"task.train_fraction: 0 is out of range; use a value in \(0, 1\]"):
+        resolve("msrvtt-qa", None, ["task.train_fraction=0"], None)
