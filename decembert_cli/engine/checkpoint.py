@@ -79,16 +79,60 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "step", "total_steps", "rng", "config")  # what --resume needs
+
+
+class CorruptCheckpoint(DecembertError):
+    """A checkpoint file that cannot be read (truncated, overwritten, not a checkpoint at all)."""
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a loading error, without PyTorch's advice to load untrusted files with
+    weights_only=False (a checkpoint never needs it)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if "weights_only" in first or "Weights only load failed" in first or not first:
+        first = "it holds data a decembert checkpoint never has, or is damaged"
+    return f"{exc.__class__.__name__}: {first[:160]}"
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", required: tuple[str, ...] = ("model", "config")) -> dict[str, Any]:
+    """A checkpoint's contents; `required` keys must be there (RESUME_KEYS to continue training)."""
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise DecembertError(f"checkpoint {path} not found") from None
     except Exception as exc:  # truncated or foreign file
-        raise DecembertError(f"{path} is not a readable decembert checkpoint ({exc.__class__.__name__}: {exc})") from None
+        raise CorruptCheckpoint(f"{path} is not a readable decembert checkpoint ({_reason(exc)})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise DecembertError(f"{path} is not a decembert checkpoint (format {FORMAT})")
+        raise CorruptCheckpoint(f"{path} is not a decembert checkpoint (format {FORMAT})")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise DecembertError(f"checkpoint {path} lacks {', '.join(missing)}: it was not written by decembert "
+                             f"pretrain or finetune (or by an older version); start a new run or pass another checkpoint")  # fmt: skip
     return data
+
+
+def newest_intact(run_dir: Path) -> tuple[Path, dict[str, Any], list[str]] | None:
+    """The newest checkpoint of a run that loads, with its contents and a note for each newer one
+    that did not (a damaged file is skipped, not fatal); None if the run has none."""
+    notes: list[str] = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path, required=RESUME_KEYS), notes
+        except CorruptCheckpoint as exc:
+            notes.append(f"{exc}; resuming from an older checkpoint")
+    if notes:
+        raise DecembertError(f"no intact checkpoint in {checkpoint_dir(run_dir)}: " + "; ".join(notes[-1:]))
+    return None
+
+
+def remove_orphans(run_dir: Path) -> int:
+    """Delete temporary files a checkpoint write killed mid-way left behind; returns how many."""
+    folder = checkpoint_dir(run_dir)
+    orphans = list(folder.glob(".step-*.tmp")) if folder.is_dir() else []
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return len(orphans)
 
 
 def prune(run_dir: Path, keep: int) -> None:

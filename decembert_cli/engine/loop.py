@@ -185,6 +185,8 @@ def train(
     barrier(dist_info.world)  # every process has checked before the main one writes anything
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if orphans := ckpt.remove_orphans(run_dir):
+            print(f"note: removed {orphans} unfinished checkpoint file(s) of an interrupted write", file=sys.stderr)
     dtype = autocast_dtype(cfg.precision, device)
     model = job.model.to(device)
     optimizer = build_optimizer(model, cfg)
@@ -198,8 +200,11 @@ def train(
     log = _Log(run_dir / METRICS_LOG, main)
 
     start = 0
-    if resume_from is not None:
-        state = ckpt.load_checkpoint(resume_from)
+    found = ckpt.newest_intact(run_dir) if resume_from is not None else None
+    if found is not None:
+        resume_from, state, notes = found
+        for note in notes if main else []:
+            print(f"note: {note}", file=sys.stderr)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -154,3 +154,40 @@ def test_worker_processes_load_the_same_data_and_validation_runs_periodically(sa
     _assert_same_training(tmp_path / "inline", tmp_path / "workers")
     lines = [json.loads(x) for x in (tmp_path / "workers" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if r.get("split") == "val"] == [2, 4, 6]
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(sample_root: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    reference = tmp_path / "reference"
+    _run(sample_root, reference, *NO_DROPOUT)
+    run = tmp_path / "run"
+    _run(sample_root, run, *NO_DROPOUT)
+    newest = ckpt.list_checkpoints(run)[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # step 6: truncated
+    orphan = ckpt.checkpoint_dir(run) / ".step-00000006.pt.x1y2.tmp"  # a killed write's leftover
+    orphan.write_bytes(b"partial")
+    capsys.readouterr()
+    result, _ = _run(sample_root, run, *NO_DROPOUT, resume=True)
+    err = capsys.readouterr().err
+    assert result.steps == 6 and "step-00000006.pt is not a readable decembert checkpoint" in err
+    assert "resuming from an older checkpoint" in err and "removed 1 unfinished checkpoint file" in err
+    assert "weights_only=False" not in err and not orphan.exists()
+    _assert_same_training(reference, run)  # steps 4-6 were trained again from step 3, exactly
+
+
+def test_a_checkpoint_without_what_resume_needs_is_a_clear_error(sample_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _run(sample_root, run, "train.max_steps=3")
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(run)[-1])
+    del state["optimizer"], state["rng"]
+    ckpt.save_checkpoint(ckpt.list_checkpoints(run)[-1], {k: v for k, v in state.items() if k != "format"})
+    with pytest.raises(DecembertError, match=r"lacks optimizer, rng: it was not written by decembert"):
+        _run(sample_root, run, "train.max_steps=3", resume=True)
+
+
+def test_a_foreign_pickle_is_refused_without_weights_only_advice(tmp_path: Path) -> None:
+    path = tmp_path / "step-00000001.pt"
+    torch.save({"format": ckpt.FORMAT, "model": socket.AF_INET}, path)  # an object weights_only loading refuses
+    with pytest.raises(ckpt.CorruptCheckpoint) as caught:
+        ckpt.load_checkpoint(path)
+    assert "not a readable decembert checkpoint" in str(caught.value) and "weights_only" not in str(caught.value)
+    assert "\n" not in str(caught.value)
