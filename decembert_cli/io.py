@@ -61,10 +61,10 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         raise DecembertError(f"cannot append to {path}: {exc.strerror}; free space or fix the folder, then continue with --resume") from None
 
 
-def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+def read_jsonl(path: Path, *, torn_tail: bool = True) -> tuple[list[dict[str, Any]], str | None]:
     """The objects of a JSON-lines file, and a note when its last line was torn (a crash mid-write:
-    invalid JSON and no final newline), which is dropped. Any other bad line is an error naming
-    the line and column."""
+    invalid JSON and no final newline), which is dropped if `torn_tail` (logs), an error if not
+    (files that are scored). Any other bad line is an error naming the line and column."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -78,7 +78,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], str | None]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            if n == len(lines):  # the last line has no newline after it: a write cut short
+            if torn_tail and n == len(lines):  # the last line has no newline after it: a write cut short
                 note = f"{path}, line {n}: an incomplete last line (a write cut short) was dropped"
                 break
             raise DecembertError(f"{path}, line {n}, column {exc.colno}: not JSON ({exc.msg})") from None

@@ -19,6 +19,7 @@ scores with pycocoevalcap's BLEU@4, METEOR, ROUGE-L and CIDEr-D (`decembert_cli.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -173,13 +174,25 @@ class CaptionMetric:
             self.add(int(clip), caption)
 
     def load(self, rows: list[dict[str, Any]], source: str) -> None:
-        """Predictions from a predictions.jsonl (as `predictions()` writes them), matched by video id and segment."""
-        index = {(c.video_id, None if c.window is None else tuple(round(x, 3) for x in c.window)): i for i, c in enumerate(self.data.clips)}
+        """Predictions from a predictions.jsonl (as `predictions()` writes them), matched by (video id,
+        segment id) when a row has "segment", else by (video id, window)."""
+        by_segment = {(c.video_id, c.segment): i for i, c in enumerate(self.data.clips) if c.segment is not None}
+        by_window = {(c.video_id, None if c.window is None else tuple(round(x, 3) for x in c.window)): i for i, c in enumerate(self.data.clips)}
         for n, row in enumerate(rows, start=1):
-            window = row.get("window")
-            key = (row.get("video_id"), None if window is None else tuple(round(float(x), 3) for x in window))
-            if key not in index or not isinstance(row.get("caption"), str):
-                raise DecembertError(f"{source}, line {n}: no clip {key[0]} {window or ''} in this split, or no \"caption\"")
+            where = f"{source}, line {n}"
+            if not isinstance(row.get("caption"), str):
+                raise DecembertError(f'{where}: needs "caption", a string')
+            if row.get("segment") is not None:
+                key: tuple[Any, Any] = (row.get("video_id"), row["segment"])
+                index = by_segment
+            else:
+                window = row.get("window")
+                if window is not None and not (isinstance(window, list) and len(window) == 2
+                                               and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in window)):  # fmt: skip
+                    raise DecembertError(f'{where}: "window" must be [start, end] in seconds or null, got {json.dumps(window)[:60]}')
+                key, index = (row.get("video_id"), None if window is None else tuple(round(float(x), 3) for x in window)), by_window
+            if key not in index:
+                raise DecembertError(f"{where}: no clip {key[0]} {key[1] if key[1] is not None else ''} in this split")
             self.add(index[key], row["caption"])
 
     def compute(self) -> dict[str, float]:
@@ -209,8 +222,10 @@ class CaptionMetric:
         rows = []
         for i, c in enumerate(self.data.clips):
             if i in self.predicted:
-                rows.append({"video_id": c.video_id, "window": list(c.window) if c.window else None, "caption": self.predicted[i],
-                             "references": self.data.captions[i]})  # fmt: skip
+                row = {"video_id": c.video_id, "window": list(c.window) if c.window else None}
+                if c.segment is not None:
+                    row["segment"] = c.segment
+                rows.append({**row, "caption": self.predicted[i], "references": self.data.captions[i]})
         return rows
 
 
@@ -341,7 +356,7 @@ class YouCook2Caption(CaptionTask):
             raise DecembertError(f"split '{split}': youcook2-caption has train and val")
         videos = read_youcook2(task_file(self.config, self.config.annotations))
         segments = [s for v in videos.values() if v.subset == subset for s in v.segments]
-        return CaptionData([Clip(s.video_id, (s.start, s.end)) for s in segments], [[s.sentence] for s in segments])
+        return CaptionData([Clip(s.video_id, (s.start, s.end), s.segment_id) for s in segments], [[s.sentence] for s in segments])
 
     def check(self) -> DataCheck:
         report = DataCheck()

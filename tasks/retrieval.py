@@ -48,6 +48,7 @@ RERANKED = 1e6  # added to cross-encoder scores of re-ranked pairs (first-stage 
 class Clip:
     video_id: str
     window: tuple[float, float] | None  # seconds; None = the whole video
+    segment: int | None = None  # the annotation's own segment id (YouCook2 "id"), when it has one
 
 
 @dataclass

@@ -26,7 +26,7 @@ from decembert_cli.data.batch import VideoTextBatch
 from decembert_cli.engine import checkpoint as ckpt
 from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_text
+from decembert_cli.io import atomic_write_text, read_jsonl
 
 VAL_ITEMS = 2000  # validation items scored during fine-tuning (spread evenly over the split)
 
@@ -347,14 +347,7 @@ def score_predictions(
     path = Path(predictions)
     if not path.is_file():
         raise DecembertError(f"{path} not found")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise DecembertError(f"{path}, line {n}: not a JSON object ({exc.msg})") from None
+    rows, _ = read_jsonl(path, torn_tail=False)
     started = time.perf_counter()
     metric.reset()
     metric.load(rows, str(path))

@@ -18,6 +18,7 @@ class Segment:
     end: float
     sentence: str
     index: int  # position in the video's annotation list (time order)
+    segment_id: int  # the annotation's "id" (its position when it has none); two segments may share a window
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,10 @@ def read_youcook2(path: Path) -> dict[str, YouCook2Video]:
             sentence = a.get("sentence")
             if not isinstance(sentence, str) or not sentence.strip():
                 raise DecembertError(f'{where}, annotation {i}: no "sentence"')
-            segments.append(Segment(video_id, float(seg[0]), float(seg[1]), sentence.strip(), i))
+            segment_id = a.get("id", i)
+            if not isinstance(segment_id, int) or isinstance(segment_id, bool):
+                raise DecembertError(f'{where}, annotation {i}: "id" must be an integer, got {segment_id!r}')
+            segments.append(Segment(video_id, float(seg[0]), float(seg[1]), sentence.strip(), i, segment_id))
         segments.sort(key=lambda s: (s.start, s.index))
         videos[video_id] = YouCook2Video(video_id, float(v.get("duration", 0.0)), v["subset"], str(v.get("recipe_type", "")), tuple(segments))
     return videos

@@ -93,3 +93,51 @@ def test_missing_java_is_one_clear_message(monkeypatch) -> None:  # type: ignore
     monkeypatch.setattr(captions.shutil, "which", lambda name: None)
     with pytest.raises(DecembertError, match=r"need Java .*apt-get install default-jre-headless"):
         captions.caption_scores({"a": ["x"]}, {"a": "x"})
+
+
+REAL_YOUCOOK2 = Path(__file__).parents[1] / "data" / "real-annotations" / "youcookii_annotations_trainval.json"
+
+
+def _mart_paragraph(sentences: list[str], joiner: str) -> str:  # MART: joined, lowered, letters only
+    return " ".join("".join(c if c.isalpha() else " " for c in joiner.join(s.strip() for s in sentences)).lower().split())
+
+
+def test_real_youcook2_predictions_per_segment_score_as_pycocoevalcap_directly(tmp_path: Path) -> None:
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    root = tmp_path / "yc2"
+    root.mkdir()
+    shutil.copy(REAL_YOUCOOK2, root / REAL_YOUCOOK2.name)
+    rows, refs, preds = [], {}, {}
+    for video, v in json.loads(REAL_YOUCOOK2.read_text())["database"].items():
+        if v["subset"] != "validation":
+            continue
+        annotations = sorted(enumerate(v["annotations"]), key=lambda p: (p[1]["segment"][0], p[0]))
+        said = {a["id"]: " ".join(a["sentence"].split()[:4]) + " then" for _, a in annotations}  # an imperfect caption per segment
+        rows += [{"video_id": video, "segment": a["id"], "window": a["segment"], "caption": said[a["id"]]} for _, a in annotations]
+        refs[video] = [_mart_paragraph([a["sentence"] for _, a in annotations], " ")]
+        preds[video] = [_mart_paragraph([said[a["id"]] for _, a in annotations], ". ")]
+    assert len(refs) == 457 and len(rows) == 3492  # YouCook2 validation: 457 videos with annotations, 3,492 segments
+    direct = {f"BLEU@{n + 1}": 100 * b for n, b in enumerate(Bleu(4).compute_score(refs, preds, verbose=0)[0])}
+    direct["ROUGE-L"] = 100 * Rouge().compute_score(refs, preds)[0]
+    direct["CIDEr-D"] = 100 * Cider().compute_score(refs, preds)[0]
+
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["evaluate", "youcook2-caption", "--predictions", str(path), "--set", f"task.root={root}", "--set", "task.meteor=false"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    scored = json.loads(path.with_name("predictions.metrics.json").read_text())
+    assert scored["items"] == 3492 and scored["protocol"]["predicted"] == 3492  # oJZUxU9szWA's two segments of one window both count
+    for key in ("BLEU@4", "ROUGE-L", "CIDEr-D"):
+        assert scored["metrics"][key] == pytest.approx(direct[key], rel=1e-9), key
+    by_window = tmp_path / "by_window.jsonl"  # without segment ids, rows are matched by window
+    by_window.write_text("".join(json.dumps({k: r[k] for k in ("video_id", "window", "caption")}) + "\n" for r in rows[:5]))
+    assert runner.invoke(app, [*args[:2], "--predictions", str(by_window), *args[4:]]).exit_code == 0
+    for bad, message in ((["a list"], "line 1: expected a JSON object, got list"),
+                         ({"video_id": "x", "window": ["a", "b"], "caption": "c"}, 'line 1: "window" must be [start, end]')):  # fmt: skip
+        by_window.write_text(json.dumps(bad) + "\n")
+        result = runner.invoke(app, [*args[:2], "--predictions", str(by_window), *args[4:]])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
