@@ -52,6 +52,28 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+MAX_INT_DIGITS = 30  # longer integers in a JSON file are no time, size or id this toolkit reads
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"a {len(text)}-digit number")
+    return int(text)
+
+
+def decode_json(text: str, where: str) -> Any:
+    """json.loads whose every failure is one DecembertError naming `where` (a file, a line): syntax
+    errors with line and column, nesting too deep, numbers too large to use."""
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except json.JSONDecodeError as exc:
+        raise DecembertError(f"{where}, line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise DecembertError(f"{where}: JSON nested too deeply") from None
+    except ValueError as exc:  # from _parse_int
+        raise DecembertError(f"{where}: {exc} is too large for any value here") from None
+
+
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line; an OSError (disk full, folder gone) is one clear error."""
     try:
@@ -76,7 +98,7 @@ def read_jsonl(path: Path, *, torn_tail: bool = True) -> tuple[list[dict[str, An
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, parse_int=_parse_int)
         except json.JSONDecodeError as exc:
             if torn_tail and n == len(lines):  # the last line has no newline after it: a write cut short
                 note = f"{path}, line {n}: an incomplete last line (a write cut short) was dropped"
@@ -84,6 +106,8 @@ def read_jsonl(path: Path, *, torn_tail: bool = True) -> tuple[list[dict[str, An
             raise DecembertError(f"{path}, line {n}, column {exc.colno}: not JSON ({exc.msg})") from None
         except RecursionError:
             raise DecembertError(f"{path}, line {n}: JSON nested too deeply") from None
+        except ValueError as exc:
+            raise DecembertError(f"{path}, line {n}: {exc} is too large for any value here") from None
         if not isinstance(row, dict):
             raise DecembertError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")
         rows.append(row)

@@ -16,6 +16,8 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from decembert_cli.data.howto100m import BadVideo, collapse_spaces
+from decembert_cli.errors import DecembertError
+from decembert_cli.io import decode_json
 
 _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"),
@@ -110,12 +112,10 @@ def read_store_json(path: str | Path) -> tuple[list[list[str]], float]:
     `decembert dense-caption` writes it) or a plain list of caption strings; other keys (backend,
     model and its hash, settings) are metadata.
     """
-    import json
-
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = decode_json(path.read_text(encoding="utf-8"), path.name)
+    except (OSError, UnicodeDecodeError, DecembertError) as exc:
         raise BadVideo(f"dense captions {path.name} unreadable ({exc})", "dense captions unreadable") from None
     if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
         raise BadVideo(f"dense captions {path.name}: not a {STORE_FORMAT} file", "dense captions unreadable")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 import unicodedata
@@ -28,6 +27,7 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from decembert_cli.errors import DecembertError
+from decembert_cli.io import decode_json
 
 FPS_3D = 24 / 16  # HowTo100M 3D features: one per 16 frames at 24 fps
 
@@ -68,12 +68,10 @@ class JsonCaptions:
 
     def __init__(self, path: Path) -> None:
         try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise DecembertError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
-        except OSError as exc:
-            raise DecembertError(f"cannot read {path}: {exc.strerror}") from None
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DecembertError(f"cannot read {path}: {exc}") from None
+        data = decode_json(text, str(path))
         if not isinstance(data, dict):
             raise DecembertError(f"{path}: expected an object {{video_id: {{start, end, text}}}}, got a {type(data).__name__}")
         self.path = path

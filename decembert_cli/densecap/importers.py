@@ -21,7 +21,6 @@ groups `video` and either `frame` (a number as above) or `time` (seconds).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
@@ -33,6 +32,7 @@ from decembert_cli.data.howto100m import BadVideo
 from decembert_cli.data.jobs import Failure
 from decembert_cli.densecap.regions import Region
 from decembert_cli.errors import DecembertError
+from decembert_cli.io import decode_json
 
 DEFAULT_PATTERN = r"(?:^|[\\/])(?P<video>[^\\/]+?)(?:[\\/]|[_-](?=\d+\.\w+$))(?P<frame>\d+)\.\w+$"
 _BARE = re.compile(r"^(?P<frame>\d+)\.\w+$")  # a frame file name alone (densecap writes base names)
@@ -91,8 +91,8 @@ class Importer:
             yield from self._paper(path, interval)
             return
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            data = decode_json(path.read_text(encoding="utf-8"), path.name)
+        except (OSError, UnicodeDecodeError, DecembertError) as exc:
             yield Failure(path.stem, str(path), "unreadable", f"not a JSON file ({exc})")
             return
         if isinstance(data, dict) and isinstance(data.get("results"), list):

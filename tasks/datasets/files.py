@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from decembert_cli.errors import DecembertError
+from decembert_cli.io import decode_json
 
 
 def _text(path: Path, encoding: str) -> str:
@@ -22,11 +23,7 @@ def _text(path: Path, encoding: str) -> str:
 
 def read_json(path: Path) -> Any:
     path = Path(path)
-    text = _text(path, "utf-8")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DecembertError(f"{path}, line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg})") from None
+    return decode_json(_text(path, "utf-8"), str(path))
 
 
 def read_csv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:

@@ -44,7 +44,7 @@ def test_youcook2_trainval() -> None:
 
 def test_bad_files_name_the_file_and_the_record_or_line(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text('[{"question": "what?",\n "answer": }]')
-    with pytest.raises(DecembertError, match=r"broken.json, line 2 column 12: not valid JSON"):
+    with pytest.raises(DecembertError, match=r"broken.json, line 2, column 12: not valid JSON"):
         read_qa(tmp_path / "broken.json")
     item = {"answer": "couch", "category_id": 14, "id": 1, "question": "what is it?", "video_id": 6513}
     (tmp_path / "noanswer.json").write_text(json.dumps([item, {**item, "answer": ""}]))

@@ -112,7 +112,7 @@ def test_iter_clean_reports_bad_videos(tmp_path) -> None:  # type: ignore[no-unt
 def test_unreadable_caption_files_are_clear_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "caption.json"
     bad.write_text('{"vidA": {"start": [1,\n}')
-    with pytest.raises(DecembertError, match="caption.json line 2: not valid JSON"):
+    with pytest.raises(DecembertError, match=r"caption.json, line 2, column \d+: not valid JSON"):
         open_captions(bad)
     with pytest.raises(DecembertError, match="captions not found"):
         open_captions(tmp_path / "nothing.json")

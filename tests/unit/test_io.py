@@ -56,3 +56,18 @@ def test_a_failed_append_is_one_clear_error(tmp_path: Path) -> None:
     folder.mkdir()  # appending to it fails as a full disk would: with an OSError
     with pytest.raises(DecembertError, match=r"cannot append to .*metrics.jsonl: .*continue with --resume"):
         append_jsonl(folder, {"step": 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a": 1,\n "b": }', r"f.json, line 2, column 7: not valid JSON"),
+        ('{"start": [' + "9" * 400 + "]}", r"f.json: a 400-digit number is too large"),
+        ("[" * 100000 + "]" * 100000, r"f.json: JSON nested too deeply"),
+    ],
+)
+def test_json_errors_are_one_message_naming_the_file(text: str, message: str) -> None:
+    from decembert_cli.io import decode_json
+
+    with pytest.raises(DecembertError, match=message):
+        decode_json(text, "f.json")
