@@ -42,7 +42,9 @@ class Failure:
         return {"video_id": self.video_id, "path": self.path, "kind": self.kind, "reason": self.reason}
 
 
-def _safe_id(video_id: str) -> bool:
+def safe_id(video_id: str) -> bool:
+    """Whether a video id can name files in an output folder: no separator, no leading dot (hidden
+    names, ".."), no control character, not empty. Every command that writes per-video files checks it."""
     return not _UNSAFE_ID.search(video_id) and ".." not in Path(video_id).parts
 
 
@@ -96,7 +98,7 @@ def list_videos(inputs: Iterable[Path]) -> tuple[list[VideoJob], list[Failure], 
     jobs: dict[str, VideoJob] = {}
     failures = []
     for video_id, path in entries:
-        if not _safe_id(video_id):
+        if not safe_id(video_id):
             failures.append(Failure(video_id, str(path), "unsafe id", f"video id {video_id!r} could write outside the output folder; rename it"))
         elif video_id in jobs:
             failures.append(Failure(video_id, str(path), "duplicate id", f"id {video_id!r} is also {jobs[video_id].path}; rename one of them"))

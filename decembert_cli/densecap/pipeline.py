@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from decembert_cli.data.densecap import STORE_FORMAT, store_record
-from decembert_cli.data.jobs import Failure, JobLog, VideoJob, check_writable, keep_settings, log_names, plan_work, put_until_stopped
+from decembert_cli.data.jobs import Failure, JobLog, VideoJob, check_writable, keep_settings, log_names, plan_work, put_until_stopped, safe_id
 from decembert_cli.data.video import Decoded, Grid, VideoError, frame_grid, open_video, sample
 from decembert_cli.densecap.backends import Captioner, Frame, ImportBackend
 from decembert_cli.densecap.importers import FORMATS
@@ -297,6 +297,12 @@ def import_captions(
                 failures_log.forget({item.video_id})
                 failures_log.append(item.as_dict())
                 summary.failed[item.kind] += 1
+                continue
+            if not safe_id(item.video_id):
+                failure = Failure(item.video_id, item.source, "unsafe id",
+                                  f"video id {item.video_id!r} could write outside the output folder; rename the image or fix --option pattern/video")  # fmt: skip
+                failures_log.append(failure.as_dict())
+                summary.failed[failure.kind] += 1
                 continue
             if item.video_id in seen:
                 failure = Failure(item.video_id, item.source, "duplicate id",

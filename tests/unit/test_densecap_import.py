@@ -146,3 +146,27 @@ def test_densecap_base_names_take_the_video_from_the_file_or_the_option(tmp_path
     assert [f["time"] for f in _store(tmp_path / "a", "video9")["frames"]] == [0.0, 2.0]
     _run([tmp_path / "video9.json"], tmp_path / "b", video="clip_x")
     assert (tmp_path / "b" / "clip_x.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("options", "names", "bad_id"),
+    [
+        ({"pattern": r"(?P<video>.+)/(?P<frame>\d+)\.jpg"}, lambda video, n: f"../{video}/{n + 1}.jpg", "../video7"),
+        ({"pattern": r"(?P<video>.+)/(?P<frame>\d+)\.jpg"}, lambda video, n: f"/tmp/{video}/{n + 1}.jpg", "/tmp/video7"),
+        ({"pattern": r"(?P<video>[^/]+)/(?P<frame>\d+)\.jpg"}, lambda video, n: f".{video}/{n + 1}.jpg", ".video7"),
+        ({"video": "../escape"}, lambda video, n: f"{n + 1 + 10 * (video == 'video8'):06d}.jpg", "../escape"),
+    ],
+)
+def test_unsafe_video_ids_fail_and_nothing_is_written_outside_out(tmp_path: Path, options, names, bad_id: str) -> None:  # noqa: ANN001
+    work = tmp_path / "work"
+    work.mkdir()
+    source = work / "in.json"
+    source.write_text(json.dumps(_johnson(names)))
+    out = work / "deep" / "store"
+    before = {p for p in tmp_path.rglob("*")}
+    summary = _run([source], out, **options)
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert bad_id in {f["video_id"] for f in failures} and summary.failed["unsafe id"] >= 1
+    created = {p for p in tmp_path.rglob("*")} - before
+    assert all(out in p.parents or p == out or p in out.parents for p in created), created  # nothing outside --out
+    assert not Path("/tmp/video7.json").exists()
