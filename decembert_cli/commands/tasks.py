@@ -38,6 +38,7 @@ def finetune(
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/finetune-TASK-TIME)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
+    strict: bool = typer.Option(False, "--strict", help="Stop when a training or validation video lacks features, instead of leaving its items out."),
 ) -> None:
     """Fine-tune the encoder and the task's head; then evaluate with `decembert evaluate TASK --checkpoint RUN`.
 
@@ -53,6 +54,8 @@ def finetune(
     from decembert_cli.engine.finetune import prepare, resolve
     from decembert_cli.errors import DecembertError
 
+    if strict:
+        overrides = [*overrides, "task.require_features=true"]
     if print_config:
         typer.echo(to_yaml(resolve(task, config, overrides, checkpoint).config), nl=False)
         raise typer.Exit()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class VideoSettings:
     dense_per_frame: Count = 2  # dense captions taken per frame
     max_dense_captions: NonNegativeInt = 16  # at most this many dense captions per item
     train_fraction: Fraction = 1.0  # share of the training videos used (a fixed subset: the first by a hash of the id); low-resource runs
+    require_features: bool = False  # a training or validation video without features stops fine-tuning (finetune --strict); else its items are left out, with a note
 
 
 def under(root: Path, value: str) -> Path:
@@ -76,7 +78,14 @@ class VideoStore:
     def training_videos(self, video_ids: list[str], split: str) -> set[str]:
         """The videos fine-tuning reads of `split` (scored as training: targets, negatives): those with
         features, and of the train split only `train_fraction` of them (validation is never cut)."""
-        usable = [v for v in video_ids if self.has_features(v)]
+        distinct = list(dict.fromkeys(video_ids))
+        usable = [v for v in distinct if self.has_features(v)]
+        if len(usable) < len(distinct):
+            lacking = [v for v in distinct if v not in set(usable)]
+            message = f"{split} split: {len(lacking)} of {len(distinct)} videos lack features in {self.dir_2d} or {self.dir_3d} (first: {lacking[0]})"
+            if self.settings.require_features:
+                raise DecembertError(f"{message}; extract them (decembert extract-features) or run without --strict")
+            print(f"note: {message}; their items are left out", file=sys.stderr)
         return fixed_share(usable, self.settings.train_fraction) if split == "train" else set(usable)
 
     def dense_file(self, video_id: str) -> Path | None:

@@ -145,3 +145,25 @@ def test_train_fraction_cuts_the_training_split_only(sample_root: Path, tokenize
     assert all(q.video_id in videos_part for q in train_part.items)  # every question of a kept video
     for split in ("val", "test"):  # scored splits are never cut, even when read as training data
         assert len(part.dataset(split, tokenizer, _model(), train=True)) == len(full.dataset(split, tokenizer, _model(), train=True))
+
+
+def test_training_videos_without_features_are_reported_or_stop_with_strict(sample_root: Path, tokenizer, capsys) -> None:  # type: ignore[no-untyped-def]
+    from decembert_cli.errors import DecembertError
+
+    root = sample_root / "msrvtt"
+    video = MSRVTTQA(MSRVTTQAConfig(root=str(root))).adapter().items("train")[0].video_id
+    moved = root / "features" / "2d" / f"{video}.npy"
+    moved.rename(sample_root / "moved.npy")
+    try:
+        data = MSRVTTQA(MSRVTTQAConfig(root=str(root))).adapter().dataset("train", tokenizer, _model(), train=True)
+        assert video not in {q.video_id for q in data.items}
+        err = capsys.readouterr().err
+        assert "note: train split: 1 of" in err and f"(first: {video}); their items are left out" in err
+        strict = MSRVTTQA(MSRVTTQAConfig(root=str(root), require_features=True)).adapter()
+        with pytest.raises(DecembertError, match=rf"train split: 1 of \d+ videos lack features .*first: {video}.*run without --strict"):
+            strict.dataset("train", tokenizer, _model(), train=True)
+        result = CliRunner().invoke(app, ["finetune", "msrvtt-qa", "--strict", "--set", f"task.root={root}", "--set", "model.arch=tiny",
+                                          "--set", "model.init=none", "--out", str(sample_root.parent / "strict-run")])  # fmt: skip
+        assert result.exit_code == 2 and "lack features" in result.output and not (sample_root.parent / "strict-run").exists()
+    finally:
+        (sample_root / "moved.npy").rename(moved)
