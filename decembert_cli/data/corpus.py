@@ -27,6 +27,7 @@ import csv
 import dataclasses
 import hashlib
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from decembert_cli.data.howto100m import (
 )
 from decembert_cli.data.masking import mask_tokens
 from decembert_cli.errors import DecembertError
+from decembert_cli.io import append_jsonl
 
 MAX_TEXT_POSITIONS = 512  # BERT's position table: text tokens (with [SEP]s) per sample
 VAL_EPOCH = 2**31 - 1  # the "epoch" that seeds validation samples (fixed for the whole run)
@@ -344,10 +346,15 @@ class PretrainDataset(torch.utils.data.Dataset):
         max_video_tokens: int = 100,
         epoch_unit: str = "clip",
         shuffle_candidates: bool = True,
+        strict: bool = False,
+        skip_log: Path | None = None,
     ) -> None:
         """epoch_unit: "clip" (an item per clip) or "video" (an item per video: one clip of it, drawn
         per epoch, as the released code counts epochs). shuffle_candidates: False keeps the
-        candidates in time order (attention pictures)."""
+        candidates in time order (attention pictures). A video found bad while drawing a sample
+        (NaN features, an unreadable dense-caption file) stops the run when `strict`; otherwise its
+        samples are drawn from the next good video, and it is noted once per process on stderr and
+        in `skip_log` (JSON lines, merged into the run's data report)."""
         k = config.neighbours
         if k < 0:
             raise DecembertError(f"data.neighbours must be 0 or more, got {k}")
@@ -380,6 +387,9 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.pad_id = tokenizer.pad_token_id
         self.mask_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
+        self.strict = strict
+        self.skip_log = skip_log
+        self.bad_videos: set[int] = set()  # found bad by this process
 
     def __len__(self) -> int:
         return len(self.records) if self.epoch_unit == "video" else len(self.clips)
@@ -424,20 +434,35 @@ class PretrainDataset(torch.utils.data.Dataset):
         frames, interval = record.dense_frames(cfg.dense_interval)
         return pick_dense_captions(frames, interval, window, cfg.dense_per_frame, cfg.max_dense_captions, rng)
 
+    def _found_bad(self, v: int, problem: BadVideo) -> None:
+        video_id = self.records[v].video_id
+        if self.strict:
+            raise DecembertError(f"video {video_id}: {problem}; fix or remove its files and run again, or leave out --strict to skip such videos")
+        self.bad_videos.add(v)
+        print(f"note: video {video_id} skipped for the rest of the run: {problem}", file=sys.stderr)
+        if self.skip_log is not None:
+            append_jsonl(self.skip_log, {"video_id": video_id, "kind": problem.kind, "reason": str(problem)})
+        if len(self.bad_videos) == len(self.records):
+            raise DecembertError(f"every video of this split is bad (the last: {video_id}: {problem})")
+
     def build(self, epoch: int, index: int) -> tuple[EncoderSample, SampleInfo]:
-        """The sample for clip `index` at `epoch` (deterministic), with how it was made."""
+        """The sample for clip `index` at `epoch` (deterministic), with how it was made; a clip of a
+        bad video is replaced by the first clip of the next good one."""
         cfg = self.config
-        rng = np.random.default_rng([self.seed, epoch, index])
-        v, i = (int(x) for x in self.clips[index])
-        record = self.records[v]
-        window = clip_window(record.captions, i, record.seconds)
-        try:
-            video_2d, video_3d = record.features(window, *self.dims)
-            dense_texts = self._dense_texts(rng, record, window) if cfg.use_dense else []
-        except BadVideo as problem:
-            raise DecembertError(
-                f"video {record.video_id}: {problem}; fix or remove its files and continue with --resume"
-            ) from None
+        while True:
+            v = int(self.clips[index][0])
+            if v not in self.bad_videos:
+                rng = np.random.default_rng([self.seed, epoch, index])
+                i = int(self.clips[index][1])
+                record = self.records[v]
+                window = clip_window(record.captions, i, record.seconds)
+                try:
+                    video_2d, video_3d = record.features(window, *self.dims)
+                    dense_texts = self._dense_texts(rng, record, window) if cfg.use_dense else []
+                    break
+                except BadVideo as problem:
+                    self._found_bad(v, problem)
+            index = int(self.first_clip[(v + 1) % len(self.records)])
 
         negative: str | None = None
         source_v, source_i = v, i

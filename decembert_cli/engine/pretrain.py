@@ -13,6 +13,9 @@ from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text
 
 
+SKIP_LOG = "skipped_videos.jsonl"  # videos found bad while drawing samples (PretrainDataset)
+
+
 @dataclass
 class PretrainSetup:
     job: Job
@@ -55,7 +58,8 @@ def prepare(
     tokenizer = build_tokenizer(config.model)
     check_vocabulary(tokenizer, model.encoder)
     dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
-    common: dict[str, Any] = dict(dims=dims, seed=config.seed, max_video_tokens=config.model.max_video_tokens)
+    common: dict[str, Any] = dict(dims=dims, seed=config.seed, max_video_tokens=config.model.max_video_tokens, strict=strict,
+                                  skip_log=run_dir / SKIP_LOG)  # fmt: skip
     train_data = PretrainDataset(train_records, tokenizer, config.data, epoch_unit=config.train.epoch_unit, **common)
     val_data = PretrainDataset(val_records, tokenizer, config.data, **common) if val_records else None
     val_keys = [(VAL_EPOCH, i) for i in validation_indices(len(val_data), config.data.val_samples)] if val_data else []
@@ -99,6 +103,30 @@ def pretrain(setup: PretrainSetup, config: Config, *, resume: bool = False, **kw
             check_run_dir(run_dir, resume=False)  # refuse before writing anything into an existing run
             save_config(config, run_dir / "config.yaml")
             atomic_write_text(run_dir / "data_report.json", json.dumps(setup.report.as_dict(), indent=2) + "\n")
-        return train(setup.job, resume=resume, **kwargs)
+        result = train(setup.job, resume=resume, **kwargs)
+        if int(os.environ.get("RANK", "0")) == 0:
+            record_skips(run_dir)
+        return result
     finally:
         teardown()
+
+
+def record_skips(run_dir: Path) -> dict[str, int]:
+    """Add the videos found bad while training (SKIP_LOG, each counted once) to data_report.json."""
+    import json
+
+    from decembert_cli.io import read_jsonl
+
+    log, report_path = run_dir / SKIP_LOG, run_dir / "data_report.json"
+    if not log.is_file() or not report_path.is_file():
+        return {}
+    rows, _ = read_jsonl(log)
+    first = {row["video_id"]: row for row in reversed(rows)}
+    counts: dict[str, int] = {}
+    for row in first.values():
+        counts[f"{row['kind']} (found while training)"] = counts.get(f"{row['kind']} (found while training)", 0) + 1
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    report["skipped_while_training"] = counts
+    report["examples_while_training"] = {f"{r['kind']} (found while training)": f"{r['video_id']}: {r['reason']}" for r in first.values()}
+    atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
+    return counts

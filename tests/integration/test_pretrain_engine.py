@@ -191,3 +191,23 @@ def test_a_foreign_pickle_is_refused_without_weights_only_advice(tmp_path: Path)
         ckpt.load_checkpoint(path)
     assert "not a readable decembert checkpoint" in str(caught.value) and "weights_only" not in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_video_found_bad_while_training_is_skipped_and_counted_unless_strict(sample_root: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    import shutil
+
+    root = tmp_path / "corpus"
+    shutil.copytree(sample_root, root)
+    for name in ("sample_0000", "sample_0001"):  # NaN features: their headers look fine, so the corpus opens
+        path = root / "features" / "2d" / f"{name}.npy"
+        np.save(path, np.full_like(np.load(path), np.nan))
+    result, _ = _run(root, tmp_path / "run", "train.max_steps=4", "train.validate_every=2")
+    assert result.steps == 4
+    err = capsys.readouterr().err
+    assert err.count("note: video sample_0000 skipped for the rest of the run") >= 1 and "NaN" in err
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    assert sum(report["skipped_while_training"].values()) == 2 and "sample_0001" in json.dumps(report["examples_while_training"])
+    with pytest.raises(DecembertError, match=r"video sample_000[01]: .*leave out --strict"):
+        config = _config(root, "train.max_steps=4")
+        pretrain(prepare(config, "sample", tmp_path / "strict", strict=True), config, progress=False)
