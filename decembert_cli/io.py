@@ -61,11 +61,12 @@ def _parse_int(text: str) -> int:
     return int(text)
 
 
-def decode_json(text: str, where: str) -> Any:
+def decode_json(text: str, where: str, *, huge_ints: bool = False) -> Any:
     """json.loads whose every failure is one DecembertError naming `where` (a file, a line): syntax
-    errors with line and column, nesting too deep, numbers too large to use."""
+    errors with line and column, nesting too deep, numbers too large to use (unless `huge_ints`:
+    a reader that checks each entry on its own and fails only that entry)."""
     try:
-        return json.loads(text, parse_int=_parse_int)
+        return json.loads(text, parse_int=int if huge_ints else _parse_int)
     except json.JSONDecodeError as exc:
         raise DecembertError(f"{where}, line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
     except RecursionError:

@@ -91,7 +91,7 @@ class Importer:
             yield from self._paper(path, interval)
             return
         try:
-            data = decode_json(path.read_text(encoding="utf-8"), path.name)
+            data = decode_json(path.read_text(encoding="utf-8"), path.name, huge_ints=True)  # a bad entry fails alone
         except (OSError, UnicodeDecodeError, DecembertError) as exc:
             yield Failure(path.stem, str(path), "unreadable", f"not a JSON file ({exc})")
             return
@@ -127,7 +127,7 @@ class Importer:
             if groups.get("time") is not None:
                 return video, float(groups["time"])
             return video, (int(groups["frame"]) - self.frame_base) * interval
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number, or one too large for a time
             return None
 
     def _images(self, path: Path, fmt: str, entries: list[tuple[Any, Any]], interval: float) -> Iterator[ImportedVideo | Failure]:
@@ -146,7 +146,7 @@ class Importer:
                 if t < 0 or not math.isfinite(t):
                     raise ValueError(f"frame time {t} s (check --option frame_base)")
                 regions = _regions(entry, fmt)
-            except (TypeError, ValueError, KeyError) as exc:
+            except (TypeError, ValueError, KeyError, OverflowError) as exc:
                 bad[video_id] = f"{name}: {exc}"
                 continue
             if round(t, 3) in by_video[video_id]:

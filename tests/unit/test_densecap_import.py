@@ -170,3 +170,16 @@ def test_unsafe_video_ids_fail_and_nothing_is_written_outside_out(tmp_path: Path
     created = {p for p in tmp_path.rglob("*")} - before
     assert all(out in p.parents or p == out or p in out.parents for p in created), created  # nothing outside --out
     assert not Path("/tmp/video7.json").exists()
+
+
+def test_one_bad_entry_fails_that_video_only(tmp_path: Path) -> None:
+    data = _johnson(lambda video, n: f"{video}/{n + 1}.jpg")
+    data["results"][-1]["boxes"][0][0] = 10**400  # video8: a box too large for any image
+    data["results"].append({"img_name": "video5/" + "9" * 400 + ".jpg", "captions": [], "boxes": [], "scores": []})
+    (tmp_path / "dc.json").write_text(json.dumps(data))
+    (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    summary = _run([tmp_path / "dc.json", tmp_path / "deep.json"], tmp_path / "out")
+    assert summary.captioned == 1 and (tmp_path / "out" / "video7.json").is_file()  # the good video of the file still imported
+    failures = {f["video_id"]: f for f in map(json.loads, (tmp_path / "out" / "failures.jsonl").read_text().splitlines())}
+    assert failures["video8"]["kind"] == "bad entry" and failures["dc"]["kind"] == "unmatched image name"
+    assert failures["deep"]["kind"] == "unreadable" and "nested too deeply" in failures["deep"]["reason"]
