@@ -54,7 +54,7 @@ def test_other_bad_lines_name_line_and_column(tmp_path: Path, text: str, message
 def test_a_failed_append_is_one_clear_error(tmp_path: Path) -> None:
     folder = tmp_path / "metrics.jsonl"
     folder.mkdir()  # appending to it fails as a full disk would: with an OSError
-    with pytest.raises(DecembertError, match=r"cannot append to .*metrics.jsonl: .*continue with --resume"):
+    with pytest.raises(DecembertError, match=r"cannot append to .*metrics.jsonl: .*run again"):
         append_jsonl(folder, {"step": 1})
 
 
