@@ -103,7 +103,7 @@ def test_finetuning_refuses_the_video_epoch(corpus: Path, tmp_path: Path) -> Non
     ("extra", "needle"),
     [
         (["--data", "nope"], "unknown corpus 'nope'; installed: howto100m, sample"),
-        (["--set", "data.neighbours=-1"], "data.neighbours must be 0 or more"),
+        (["--set", "data.neighbours=-1"], "data.neighbours: -1 is out of range; use a value >= 0"),
         (["--set", "train.batch_size=7", "--set", "train.accumulation=2"], "train.batch_size=7 must be a multiple"),
         (["--set", "train.batch_size=100000"], "fewer than train.batch_size=100000"),
         (["--set", "train.device=gpu"], "train.device=gpu is not a device name"),
