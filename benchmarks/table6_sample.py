@@ -122,8 +122,8 @@ def main() -> None:
 
     table = {
         name: {
-            "pretrain": {k: summary(v) for k, v in row["pretrain"].items()},
-            "downstream": {f"{task} {TASKS[task]}": summary(v) for task, v in row["downstream"].items()},
+            "pretrain": {k: summary(v) for k, v in row["pretrain"].items() if v},
+            "downstream": {f"{task} {TASKS[task]}": summary(v) for task, v in row["downstream"].items() if v},
         }
         for name, row in rows.items()
     }
