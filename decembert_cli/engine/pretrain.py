@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -121,12 +122,10 @@ def record_skips(run_dir: Path) -> dict[str, int]:
     if not log.is_file() or not report_path.is_file():
         return {}
     rows, _ = read_jsonl(log)
-    first = {row["video_id"]: row for row in reversed(rows)}
-    counts: dict[str, int] = {}
-    for row in first.values():
-        counts[f"{row['kind']} (found while training)"] = counts.get(f"{row['kind']} (found while training)", 0) + 1
+    first = {row["video_id"]: row for row in reversed(rows)}  # each video once (every process notes it)
+    counts = Counter(f"{row['kind']} (found while training)" for row in first.values())
     report = json.loads(report_path.read_text(encoding="utf-8"))
-    report["skipped_while_training"] = counts
+    report["skipped_while_training"] = dict(counts)
     report["examples_while_training"] = {f"{r['kind']} (found while training)": f"{r['video_id']}: {r['reason']}" for r in first.values()}
     atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
-    return counts
+    return dict(counts)

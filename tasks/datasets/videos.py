@@ -81,7 +81,8 @@ class VideoStore:
         distinct = list(dict.fromkeys(video_ids))
         usable = [v for v in distinct if self.has_features(v)]
         if len(usable) < len(distinct):
-            lacking = [v for v in distinct if v not in set(usable)]
+            have = set(usable)
+            lacking = [v for v in distinct if v not in have]
             message = f"{split} split: {len(lacking)} of {len(distinct)} videos lack features in {self.dir_2d} or {self.dir_3d} (first: {lacking[0]})"
             if self.settings.require_features:
                 raise DecembertError(f"{message}; extract them (decembert extract-features) or run without --strict")
