@@ -52,14 +52,25 @@ def main() -> None:
     samples = []
     for _ in range(args.videos):
         t = int(rng.integers(args.video_tokens // 2, args.video_tokens + 1))
-        dense = [TextSegment(rng.integers(1000, 20000, size=int(rng.integers(3, 8))).tolist(), TokenType.DENSE) for _ in range(args.dense)]
+        dense = [
+            TextSegment(rng.integers(1000, 20000, size=int(rng.integers(3, 8))).tolist(), TokenType.DENSE)
+            for _ in range(args.dense)
+        ]
         samples.append(EncoderSample(torch.randn(t, cfg.feature_dim_2d), torch.randn(t, cfg.feature_dim_3d), dense))
     allowed = torch.ones(head.bias.shape[0], dtype=torch.bool, device=device)
     eos = 102
     allowed[[0, 100, 101, 103, eos]] = False  # no end: full-length captions
-    results: dict = {"device": str(device), "arch": args.arch, "threads": torch.get_num_threads(), "platform": platform.platform(),
-                     "videos": args.videos, "beam": args.beam, "max_length": args.max_length, "batch_size": args.batch_size,
-                     "mean_context_tokens": None}  # fmt: skip
+    results: dict = {
+        "device": str(device),
+        "arch": args.arch,
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "videos": args.videos,
+        "beam": args.beam,
+        "max_length": args.max_length,
+        "batch_size": args.batch_size,
+        "mean_context_tokens": None,
+    }
     lengths = []
     for use_cache in (True, False):
         decoding = Decoding(beam_size=args.beam, max_length=args.max_length, use_cache=use_cache)
@@ -72,7 +83,10 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started
-        results["cached" if use_cache else "recomputed"] = {"seconds": round(seconds, 3), "captions_per_s": round(args.videos / seconds, 3)}
+        results["cached" if use_cache else "recomputed"] = {
+            "seconds": round(seconds, 3),
+            "captions_per_s": round(args.videos / seconds, 3),
+        }
         print(("cached" if use_cache else "recomputed"), results["cached" if use_cache else "recomputed"], flush=True)
     results["mean_context_tokens"] = round(float(np.mean(lengths)), 1)
     results["cache_speedup"] = round(results["recomputed"]["seconds"] / results["cached"]["seconds"], 2)

@@ -15,7 +15,7 @@ def main() -> None:
     import torch
 
     from decembert_cli.config import Config, load_config
-    from decembert_cli.data.synthetic import BatchShape, random_batch
+    from decembert_cli.data.sample.batches import BatchShape, random_batch
     from decembert_cli.model import build_pretraining_model, build_tokenizer
 
     parser = argparse.ArgumentParser()
@@ -35,7 +35,9 @@ def main() -> None:
         for layer in model.encoder.bert.encoder.layer:
             layer.attention.self.query.weight.mul_(8.0)
     tokenizer = build_tokenizer(cfg.model)
-    batch = random_batch(tokenizer, BatchShape(batch_size=args.batch_size, neighbours=3, video_tokens=(20, 100)), seed=1).to(dev)
+    batch = random_batch(
+        tokenizer, BatchShape(batch_size=args.batch_size, neighbours=3, video_tokens=(20, 100)), seed=1
+    ).to(dev)
     report = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "torch": torch.__version__}
     params = [p for p in model.parameters() if p.requires_grad]
     for dtype in (None, torch.bfloat16):

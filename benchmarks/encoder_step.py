@@ -23,7 +23,7 @@ def run_mode(args: argparse.Namespace) -> dict:
     import torch
 
     from decembert_cli.config import Config, load_config
-    from decembert_cli.data.synthetic import BatchShape, random_batch
+    from decembert_cli.data.sample.batches import BatchShape, random_batch
     from decembert_cli.model import build_pretraining_model, build_tokenizer
 
     torch.manual_seed(0)
@@ -83,7 +83,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="small", choices=["base", "small", "tiny"])
     parser.add_argument("--init", default="none", help="model.init (none: random weights, no download)")
-    parser.add_argument("--tokenizer", default="auto", help="model.tokenizer (a dir with vocab.txt where the package is absent)")
+    parser.add_argument(
+        "--tokenizer", default="auto", help="model.tokenizer (a dir with vocab.txt where the package is absent)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--batch-size", type=int, default=8)
@@ -115,16 +117,24 @@ def main() -> None:
         "fused": fused,
         "speedup_fused_over_eager": fused["steps_per_s"] / eager["steps_per_s"],
         "memory_ratio_fused_over_eager": fused["peak_memory_mb"] / eager["peak_memory_mb"],
-        "first_step_loss_abs_diff": max(abs(fused["first_losses"][k] - eager["first_losses"][k]) for k in fused["first_losses"]),
+        "first_step_loss_abs_diff": max(
+            abs(fused["first_losses"][k] - eager["first_losses"][k]) for k in fused["first_losses"]
+        ),
     }
-    print(f"encoder training step, {args.arch}, batch {args.batch_size}, sequence length {fused['sequence_length']}, "
-          f"{args.device} {args.dtype}")
+    print(
+        f"encoder training step, {args.arch}, batch {args.batch_size}, sequence length {fused['sequence_length']}, "
+        f"{args.device} {args.dtype}"
+    )
     for mode in ("eager", "fused"):
         r = results[mode]
-        print(f"  {mode:5s}: {r['steps_per_s']:.3f} steps/s, peak memory {r['peak_memory_mb']:.0f} MB ({r['memory_kind']})")
-    print(f"  fused / eager: {summary['speedup_fused_over_eager']:.2f}x steps/s, "
-          f"{summary['memory_ratio_fused_over_eager']:.2f}x memory; "
-          f"losses agree to {summary['first_step_loss_abs_diff']:.1e}")
+        print(
+            f"  {mode:5s}: {r['steps_per_s']:.3f} steps/s, peak memory {r['peak_memory_mb']:.0f} MB ({r['memory_kind']})"
+        )
+    print(
+        f"  fused / eager: {summary['speedup_fused_over_eager']:.2f}x steps/s, "
+        f"{summary['memory_ratio_fused_over_eager']:.2f}x memory; "
+        f"losses agree to {summary['first_step_loss_abs_diff']:.1e}"
+    )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(summary, handle, indent=2)

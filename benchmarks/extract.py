@@ -28,7 +28,9 @@ import numpy as np
 import torch
 
 
-def write_videos(folder: Path, count: int, seconds: int, fps: int = 30, size: tuple[int, int] = (640, 360)) -> list[Path]:
+def write_videos(
+    folder: Path, count: int, seconds: int, fps: int = 30, size: tuple[int, int] = (640, 360)
+) -> list[Path]:
     import cv2
 
     paths = []
@@ -75,7 +77,14 @@ def naive(paths: list[Path], b2, b3, batch: int) -> tuple[float, int]:
         last = len(frames) - 1
         images = [resize_crop(frames[min(last, int((k + 0.5) * fps))], b2.size) for k in range(n)]
         clips = [
-            np.stack([resize_crop(frames[min(last, max(0, int((k + 0.5 + (j - (b3.frames - 1) / 2) / b3.fps) * fps)))], b3.size) for j in range(b3.frames)])
+            np.stack(
+                [
+                    resize_crop(
+                        frames[min(last, max(0, int((k + 0.5 + (j - (b3.frames - 1) / 2) / b3.fps) * fps)))], b3.size
+                    )
+                    for j in range(b3.frames)
+                ]
+            )
             for k in range(n)
         ]
         del frames
@@ -94,7 +103,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--readers", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--paper", action="store_true", help="ResNet-152 (224 px) + ResNeXt-101 (112 px), random weights")
+    parser.add_argument(
+        "--paper", action="store_true", help="ResNet-152 (224 px) + ResNeXt-101 (112 px), random weights"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -112,8 +123,10 @@ def main() -> None:
     results: dict = {
         "machine": {"cpu_threads": torch.get_num_threads(), "device": str(device), "python": platform.python_version()},
         "backbones": {"2d": f"{b2.name} {b2.size}px", "3d": f"{b3.name} {b3.size}px {b3.frames}f"},
-        "videos": args.videos, "seconds_each": args.seconds, "source": "640x360, 30 fps, MPEG-4",
-    }  # fmt: skip
+        "videos": args.videos,
+        "seconds_each": args.seconds,
+        "source": "640x360, 30 fps, MPEG-4",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_videos(Path(tmp), args.videos, args.seconds)
         total_seconds = args.videos * args.seconds
@@ -130,14 +143,19 @@ def main() -> None:
 
         started = time.perf_counter()
         with torch.inference_mode():
-            for backbone, count, shape in ((b2, items[0], (b2.size, b2.size, 3)), (b3, items[1], (b3.frames, b3.size, b3.size, 3))):
+            for backbone, count, shape in (
+                (b2, items[0], (b2.size, b2.size, 3)),
+                (b3, items[1], (b3.frames, b3.size, b3.size, 3)),
+            ):
                 for i in range(0, count, args.batch_size):
                     n = min(args.batch_size, count - i)
                     x = torch.randint(0, 255, (n, *shape), dtype=torch.uint8, device=device)
                     backbone.module(normalise_pixels(x, backbone)).float().cpu()
         infer_only = time.perf_counter() - started
 
-        options = ExtractOptions(out=Path(tmp) / "store", batch_size=args.batch_size, readers=args.readers, device=device)
+        options = ExtractOptions(
+            out=Path(tmp) / "store", batch_size=args.batch_size, readers=args.readers, device=device
+        )
         summary = extract(paths, b2, b3, options)
         naive_s, naive_peak = naive(paths, b2, b3, args.batch_size)
 

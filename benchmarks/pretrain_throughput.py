@@ -23,11 +23,21 @@ from pathlib import Path
 def _one(args: argparse.Namespace, workers: int, corpus: Path, out: Path) -> dict:
     """One `decembert pretrain` run; its last metrics-log line holds samples/s and the data-wait share."""
     sets = [
-        f"data.root={corpus}", f"model.arch={args.arch}", f"model.init={args.init}", f"model.tokenizer={args.tokenizer}",
-        f"model.feature_dim_2d={args.feature_dim}", f"model.feature_dim_3d={args.feature_dim}",
-        f"data.workers={workers}", f"data.neighbours={args.neighbours}", f"train.batch_size={args.batch_size}",
-        f"train.max_steps={args.steps}", f"train.log_every={args.steps}", "train.validate_every=0",
-        "train.checkpoint_every=0", f"train.device={args.device}", f"train.precision={args.precision}",
+        f"data.root={corpus}",
+        f"model.arch={args.arch}",
+        f"model.init={args.init}",
+        f"model.tokenizer={args.tokenizer}",
+        f"model.feature_dim_2d={args.feature_dim}",
+        f"model.feature_dim_3d={args.feature_dim}",
+        f"data.workers={workers}",
+        f"data.neighbours={args.neighbours}",
+        f"train.batch_size={args.batch_size}",
+        f"train.max_steps={args.steps}",
+        f"train.log_every={args.steps}",
+        "train.validate_every=0",
+        "train.checkpoint_every=0",
+        f"train.device={args.device}",
+        f"train.precision={args.precision}",
     ]
     cmd = [sys.executable, "-m", "decembert_cli", "pretrain", "--data", "sample", "--out", str(out)]
     cmd += [x for s in sets for x in ("--set", s)]
@@ -58,18 +68,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = args.corpus
         if corpus is None:
-            from decembert_cli.data.sample_corpus import generate
+            from decembert_cli.data.sample.corpus import generate
 
-            corpus = generate(Path(tmp) / "sample", videos=args.videos, feature_dim_2d=args.feature_dim, feature_dim_3d=args.feature_dim)
+            corpus = generate(
+                Path(tmp) / "sample",
+                videos=args.videos,
+                feature_dim_2d=args.feature_dim,
+                feature_dim_3d=args.feature_dim,
+            )
         rows = [_one(args, w, corpus, Path(tmp) / f"run-w{w}") for w in args.workers]
     base = rows[0]["samples_per_s"]
-    print(f"pre-training throughput: arch {args.arch}, batch {args.batch_size}, {args.steps} steps, device {args.device}")
+    print(
+        f"pre-training throughput: arch {args.arch}, batch {args.batch_size}, {args.steps} steps, device {args.device}"
+    )
     print(f"{'workers':>8} {'samples/s':>10} {'vs first':>9} {'waiting for data':>17}")
     for r in rows:
         r["ratio"] = r["samples_per_s"] / base
         print(f"{r['workers']:>8} {r['samples_per_s']:>10.1f} {r['ratio']:>8.2f}x {100 * r['data_wait']:>16.1f}%")
     if args.json:
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": rows}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": rows}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

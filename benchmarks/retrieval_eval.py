@@ -34,13 +34,15 @@ def main() -> None:
     parser.add_argument("--arch", default="small", choices=["tiny", "small", "base"])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rerank-k", type=int, default=10)
-    parser.add_argument("--naive-pairs", type=int, default=400, help="pairs timed for the naive loop (its rate is per pair)")
+    parser.add_argument(
+        "--naive-pairs", type=int, default=400, help="pairs timed for the naive loop (its rate is per pair)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "retrieval_eval_cpu2.json")
     args = parser.parse_args()
 
     from decembert_cli.config import ModelConfig
-    from decembert_cli.data.sample_corpus import generate
+    from decembert_cli.data.sample.corpus import generate
     from decembert_cli.engine.finetune import TaskModel, score_split
     from decembert_cli.model import build_encoder, build_tokenizer
     from decembert_tasks.retrieval import MSRVTTRetrieval, MSRVTTRetrievalConfig, _collate, _sample, _tokens
@@ -52,8 +54,13 @@ def main() -> None:
         model_cfg = ModelConfig(arch=args.arch, init="auto" if args.arch == "small" else "none", dropout=0.0)
         tokenizer = build_tokenizer(model_cfg)
         encoder, _ = build_encoder(model_cfg)
-        results: dict = {"device": str(device), "arch": args.arch, "threads": torch.get_num_threads(), "platform": platform.platform(),
-                         "batch_size": args.batch_size}  # fmt: skip
+        results: dict = {
+            "device": str(device),
+            "arch": args.arch,
+            "threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "batch_size": args.batch_size,
+        }
 
         def run(k: int) -> tuple[float, int, object]:
             task = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(root / "msrvtt"), rerank_k=k))
@@ -68,8 +75,12 @@ def main() -> None:
         results["gallery"] = len(data.pairs.clips)
         results["batched"] = {"pairs": pairs, "seconds": round(seconds, 3), "pairs_per_s": round(pairs / seconds, 1)}
         seconds_k, _, _ = run(args.rerank_k)
-        results["rerank"] = {"k": args.rerank_k, "cross_encoder_pairs": len(data.pairs.texts) * args.rerank_k,
-                             "seconds": round(seconds_k, 3), "speedup_vs_batched": round(seconds / seconds_k, 2)}  # fmt: skip
+        results["rerank"] = {
+            "k": args.rerank_k,
+            "cross_encoder_pairs": len(data.pairs.texts) * args.rerank_k,
+            "seconds": round(seconds_k, 3),
+            "speedup_vs_batched": round(seconds / seconds_k, 2),
+        }
 
         from decembert_tasks.datasets.videos import VideoStore
 
@@ -90,10 +101,15 @@ def main() -> None:
         results["naive"] = {"pairs_timed": n, "pairs_per_s": round(n / naive_s, 1)}
         results["batched_over_naive"] = round(results["batched"]["pairs_per_s"] / results["naive"]["pairs_per_s"], 2)
         rate = results["batched"]["pairs_per_s"]
-        results["extrapolation_1k_by_1k_s"] = {"batched": round(1e6 / rate, 1), "naive": round(1e6 / results["naive"]["pairs_per_s"], 1),
-                                               "rerank": round((2000 + 1000 * args.rerank_k) / rate, 1)}  # fmt: skip
-        results["extrapolation_note"] = ("seconds for 1,000 texts x 1,000 videos at this run's pairs/s; the first stage of "
-                                         "rerank counts as 2,000 pairs (one encoding per clip and per text)")
+        results["extrapolation_1k_by_1k_s"] = {
+            "batched": round(1e6 / rate, 1),
+            "naive": round(1e6 / results["naive"]["pairs_per_s"], 1),
+            "rerank": round((2000 + 1000 * args.rerank_k) / rate, 1),
+        }
+        results["extrapolation_note"] = (
+            "seconds for 1,000 texts x 1,000 videos at this run's pairs/s; the first stage of "
+            "rerank counts as 2,000 pairs (one encoding per clip and per text)"
+        )
     print(json.dumps(results, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -32,16 +32,28 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "sample_finetune_cpu2.json")
     args = parser.parse_args()
 
-    dims = json.loads((args.corpus / "msrvtt" / "features" / "2d" / "stream.json").read_text())["dim"], \
-        json.loads((args.corpus / "msrvtt" / "features" / "3d" / "stream.json").read_text())["dim"]  # fmt: skip
-    common = [f"task.root={args.corpus / 'msrvtt'}", f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}"]
+    dims = (
+        json.loads((args.corpus / "msrvtt" / "features" / "2d" / "stream.json").read_text())["dim"],
+        json.loads((args.corpus / "msrvtt" / "features" / "3d" / "stream.json").read_text())["dim"],
+    )
+    common = [
+        f"task.root={args.corpus / 'msrvtt'}",
+        f"train.max_steps={args.steps}",
+        f"train.batch_size={args.batch_size}",
+    ]
     inits = {
         "pretrained": ["--checkpoint", str(args.pretrained)],
         "text-only": ["--set", "model.arch=small", "--set", "model.init=auto"],
         "random": ["--set", "model.arch=small", "--set", "model.init=none"],
     }
-    results: dict = {"platform": platform.platform(), "steps": args.steps, "batch_size": args.batch_size, "feature_dims": dims,
-                     "chance": {}, "runs": {}}  # fmt: skip
+    results: dict = {
+        "platform": platform.platform(),
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "feature_dims": dims,
+        "chance": {},
+        "runs": {},
+    }
     test_qa = json.loads((args.corpus / "msrvtt" / "test_qa.json").read_text())
     train_answers = {q["answer"] for q in json.loads((args.corpus / "msrvtt" / "train_qa.json").read_text())}
     results["chance"]["msrvtt-qa accuracy (uniform over the training answers)"] = round(100 / len(train_answers), 2)
@@ -53,16 +65,44 @@ def main() -> None:
         for task in args.tasks:
             for init, extra in inits.items():
                 run = Path(tmp) / f"{task}-{init}"
-                sets = [*common, *([f"model.feature_dim_2d={dims[0]}", f"model.feature_dim_3d={dims[1]}"] if init != "pretrained" else [])]
+                sets = [
+                    *common,
+                    *(
+                        [f"model.feature_dim_2d={dims[0]}", f"model.feature_dim_3d={dims[1]}"]
+                        if init != "pretrained"
+                        else []
+                    ),
+                ]
                 started = time.perf_counter()
-                cmd = [sys.executable, "-m", "decembert_cli", "finetune", task, *extra, *[x for s in sets for x in ("--set", s)], "--out", str(run)]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "decembert_cli",
+                    "finetune",
+                    task,
+                    *extra,
+                    *[x for s in sets for x in ("--set", s)],
+                    "--out",
+                    str(run),
+                ]
                 if task.endswith("caption"):
-                    cmd += ["--set", "task.meteor=false"]  # (METEOR: a 2 GB JVM per run; BLEU, ROUGE-L and CIDEr-D suffice here)
+                    cmd += [
+                        "--set",
+                        "task.meteor=false",
+                    ]  # (METEOR: a 2 GB JVM per run; BLEU, ROUGE-L and CIDEr-D suffice here)
                 subprocess.run(cmd, check=True, capture_output=True, text=True)
                 train_s = time.perf_counter() - started
-                subprocess.run([sys.executable, "-m", "decembert_cli", "evaluate", task, "--checkpoint", str(run)], check=True, capture_output=True, text=True)
+                subprocess.run(
+                    [sys.executable, "-m", "decembert_cli", "evaluate", task, "--checkpoint", str(run)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
                 metrics = json.loads((run / "eval-test" / "metrics.json").read_text())["metrics"]
-                results["runs"][f"{task} / {init}"] = {"train_s": round(train_s, 1), **{k: round(v, 2) for k, v in metrics.items()}}
+                results["runs"][f"{task} / {init}"] = {
+                    "train_s": round(train_s, 1),
+                    **{k: round(v, 2) for k, v in metrics.items()},
+                }
                 print(task, init, results["runs"][f"{task} / {init}"], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

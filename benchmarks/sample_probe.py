@@ -58,8 +58,11 @@ def ridge_probe(x: np.ndarray, y: np.ndarray, video: np.ndarray, lam: float = 1e
 def probe(root: Path) -> dict[str, dict[str, float]]:
     data = probe_data(Path(root))
     out = {}
-    for name, x, y in (("2d_object", data["x2"], data["object"]), ("3d_action", data["x3"], data["action"]),
-                       ("3d_object", data["x3"], data["object"])):  # fmt: skip
+    for name, x, y in (
+        ("2d_object", data["x2"], data["object"]),
+        ("3d_action", data["x3"], data["action"]),
+        ("3d_object", data["x3"], data["object"]),
+    ):
         accuracy, chance = ridge_probe(x, y, data["video"])
         out[name] = {"accuracy": round(accuracy, 4), "chance": round(chance, 4), "ratio": round(accuracy / chance, 2)}
     return out

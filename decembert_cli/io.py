@@ -81,7 +81,9 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
     except OSError as exc:
-        raise DecembertError(f"cannot append to {path}: {exc.strerror}; free space or fix the folder and run again (with --resume once the run has a checkpoint)") from None
+        raise DecembertError(
+            f"cannot append to {path}: {exc.strerror}; free space or fix the folder and run again (with --resume once the run has a checkpoint)"
+        ) from None
 
 
 def read_jsonl(path: Path, *, torn_tail: bool = True) -> tuple[list[dict[str, Any]], str | None]:

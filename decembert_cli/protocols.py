@@ -10,8 +10,9 @@ authors run it in their own tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +30,9 @@ class DataCheck:
     files: dict[str, str] = field(default_factory=dict)  # role -> path, or "missing: path"
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> {what: count}
     details: dict[str, Any] = field(default_factory=dict)  # e.g. question types, answer coverage
-    problems: list[str] = field(default_factory=list)  # one line each, e.g. "12 test videos lack features (first: video7010)"
+    problems: list[str] = field(
+        default_factory=list
+    )  # one line each, e.g. "12 test videos lack features (first: video7010)"
 
 
 class TaskDataset(Protocol):
@@ -37,9 +40,9 @@ class TaskDataset(Protocol):
 
     def __len__(self) -> int: ...
 
-    def __getitem__(self, key: int | tuple[int, int]) -> "EncoderSample": ...
+    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample: ...
 
-    def collate(self, samples: list["EncoderSample"]) -> "VideoTextBatch": ...
+    def collate(self, samples: list[EncoderSample]) -> VideoTextBatch: ...
 
 
 class DatasetAdapter(Protocol):
@@ -53,7 +56,7 @@ class DatasetAdapter(Protocol):
         """Whether the files of `split` (train / val / test) are there."""
         ...
 
-    def dataset(self, split: str, tokenizer: Any, model: "ModelConfig", *, train: bool) -> TaskDataset:
+    def dataset(self, split: str, tokenizer: Any, model: ModelConfig, *, train: bool) -> TaskDataset:
         """The samples of `split` (train / val / test). `train`: random choices per epoch and targets
         only where they can be learnt; otherwise deterministic and every item kept."""
         ...
@@ -62,7 +65,7 @@ class DatasetAdapter(Protocol):
 class Metric(Protocol):
     def reset(self) -> None: ...
 
-    def update(self, outputs: dict[str, "torch.Tensor"], batch: "VideoTextBatch") -> None: ...
+    def update(self, outputs: dict[str, torch.Tensor], batch: VideoTextBatch) -> None: ...
 
     def compute(self) -> dict[str, float]: ...
 
@@ -92,7 +95,7 @@ class Task(Protocol):
 
     def adapter(self) -> DatasetAdapter: ...
 
-    def head(self, encoder: "nn.Module") -> "nn.Module":
+    def head(self, encoder: nn.Module) -> nn.Module:
         """The task's head for this encoder (`encoder.hidden_size`; `word_embeddings` to tie an LM head).
 
         `forward(encoder_output, batch)` returns a dict with the task's outputs, and "loss" (mean
@@ -124,8 +127,8 @@ class CorpusOpener(Protocol):
 
     def __call__(
         self,
-        config: "DataConfig",
-        report: "DataReport",
+        config: DataConfig,
+        report: DataReport,
         dims: tuple[int, int],
         progress: Callable[[int, int], None] | None = None,
-    ) -> list["VideoRecord"]: ...
+    ) -> list[VideoRecord]: ...

@@ -20,8 +20,14 @@ class TaskCheck:
     predictions: int
 
 
-def check_task(task_cls: type, task_settings: dict[str, Any], *, feature_dims: tuple[int, int], eval_split: str | None = None,
-               items: int = 4) -> TaskCheck:  # fmt: skip
+def check_task(
+    task_cls: type,
+    task_settings: dict[str, Any],
+    *,
+    feature_dims: tuple[int, int],
+    eval_split: str | None = None,
+    items: int = 4,
+) -> TaskCheck:
     """Check a Task class against the contract on a small dataset, on the CPU, with a tiny random encoder.
 
     `task_settings` are the task's `task.*` keys (e.g. {"root": folder with tiny data});
@@ -40,7 +46,9 @@ def check_task(task_cls: type, task_settings: dict[str, Any], *, feature_dims: t
     for attribute in ("name", "version", "Config", "main_metric", "eval_split"):
         assert hasattr(task_cls, attribute), f"{task_cls.__name__} has no class attribute '{attribute}'"
     config = from_dict(config_class(task_cls), {"task": task_settings}).task
-    model_cfg = ModelConfig(arch="tiny", init="none", feature_dim_2d=feature_dims[0], feature_dim_3d=feature_dims[1], dropout=0.0)
+    model_cfg = ModelConfig(
+        arch="tiny", init="none", feature_dim_2d=feature_dims[0], feature_dim_3d=feature_dims[1], dropout=0.0
+    )
     task = task_cls(config)
     adapter = task.adapter()
     report = adapter.check()
@@ -61,8 +69,9 @@ def check_task(task_cls: type, task_settings: dict[str, Any], *, feature_dims: t
         grads = [p.grad for p in module.parameters() if p.requires_grad]
         assert any(g is not None and bool(g.abs().sum() > 0) for g in grads), f"no gradient reaches the {part}"
     again = task_cls(config, state=json.loads(json.dumps(task.state())))  # as saved in a checkpoint
-    assert sum(p.numel() for p in again.head(encoder).parameters()) == sum(p.numel() for p in model.head.parameters()), \
-        "a task rebuilt from its state() has another head"
+    assert sum(p.numel() for p in again.head(encoder).parameters()) == sum(
+        p.numel() for p in model.head.parameters()
+    ), "a task rebuilt from its state() has another head"
     split = eval_split or task_cls.eval_split
     data = again.adapter().dataset(split, tokenizer, model_cfg, train=False)
     metric = again.metric(split)

@@ -20,9 +20,10 @@ scores with pycocoevalcap's BLEU@4, METEOR, ROUGE-L and CIDEr-D (`decembert_cli.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,8 +37,8 @@ from decembert_cli.model.generation import Decoding, generate, seq2seq_mask
 from decembert_cli.model.heads import MLMHead
 from decembert_cli.protocols import DataCheck
 
-from .datasets.msrvtt import read_msrvtt_data
 from .common import ClipTask
+from .datasets.msrvtt import read_msrvtt_data
 from .datasets.videos import VideoSettings, VideoStore, task_file
 from .datasets.youcook2 import read_youcook2
 from .retrieval import Clip
@@ -66,9 +67,17 @@ class CaptionData:
 class CaptionTrainData(torch.utils.data.Dataset):
     """Item (epoch, i): caption i with its clip, dense captions drawn anew each epoch."""
 
-    def __init__(self, data: CaptionData, store: VideoStore, tokenizer: Any, settings: CaptionSettings, max_video_tokens: int) -> None:
+    def __init__(
+        self, data: CaptionData, store: VideoStore, tokenizer: Any, settings: CaptionSettings, max_video_tokens: int
+    ) -> None:
         self.pairs = [(c, text) for c, texts in enumerate(data.captions) for text in texts]
-        self.data, self.store, self.tokenizer, self.settings, self.max_video_tokens = data, store, tokenizer, settings, max_video_tokens
+        self.data, self.store, self.tokenizer, self.settings, self.max_video_tokens = (
+            data,
+            store,
+            tokenizer,
+            settings,
+            max_video_tokens,
+        )
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -78,7 +87,9 @@ class CaptionTrainData(torch.utils.data.Dataset):
         c, text = self.pairs[int(index)]
         rng = np.random.default_rng([int(epoch), int(index)])
         sample = _context(self.store, self.tokenizer, self.settings, self.data.clips[c], rng)
-        caption = self.tokenizer(text, add_special_tokens=False, truncation=True, max_length=self.settings.max_caption_tokens)["input_ids"]
+        caption = self.tokenizer(
+            text, add_special_tokens=False, truncation=True, max_length=self.settings.max_caption_tokens
+        )["input_ids"]
         start = 1 + sum(len(seg.ids) + 1 for seg in sample.segments)  # [CLS], then each segment and its [SEP]
         sample.segments.append(TextSegment(caption or [self.tokenizer.unk_token_id], TokenType.ASR))
         sample.extras = {"caption_start": start}
@@ -91,8 +102,16 @@ class CaptionTrainData(torch.utils.data.Dataset):
 class CaptionEvalData(torch.utils.data.Dataset):
     """Item i: clip i's context (video and dense captions), for generation."""
 
-    def __init__(self, data: CaptionData, store: VideoStore, tokenizer: Any, settings: CaptionSettings, max_video_tokens: int) -> None:
-        self.data, self.store, self.tokenizer, self.settings, self.max_video_tokens = data, store, tokenizer, settings, max_video_tokens
+    def __init__(
+        self, data: CaptionData, store: VideoStore, tokenizer: Any, settings: CaptionSettings, max_video_tokens: int
+    ) -> None:
+        self.data, self.store, self.tokenizer, self.settings, self.max_video_tokens = (
+            data,
+            store,
+            tokenizer,
+            settings,
+            max_video_tokens,
+        )
 
     def __len__(self) -> int:
         return len(self.data.clips)
@@ -107,15 +126,27 @@ class CaptionEvalData(torch.utils.data.Dataset):
         return _collate(self.tokenizer, samples, self.max_video_tokens)
 
 
-def _context(store: VideoStore, tokenizer: Any, settings: CaptionSettings, clip: Clip, rng: np.random.Generator | None) -> EncoderSample:
+def _context(
+    store: VideoStore, tokenizer: Any, settings: CaptionSettings, clip: Clip, rng: np.random.Generator | None
+) -> EncoderSample:
     v2, v3 = store.features(clip.video_id, clip.window)
     dense = store.dense(clip.video_id, clip.window, rng) if settings.use_dense else []
     ids = tokenizer(dense, add_special_tokens=False, truncation=True, max_length=30)["input_ids"] if dense else []
-    return EncoderSample(torch.from_numpy(v2), torch.from_numpy(v3), [TextSegment(x or [tokenizer.unk_token_id], TokenType.DENSE) for x in ids])
+    return EncoderSample(
+        torch.from_numpy(v2),
+        torch.from_numpy(v3),
+        [TextSegment(x or [tokenizer.unk_token_id], TokenType.DENSE) for x in ids],
+    )
 
 
 def _collate(tokenizer: Any, samples: list[EncoderSample], max_video_tokens: int) -> VideoTextBatch:
-    return collate(samples, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id, max_video_tokens=max_video_tokens)
+    return collate(
+        samples,
+        cls_id=tokenizer.cls_token_id,
+        sep_id=tokenizer.sep_token_id,
+        pad_id=tokenizer.pad_token_id,
+        max_video_tokens=max_video_tokens,
+    )
 
 
 class CaptionHead(nn.Module):
@@ -126,7 +157,7 @@ class CaptionHead(nn.Module):
         self.lm = MLMHead(encoder.bert.config, encoder.word_embeddings)
 
     def from_pretraining(self, state: dict[str, torch.Tensor]) -> bool:
-        mine = {k[len("mlm."):]: v for k, v in state.items() if k.startswith("mlm.")}
+        mine = {k[len("mlm.") :]: v for k, v in state.items() if k.startswith("mlm.")}
         if mine:
             self.lm.load_state_dict(mine)
         return bool(mine)
@@ -149,7 +180,9 @@ class CaptionHead(nn.Module):
         positions = torch.arange(lt, device=text.device)[None]  # (1, Lt)
         # position p predicts token p + 1 for p from the caption's start - 1 to its closing [SEP] - 1
         predicts = (positions >= start[:, None] - 1) & (positions < batch.text_mask.sum(1, keepdim=True) - 1)
-        targets = torch.cat([batch.text_ids[:, 1:], torch.full_like(batch.text_ids[:, :1], IGNORE)], dim=1).masked_fill(~predicts, IGNORE)
+        targets = torch.cat([batch.text_ids[:, 1:], torch.full_like(batch.text_ids[:, :1], IGNORE)], dim=1).masked_fill(
+            ~predicts, IGNORE
+        )
         chosen = targets != IGNORE
         logits = self.lm(text[chosen])  # (N, vocab)
         loss_sum = nn.functional.cross_entropy(logits.float(), targets[chosen], reduction="sum")
@@ -177,7 +210,10 @@ class CaptionMetric:
         """Predictions from a predictions.jsonl (as `predictions()` writes them), matched by (video id,
         segment id) when a row has "segment", else by (video id, window)."""
         by_segment = {(c.video_id, c.segment): i for i, c in enumerate(self.data.clips) if c.segment is not None}
-        by_window = {(c.video_id, None if c.window is None else tuple(round(x, 3) for x in c.window)): i for i, c in enumerate(self.data.clips)}
+        by_window = {
+            (c.video_id, None if c.window is None else tuple(round(x, 3) for x in c.window)): i
+            for i, c in enumerate(self.data.clips)
+        }
         for n, row in enumerate(rows, start=1):
             where = f"{source}, line {n}"
             if not isinstance(row.get("caption"), str):
@@ -187,10 +223,18 @@ class CaptionMetric:
                 index = by_segment
             else:
                 window = row.get("window")
-                if window is not None and not (isinstance(window, list) and len(window) == 2
-                                               and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in window)):  # fmt: skip
-                    raise DecembertError(f'{where}: "window" must be [start, end] in seconds or null, got {json.dumps(window)[:60]}')
-                key, index = (row.get("video_id"), None if window is None else tuple(round(float(x), 3) for x in window)), by_window
+                if window is not None and not (
+                    isinstance(window, list)
+                    and len(window) == 2
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in window)
+                ):
+                    raise DecembertError(
+                        f'{where}: "window" must be [start, end] in seconds or null, got {json.dumps(window)[:60]}'
+                    )
+                key, index = (
+                    (row.get("video_id"), None if window is None else tuple(round(float(x), 3) for x in window)),
+                    by_window,
+                )
             if key not in index:
                 raise DecembertError(f"{where}: no clip {key[0]} {key[1] if key[1] is not None else ''} in this split")
             self.add(index[key], row["caption"])
@@ -244,7 +288,9 @@ class CaptionTask(ClipTask):
             keep = [i for i, c in enumerate(data.clips) if c.video_id in used]
             data = CaptionData([data.clips[i] for i in keep], [data.captions[i] for i in keep])
         elif lacking:
-            raise DecembertError(f"{len(lacking)} {split} videos lack features in {store.dir_2d} (first: {lacking[0]}); extract them first")
+            raise DecembertError(
+                f"{len(lacking)} {split} videos lack features in {store.dir_2d} (first: {lacking[0]}); extract them first"
+            )
         cls = CaptionTrainData if train else CaptionEvalData
         return cls(data, store, tokenizer, self.config, model.max_video_tokens)
 
@@ -253,16 +299,35 @@ class CaptionTask(ClipTask):
 
     def metric(self, split: str) -> CaptionMetric:
         c = self.config
-        decoding = f"beam {c.beam_size}, length penalty {c.length_penalty}, max length {c.max_length}" + (f", no repeated {c.no_repeat_ngram}-grams" if c.no_repeat_ngram else "")
-        protocol = {"split": split, "decoding": decoding, "scoring": "MART paragraphs" if self.paragraphs else "sentences vs all references"}
+        decoding = f"beam {c.beam_size}, length penalty {c.length_penalty}, max length {c.max_length}" + (
+            f", no repeated {c.no_repeat_ngram}-grams" if c.no_repeat_ngram else ""
+        )
+        protocol = {
+            "split": split,
+            "decoding": decoding,
+            "scoring": "MART paragraphs" if self.paragraphs else "sentences vs all references",
+        }
         return CaptionMetric(self.cached(split), self.paragraphs, c.meteor, protocol)
 
     def decoding(self) -> Decoding:
         c = self.config
-        return Decoding(beam_size=c.beam_size, max_length=c.max_length, length_penalty=c.length_penalty, no_repeat_ngram=c.no_repeat_ngram, use_cache=c.use_cache)
+        return Decoding(
+            beam_size=c.beam_size,
+            max_length=c.max_length,
+            length_penalty=c.length_penalty,
+            no_repeat_ngram=c.no_repeat_ngram,
+            use_cache=c.use_cache,
+        )
 
-    def evaluate(self, model: Any, data: CaptionEvalData, metric: CaptionMetric, batch_size: int, device: torch.device,
-                 progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+    def evaluate(
+        self,
+        model: Any,
+        data: CaptionEvalData,
+        metric: CaptionMetric,
+        batch_size: int,
+        device: torch.device,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         """Generate a caption for every clip, batched across clips."""
         if not self.paragraphs or self.config.meteor:
             check_java()  # fail before generating, not after (paragraphs without METEOR need no Java)
@@ -274,7 +339,9 @@ class CaptionTask(ClipTask):
         for first in range(0, len(data), batch_size):
             indices = list(range(first, min(len(data), first + batch_size)))
             batch = data.collate([data[i] for i in indices]).to(device)
-            found = generate(model.encoder, model.head.lm, batch, self.decoding(), eos_id=tok.sep_token_id, allowed=allowed)
+            found = generate(
+                model.encoder, model.head.lm, batch, self.decoding(), eos_id=tok.sep_token_id, allowed=allowed
+            )
             for i, (tokens, _score) in zip(indices, found):
                 metric.add(i, tok.decode(tokens, skip_special_tokens=True).strip())
             if progress is not None:
@@ -288,10 +355,16 @@ class CaptionTask(ClipTask):
             data = self.cached(split)
             videos = sorted({c.video_id for c in data.clips})
             lacking = [v for v in videos if not store.has_features(v)]
-            report.counts[split] = {"clips": len(data.clips), "captions": sum(map(len, data.captions)), "videos": len(videos),
-                                    "videos without features": len(lacking)}  # fmt: skip
+            report.counts[split] = {
+                "clips": len(data.clips),
+                "captions": sum(map(len, data.captions)),
+                "videos": len(videos),
+                "videos without features": len(lacking),
+            }
             if lacking:
-                report.problems.append(f"{split}: {len(lacking)} of {len(videos)} videos lack features in {store.dir_2d} (first: {lacking[0]})")
+                report.problems.append(
+                    f"{split}: {len(lacking)} of {len(videos)} videos lack features in {store.dir_2d} (first: {lacking[0]})"
+                )
 
 
 @dataclass(frozen=True)
@@ -318,7 +391,10 @@ class MSRVTTCaption(CaptionTask):
         if split not in self.SPLITS:
             raise DecembertError(f"split '{split}': msrvtt-caption has train, val and test")
         videos, sentences = read_msrvtt_data(task_file(self.config, self.config.data))
-        ids = sorted((v for v, info in videos.items() if info.split == self.SPLITS[split] and v in sentences), key=lambda v: int(v[5:]))
+        ids = sorted(
+            (v for v, info in videos.items() if info.split == self.SPLITS[split] and v in sentences),
+            key=lambda v: int(v[5:]),
+        )
         return CaptionData([Clip(v, None) for v in ids], [sentences[v] for v in ids])
 
     def check(self) -> DataCheck:
@@ -344,8 +420,13 @@ class YouCook2Caption(CaptionTask):
 
     @staticmethod
     def sample_settings(sample_root: Path) -> dict[str, Any]:
-        return {"root": str(sample_root), "annotations": "youcook2/youcookii_annotations_trainval.json", "beam_size": 2, "max_length": 6,
-                "meteor": False}  # fmt: skip
+        return {
+            "root": str(sample_root),
+            "annotations": "youcook2/youcookii_annotations_trainval.json",
+            "beam_size": 2,
+            "max_length": 6,
+            "meteor": False,
+        }
 
     def has_split(self, split: str) -> bool:
         return split in ("train", "val") and task_file(self.config, self.config.annotations).is_file()
@@ -356,7 +437,9 @@ class YouCook2Caption(CaptionTask):
             raise DecembertError(f"split '{split}': youcook2-caption has train and val")
         videos = read_youcook2(task_file(self.config, self.config.annotations))
         segments = [s for v in videos.values() if v.subset == subset for s in v.segments]
-        return CaptionData([Clip(s.video_id, (s.start, s.end), s.segment_id) for s in segments], [[s.sentence] for s in segments])
+        return CaptionData(
+            [Clip(s.video_id, (s.start, s.end), s.segment_id) for s in segments], [[s.sentence] for s in segments]
+        )
 
     def check(self) -> DataCheck:
         report = DataCheck()

@@ -22,7 +22,7 @@ class ClipTask(ABC):
     def state(self) -> dict[str, Any]:
         return {}  # nothing learnt from the training data that evaluation needs
 
-    def adapter(self) -> "ClipTask":
+    def adapter(self) -> ClipTask:
         return self
 
     @abstractmethod

@@ -40,8 +40,16 @@ class MSRVTTQAConfig(VideoSettings):
 
 
 class QADataset(torch.utils.data.Dataset):
-    def __init__(self, items: list[QAItem], store: VideoStore, tokenizer: Any, config: MSRVTTQAConfig,
-                 answers: dict[str, int], max_video_tokens: int, train: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        items: list[QAItem],
+        store: VideoStore,
+        tokenizer: Any,
+        config: MSRVTTQAConfig,
+        answers: dict[str, int],
+        max_video_tokens: int,
+        train: bool,
+    ) -> None:
         self.items, self.store, self.config, self.answers, self.train = items, store, config, answers, train
         self.tokenizer = tokenizer
         self.max_video_tokens = max_video_tokens
@@ -56,16 +64,37 @@ class QADataset(torch.utils.data.Dataset):
         video_2d, video_3d = self.store.features(item.video_id)
         dense = self.store.dense(item.video_id, None, rng) if self.config.use_dense else []
         tok = self.tokenizer
-        question = tok(item.question, add_special_tokens=False, truncation=True, max_length=self.config.max_question_tokens)["input_ids"]
-        segments = [TextSegment(ids or [tok.unk_token_id], TokenType.DENSE) for ids in tok(dense, add_special_tokens=False, truncation=True, max_length=30)["input_ids"]] if dense else []
+        question = tok(
+            item.question, add_special_tokens=False, truncation=True, max_length=self.config.max_question_tokens
+        )["input_ids"]
+        segments = (
+            [
+                TextSegment(ids or [tok.unk_token_id], TokenType.DENSE)
+                for ids in tok(dense, add_special_tokens=False, truncation=True, max_length=30)["input_ids"]
+            ]
+            if dense
+            else []
+        )
         segments.append(TextSegment(question or [tok.unk_token_id], TokenType.ASR))
-        extras = {"answer": self.answers.get(item.answer, -1), "qid": item.qid, "qtype": item.qtype,
-                  "video_id": item.video_id, "question": item.question, "answer_text": item.answer}  # fmt: skip
+        extras = {
+            "answer": self.answers.get(item.answer, -1),
+            "qid": item.qid,
+            "qtype": item.qtype,
+            "video_id": item.video_id,
+            "question": item.question,
+            "answer_text": item.answer,
+        }
         return EncoderSample(torch.from_numpy(video_2d), torch.from_numpy(video_3d), segments, extras=extras)
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
         tok = self.tokenizer
-        return collate(samples, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id, pad_id=tok.pad_token_id, max_video_tokens=self.max_video_tokens)
+        return collate(
+            samples,
+            cls_id=tok.cls_token_id,
+            sep_id=tok.sep_token_id,
+            pad_id=tok.pad_token_id,
+            max_video_tokens=self.max_video_tokens,
+        )
 
 
 class QAAdapter:
@@ -90,7 +119,9 @@ class QAAdapter:
     def vocabulary(self) -> list[str]:
         if self._vocabulary is None:
             if self.config.answers < 1:
-                raise DecembertError(f"task.answers = {self.config.answers}: the answer vocabulary needs at least one answer")
+                raise DecembertError(
+                    f"task.answers = {self.config.answers}: the answer vocabulary needs at least one answer"
+                )
             self._vocabulary = answer_vocabulary(self.items("train"), self.config.answers)
         return self._vocabulary
 
@@ -111,11 +142,15 @@ class QAAdapter:
             if vocab is not None:
                 covered = sum(q.answer in vocab for q in items)
                 counts["answer in vocabulary"] = covered
-                report.details[f"{split} answer coverage"] = f"{100 * covered / max(1, len(items)):.2f}% of questions (K = {len(vocab)})"
+                report.details[f"{split} answer coverage"] = (
+                    f"{100 * covered / max(1, len(items)):.2f}% of questions (K = {len(vocab)})"
+                )
             lacking = [v for v in videos if not store.has_features(v)]
             counts["videos without features"] = len(lacking)
             if lacking:
-                report.problems.append(f"{split}: {len(lacking)} of {len(videos)} videos lack features in {store.dir_2d} / {store.dir_3d} (first: {lacking[0]})")
+                report.problems.append(
+                    f"{split}: {len(lacking)} of {len(videos)} videos lack features in {store.dir_2d} / {store.dir_3d} (first: {lacking[0]})"
+                )
             if store.dense_dir is not None:
                 no_dense = [v for v in videos if store.dense_file(v) is None]
                 counts["videos without dense captions"] = len(no_dense)
@@ -134,8 +169,10 @@ class QAAdapter:
         else:
             lacking = sorted({q.video_id for q in items if not store.has_features(q.video_id)})
             if lacking:
-                raise DecembertError(f"{len(lacking)} {split} videos lack features in {store.dir_2d} (first: {lacking[0]}); "
-                                     "every evaluation question counts, so extract them first (decembert extract-features)")  # fmt: skip
+                raise DecembertError(
+                    f"{len(lacking)} {split} videos lack features in {store.dir_2d} (first: {lacking[0]}); "
+                    "every evaluation question counts, so extract them first (decembert extract-features)"
+                )
         return QADataset(items, store, tokenizer, self.config, answers, model.max_video_tokens, train)
 
 
@@ -145,9 +182,12 @@ class QAHead(nn.Module):
     def __init__(self, hidden_size: int, answers: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(hidden_size, 2 * hidden_size), nn.GELU(), nn.LayerNorm(2 * hidden_size), nn.Dropout(dropout),
+            nn.Linear(hidden_size, 2 * hidden_size),
+            nn.GELU(),
+            nn.LayerNorm(2 * hidden_size),
+            nn.Dropout(dropout),
             nn.Linear(2 * hidden_size, answers),
-        )  # fmt: skip
+        )
 
     def forward(self, output: Any, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
         logits = self.mlp(output.pooled)  # (B, K)
@@ -179,10 +219,18 @@ class QAMetric:
             answer = x["answer_text"][i]
             p = int(top_i[i, 0])
             top5 = [[self.vocabulary[int(j)], round(float(q), 4)] for j, q in zip(top_i[i], top_p[i])]
-            self.rows.append({"id": x["qid"][i].item() if torch.is_tensor(x["qid"]) else x["qid"][i],
-                              "video_id": x["video_id"][i], "question": x["question"][i], "type": x["qtype"][i],
-                              "answer": answer, "prediction": self.vocabulary[p], "correct": self.vocabulary[p] == answer,
-                              "top5": top5})  # fmt: skip
+            self.rows.append(
+                {
+                    "id": x["qid"][i].item() if torch.is_tensor(x["qid"]) else x["qid"][i],
+                    "video_id": x["video_id"][i],
+                    "question": x["question"][i],
+                    "type": x["qtype"][i],
+                    "answer": answer,
+                    "prediction": self.vocabulary[p],
+                    "correct": self.vocabulary[p] == answer,
+                    "top5": top5,
+                }
+            )
 
     def compute(self) -> dict[str, float]:
         if not self.rows:

@@ -19,9 +19,10 @@ re-scored by the cross-encoder, ranked above the rest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,11 +35,10 @@ from decembert_cli.metrics.retrieval import retrieval_metrics
 from decembert_cli.model.heads import VTMHead
 from decembert_cli.protocols import DataCheck
 
-from .datasets.msrvtt import read_1ka, read_msrvtt_data, read_video_list
 from .common import ClipTask
+from .datasets.msrvtt import read_1ka, read_msrvtt_data, read_video_list
 from .datasets.videos import VideoSettings, VideoStore
 from .datasets.youcook2 import read_clip_list, read_youcook2
-
 
 CLIP_LIST = "validation_youcook.csv"  # the MIL-NCE / HowTo100M YouCook2 evaluation clips (3,350)
 RERANKED = 1e6  # added to cross-encoder scores of re-ranked pairs (first-stage cosines lie in [-1, 1])
@@ -64,9 +64,17 @@ class RetrievalTrainData(torch.utils.data.Dataset):
     """Item (epoch, i): text i with its clip (match 1), or with probability 1/2 with another clip's text (match 0)."""
 
     def __init__(self, pairs: Pairs, store: VideoStore, tokenizer: Any, settings: Any, max_video_tokens: int) -> None:
-        self.pairs, self.store, self.tokenizer, self.settings, self.max_video_tokens = pairs, store, tokenizer, settings, max_video_tokens
+        self.pairs, self.store, self.tokenizer, self.settings, self.max_video_tokens = (
+            pairs,
+            store,
+            tokenizer,
+            settings,
+            max_video_tokens,
+        )
         if len(set(pairs.clip_of_text)) < 2:
-            raise DecembertError("retrieval training needs captions of at least two clips (negatives come from other clips)")
+            raise DecembertError(
+                "retrieval training needs captions of at least two clips (negatives come from other clips)"
+            )
 
     def __len__(self) -> int:
         return len(self.pairs.texts)
@@ -82,8 +90,14 @@ class RetrievalTrainData(torch.utils.data.Dataset):
                 text = int(rng.integers(len(self.pairs.texts)))
         video_2d, video_3d = self.store.features(clip.video_id, clip.window)
         dense = self.store.dense(clip.video_id, clip.window, rng) if self.settings.use_dense else []
-        return _sample(self.tokenizer, video_2d, video_3d, _tokens(self.tokenizer, dense), _tokens(self.tokenizer, [self.pairs.texts[text]])[0],
-                       {"match": match})  # fmt: skip
+        return _sample(
+            self.tokenizer,
+            video_2d,
+            video_3d,
+            _tokens(self.tokenizer, dense),
+            _tokens(self.tokenizer, [self.pairs.texts[text]])[0],
+            {"match": match},
+        )
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
         return _collate(self.tokenizer, samples, self.max_video_tokens)
@@ -95,7 +109,10 @@ class RetrievalEvalData(torch.utils.data.Dataset):
     def __init__(self, pairs: Pairs, store: VideoStore, tokenizer: Any, settings: Any, max_video_tokens: int) -> None:
         self.pairs, self.tokenizer, self.max_video_tokens = pairs, tokenizer, max_video_tokens
         self.videos = [store.features(c.video_id, c.window) for c in pairs.clips]  # prepared once per clip
-        self.dense = [_tokens(tokenizer, store.dense(c.video_id, c.window, None)) if settings.use_dense else [] for c in pairs.clips]
+        self.dense = [
+            _tokens(tokenizer, store.dense(c.video_id, c.window, None)) if settings.use_dense else []
+            for c in pairs.clips
+        ]
         self.text_ids = _tokens(tokenizer, pairs.texts)
 
     def __len__(self) -> int:
@@ -105,7 +122,14 @@ class RetrievalEvalData(torch.utils.data.Dataset):
         index = key[1] if isinstance(key, tuple) else key
         t, c = divmod(int(index), len(self.pairs.clips))
         v2, v3 = self.videos[c]
-        return _sample(self.tokenizer, v2, v3, self.dense[c], self.text_ids[t], {"text": t, "clip": c, "match": int(self.pairs.clip_of_text[t] == c)})
+        return _sample(
+            self.tokenizer,
+            v2,
+            v3,
+            self.dense[c],
+            self.text_ids[t],
+            {"text": t, "clip": c, "match": int(self.pairs.clip_of_text[t] == c)},
+        )
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
         return _collate(self.tokenizer, samples, self.max_video_tokens)
@@ -114,16 +138,27 @@ class RetrievalEvalData(torch.utils.data.Dataset):
 def _tokens(tokenizer: Any, texts: list[str], most: int = 30) -> list[list[int]]:
     if not texts:
         return []
-    return [ids or [tokenizer.unk_token_id] for ids in tokenizer(texts, add_special_tokens=False, truncation=True, max_length=most)["input_ids"]]
+    return [
+        ids or [tokenizer.unk_token_id]
+        for ids in tokenizer(texts, add_special_tokens=False, truncation=True, max_length=most)["input_ids"]
+    ]
 
 
-def _sample(tokenizer: Any, v2: np.ndarray, v3: np.ndarray, dense: list[list[int]], text: list[int], extras: dict[str, Any]) -> EncoderSample:
+def _sample(
+    tokenizer: Any, v2: np.ndarray, v3: np.ndarray, dense: list[list[int]], text: list[int], extras: dict[str, Any]
+) -> EncoderSample:
     segments = [TextSegment(ids, TokenType.DENSE) for ids in dense] + [TextSegment(text, TokenType.ASR)]
     return EncoderSample(torch.from_numpy(v2), torch.from_numpy(v3), segments, extras=extras)
 
 
 def _collate(tokenizer: Any, samples: list[EncoderSample], max_video_tokens: int) -> VideoTextBatch:
-    return collate(samples, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id, max_video_tokens=max_video_tokens)
+    return collate(
+        samples,
+        cls_id=tokenizer.cls_token_id,
+        sep_id=tokenizer.sep_token_id,
+        pad_id=tokenizer.pad_token_id,
+        max_video_tokens=max_video_tokens,
+    )
 
 
 class RetrievalHead(nn.Module):
@@ -135,7 +170,7 @@ class RetrievalHead(nn.Module):
 
     def from_pretraining(self, state: dict[str, torch.Tensor]) -> bool:
         """Start from the pre-trained VTM head (keys vtm.*), when the checkpoint has one."""
-        mine = {k[len("vtm."):]: v for k, v in state.items() if k.startswith("vtm.")}
+        mine = {k[len("vtm.") :]: v for k, v in state.items() if k.startswith("vtm.")}
         if not mine:
             return False
         self.vtm.load_state_dict(mine)
@@ -181,15 +216,24 @@ class RetrievalMetric:
         for t, text in enumerate(self.pairs.texts):
             c = self.pairs.clip_of_text[t]
             rank = int((self.scores[t] >= self.scores[t, c]).sum())  # ties pessimistic, as in the metrics
-            rows.append({"text": text, "video_id": self.pairs.clips[c].video_id, "window": self.pairs.clips[c].window, "rank": rank,
-                         "top5": [self.pairs.clips[j].video_id for j in order[t, :5]]})  # fmt: skip
+            rows.append(
+                {
+                    "text": text,
+                    "video_id": self.pairs.clips[c].video_id,
+                    "window": self.pairs.clips[c].window,
+                    "rank": rank,
+                    "top5": [self.pairs.clips[j].video_id for j in order[t, :5]],
+                }
+            )
         return rows
 
 
 @dataclass(frozen=True)
 class RetrievalSettings(VideoSettings):
     use_dense: bool = True  # feed each clip's dense captions before the text
-    rerank_k: NonNegativeInt = 0  # 0: the cross-encoder scores every pair; K > 0: it re-scores only each text's top K of a cosine first stage
+    rerank_k: NonNegativeInt = (
+        0  # 0: the cross-encoder scores every pair; K > 0: it re-scores only each text's top K of a cosine first stage
+    )
 
 
 class RetrievalTask(ClipTask):
@@ -205,11 +249,16 @@ class RetrievalTask(ClipTask):
             used = store.training_videos([c.video_id for c in pairs.clips], split)
             keep = [i for i, c in enumerate(pairs.clips) if c.video_id in used]
             remap = {old: new for new, old in enumerate(keep)}
-            pairs = Pairs([pairs.clips[i] for i in keep], [t for t, c in zip(pairs.texts, pairs.clip_of_text) if c in remap],
-                          [remap[c] for c in pairs.clip_of_text if c in remap])  # fmt: skip
+            pairs = Pairs(
+                [pairs.clips[i] for i in keep],
+                [t for t, c in zip(pairs.texts, pairs.clip_of_text) if c in remap],
+                [remap[c] for c in pairs.clip_of_text if c in remap],
+            )
         elif lacking:
-            raise DecembertError(f"{len(lacking)} {split} videos lack features in {store.dir_2d} (first: {lacking[0]}); "
-                                 "every gallery clip must be scored, so extract them first (decembert extract-features)")  # fmt: skip
+            raise DecembertError(
+                f"{len(lacking)} {split} videos lack features in {store.dir_2d} (first: {lacking[0]}); "
+                "every gallery clip must be scored, so extract them first (decembert extract-features)"
+            )
         cls = RetrievalTrainData if train else RetrievalEvalData
         return cls(pairs, store, tokenizer, self.config, model.max_video_tokens)
 
@@ -218,7 +267,11 @@ class RetrievalTask(ClipTask):
 
     def protocol(self, split: str) -> dict[str, Any]:
         """What is scored how (recorded in metrics.json)."""
-        scoring = "cross-encoder, every pair" if self.config.rerank_k <= 0 else f"cosine first stage, cross-encoder on the top {self.config.rerank_k}"
+        scoring = (
+            "cross-encoder, every pair"
+            if self.config.rerank_k <= 0
+            else f"cosine first stage, cross-encoder on the top {self.config.rerank_k}"
+        )
         return {"split": split, "scoring": scoring}
 
     def metric(self, split: str) -> RetrievalMetric:
@@ -228,15 +281,29 @@ class RetrievalTask(ClipTask):
         pairs = self.cached(split)
         videos = sorted({c.video_id for c in pairs.clips})
         lacking = [v for v in videos if not store.has_features(v)]
-        counts = {"texts": len(pairs.texts), "clips": len(pairs.clips), "videos": len(videos), "videos without features": len(lacking)}
+        counts = {
+            "texts": len(pairs.texts),
+            "clips": len(pairs.clips),
+            "videos": len(videos),
+            "videos without features": len(lacking),
+        }
         if store.dense_dir is not None:
             counts["videos without dense captions"] = sum(store.dense_file(v) is None for v in videos)
         report.counts[split] = counts
         if lacking:
-            report.problems.append(f"{split}: {len(lacking)} of {len(videos)} videos lack features in {store.dir_2d} (first: {lacking[0]})")
+            report.problems.append(
+                f"{split}: {len(lacking)} of {len(videos)} videos lack features in {store.dir_2d} (first: {lacking[0]})"
+            )
 
-    def evaluate(self, model: Any, data: RetrievalEvalData, metric: RetrievalMetric, batch_size: int, device: torch.device,
-                 progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+    def evaluate(
+        self,
+        model: Any,
+        data: RetrievalEvalData,
+        metric: RetrievalMetric,
+        batch_size: int,
+        device: torch.device,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         """Fill the metric: every pair through the cross-encoder, or only each text's top K (rerank_k)."""
         k = self.config.rerank_k
         pairs = data.pairs
@@ -253,7 +320,9 @@ class RetrievalTask(ClipTask):
         for first in range(0, len(wanted), batch_size):
             chunk = wanted[first : first + batch_size]
             batch = data.collate([data[t * n_clips + c] for t, c in chunk]).to(device)
-            scores = model.head(model.encode(batch), batch)["score"].double().cpu().numpy()  # float64: + RERANKED keeps every digit
+            scores = (
+                model.head(model.encode(batch), batch)["score"].double().cpu().numpy()
+            )  # float64: + RERANKED keeps every digit
             metric.scores[[t for t, _ in chunk], [c for _, c in chunk]] = scores + offset
             if progress is not None:
                 progress(min(len(wanted), first + batch_size), len(wanted))
@@ -265,11 +334,19 @@ def _cosine_scores(model: Any, data: RetrievalEvalData, batch_size: int, device:
     empty = torch.zeros(1, data.videos[0][0].shape[1]), torch.zeros(1, data.videos[0][1].shape[1])
 
     def encode(samples: list[EncoderSample]) -> torch.Tensor:
-        batch = collate(samples, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id, pad_id=tok.pad_token_id, max_video_tokens=data.max_video_tokens)
+        batch = collate(
+            samples,
+            cls_id=tok.cls_token_id,
+            sep_id=tok.sep_token_id,
+            pad_id=tok.pad_token_id,
+            max_video_tokens=data.max_video_tokens,
+        )
         return nn.functional.normalize(model.encoder(batch.to(device)).pooled.float(), dim=-1).cpu()
 
-    clips = [EncoderSample(torch.from_numpy(v2), torch.from_numpy(v3), [TextSegment(ids, TokenType.DENSE) for ids in d])
-             for (v2, v3), d in zip(data.videos, data.dense)]  # fmt: skip
+    clips = [
+        EncoderSample(torch.from_numpy(v2), torch.from_numpy(v3), [TextSegment(ids, TokenType.DENSE) for ids in d])
+        for (v2, v3), d in zip(data.videos, data.dense)
+    ]
     texts = [EncoderSample(empty[0], empty[1], [TextSegment(ids, TokenType.ASR)]) for ids in data.text_ids]
     video_vecs = torch.cat([encode(clips[i : i + batch_size]) for i in range(0, len(clips), batch_size)])
     text_vecs = torch.cat([encode(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
@@ -305,7 +382,10 @@ class MSRVTTRetrieval(RetrievalTask):
         return {"7k": None, "9k": "MSRVTT_train.9k.csv"}.get(self.config.train_list, self.config.train_list)
 
     def has_split(self, split: str) -> bool:
-        files = {"train": (self.config.data, self._train_list_file() or self.config.data), "test": (self.config.test,)}.get(split, ())
+        files = {
+            "train": (self.config.data, self._train_list_file() or self.config.data),
+            "test": (self.config.test,),
+        }.get(split, ())
         return bool(files) and all(self._path(f).is_file() for f in files)
 
     def read(self, split: str) -> Pairs:
@@ -319,7 +399,9 @@ class MSRVTTRetrieval(RetrievalTask):
             missing = [v for v in ids if v not in sentences]
             if missing:
                 source = self._path(listed) if listed else self._path(self.config.data)
-                raise DecembertError(f"{source}: {len(missing)} training videos have no sentences in {self.config.data} (first: {missing[0]})")
+                raise DecembertError(
+                    f"{source}: {len(missing)} training videos have no sentences in {self.config.data} (first: {missing[0]})"
+                )
             clips = [Clip(v, None) for v in ids]
             texts = [(i, s) for i, v in enumerate(ids) for s in sentences[v]]
             return Pairs(clips, [s for _, s in texts], [i for i, _ in texts])
@@ -334,7 +416,11 @@ class MSRVTTRetrieval(RetrievalTask):
         report = DataCheck()
         store = VideoStore(self.config)
         train_list = self._train_list_file() or self.config.data
-        for role, name in (("videos and captions", self.config.data), ("train list", train_list), ("test", self.config.test)):
+        for role, name in (
+            ("videos and captions", self.config.data),
+            ("train list", train_list),
+            ("test", self.config.test),
+        ):
             path = self._path(name)
             report.files[role] = str(path) if path.is_file() else f"missing: {path}"
         for split in ("train", "test"):
@@ -372,7 +458,10 @@ class YouCook2Retrieval(RetrievalTask):
 
     def protocol(self, split: str) -> dict[str, Any]:
         listed = self.clip_list() if split == "val" else None
-        return {**super().protocol(split), "gallery_source": f"{listed} (clip list)" if listed else f"every {split} segment"}
+        return {
+            **super().protocol(split),
+            "gallery_source": f"{listed} (clip list)" if listed else f"every {split} segment",
+        }
 
     def read(self, split: str) -> Pairs:
         subset = {"train": "training", "val": "validation"}.get(split)
@@ -385,7 +474,11 @@ class YouCook2Retrieval(RetrievalTask):
             listed = read_clip_list(clip_list)
             clips = [Clip(v, (start, end)) for v, start, end, _text in listed]
             return Pairs(clips, [text for *_x, text in listed], list(range(len(listed))))
-        return Pairs([Clip(s.video_id, (s.start, s.end)) for s in segments], [s.sentence for s in segments], list(range(len(segments))))
+        return Pairs(
+            [Clip(s.video_id, (s.start, s.end)) for s in segments],
+            [s.sentence for s in segments],
+            list(range(len(segments))),
+        )
 
     def check(self) -> DataCheck:
         report = DataCheck()
@@ -401,7 +494,9 @@ class YouCook2Retrieval(RetrievalTask):
             videos = read_youcook2(path)
             for subset in ("training", "validation"):
                 chosen = [v for v in videos.values() if v.subset == subset]
-                report.details[f"{subset} videos / segments"] = f"{len(chosen):,} / {sum(len(v.segments) for v in chosen):,}"
+                report.details[f"{subset} videos / segments"] = (
+                    f"{len(chosen):,} / {sum(len(v.segments) for v in chosen):,}"
+                )
             store = VideoStore(self.config)
             for split in ("train", "val"):
                 self._check_pairs(report, split, store)

@@ -26,7 +26,9 @@ def read_index(rgb: np.ndarray) -> int:
     height, width = rgb.shape[:2]
     cell = width // BITS
     band = rgb[height // 3 : 2 * height // 3, :, 0].astype(float)
-    return sum(1 << bit for bit in range(BITS) if band[:, bit * cell + cell // 4 : (bit + 1) * cell - cell // 4].mean() > 128)
+    return sum(
+        1 << bit for bit in range(BITS) if band[:, bit * cell + cell // 4 : (bit + 1) * cell - cell // 4].mean() > 128
+    )
 
 
 def write_video(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, TypeVar
+from typing import Any, TypeVar
 
 import typer
 
@@ -20,7 +21,7 @@ SetOption = typer.Option(
 PrintConfigOption = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit.")
 
 
-def resolve(cls: type[T], config: Optional[str], overrides: List[str], print_config: bool) -> T:
+def resolve(cls: type[T], config: str | None, overrides: list[str], print_config: bool) -> T:
     """Load the config; with --print-config, print it and stop."""
     from decembert_cli.config import load_config, to_yaml
 
@@ -51,8 +52,8 @@ def video_run(decoder: str, precision: str, device: str, shard: str) -> tuple[An
     import os
 
     from decembert_cli.engine.distributed import resolve_device
-    from decembert_cli.engine.precision import autocast_dtype
     from decembert_cli.errors import DecembertError
+    from decembert_cli.precision import autocast_dtype
 
     if decoder not in ("auto", "opencv", "pyav"):
         raise DecembertError(f"--decoder {decoder}: use auto, opencv or pyav")
@@ -67,12 +68,26 @@ def video_run(decoder: str, precision: str, device: str, shard: str) -> tuple[An
 @contextlib.contextmanager
 def video_progress(console: Any, verb: str) -> Iterator[tuple[Callable[[int], None], Callable[[str, str], None]]]:
     """A progress bar over videos: yields (on_start(total), on_video(video_id, "done" | "failed"))."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(
-        TextColumn(verb), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True, disable=not console.is_terminal,
-    ) as bar:  # fmt: skip
+        TextColumn(verb),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
         task = bar.add_task("videos", total=None, failed=0)
         failed = [0]
 
@@ -90,5 +105,7 @@ def report_failures(console: Any, failed: Counter[str], failures_log: Path, igno
         console.print(f"[yellow]failed[/] ({kinds}); reasons in {failures_log}", highlight=False, soft_wrap=True)
     if ignored:
         console.print(
-            f"ignored {len(ignored)} files that are not videos by extension (e.g. {ignored[0]})", highlight=False, soft_wrap=True
+            f"ignored {len(ignored)} files that are not videos by extension (e.g. {ignored[0]})",
+            highlight=False,
+            soft_wrap=True,
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -11,13 +10,13 @@ from decembert_cli.commands._options import ConfigOption, PrintConfigOption, Set
 
 
 def check(
-    config: Optional[str] = ConfigOption,
-    overrides: List[str] = SetOption,
+    config: str | None = ConfigOption,
+    overrides: list[str] = SetOption,
     print_config: bool = PrintConfigOption,
     batch_size: int = typer.Option(4, min=1, help="Samples in the generated batch."),
     neighbours: int = typer.Option(1, min=0, help="k: candidate ASR captions s_{i-k}..s_{i+k}."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    out: Optional[Path] = typer.Option(None, help="Also save the resolved config here (config.yaml)."),
+    out: Path | None = typer.Option(None, help="Also save the resolved config here (config.yaml)."),
 ) -> None:
     """Build the encoder from the config and run one forward/backward on a generated batch.
 
@@ -31,7 +30,7 @@ def check(
     from rich.table import Table
 
     from decembert_cli.config import Config, save_config
-    from decembert_cli.data.synthetic import BatchShape, random_batch
+    from decembert_cli.data.sample.batches import BatchShape, random_batch
     from decembert_cli.engine.distributed import resolve_device
     from decembert_cli.model import build_pretraining_model, build_tokenizer, check_vocabulary
     from decembert_cli.model.weights import resolve_init

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 
 def dense_caption(
-    inputs: List[Path] = typer.Argument(..., help="Video files, folders of videos (recursive) or list files (.txt/.csv); for --backend import, the files to import."),
-    out: Path = typer.Option(..., "--out", "-o", help="Dense-caption store folder (created); a rerun skips captioned videos."),
-    backend: str = typer.Option("florence2", help="florence2, import (other tools' JSON or the paper's .npy), oracle (sample corpus only), or another registered captioner."),
-    model: Optional[str] = typer.Option(None, help="Model for the backend: a hub id or a local directory (florence2: microsoft/Florence-2-large)."),
+    inputs: list[Path] = typer.Argument(
+        ...,
+        help="Video files, folders of videos (recursive) or list files (.txt/.csv); for --backend import, the files to import.",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Dense-caption store folder (created); a rerun skips captioned videos."
+    ),
+    backend: str = typer.Option(
+        "florence2",
+        help="florence2, import (other tools' JSON or the paper's .npy), oracle (sample corpus only), or another registered captioner.",
+    ),
+    model: str | None = typer.Option(
+        None, help="Model for the backend: a hub id or a local directory (florence2: microsoft/Florence-2-large)."
+    ),
     interval: float = typer.Option(2.0, help="Seconds between captioned frames (the paper: 2)."),
     top_k: int = typer.Option(0, min=0, help="Regions kept per frame, best first (0: all the model gives)."),
     batch_size: int = typer.Option(8, min=1, help="Frames per generate call."),
-    num_beams: Optional[int] = typer.Option(None, min=1, help="Beam search width (Florence-2's default: 3)."),
-    max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Longest generated text per frame (Florence-2: 1024)."),
-    option: List[str] = typer.Option([], "--option", help="KEY=VALUE for the backend, repeatable (import: pattern=REGEX, frame_base=N)."),
+    num_beams: int | None = typer.Option(None, min=1, help="Beam search width (Florence-2's default: 3)."),
+    max_new_tokens: int | None = typer.Option(None, min=1, help="Longest generated text per frame (Florence-2: 1024)."),
+    option: list[str] = typer.Option(
+        [], "--option", help="KEY=VALUE for the backend, repeatable (import: pattern=REGEX, frame_base=N)."
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("auto", help="auto (bf16 on GPUs that have it), fp32, bf16, fp16."),
     decoder: str = typer.Option("auto", help="auto (OpenCV, then PyAV), opencv or pyav."),
@@ -47,7 +58,9 @@ def dense_caption(
         settings[key.strip()] = value
     factory = captioners.load(backend)
     captioner = factory(model, dev, autocast, {k: v for k, v in settings.items() if v is not None})
-    options = CaptionOptions(out=out, interval=interval, top_k=top_k, batch_size=batch_size, decoder=decoder, shard=shard_of_run)
+    options = CaptionOptions(
+        out=out, interval=interval, top_k=top_k, batch_size=batch_size, decoder=decoder, shard=shard_of_run
+    )
     console = Console(stderr=True)
     imports = isinstance(captioner, ImportBackend)
     with video_progress(console, "importing" if imports else "captioning") as (on_start, on_video):
@@ -58,7 +71,8 @@ def dense_caption(
         f"{summary.captioned} captioned, {summary.already_done} already done, {sum(summary.failed.values())} failed of "
         f"{summary.videos} videos; {summary.frames} frames, {summary.regions} regions in {summary.wall_s:.1f} s "
         f"({per_frame:.3f} s per frame captioning)",
-        highlight=False, soft_wrap=True,
-    )  # fmt: skip
+        highlight=False,
+        soft_wrap=True,
+    )
     report_failures(console, summary.failed, Path(out) / log_names(options.shard)[1], summary.ignored_files)
     typer.echo(str(out))

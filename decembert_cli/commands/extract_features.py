@@ -4,22 +4,42 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 
 def extract_features(
-    inputs: List[Path] = typer.Argument(..., help="Video files, folders of videos (searched recursively) or list files (.txt/.csv: path or video_id,path per line)."),
+    inputs: list[Path] = typer.Argument(
+        ...,
+        help="Video files, folders of videos (searched recursively) or list files (.txt/.csv: path or video_id,path per line).",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Feature store folder (created); a rerun skips finished videos."),
-    layout: str = typer.Option("decembert", help="decembert: both streams on the 1 s grid. howto100m: 3D at 1.5/s as HowTo100M ships it."),
-    backbone_2d: str = typer.Option("resnet152.tv_in1k", "--backbone-2d", help="Any timm model name (the paper: ResNet-152, ImageNet)."),
-    weights_2d: Optional[Path] = typer.Option(None, "--weights-2d", help="Local 2D weights file; default: timm's hub download."),
-    backbone_3d: str = typer.Option("resnext101", "--backbone-3d", help="A registered 3D backbone: resnext101 (the paper's), resnext50, slow_r50, resnext3d-tiny, or a plugin's."),
-    weights_3d: Optional[Path] = typer.Option(None, "--weights-3d", help="Local 3D weights file, e.g. Hara et al.'s resnext-101-kinetics.pth."),
-    random_init: bool = typer.Option(False, "--random-init", help="Random weights for every backbone without a weights file (tests, demo)."),
-    size_2d: Optional[int] = typer.Option(None, "--size-2d", min=16, help="2D input side in pixels (default: the model's, 224 for ResNet-152)."),
-    size_3d: Optional[int] = typer.Option(None, "--size-3d", min=16, help="3D input side in pixels (default: the backbone's, 112 for ResNeXt-101)."),
+    layout: str = typer.Option(
+        "decembert", help="decembert: both streams on the 1 s grid. howto100m: 3D at 1.5/s as HowTo100M ships it."
+    ),
+    backbone_2d: str = typer.Option(
+        "resnet152.tv_in1k", "--backbone-2d", help="Any timm model name (the paper: ResNet-152, ImageNet)."
+    ),
+    weights_2d: Path | None = typer.Option(
+        None, "--weights-2d", help="Local 2D weights file; default: timm's hub download."
+    ),
+    backbone_3d: str = typer.Option(
+        "resnext101",
+        "--backbone-3d",
+        help="A registered 3D backbone: resnext101 (the paper's), resnext50, slow_r50, resnext3d-tiny, or a plugin's.",
+    ),
+    weights_3d: Path | None = typer.Option(
+        None, "--weights-3d", help="Local 3D weights file, e.g. Hara et al.'s resnext-101-kinetics.pth."
+    ),
+    random_init: bool = typer.Option(
+        False, "--random-init", help="Random weights for every backbone without a weights file (tests, demo)."
+    ),
+    size_2d: int | None = typer.Option(
+        None, "--size-2d", min=16, help="2D input side in pixels (default: the model's, 224 for ResNet-152)."
+    ),
+    size_3d: int | None = typer.Option(
+        None, "--size-3d", min=16, help="3D input side in pixels (default: the backbone's, 112 for ResNeXt-101)."
+    ),
     batch_size: int = typer.Option(32, min=1, help="Images or clips per forward pass."),
     readers: int = typer.Option(2, min=1, help="Decoding threads."),
     decoder: str = typer.Option("auto", help="auto (OpenCV, then PyAV), opencv or pyav."),
@@ -38,18 +58,26 @@ def extract_features(
     from rich.console import Console
 
     from decembert_cli.commands._options import report_failures, video_progress, video_run
+    from decembert_cli.data.jobs import log_names
     from decembert_cli.errors import DecembertError
     from decembert_cli.features.backbones import build_2d, build_3d
-    from decembert_cli.data.jobs import log_names
     from decembert_cli.features.pipeline import ExtractOptions, extract
 
     dev, autocast, shard_of_run = video_run(decoder, precision, device, shard)
     options = ExtractOptions(
-        out=out, layout=layout, dtype=dtype, l2_normalise=l2_normalise, batch_size=batch_size, readers=readers,
-        decoder=decoder, device=dev, autocast=autocast, shard=shard_of_run,
-    )  # fmt: skip
+        out=out,
+        layout=layout,
+        dtype=dtype,
+        l2_normalise=l2_normalise,
+        batch_size=batch_size,
+        readers=readers,
+        decoder=decoder,
+        device=dev,
+        autocast=autocast,
+        shard=shard_of_run,
+    )
 
-    def source(path: Optional[Path], flag: str) -> str:
+    def source(path: Path | None, flag: str) -> str:
         if path is not None:
             return str(path)
         if random_init:
@@ -64,8 +92,9 @@ def extract_features(
     console.print(
         f"2D {b2.name} ({b2.dim}-d, {b2.size} px, weights {b2.weights}); 3D {b3.name} ({b3.dim}-d, {b3.frames} frames "
         f"at {b3.fps:g} fps, {b3.size} px, weights {b3.weights}); {dev}, layout {layout}",
-        highlight=False, soft_wrap=True,
-    )  # fmt: skip
+        highlight=False,
+        soft_wrap=True,
+    )
     with video_progress(console, "extracting") as (on_start, on_video):
         summary = extract(inputs, b2, b3, options, on_video=on_video, on_start=on_start)
     rate = summary.seconds / summary.wall_s if summary.wall_s else 0.0
@@ -73,7 +102,8 @@ def extract_features(
         f"{summary.extracted} extracted, {summary.already_done} already done, {sum(summary.failed.values())} failed "
         f"of {summary.videos} videos; {summary.seconds:.0f} s of video in {summary.wall_s:.1f} s "
         f"({rate:.1f} video-seconds/s; decoding {summary.decode_s:.1f} s over {options.readers} readers, inference {summary.infer_s:.1f} s)",
-        highlight=False, soft_wrap=True,
-    )  # fmt: skip
+        highlight=False,
+        soft_wrap=True,
+    )
     report_failures(console, summary.failed, Path(out) / log_names(options.shard)[1], summary.ignored_files)
     typer.echo(str(Path(out)))

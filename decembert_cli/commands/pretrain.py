@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -12,12 +11,14 @@ from decembert_cli.commands._options import ConfigOption, PrintConfigOption, Set
 
 def pretrain(
     data: str = typer.Option("howto100m", "--data", help="Corpus: howto100m, sample, or one a plugin adds."),
-    config: Optional[str] = ConfigOption,
-    overrides: List[str] = SetOption,
+    config: str | None = ConfigOption,
+    overrides: list[str] = SetOption,
     print_config: bool = PrintConfigOption,
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/pretrain-DATA-TIME)."),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/pretrain-DATA-TIME)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad video instead of skipping and counting it."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Stop at the first bad video instead of skipping and counting it."
+    ),
 ) -> None:
     """Pre-train with MLM + video-text matching + the constrained attention loss.
 
@@ -32,8 +33,8 @@ def pretrain(
     from rich.console import Console
 
     from decembert_cli.config import Config
-    from decembert_cli.engine.pretrain import pretrain as run_pretraining
     from decembert_cli.engine.pretrain import prepare
+    from decembert_cli.engine.pretrain import pretrain as run_pretraining
     from decembert_cli.errors import DecembertError
 
     if out is None:
@@ -71,7 +72,7 @@ def pretrain(
     _print_report(console, report)
 
 
-def _print_report(console: "Console", report: "DataReport") -> None:  # type: ignore[name-defined] # noqa: F821
+def _print_report(console: Console, report: DataReport) -> None:  # type: ignore[name-defined] # noqa: F821
     if not (report.skipped or report.fixed):
         return
     from rich.table import Table
@@ -101,7 +102,7 @@ TABLE6 = [
 ]
 
 
-def validation_table(metrics: dict[str, float], title: str) -> "Table":  # type: ignore[name-defined] # noqa: F821
+def validation_table(metrics: dict[str, float], title: str) -> Table:  # type: ignore[name-defined] # noqa: F821
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -111,8 +112,12 @@ def validation_table(metrics: dict[str, float], title: str) -> "Table":  # type:
         if key in metrics:
             value = metrics[key]
             table.add_row(label, f"{100 * value:.2f}%" if "acc" in key or "caption" in key else f"{value:.4f}")
-    offsets = sorted((k for k in metrics if k.startswith("argmax_u_offset")), key=lambda k: int(k[len("argmax_u_offset"):]))
+    offsets = sorted(
+        (k for k in metrics if k.startswith("argmax_u_offset")), key=lambda k: int(k[len("argmax_u_offset") :])
+    )
     if offsets:
-        shares = ", ".join(f"s_i{k[len('argmax_u_offset'):] if not k.endswith('+0') else ''} {100 * metrics[k]:.0f}%" for k in offsets)
+        shares = ", ".join(
+            f"s_i{k[len('argmax_u_offset') :] if not k.endswith('+0') else ''} {100 * metrics[k]:.0f}%" for k in offsets
+        )
         table.add_row("argmax u by time offset", shares)
     return table

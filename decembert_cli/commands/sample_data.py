@@ -8,13 +8,22 @@ import typer
 
 
 def sample_data(
-    out: Path = typer.Argument(..., help="Directory to write the corpus into (created; must be new, empty or this corpus)."),
+    out: Path = typer.Argument(
+        ..., help="Directory to write the corpus into (created; must be new, empty or this corpus)."
+    ),
     videos: int = typer.Option(160, min=2, help="Number of videos."),
     seed: int = typer.Option(0, min=0, help="Random seed: the same seed writes byte-identical files."),
     feature_dim: int = typer.Option(2048, min=8, help="Width of both synthetic feature streams (2D and 3D)."),
-    render: bool = typer.Option(True, "--render/--no-render", help="Also write the videos (videos/<id>.mp4, 24 fps, 160x120)."),
-    features: str = typer.Option("synthetic", help="synthetic: features drawn from the planted prototypes; none: leave features/ to `decembert extract-features`."),
-    clips: int = typer.Option(240, min=0, help="Short clips in msrvtt/ with MSR-VTT and MSRVTT-QA annotations (downstream tasks)."),
+    render: bool = typer.Option(
+        True, "--render/--no-render", help="Also write the videos (videos/<id>.mp4, 24 fps, 160x120)."
+    ),
+    features: str = typer.Option(
+        "synthetic",
+        help="synthetic: features drawn from the planted prototypes; none: leave features/ to `decembert extract-features`.",
+    ),
+    clips: int = typer.Option(
+        240, min=0, help="Short clips in msrvtt/ with MSR-VTT and MSRVTT-QA annotations (downstream tasks)."
+    ),
 ) -> None:
     """Generate the synthetic `sample` pre-training corpus with a planted, known signal.
 
@@ -29,14 +38,19 @@ def sample_data(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from decembert_cli.data.sample_corpus import generate, read_meta
+    from decembert_cli.data.sample.corpus import generate, read_meta
 
     console = Console()
     existed = read_meta(out) is not None
     with Progress(
-        TextColumn("writing videos"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, transient=True, disable=not console.is_terminal,
-    ) as bar:  # fmt: skip
+        TextColumn("writing videos"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
         task = bar.add_task("videos", total=videos)
         root = generate(
             out,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -25,20 +24,34 @@ def list_tasks() -> None:
     for name, info in available.items():
         task = loaded.get(name)
         status = "ok" if task is not None else f"[red]broken: {broken[name]}[/red]"
-        table.add_row(name, info.package, f"{info.version} (task {getattr(task, 'version', '?')})", getattr(task, "main_metric", "?"), status)
+        table.add_row(
+            name,
+            info.package,
+            f"{info.version} (task {getattr(task, 'version', '?')})",
+            getattr(task, "main_metric", "?"),
+            status,
+        )
     console = Console()
     console.print(table if available else "no tasks installed (entry-point group decembert.tasks)")
 
 
 def finetune(
     task: str = typer.Argument(..., help="An installed task (decembert tasks lists them), e.g. msrvtt-qa."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Pre-training checkpoint (file or run folder); its model settings are used. Without it: model.init."),
-    config: Optional[str] = ConfigOption,
-    overrides: List[str] = SetOption,
+    checkpoint: Path | None = typer.Option(
+        None,
+        "--checkpoint",
+        help="Pre-training checkpoint (file or run folder); its model settings are used. Without it: model.init.",
+    ),
+    config: str | None = ConfigOption,
+    overrides: list[str] = SetOption,
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/finetune-TASK-TIME)."),
+    out: Path | None = typer.Option(None, "--out", help="Run folder (default runs/finetune-TASK-TIME)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
-    strict: bool = typer.Option(False, "--strict", help="Stop when a training or validation video lacks features, instead of leaving its items out."),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help="Stop when a training or validation video lacks features, instead of leaving its items out.",
+    ),
 ) -> None:
     """Fine-tune the encoder and the task's head; then evaluate with `decembert evaluate TASK --checkpoint RUN`.
 
@@ -68,26 +81,47 @@ def finetune(
     console = Console()
     with console.status(f"reading {task} and building the model"):
         setup = prepare(task, config, overrides, out, checkpoint)
-    console.print(f"{task}: {setup.train_items} training items, {setup.val_items} validation items scored; encoder from {setup.init}", highlight=False)
+    console.print(
+        f"{task}: {setup.train_items} training items, {setup.val_items} validation items scored; encoder from {setup.init}",
+        highlight=False,
+    )
 
     def show(step: int, metrics: dict[str, float]) -> None:
-        console.print(f"validation at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False)
+        console.print(
+            f"validation at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False
+        )
 
     result = run_finetune(setup, resume=resume, on_validation=show)
-    console.print(f"done: step {result.steps}/{result.total_steps}, {result.samples_per_s:.1f} samples/s; checkpoint {result.checkpoint}",
-                  highlight=False, soft_wrap=True)  # fmt: skip
+    console.print(
+        f"done: step {result.steps}/{result.total_steps}, {result.samples_per_s:.1f} samples/s; checkpoint {result.checkpoint}",
+        highlight=False,
+        soft_wrap=True,
+    )
     typer.echo(str(out))
 
 
 def evaluate(
     task: str = typer.Argument(..., help="The task the checkpoint was fine-tuned for."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Fine-tuned checkpoint (file or run folder: its newest)."),
-    predictions: Optional[Path] = typer.Option(None, "--predictions", help="Score this predictions.jsonl instead of a checkpoint (no model; --set task.root=... for the references)."),
-    split: Optional[str] = typer.Option(None, help="Split to score (default: the task's test split)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json and predictions.jsonl (default RUN/eval-SPLIT)."),
-    overrides: List[str] = SetOption,
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Fine-tuned checkpoint (file or run folder: its newest)."
+    ),
+    predictions: Path | None = typer.Option(
+        None,
+        "--predictions",
+        help="Score this predictions.jsonl instead of a checkpoint (no model; --set task.root=... for the references).",
+    ),
+    split: str | None = typer.Option(None, help="Split to score (default: the task's test split)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for metrics.json and predictions.jsonl (default RUN/eval-SPLIT)."
+    ),
+    overrides: list[str] = SetOption,
     batch_size: int = typer.Option(64, min=1, help="Items (for retrieval: text-video pairs) per forward pass."),
-    rerank_k: Optional[int] = typer.Option(None, "--rerank-k", min=0, help="Retrieval: re-score only each text's top K of a cheap cosine ranking (0: every pair)."),
+    rerank_k: int | None = typer.Option(
+        None,
+        "--rerank-k",
+        min=0,
+        help="Retrieval: re-score only each text's top K of a cheap cosine ranking (0: every pair).",
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Score a fine-tuned checkpoint: metrics.json (with the protocol) and one prediction per item.
@@ -107,31 +141,54 @@ def evaluate(
     if rerank_k is not None:
         overrides = [*overrides, f"task.rerank_k={rerank_k}"]
     if (checkpoint is None) == (predictions is None):
-        raise DecembertError("give --checkpoint (a fine-tuned model to run) or --predictions (a file to score), one of the two")
+        raise DecembertError(
+            "give --checkpoint (a fine-tuned model to run) or --predictions (a file to score), one of the two"
+        )
     if predictions is not None:
         result = score_predictions(task, predictions, out, split=split, overrides=overrides)
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-                      transient=True, disable=not console.is_terminal) as bar:  # fmt: skip
+        with Progress(
+            TextColumn("evaluating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        ) as bar:
             job = bar.add_task("items", total=None)
-            result = run_evaluate(task, checkpoint, out, split=split, overrides=overrides, batch_size=batch_size, device=device,  # type: ignore[arg-type]
-                                  progress=lambda done, total: bar.update(job, completed=done, total=total))  # fmt: skip
-    table = Table(title=f"{task}, {result.split} split, {result.items} items ({result.seconds:.1f} s)", title_justify="left")
+            result = run_evaluate(
+                task,
+                checkpoint,
+                out,
+                split=split,
+                overrides=overrides,
+                batch_size=batch_size,
+                device=device,  # type: ignore[arg-type]
+                progress=lambda done, total: bar.update(job, completed=done, total=total),
+            )
+    table = Table(
+        title=f"{task}, {result.split} split, {result.items} items ({result.seconds:.1f} s)", title_justify="left"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.metrics.items():
         table.add_row(f"[bold]{key}[/bold]" if key == result.main_metric else key, f"{value:.2f}")
     console.print(table)
-    console.print("protocol: " + ", ".join(f"{k} {v}" for k, v in result.protocol.items()), highlight=False, soft_wrap=True)
-    console.print(f"metrics {result.metrics_path}; predictions {result.predictions_path}", highlight=False, soft_wrap=True)
+    console.print(
+        "protocol: " + ", ".join(f"{k} {v}" for k, v in result.protocol.items()), highlight=False, soft_wrap=True
+    )
+    console.print(
+        f"metrics {result.metrics_path}; predictions {result.predictions_path}", highlight=False, soft_wrap=True
+    )
 
 
 def data_check(
     name: str = typer.Argument(..., help="A task (decembert tasks) or a pre-training corpus (howto100m, sample)."),
-    config: Optional[str] = ConfigOption,
-    overrides: List[str] = SetOption,
+    config: str | None = ConfigOption,
+    overrides: list[str] = SetOption,
 ) -> None:
     """Validate a task's annotation files (or a corpus) and report counts, splits, question types,
     answer coverage and videos lacking features or dense captions; no model is loaded."""
@@ -152,7 +209,10 @@ def data_check(
         report = task_cls(cfg.task).adapter().check()
         for role, path in report.files.items():
             console.print(f"{role}: {path}", highlight=False)
-        keys = sorted({k for c in report.counts.values() for k in c}, key=lambda k: [k for c in report.counts.values() for k in c].index(k))
+        keys = sorted(
+            {k for c in report.counts.values() for k in c},
+            key=lambda k: [k for c in report.counts.values() for k in c].index(k),
+        )
         table = Table(title=f"{name}: annotations", title_justify="left")
         table.add_column("split")
         for key in keys:
@@ -161,20 +221,29 @@ def data_check(
             table.add_row(split, *(f"{counts[k]:,}" if k in counts else "" for k in keys))
         console.print(table)
         for key, value in report.details.items():
-            console.print(f"{key}: {json.dumps(value) if not isinstance(value, str) else value}", highlight=False, soft_wrap=True)
+            console.print(
+                f"{key}: {json.dumps(value) if not isinstance(value, str) else value}", highlight=False, soft_wrap=True
+            )
         for problem in report.problems:
             console.print(f"[yellow]problem:[/yellow] {problem}", highlight=False, soft_wrap=True)
         return
     if name in corpora.available():
         from decembert_cli.config import Config, load_config
-        from decembert_cli.engine.pretrain import open_corpus
+        from decembert_cli.data.corpus import open_corpus
 
         cfg = load_config(Config, config, overrides)
-        records, report = open_corpus(name, cfg, strict=False)
-        console.print(f"corpus {name}: {report.videos_used or len(records)} of {report.videos_seen} videos usable, "
-                      f"{sum(len(r.captions) for r in records):,} clips, {sum(r.dense is not None for r in records)} with dense captions", highlight=False)  # fmt: skip
+        records, report = open_corpus(
+            name, cfg.data, (cfg.model.feature_dim_2d, cfg.model.feature_dim_3d), strict=False
+        )
+        console.print(
+            f"corpus {name}: {report.videos_used or len(records)} of {report.videos_seen} videos usable, "
+            f"{sum(len(r.captions) for r in records):,} clips, {sum(r.dense is not None for r in records)} with dense captions",
+            highlight=False,
+        )
         console.print(json.dumps(report.as_dict(), indent=2), highlight=False)
         return
     from decembert_cli.errors import DecembertError
 
-    raise DecembertError(f"'{name}' is neither an installed task ({', '.join(tasks.available()) or 'none'}) nor a corpus ({', '.join(corpora.available())})")
+    raise DecembertError(
+        f"'{name}' is neither an installed task ({', '.join(tasks.available()) or 'none'}) nor a corpus ({', '.join(corpora.available())})"
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -14,11 +13,19 @@ visualize = typer.Typer(help="Pictures (PNG) and an HTML report of runs, tasks a
 def attention(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Pre-training checkpoint (file or run folder)."),
     video: str = typer.Option(..., "--video", help="A video id of the checkpoint's corpus."),
-    clip: Optional[int] = typer.Option(None, "--clip", help="Caption index of the clip (default: the video's middle one)."),
-    layer: Optional[int] = typer.Option(None, "--layer", help="Layer (1-based) of the mean-over-heads bars (default: the last)."),
-    compare: Optional[Path] = typer.Option(None, "--compare", help="A second checkpoint (e.g. without the constrained loss), drawn beside."),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default RUN/report/attention-VIDEO-CLIP.png)."),
-    overrides: List[str] = typer.Option([], "--set", help="Override the checkpoint's config, e.g. --set data.root=DIR."),
+    clip: int | None = typer.Option(
+        None, "--clip", help="Caption index of the clip (default: the video's middle one)."
+    ),
+    layer: int | None = typer.Option(
+        None, "--layer", help="Layer (1-based) of the mean-over-heads bars (default: the last)."
+    ),
+    compare: Path | None = typer.Option(
+        None, "--compare", help="A second checkpoint (e.g. without the constrained loss), drawn beside."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="PNG to write (default RUN/report/attention-VIDEO-CLIP.png)."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override the checkpoint's config, e.g. --set data.root=DIR."
+    ),
 ) -> None:
     """The paper's Figure 4: attention from the clip's video tokens to each candidate ASR caption, per layer and head."""
     import json
@@ -46,8 +53,8 @@ def attention(
 @visualize.command("run")
 def run_curves(
     run_dir: Path = typer.Argument(..., help="A run folder (metrics.jsonl)."),
-    compare: List[Path] = typer.Option([], "--compare", help="More run folders, overlaid (repeatable)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default RUN_DIR/report/curves.png)."),
+    compare: list[Path] = typer.Option([], "--compare", help="More run folders, overlaid (repeatable)."),
+    out: Path | None = typer.Option(None, "--out", help="PNG to write (default RUN_DIR/report/curves.png)."),
 ) -> None:
     """Curves of every logged metric (losses, accuracies, learning rate) against the step."""
     from decembert_cli.viz.report import run_curves as draw
@@ -59,7 +66,7 @@ def run_curves(
 def task_examples(
     run_dir: Path = typer.Argument(..., help="A fine-tuned run folder, evaluated (decembert evaluate)."),
     count: int = typer.Option(6, min=1, help="Examples drawn."),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default RUN_DIR/report/examples.png)."),
+    out: Path | None = typer.Option(None, "--out", help="PNG to write (default RUN_DIR/report/examples.png)."),
 ) -> None:
     """Examples with frames and predictions: QA top-5 answers, retrieval top-5 videos, captions and references."""
     from decembert_cli.viz.report import task_examples as draw
@@ -70,11 +77,17 @@ def task_examples(
 @visualize.command("video")
 def video_frames(
     video: Path = typer.Argument(..., help="A video file."),
-    densecap: Optional[Path] = typer.Option(None, "--densecap", help="Its dense-caption record (OUT/ID.json of dense-caption, or that folder)."),
-    features: Optional[Path] = typer.Option(None, "--features", help="A feature folder (2d/, 3d/): plot the per-second change of its features."),
-    every: Optional[float] = typer.Option(None, help="Seconds between frames (default: 1, or the dense captions' interval)."),
+    densecap: Path | None = typer.Option(
+        None, "--densecap", help="Its dense-caption record (OUT/ID.json of dense-caption, or that folder)."
+    ),
+    features: Path | None = typer.Option(
+        None, "--features", help="A feature folder (2d/, 3d/): plot the per-second change of its features."
+    ),
+    every: float | None = typer.Option(
+        None, help="Seconds between frames (default: 1, or the dense captions' interval)."
+    ),
     most: int = typer.Option(12, min=1, help="Frames drawn at most (spread over the video)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default VIDEO_ID-frames.png here)."),
+    out: Path | None = typer.Option(None, "--out", help="PNG to write (default VIDEO_ID-frames.png here)."),
 ) -> None:
     """A video's frames with its dense captions and boxes drawn, for checking extraction by eye."""
     from decembert_cli.viz.report import video_picture
@@ -84,8 +97,10 @@ def video_frames(
 
 @visualize.command("report")
 def report(
-    run_dirs: List[Path] = typer.Argument(..., help="Run folders, or one folder of runs (e.g. demo/runs/TIME)."),
-    video: Optional[str] = typer.Option(None, "--video", help="Video of the attention map of pre-training runs (default: the corpus' first)."),
+    run_dirs: list[Path] = typer.Argument(..., help="Run folders, or one folder of runs (e.g. demo/runs/TIME)."),
+    video: str | None = typer.Option(
+        None, "--video", help="Video of the attention map of pre-training runs (default: the corpus' first)."
+    ),
 ) -> None:
     """One self-contained HTML page (pictures inline, opens offline): curves, metrics tables, attention map, task examples."""
     from decembert_cli.viz.report import report as write

@@ -16,9 +16,10 @@ onto a slot (measured: with time-ordered positions it learned "the first candida
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -51,7 +52,9 @@ class EncoderSample:
     vtm_label: int | None = None  # 1: the ASR captions belong to this clip, 0: a negative
     own_candidate: int = -1  # candidate index of the clip's own caption s_i (-1: a negative or unknown)
     aligned: int = -1  # candidate index of the caption truly describing the clip, when known (-1: unknown/none)
-    candidate_offsets: list[int] = field(default_factory=list)  # per candidate slot: its caption's index minus the clip's (time offset)
+    candidate_offsets: list[int] = field(
+        default_factory=list
+    )  # per candidate slot: its caption's index minus the clip's (time offset)
     extras: dict[str, Any] = field(default_factory=dict)  # task data (targets, ids); collated by key
 
 
@@ -76,12 +79,14 @@ class VideoTextBatch:
     def batch_size(self) -> int:
         return self.text_ids.shape[0]
 
-    def to(self, device: torch.device | str) -> "VideoTextBatch":
+    def to(self, device: torch.device | str) -> VideoTextBatch:
         moved = {}
         for f in fields(self):
             value = getattr(self, f.name)
             moved[f.name] = value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
-        moved["extras"] = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in self.extras.items()}
+        moved["extras"] = {
+            k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in self.extras.items()
+        }
         return VideoTextBatch(**moved)
 
 

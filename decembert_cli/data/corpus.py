@@ -24,14 +24,14 @@ the worker, the process or the order that loads it: resumed and distributed runs
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import math
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,14 +96,18 @@ class DataReport:
 
     def skip(self, video_id: str, problem: BadVideo) -> None:
         if self.strict:
-            raise DecembertError(f"video {video_id}: {problem} (--strict stops at the first bad video; without it, such videos are skipped and counted)")
+            raise DecembertError(
+                f"video {video_id}: {problem} (--strict stops at the first bad video; without it, such videos are skipped and counted)"
+            )
         self.skipped[problem.kind] += 1
         self.examples.setdefault(problem.kind, f"{video_id}: {problem}")
 
     def fix(self, video_id: str, counts: Counter[str]) -> None:
         if counts and self.strict:
             kind = next(iter(counts))
-            raise DecembertError(f"video {video_id}: {kind} (--strict stops at the first problem; without it, these are fixed and counted)")
+            raise DecembertError(
+                f"video {video_id}: {kind} (--strict stops at the first problem; without it, these are fixed and counted)"
+            )
         for kind, n in counts.items():
             self.fixed[kind] += n
             self.examples.setdefault(kind, video_id)
@@ -141,7 +145,7 @@ def _video_list(root: Path, value: str) -> set[str] | None:
     path = _under(root, value)
     if not path.is_file():
         if value != DataConfig.videos_csv:
-            raise DecembertError(f"data.videos_csv: {path} not found (set it to \"\" to use every captioned video)")
+            raise DecembertError(f'data.videos_csv: {path} not found (set it to "" to use every captioned video)')
         return None
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
@@ -164,7 +168,10 @@ def check_streams(dir_2d: Path, dir_3d: Path, dims: tuple[int, int], fps_3d: flo
     from decembert_cli.data.feature_store import read_stream_meta
 
     rate_3d = fps_3d
-    for folder, dim, key, stream in ((dir_2d, dims[0], "feature_dim_2d", "2d"), (dir_3d, dims[1], "feature_dim_3d", "3d")):
+    for folder, dim, key, stream in (
+        (dir_2d, dims[0], "feature_dim_2d", "2d"),
+        (dir_3d, dims[1], "feature_dim_3d", "3d"),
+    ):
         meta = read_stream_meta(folder)
         if meta is None:
             continue
@@ -174,7 +181,9 @@ def check_streams(dir_2d: Path, dir_3d: Path, dims: tuple[int, int], fps_3d: flo
                 f"expects {dim}; set --set model.{key}={meta['dim']}"
             )
         if stream == "2d" and float(meta["rate"]) != 1.0:
-            raise DecembertError(f"{folder}/stream.json: 2D features at {meta['rate']}/s; pre-training reads them at 1/s")
+            raise DecembertError(
+                f"{folder}/stream.json: 2D features at {meta['rate']}/s; pre-training reads them at 1/s"
+            )
         if stream == "3d":
             rate_3d = float(meta["rate"])
     return rate_3d
@@ -194,11 +203,15 @@ def open_howto100m(
         raise DecembertError(f"data.root: folder {root} not found")
     captions_path = _captions_path(root, config.captions)
     source = open_captions(captions_path)
-    trim = config.trim_overlap == "on" or (config.trim_overlap == "auto" and captions_path.name.startswith("raw_caption"))
+    trim = config.trim_overlap == "on" or (
+        config.trim_overlap == "auto" and captions_path.name.startswith("raw_caption")
+    )
     wanted = _video_list(root, config.videos_csv)
     dir_2d = _folder(root, config.features_2d, "features_2d")
     dir_3d = _folder(root, config.features_3d, "features_3d")
-    dense_dir = _folder(root, config.dense_captions, "dense_captions") if config.use_dense and config.dense_captions else None
+    dense_dir = (
+        _folder(root, config.dense_captions, "dense_captions") if config.use_dense and config.dense_captions else None
+    )
     fps_3d = check_streams(dir_2d, dir_3d, dims, config.fps_3d)
     if config.min_clips < 1:
         raise DecembertError(f"data.min_clips must be at least 1, got {config.min_clips}")
@@ -214,22 +227,34 @@ def open_howto100m(
             captions = clean_captions(source.get(video_id), trim_rolling=trim, counts=counts)
             report.fix(video_id, counts)
             if len(captions) < config.min_clips:
-                raise BadVideo(f"{len(captions)} usable captions, fewer than data.min_clips={config.min_clips}", "too few clips")
+                raise BadVideo(
+                    f"{len(captions)} usable captions, fewer than data.min_clips={config.min_clips}", "too few clips"
+                )
             path_2d, path_3d = dir_2d / f"{video_id}.npy", dir_3d / f"{video_id}.npy"
             seconds = feature_seconds(path_2d, path_3d, dim_2d=dims[0], dim_3d=dims[1], fps_3d=fps_3d)
             inside = [i for i, s in enumerate(captions.start) if math.floor(s) < seconds]
             if len(inside) < len(captions):
-                report.fix(video_id, Counter({"caption lines after the end of the features (dropped)": len(captions) - len(inside)}))
+                report.fix(
+                    video_id,
+                    Counter({"caption lines after the end of the features (dropped)": len(captions) - len(inside)}),
+                )
                 captions = VideoCaptions(
-                    video_id, [captions.start[i] for i in inside], [captions.end[i] for i in inside], [captions.text[i] for i in inside]
+                    video_id,
+                    [captions.start[i] for i in inside],
+                    [captions.end[i] for i in inside],
+                    [captions.text[i] for i in inside],
                 )
                 if len(captions) < config.min_clips:
                     raise BadVideo(f"{len(captions)} captions fall within the {seconds} s of features", "too few clips")
             dense = None
             if dense_dir is not None:
-                dense = next((p for p in (dense_dir / f"{video_id}.json", dense_dir / f"{video_id}.npy") if p.is_file()), None)
+                dense = next(
+                    (p for p in (dense_dir / f"{video_id}.json", dense_dir / f"{video_id}.npy") if p.is_file()), None
+                )
                 if dense is None:
-                    raise BadVideo(f"no dense captions ({video_id}.json or .npy) in {dense_dir}", "dense captions missing")
+                    raise BadVideo(
+                        f"no dense captions ({video_id}.json or .npy) in {dense_dir}", "dense captions missing"
+                    )
         except BadVideo as problem:
             report.skip(video_id, problem)
             continue
@@ -242,38 +267,19 @@ def open_howto100m(
     return records
 
 
-def open_sample(
+def open_corpus(
+    name: str,
     config: DataConfig,
-    report: DataReport,
     dims: tuple[int, int],
+    *,
+    strict: bool,
     progress: Callable[[int, int], None] | None = None,
-) -> list[VideoRecord]:
-    """The built-in synthetic corpus: generated on first use, read as HowTo100M, with its true alignment."""
-    from decembert_cli.data.sample_corpus import generate, is_sample_corpus, load_alignment
+) -> tuple[list[VideoRecord], DataReport]:
+    """The usable videos of corpus `name` (a `decembert.corpora` plugin) and what it skipped."""
+    from decembert_cli.registry import corpora
 
-    root = Path(config.root).expanduser() if config.root else default_sample_dir(dims)
-    if not is_sample_corpus(root):
-        if dims[0] != dims[1]:
-            raise DecembertError("the sample corpus has equal 2D and 3D widths; set model.feature_dim_2d = model.feature_dim_3d")
-        generate(root, feature_dim_2d=dims[0], feature_dim_3d=dims[1])
-    records = open_howto100m(dataclasses.replace(config, root=str(root)), report, dims, progress)
-    alignment = load_alignment(root)
-    for record in records:
-        truth = alignment.get(record.video_id)
-        if truth is not None and len(truth) == len(record.captions):
-            record.aligned_to = list(truth)
-    return records
-
-
-def default_sample_dir(dims: tuple[int, int]) -> Path:
-    """Where `--data sample` generates the corpus when `data.root` is empty (one folder per format and width)."""
-    import os
-
-    from decembert_cli.data.sample_corpus import SAMPLE_FORMAT
-
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    version = SAMPLE_FORMAT.rsplit("/", 1)[-1]
-    return cache / "decembert" / f"sample-v{version}-d{dims[0]}"
+    report = DataReport(strict=strict)
+    return corpora.load(name)(config, report, dims, progress), report
 
 
 def split_videos(records: list[VideoRecord], val_videos: int) -> tuple[list[VideoRecord], list[VideoRecord]]:
@@ -306,7 +312,12 @@ def clip_window(captions: VideoCaptions, i: int, seconds: int) -> tuple[int, int
 
 
 def pick_dense_captions(
-    frames: list[list[str]], interval: float, window: tuple[float, float], per_frame: int, most: int, rng: np.random.Generator | None
+    frames: list[list[str]],
+    interval: float,
+    window: tuple[float, float],
+    per_frame: int,
+    most: int,
+    rng: np.random.Generator | None,
 ) -> list[str]:
     """Dense captions of the frames inside `window` (seconds): `per_frame` of each frame, at most `most` in all.
 
@@ -407,7 +418,9 @@ class PretrainDataset(torch.utils.data.Dataset):
         return int(self.first_clip[item]) + int(np.random.default_rng([self.seed, epoch, item, 1]).integers(n_clips))
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
-        return collate(samples, cls_id=self.cls_id, sep_id=self.sep_id, pad_id=self.pad_id, max_video_tokens=self.max_video_tokens)
+        return collate(
+            samples, cls_id=self.cls_id, sep_id=self.sep_id, pad_id=self.pad_id, max_video_tokens=self.max_video_tokens
+        )
 
     def _tokens(self, texts: list[str]) -> list[list[int]]:
         if not texts:
@@ -437,7 +450,9 @@ class PretrainDataset(torch.utils.data.Dataset):
     def _found_bad(self, v: int, problem: BadVideo) -> None:
         video_id = self.records[v].video_id
         if self.strict:
-            raise DecembertError(f"video {video_id}: {problem}; fix or remove its files and run again, or leave out --strict to skip such videos")
+            raise DecembertError(
+                f"video {video_id}: {problem}; fix or remove its files and run again, or leave out --strict to skip such videos"
+            )
         self.bad_videos.add(v)
         print(f"note: video {video_id} skipped for the rest of the run: {problem}", file=sys.stderr)
         if self.skip_log is not None:

@@ -47,7 +47,9 @@ def read_paper_npy(path: str | Path) -> list[list[str]]:
         with open(path, "rb") as handle:
             version = npy_format.read_magic(handle)
             shape, _fortran, dtype = (
-                npy_format.read_array_header_1_0(handle) if version == (1, 0) else npy_format.read_array_header_2_0(handle)
+                npy_format.read_array_header_1_0(handle)
+                if version == (1, 0)
+                else npy_format.read_array_header_2_0(handle)
             )
             if dtype != np.dtype(object):
                 array = np.load(path, allow_pickle=False)  # e.g. a plain string array
@@ -56,7 +58,10 @@ def read_paper_npy(path: str | Path) -> list[list[str]]:
     except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, TypeError) as exc:
         raise BadVideo(f"dense captions {path.name} unreadable ({exc})", "dense captions unreadable") from None
     if not isinstance(array, np.ndarray) or array.ndim != 1:
-        raise BadVideo(f"dense captions {path.name}: expected a 1-D array of per-frame lists, got shape {getattr(array, 'shape', '?')}", "dense captions unreadable")
+        raise BadVideo(
+            f"dense captions {path.name}: expected a 1-D array of per-frame lists, got shape {getattr(array, 'shape', '?')}",
+            "dense captions unreadable",
+        )
     frames: list[list[str]] = []
     for i, entry in enumerate(array.tolist()):
         if isinstance(entry, (str, bytes)):
@@ -66,7 +71,10 @@ def read_paper_npy(path: str | Path) -> list[list[str]]:
         elif entry is None:
             frames.append([])
         else:
-            raise BadVideo(f"dense captions {path.name}: frame {i} is a {type(entry).__name__}, expected a list of strings", "dense captions unreadable")
+            raise BadVideo(
+                f"dense captions {path.name}: frame {i} is a {type(entry).__name__}, expected a list of strings",
+                "dense captions unreadable",
+            )
     return frames
 
 
@@ -131,7 +139,9 @@ def read_store_json(path: str | Path) -> tuple[list[list[str]], float]:
             "dense captions unreadable",
         )
     if not isinstance(interval, (int, float)) or interval <= 0:
-        raise BadVideo(f"dense captions {path.name}: 'interval' must be a positive number of seconds", "dense captions unreadable")
+        raise BadVideo(
+            f"dense captions {path.name}: 'interval' must be a positive number of seconds", "dense captions unreadable"
+        )
     return [[_as_text(c) for c in frame] for frame in frames], float(interval)
 
 

@@ -38,9 +38,13 @@ def read_stream_meta(folder: Path) -> dict[str, Any] | None:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DecembertError(f"cannot read {path} ({exc}); delete it if the folder holds HowTo100M's own features") from None
+        raise DecembertError(
+            f"cannot read {path} ({exc}); delete it if the folder holds HowTo100M's own features"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FEATURES_FORMAT:
-        raise DecembertError(f"{path} is not a {FEATURES_FORMAT} stream file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise DecembertError(
+            f"{path} is not a {FEATURES_FORMAT} stream file (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     return meta
 
 

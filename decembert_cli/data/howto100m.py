@@ -20,9 +20,10 @@ import re
 import unicodedata
 import zipfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -73,7 +74,9 @@ class JsonCaptions:
             raise DecembertError(f"cannot read {path}: {exc}") from None
         data = decode_json(text, str(path))
         if not isinstance(data, dict):
-            raise DecembertError(f"{path}: expected an object {{video_id: {{start, end, text}}}}, got a {type(data).__name__}")
+            raise DecembertError(
+                f"{path}: expected an object {{video_id: {{start, end, text}}}}, got a {type(data).__name__}"
+            )
         self.path = path
         self._data = data
 
@@ -83,7 +86,9 @@ class JsonCaptions:
     def get(self, video_id: str) -> VideoCaptions:
         entry = self._data.get(video_id)
         if not isinstance(entry, dict):
-            raise BadVideo("no caption entry" if entry is None else "caption entry is not an object", "malformed caption entry")
+            raise BadVideo(
+                "no caption entry" if entry is None else "caption entry is not an object", "malformed caption entry"
+            )
         missing = [k for k in ("start", "end", "text") if k not in entry]
         if missing:
             raise BadVideo(f"caption entry lacks {', '.join(missing)}", "malformed caption entry")
@@ -222,7 +227,10 @@ def clean_captions(raw: VideoCaptions, *, trim_rolling: bool, counts: Counter[st
     """
     n = (len(raw.start), len(raw.end), len(raw.text))
     if len(set(n)) != 1:
-        raise BadVideo(f"caption lists of unequal length (start {n[0]}, end {n[1]}, text {n[2]})", "caption lists of unequal length")
+        raise BadVideo(
+            f"caption lists of unequal length (start {n[0]}, end {n[1]}, text {n[2]})",
+            "caption lists of unequal length",
+        )
     start, end = _seconds(raw.start, "start"), _seconds(raw.end, "end")
     texts = [collapse_spaces("" if t is None else str(t)) for t in raw.text]
     counts = Counter() if counts is None else counts
@@ -256,9 +264,15 @@ def _load_stream(path: Path, expected_dim: int, stream: str) -> np.ndarray:
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise BadVideo(f"{stream} feature file unreadable or truncated ({path.name}: {exc})", f"{stream} feature file unreadable or truncated") from None
+        raise BadVideo(
+            f"{stream} feature file unreadable or truncated ({path.name}: {exc})",
+            f"{stream} feature file unreadable or truncated",
+        ) from None
     if array.ndim != 2 or array.shape[0] == 0:
-        raise BadVideo(f"{stream} features have shape {array.shape}, expected (T > 0, {expected_dim})", f"{stream} features of the wrong shape")
+        raise BadVideo(
+            f"{stream} features have shape {array.shape}, expected (T > 0, {expected_dim})",
+            f"{stream} features of the wrong shape",
+        )
     if array.shape[1] != expected_dim:
         raise BadVideo(
             f"{stream} features are {array.shape[1]} wide, expected {expected_dim} (model.feature_dim_{stream.lower()})",
@@ -267,7 +281,9 @@ def _load_stream(path: Path, expected_dim: int, stream: str) -> np.ndarray:
     return array
 
 
-def feature_seconds(path_2d: Path, path_3d: Path, *, dim_2d: int = 2048, dim_3d: int = 2048, fps_3d: float = FPS_3D) -> int:
+def feature_seconds(
+    path_2d: Path, path_3d: Path, *, dim_2d: int = 2048, dim_3d: int = 2048, fps_3d: float = FPS_3D
+) -> int:
     """Seconds T on the 1 s grid that both streams of one video cover; checks the files' headers only."""
     f2 = _load_stream(path_2d, dim_2d, "2D")
     f3 = _load_stream(path_3d, dim_3d, "3D")

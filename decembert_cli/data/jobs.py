@@ -14,9 +14,10 @@ import queue
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from decembert_cli.data.video import VIDEO_EXTENSIONS
 from decembert_cli.errors import DecembertError
@@ -94,14 +95,30 @@ def list_videos(inputs: Iterable[Path]) -> tuple[list[VideoJob], list[Failure], 
         elif item.exists() or item.suffix.lower() in VIDEO_EXTENSIONS:
             entries.append((item.stem, item))
         else:
-            raise DecembertError(f"{item} does not exist; pass video files, folders of videos or a list file (.txt/.csv)")
+            raise DecembertError(
+                f"{item} does not exist; pass video files, folders of videos or a list file (.txt/.csv)"
+            )
     jobs: dict[str, VideoJob] = {}
     failures = []
     for video_id, path in entries:
         if not safe_id(video_id):
-            failures.append(Failure(video_id, str(path), "unsafe id", f"video id {video_id!r} could write outside the output folder; rename it"))
+            failures.append(
+                Failure(
+                    video_id,
+                    str(path),
+                    "unsafe id",
+                    f"video id {video_id!r} could write outside the output folder; rename it",
+                )
+            )
         elif video_id in jobs:
-            failures.append(Failure(video_id, str(path), "duplicate id", f"id {video_id!r} is also {jobs[video_id].path}; rename one of them"))
+            failures.append(
+                Failure(
+                    video_id,
+                    str(path),
+                    "duplicate id",
+                    f"id {video_id!r} is also {jobs[video_id].path}; rename one of them",
+                )
+            )
         else:
             jobs[video_id] = VideoJob(video_id, path)
     return [jobs[k] for k in sorted(jobs)], failures, ignored
@@ -155,7 +172,9 @@ class JobLog:
         try:
             os.write(fd, line)
         except OSError as exc:
-            raise DecembertError(f"cannot write {self.path}: {exc.strerror}; finished videos are kept, rerun to go on") from None
+            raise DecembertError(
+                f"cannot write {self.path}: {exc.strerror}; finished videos are kept, rerun to go on"
+            ) from None
         finally:
             os.close(fd)
 
@@ -189,7 +208,9 @@ class WorkPlan:
     ignored: list[str]  # files skipped as not videos by extension
 
 
-def plan_work(inputs: Iterable[Path], shard: tuple[int, int], is_done: Callable[[VideoJob], bool], failures: JobLog) -> WorkPlan:
+def plan_work(
+    inputs: Iterable[Path], shard: tuple[int, int], is_done: Callable[[VideoJob], bool], failures: JobLog
+) -> WorkPlan:
     """Split the inputs' videos of `shard` into done and to-do; log this shard's unusable entries.
 
     Failures logged by an earlier run for videos tried again now are dropped from the log first, so

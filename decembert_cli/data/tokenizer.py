@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-def load_tokenizer(source: str) -> "PreTrainedTokenizerBase":
+def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
     """A BERT tokenizer from `source`: the packaged name, a local directory or a hub id."""
     from transformers import AutoTokenizer
 
@@ -25,5 +25,7 @@ def load_tokenizer(source: str) -> "PreTrainedTokenizerBase":
         ) from exc
     for name in ("sep_token_id", "mask_token_id", "pad_token_id"):
         if getattr(tokenizer, name) is None:
-            raise DecembertError(f"the tokenizer from '{source}' has no {name[:-9]} token; use a BERT WordPiece tokenizer")
+            raise DecembertError(
+                f"the tokenizer from '{source}' has no {name[:-9]} token; use a BERT WordPiece tokenizer"
+            )
     return tokenizer

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -121,7 +122,9 @@ class _PyAV:
         stream = self._container.streams.video[0]
         if stream.codec_context is None:
             self._container.close()
-            raise VideoError("FFmpeg has no decoder for its video codec; re-encode it, e.g. to H.264", "unsupported codec")
+            raise VideoError(
+                "FFmpeg has no decoder for its video codec; re-encode it, e.g. to H.264", "unsupported codec"
+            )
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else 0.0
@@ -244,7 +247,9 @@ def clip_grid(size: int, frames: int, fps: float, rate: float = 1.0) -> Grid:
 
 def consecutive_clip_grid(size: int, frames: int, fps: float) -> Grid:
     """Back-to-back clips of `frames` frames at `fps` (HowTo100M's 3D: 16 at 24 fps = 1.5 clips/s)."""
-    return Grid(rate=fps / frames, phase=0.0, offsets=tuple(j / fps for j in range(frames)), size=size, keep_until_last=True)
+    return Grid(
+        rate=fps / frames, phase=0.0, offsets=tuple(j / fps for j in range(frames)), size=size, keep_until_last=True
+    )
 
 
 def resize_crop(image: np.ndarray, size: int) -> np.ndarray:

@@ -15,9 +15,10 @@ the output, for the store.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -88,13 +89,21 @@ class Florence2:
     def meta(self) -> dict[str, Any]:
         from decembert_cli.model.weights import state_sha256
 
-        return {"backend": "florence2", "model": self.name, "model_sha256": state_sha256(self.model), "task": TASK,
-                "generation": {k: v for k, v in sorted(self.generate.items())}}  # fmt: skip
+        return {
+            "backend": "florence2",
+            "model": self.name,
+            "model_sha256": state_sha256(self.model),
+            "task": TASK,
+            "generation": {k: v for k, v in sorted(self.generate.items())},
+        }
 
     def raw(self, frames: list[np.ndarray]) -> list[str]:
         """The generated text of each frame (RGB pixels), special and location tokens included."""
         inputs = self.processor(text=[TASK] * len(frames), images=list(frames), return_tensors="pt")
-        inputs = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device)) for k, v in inputs.items()}
+        inputs = {
+            k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+            for k, v in inputs.items()
+        }
         with torch.inference_mode():
             ids = self.model.generate(**inputs, **self.generate)
         return self.processor.batch_decode(ids, skip_special_tokens=False)
@@ -104,7 +113,9 @@ class Florence2:
         return [parse_florence2(text, (f.pixels.shape[1], f.pixels.shape[0])) for text, f in zip(texts, frames)]
 
 
-def florence2(model: str | None, device: torch.device, autocast: torch.dtype | None, options: dict[str, Any]) -> Florence2:
+def florence2(
+    model: str | None, device: torch.device, autocast: torch.dtype | None, options: dict[str, Any]
+) -> Florence2:
     """The `florence2` backend (default model microsoft/Florence-2-large)."""
     return Florence2(model or DEFAULT_FLORENCE2, device, autocast, options)
 
@@ -114,7 +125,7 @@ class Oracle:
 
     A sample video `ROOT/videos/{id}.mp4` (or a downstream clip, `ROOT/msrvtt/videos/{id}.mp4`) was
     rendered from a plan that `ROOT/meta.json` re-derives;
-    the regions of the frame at t are `sample_corpus.scene_regions(plan, t)`: the object on screen
+    the regions of the frame at t are `sample.corpus.scene_regions(plan, t)`: the object on screen
     with the box it is drawn in, and background captions (the same captions `sample-data` writes
     in the paper's layout when it synthesises features). No pixels are looked at. Any other video
     is refused: this backend exists so the demo runs the real command offline, not to caption data.
@@ -124,27 +135,35 @@ class Oracle:
         self._plans: dict[Path, dict[str, dict]] = {}
 
     def meta(self) -> dict[str, Any]:
-        from decembert_cli.data.sample_corpus import SAMPLE_FORMAT
+        from decembert_cli.data.sample.corpus import SAMPLE_FORMAT
 
         return {"backend": "oracle", "model": f"{SAMPLE_FORMAT} scene description", "model_sha256": None}
 
     def _plan(self, frame: Frame) -> dict:
-        from decembert_cli.data.sample_corpus import plans
+        from decembert_cli.data.sample.corpus import plans
 
         folder = Path(frame.source).resolve().parent.parent  # ROOT/videos/ID.mp4 or ROOT/msrvtt/videos/ID.mp4
-        root = folder.parent if not (folder / "meta.json").is_file() and (folder.parent / "meta.json").is_file() else folder
+        root = (
+            folder.parent
+            if not (folder / "meta.json").is_file() and (folder.parent / "meta.json").is_file()
+            else folder
+        )
         if root not in self._plans:
             try:
                 self._plans[root] = plans(root)
             except DecembertError as exc:
-                raise DecembertError(f"the oracle captioner reads only sample-corpus videos (ROOT/videos/ID.mp4): {exc}") from None
+                raise DecembertError(
+                    f"the oracle captioner reads only sample-corpus videos (ROOT/videos/ID.mp4): {exc}"
+                ) from None
         plan = self._plans[root].get(frame.video_id)
         if plan is None:
-            raise DecembertError(f"{frame.source}: the sample corpus in {root} has no video '{frame.video_id}'; the oracle captions only its videos")
+            raise DecembertError(
+                f"{frame.source}: the sample corpus in {root} has no video '{frame.video_id}'; the oracle captions only its videos"
+            )
         return plan
 
     def caption(self, frames: list[Frame]) -> list[list[Region]]:
-        from decembert_cli.data.sample_corpus import scene_regions
+        from decembert_cli.data.sample.corpus import scene_regions
 
         out = []
         for f in frames:
@@ -157,5 +176,7 @@ def oracle(model: str | None, device: torch.device, autocast: torch.dtype | None
     """The `oracle` backend: the sample corpus' scene description (synthetic data only)."""
     if model or options:
         given = "--model" if model else f"--{sorted(options)[0].replace('_', '-')}"
-        raise DecembertError(f"{given}: the oracle backend takes no model and no options (it reads the sample corpus' meta.json)")
+        raise DecembertError(
+            f"{given}: the oracle backend takes no model and no options (it reads the sample corpus' meta.json)"
+        )
     return Oracle()

@@ -24,9 +24,10 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from decembert_cli.data.howto100m import BadVideo
 from decembert_cli.data.jobs import Failure
@@ -36,7 +37,11 @@ from decembert_cli.io import decode_json
 
 DEFAULT_PATTERN = r"(?:^|[\\/])(?P<video>[^\\/]+?)(?:[\\/]|[_-](?=\d+\.\w+$))(?P<frame>\d+)\.\w+$"
 _BARE = re.compile(r"^(?P<frame>\d+)\.\w+$")  # a frame file name alone (densecap writes base names)
-FORMATS = {"johnson": "densecap (Johnson et al.)", "yang": "densecap with context (Yang et al.)", "paper": "paper per-video .npy"}
+FORMATS = {
+    "johnson": "densecap (Johnson et al.)",
+    "yang": "densecap with context (Yang et al.)",
+    "paper": "paper per-video .npy",
+}
 
 
 @dataclass
@@ -53,7 +58,9 @@ class Importer:
     def __init__(self, options: dict[str, Any]) -> None:
         unknown = set(options) - {"pattern", "frame_base", "video"}
         if unknown:
-            raise DecembertError(f"'{sorted(unknown)[0]}': the import backend takes only --option pattern=REGEX, frame_base=N and video=ID")
+            raise DecembertError(
+                f"'{sorted(unknown)[0]}': the import backend takes only --option pattern=REGEX, frame_base=N and video=ID"
+            )
         self.video = options.get("video") or None
         text = options.get("pattern") or DEFAULT_PATTERN
         try:
@@ -62,15 +69,25 @@ class Importer:
             raise DecembertError(f"--option pattern={text}: not a regular expression ({exc})") from None
         groups = set(self.pattern.groupindex)
         if "video" not in groups or not groups & {"frame", "time"}:
-            raise DecembertError(f"--option pattern={text}: name the groups (?P<video>...) and (?P<frame>...) or (?P<time>...)")
+            raise DecembertError(
+                f"--option pattern={text}: name the groups (?P<video>...) and (?P<frame>...) or (?P<time>...)"
+            )
         try:
             self.frame_base = int(options.get("frame_base", 1))
         except ValueError:
-            raise DecembertError(f"--option frame_base={options['frame_base']}: use an integer (1 for ffmpeg's numbering)") from None
+            raise DecembertError(
+                f"--option frame_base={options['frame_base']}: use an integer (1 for ffmpeg's numbering)"
+            ) from None
 
     def meta(self) -> dict[str, Any]:
-        return {"backend": "import", "model": None, "model_sha256": None, "pattern": self.pattern.pattern, "frame_base": self.frame_base,
-                "video": self.video}  # fmt: skip
+        return {
+            "backend": "import",
+            "model": None,
+            "model_sha256": None,
+            "pattern": self.pattern.pattern,
+            "frame_base": self.frame_base,
+            "video": self.video,
+        }
 
     def files(self, inputs: Iterable[Path]) -> tuple[list[Path], list[str]]:
         """The .json and .npy files among `inputs` (folders searched recursively), and the files ignored."""
@@ -101,8 +118,12 @@ class Importer:
         elif isinstance(data, dict) and data and all(isinstance(v, dict) and "captions" in v for v in data.values()):
             yield from self._images(path, "yang", list(data.items()), interval)
         else:
-            yield Failure(path.stem, str(path), "unknown format",
-                          'neither densecap\'s {"results": [...]} nor {image_file: {"boxes", "logprobs", "captions"}}')  # fmt: skip
+            yield Failure(
+                path.stem,
+                str(path),
+                "unknown format",
+                'neither densecap\'s {"results": [...]} nor {image_file: {"boxes", "logprobs", "captions"}}',
+            )
 
     def _paper(self, path: Path, interval: float) -> Iterator[ImportedVideo | Failure]:
         from decembert_cli.data.densecap import read_paper_npy
@@ -130,7 +151,9 @@ class Importer:
         except (ValueError, OverflowError):  # not a number, or one too large for a time
             return None
 
-    def _images(self, path: Path, fmt: str, entries: list[tuple[Any, Any]], interval: float) -> Iterator[ImportedVideo | Failure]:
+    def _images(
+        self, path: Path, fmt: str, entries: list[tuple[Any, Any]], interval: float
+    ) -> Iterator[ImportedVideo | Failure]:
         by_video: dict[str, dict[float, list[Region]]] = defaultdict(dict)
         bad: dict[str, str] = {}
         unmatched: list[str] = []
@@ -154,8 +177,12 @@ class Importer:
                 continue
             by_video[video_id][round(t, 3)] = regions
         if unmatched:
-            yield Failure(path.stem, str(path), "unmatched image name",
-                          f"{len(unmatched)} image names (first: {unmatched[0]!r}) do not match --option pattern={self.pattern.pattern}")  # fmt: skip
+            yield Failure(
+                path.stem,
+                str(path),
+                "unmatched image name",
+                f"{len(unmatched)} image names (first: {unmatched[0]!r}) do not match --option pattern={self.pattern.pattern}",
+            )
         for video_id, reason in bad.items():
             yield Failure(video_id, str(path), "bad entry", reason)
         for video_id, frames in by_video.items():
@@ -168,7 +195,9 @@ def _regions(entry: Any, fmt: str) -> list[Region]:
     captions, boxes = entry["captions"], entry["boxes"]
     scores = entry.get("scores" if fmt == "johnson" else "logprobs")
     if not isinstance(captions, list) or not isinstance(boxes, list) or len(boxes) != len(captions):
-        raise ValueError(f"{len(boxes) if isinstance(boxes, list) else '?'} boxes for {len(captions) if isinstance(captions, list) else '?'} captions")
+        raise ValueError(
+            f"{len(boxes) if isinstance(boxes, list) else '?'} boxes for {len(captions) if isinstance(captions, list) else '?'} captions"
+        )
     if scores is not None and (not isinstance(scores, list) or len(scores) != len(captions)):
         raise ValueError(f"{'scores' if fmt == 'johnson' else 'logprobs'} must be a list, one per caption")
     out = []

@@ -20,12 +20,23 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from decembert_cli.data.densecap import STORE_FORMAT, store_record
-from decembert_cli.data.jobs import Failure, JobLog, VideoJob, check_writable, keep_settings, log_names, plan_work, put_until_stopped, safe_id
+from decembert_cli.data.jobs import (
+    Failure,
+    JobLog,
+    VideoJob,
+    check_writable,
+    keep_settings,
+    log_names,
+    plan_work,
+    put_until_stopped,
+    safe_id,
+)
 from decembert_cli.data.video import Decoded, Grid, VideoError, frame_grid, open_video, sample
 from decembert_cli.densecap.backends import Captioner, Frame, ImportBackend
 from decembert_cli.densecap.importers import FORMATS
@@ -92,8 +103,15 @@ def _open_store(out: Path, backend: Any, options: CaptionOptions) -> tuple[dict[
     return settings, videos_log, failures_log
 
 
-def _write_record(out: Path, video_id: str, frames: list[tuple[float, list[Region]]], meta: dict[str, Any],
-                  top_k: int, videos_log: JobLog, summary: CaptionSummary) -> None:  # fmt: skip
+def _write_record(
+    out: Path,
+    video_id: str,
+    frames: list[tuple[float, list[Region]]],
+    meta: dict[str, Any],
+    top_k: int,
+    videos_log: JobLog,
+    summary: CaptionSummary,
+) -> None:
     """One video's record, written atomically, then its log line: the record existing = done."""
     kept = [{"time": round(t, 3), "regions": [r.as_dict() for r in _keep(regions, top_k)]} for t, regions in frames]
     record = store_record(video_id, meta["interval"], kept, meta)
@@ -146,7 +164,12 @@ class _Reader(threading.Thread):
                 self._put(("fatal", exc))
                 return
             except Exception as exc:  # one video must never stop the run
-                self._put(("fail", Failure(job.video_id, str(job.path), "unexpected error", f"{exc.__class__.__name__}: {exc}")))
+                self._put(
+                    (
+                        "fail",
+                        Failure(job.video_id, str(job.path), "unexpected error", f"{exc.__class__.__name__}: {exc}"),
+                    )
+                )
         self._put(("done",))
 
 
@@ -168,7 +191,9 @@ def caption_videos(
     out = Path(options.out).expanduser()
     settings, videos_log, failures_log = _open_store(out, captioner, options)
     plan = plan_work(inputs, options.shard, lambda job: (out / f"{job.video_id}.json").is_file(), failures_log)
-    summary = CaptionSummary(videos=plan.videos, already_done=len(plan.done), failed=plan.failed, ignored_files=plan.ignored)
+    summary = CaptionSummary(
+        videos=plan.videos, already_done=len(plan.done), failed=plan.failed, ignored_files=plan.ignored
+    )
     _relog([job.video_id for job in plan.done], out, videos_log)
     if on_start is not None:
         on_start(len(plan.todo))
@@ -299,14 +324,22 @@ def import_captions(
                 summary.failed[item.kind] += 1
                 continue
             if not safe_id(item.video_id):
-                failure = Failure(item.video_id, item.source, "unsafe id",
-                                  f"video id {item.video_id!r} could write outside the output folder; rename the image or fix --option pattern/video")  # fmt: skip
+                failure = Failure(
+                    item.video_id,
+                    item.source,
+                    "unsafe id",
+                    f"video id {item.video_id!r} could write outside the output folder; rename the image or fix --option pattern/video",
+                )
                 failures_log.append(failure.as_dict())
                 summary.failed[failure.kind] += 1
                 continue
             if item.video_id in seen:
-                failure = Failure(item.video_id, item.source, "duplicate id",
-                                  "this video was also in an earlier input of this run; give each video's frames in one file")  # fmt: skip
+                failure = Failure(
+                    item.video_id,
+                    item.source,
+                    "duplicate id",
+                    "this video was also in an earlier input of this run; give each video's frames in one file",
+                )
                 failures_log.append(failure.as_dict())
                 summary.failed[failure.kind] += 1
                 continue
@@ -316,7 +349,13 @@ def import_captions(
                 _relog([item.video_id], out, videos_log)
                 continue
             failures_log.forget({item.video_id})
-            record_meta = {**meta, "source": item.source, "imported_from": FORMATS[item.format], "width": None, "height": None}
+            record_meta = {
+                **meta,
+                "source": item.source,
+                "imported_from": FORMATS[item.format],
+                "width": None,
+                "height": None,
+            }
             _write_record(out, item.video_id, item.frames, record_meta, options.top_k, videos_log, summary)
         if on_video is not None:
             on_video(path.name, "done")

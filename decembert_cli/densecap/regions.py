@@ -48,5 +48,10 @@ def parse_florence2(text: str, image_size: tuple[int, int]) -> list[Region]:
             continue
         for i in range(0, len(locs) - 3, 4):
             x1, y1, x2, y2 = locs[i : i + 4]
-            regions.append(Region(caption, (dequantise(x1, width), dequantise(y1, height), dequantise(x2, width), dequantise(y2, height))))
+            regions.append(
+                Region(
+                    caption,
+                    (dequantise(x1, width), dequantise(y1, height), dequantise(x2, width), dequantise(y2, height)),
+                )
+            )
     return regions

@@ -12,18 +12,19 @@ import dataclasses
 import functools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
+from decembert_cli import checkpoint as ckpt
 from decembert_cli.config import load_config, save_config, to_dict
 from decembert_cli.config.loader import from_dict
 from decembert_cli.config.schema import ModelConfig, NonNegativeInt, Positive, TrainConfig
 from decembert_cli.data.batch import VideoTextBatch
-from decembert_cli.engine import checkpoint as ckpt
 from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text, read_jsonl
@@ -124,14 +125,18 @@ def load_task(name: str) -> tuple[type, Any]:
     return task_cls, tasks.available()[name]
 
 
-def pretrained_encoder(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path, dict[str, torch.Tensor], dict | None]:
+def pretrained_encoder(
+    path: Path,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path, dict[str, torch.Tensor], dict | None]:
     """(model config dict, encoder state, file, whole pre-training state, BertConfig dict or None) of a
     pre-training checkpoint (file or run folder)."""
     file = ckpt.resolve(path)
     payload = ckpt.load_checkpoint(file)
     kind = payload.get("meta", {}).get("kind")
     if kind != "pretrain":
-        raise DecembertError(f"{file} is a {kind or 'unknown'} checkpoint; fine-tuning starts from a pre-training checkpoint (decembert pretrain)")
+        raise DecembertError(
+            f"{file} is a {kind or 'unknown'} checkpoint; fine-tuning starts from a pre-training checkpoint (decembert pretrain)"
+        )
     state = {k[len("encoder.") :]: v for k, v in payload["model"].items() if k.startswith("encoder.")}
     return payload["config"]["model"], state, file, payload["model"], payload.get("meta", {}).get("bert_config")
 
@@ -167,14 +172,18 @@ def resolve(task_name: str, config_source: str | None, overrides: list[str], che
 
     model_dict, encoder_state, file, pretrained, bert_config = pretrained_encoder(checkpoint)
     given = {o.split("=", 1)[0].strip() for o in overrides if o.strip().startswith("model.")}
-    merged = from_dict(ModelConfig, {**model_dict, **{k: v for k, v in to_dict(config.model).items() if f"model.{k}" in given}})
+    merged = from_dict(
+        ModelConfig, {**model_dict, **{k: v for k, v in to_dict(config.model).items() if f"model.{k}" in given}}
+    )
     # the weights come from the checkpoint: nothing is downloaded, and the tokenizer stays the one it was trained with
     pinned = {**to_dict(merged), "init": "none", "tokenizer": resolve_tokenizer(merged)}
     config = dataclasses.replace(config, model=from_dict(ModelConfig, pinned))
     return Resolved(task_cls, info, config, encoder_state, pretrained, str(file), bert_config)
 
 
-def prepare(task_name: str, config_source: str | None, overrides: list[str], run_dir: Path, checkpoint: Path | None) -> FinetuneSetup:
+def prepare(
+    task_name: str, config_source: str | None, overrides: list[str], run_dir: Path, checkpoint: Path | None
+) -> FinetuneSetup:
     """Resolve the config (the checkpoint's model settings first), build datasets, model and job."""
     from decembert_cli.data.corpus import validation_indices
     from decembert_cli.model import build_encoder, build_tokenizer, check_vocabulary
@@ -182,15 +191,19 @@ def prepare(task_name: str, config_source: str | None, overrides: list[str], run
     r = resolve(task_name, config_source, overrides, checkpoint)
     task_cls, config, init = r.task_cls, r.config, r.init
     if config.train.epoch_unit != "clip":
-        raise DecembertError(f"train.epoch_unit = {config.train.epoch_unit}: one clip per video is pre-training's epoch; "
-                             "fine-tuning passes over every training item (leave train.epoch_unit at clip)")  # fmt: skip
+        raise DecembertError(
+            f"train.epoch_unit = {config.train.epoch_unit}: one clip per video is pre-training's epoch; "
+            "fine-tuning passes over every training item (leave train.epoch_unit at clip)"
+        )
     torch.manual_seed(config.seed)
     task = task_cls(config.task)
     adapter = task.adapter()
     tokenizer = build_tokenizer(config.model)
     train_data = adapter.dataset("train", tokenizer, config.model, train=True)
     if len(train_data) == 0:
-        raise DecembertError(f"task {task_name}: the training split has no usable items (decembert data check {task_name} says why)")
+        raise DecembertError(
+            f"task {task_name}: the training split has no usable items (decembert data check {task_name} says why)"
+        )
     # validation as training scores it (targets, negatives, teacher forcing), deterministic per item;
     # items whose videos lack features are left out (evaluate is the strict one)
     val_data = adapter.dataset("val", tokenizer, config.model, train=True) if adapter.has_split("val") else None
@@ -199,19 +212,44 @@ def prepare(task_name: str, config_source: str | None, overrides: list[str], run
         try:
             missing, unexpected = encoder.load_state_dict(r.encoder_state, strict=False)
         except RuntimeError as exc:
-            raise DecembertError(f"{init}: the encoder does not fit this model config ({str(exc).splitlines()[-1].strip()})") from None
+            raise DecembertError(
+                f"{init}: the encoder does not fit this model config ({str(exc).splitlines()[-1].strip()})"
+            ) from None
         if missing or unexpected:
-            raise DecembertError(f"{init}: the encoder does not fit this model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise DecembertError(
+                f"{init}: the encoder does not fit this model config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
     check_vocabulary(tokenizer, encoder)
     model = TaskModel(encoder, task.head(encoder))
-    head_state = r.pretrained or {f"mlm.{k}": v for k, v in mlm_state.items()}  # a pre-training checkpoint, or model.init's MLM head
-    if head_state and hasattr(model.head, "from_pretraining"):  # e.g. retrieval starts from the VTM head, captioning from the MLM head
+    head_state = r.pretrained or {
+        f"mlm.{k}": v for k, v in mlm_state.items()
+    }  # a pre-training checkpoint, or model.init's MLM head
+    if head_state and hasattr(
+        model.head, "from_pretraining"
+    ):  # e.g. retrieval starts from the VTM head, captioning from the MLM head
         model.head.from_pretraining(head_state)
-    meta = {"kind": "finetune", "task": task_name, "task_package": r.info.package, "task_version": task_cls.version,
-            "task_state": task.state(), "init": init, "bert_config": encoder.bert.config.to_dict()}  # fmt: skip
+    meta = {
+        "kind": "finetune",
+        "task": task_name,
+        "task_package": r.info.package,
+        "task_version": task_cls.version,
+        "task_state": task.state(),
+        "init": init,
+        "bert_config": encoder.bert.config.to_dict(),
+    }
     val_keys = validation_indices(len(val_data), VAL_ITEMS) if val_data is not None else []
-    job = Job(model=model, train_data=train_data, collate=train_data.collate, config=config.train, seed=config.seed,
-              run_dir=run_dir, saved_config=to_dict(config), meta=meta, val_data=val_data, val_keys=val_keys)  # fmt: skip
+    job = Job(
+        model=model,
+        train_data=train_data,
+        collate=train_data.collate,
+        config=config.train,
+        seed=config.seed,
+        run_dir=run_dir,
+        saved_config=to_dict(config),
+        meta=meta,
+        val_data=val_data,
+        val_keys=val_keys,
+    )
     return FinetuneSetup(job, task, config, len(train_data), len(val_keys), init)
 
 
@@ -230,8 +268,15 @@ def finetune(setup: FinetuneSetup, *, resume: bool = False, **kwargs: Any) -> Tr
         teardown()
 
 
-def score_split(task: Any, model: TaskModel, data: Any, metric: Any, batch_size: int, device: torch.device,
-                progress: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+def score_split(
+    task: Any,
+    model: TaskModel,
+    data: Any,
+    metric: Any,
+    batch_size: int,
+    device: torch.device,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
     """Run every item of `data` through the model into `metric` (the task's own `evaluate` when it has one)."""
     model.eval()
     with torch.inference_mode():
@@ -281,25 +326,35 @@ def evaluate(
     payload = ckpt.load_checkpoint(file)
     meta = payload.get("meta", {})
     if meta.get("kind") != "finetune":
-        raise DecembertError(f"{file} is a {meta.get('kind') or 'unknown'} checkpoint; evaluate takes a fine-tuned one (decembert finetune {task_name})")
+        raise DecembertError(
+            f"{file} is a {meta.get('kind') or 'unknown'} checkpoint; evaluate takes a fine-tuned one (decembert finetune {task_name})"
+        )
     if meta.get("task") != task_name:
-        raise DecembertError(f"{file} was fine-tuned for task '{meta.get('task')}', not '{task_name}'; run decembert evaluate {meta.get('task')}")
+        raise DecembertError(
+            f"{file} was fine-tuned for task '{meta.get('task')}', not '{task_name}'; run decembert evaluate {meta.get('task')}"
+        )
     theirs, ours = str(meta.get("task_version", "?")), str(task_cls.version)
     if theirs.split(".")[0] != ours.split(".")[0]:
-        raise DecembertError(f"{file} was made by {task_name} {theirs} ({meta.get('task_package')}); the installed {info.package} has {ours}: "
-                             f"install version {theirs.split('.')[0]}.x of the plugin, or fine-tune again")  # fmt: skip
+        raise DecembertError(
+            f"{file} was made by {task_name} {theirs} ({meta.get('task_package')}); the installed {info.package} has {ours}: "
+            f"install version {theirs.split('.')[0]}.x of the plugin, or fine-tune again"
+        )
     config = from_dict(config_class(task_cls), payload["config"])
     for assignment in overrides:
         config = apply_override(config, assignment)
     from decembert_cli.model.weights import resolve_tokenizer
 
     # weights: the checkpoint's (nothing downloaded); the tokenizer: the one it was trained with
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, init="none", tokenizer=resolve_tokenizer(config.model)))
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, init="none", tokenizer=resolve_tokenizer(config.model))
+    )
     task = task_cls(config.task, state=meta.get("task_state"))
     split = split or task_cls.eval_split
     adapter = task.adapter()
     if not adapter.has_split(split):
-        raise DecembertError(f"task {task_name} has no {split} split here (decembert data check {task_name} lists the files)")
+        raise DecembertError(
+            f"task {task_name} has no {split} split here (decembert data check {task_name} lists the files)"
+        )
     tokenizer = build_tokenizer(config.model)
     data = adapter.dataset(split, tokenizer, config.model, train=False)
     encoder, _ = build_encoder(config.model, bert_config=meta.get("bert_config"))
@@ -317,12 +372,23 @@ def evaluate(
     out = Path(out) if out is not None else file.parent.parent / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
     protocol = metric.protocol() if hasattr(metric, "protocol") else {"split": split}
-    record = {"task": task_name, "split": split, "checkpoint": str(file), "task_version": ours, "items": n, "protocol": protocol,
-              "main_metric": task_cls.main_metric, "metrics": metrics, "seconds": round(seconds, 3)}  # fmt: skip
+    record = {
+        "task": task_name,
+        "split": split,
+        "checkpoint": str(file),
+        "task_version": ours,
+        "items": n,
+        "protocol": protocol,
+        "main_metric": task_cls.main_metric,
+        "metrics": metrics,
+        "seconds": round(seconds, 3),
+    }
     metrics_path = atomic_write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
     lines = "".join(json.dumps(p) + "\n" for p in metric.predictions())
     predictions_path = atomic_write_text(out / "predictions.jsonl", lines)
-    return Evaluation(task_name, split, metrics, task_cls.main_metric, n, seconds, metrics_path, predictions_path, protocol)
+    return Evaluation(
+        task_name, split, metrics, task_cls.main_metric, n, seconds, metrics_path, predictions_path, protocol
+    )
 
 
 def score_predictions(
@@ -343,7 +409,9 @@ def score_predictions(
     split = split or task_cls.eval_split
     metric = task.metric(split)
     if not hasattr(metric, "load"):
-        raise DecembertError(f"task {task_name} cannot score a predictions file; evaluate a checkpoint instead (--checkpoint)")
+        raise DecembertError(
+            f"task {task_name} cannot score a predictions file; evaluate a checkpoint instead (--checkpoint)"
+        )
     path = Path(predictions)
     if not path.is_file():
         raise DecembertError(f"{path} not found")
@@ -354,8 +422,17 @@ def score_predictions(
     metrics = metric.compute()
     seconds = time.perf_counter() - started
     protocol = metric.protocol() if hasattr(metric, "protocol") else {"split": split}
-    record = {"task": task_name, "split": split, "predictions": str(path), "task_version": task_cls.version, "items": len(rows),
-              "protocol": protocol, "main_metric": task_cls.main_metric, "metrics": metrics, "seconds": round(seconds, 3)}  # fmt: skip
+    record = {
+        "task": task_name,
+        "split": split,
+        "predictions": str(path),
+        "task_version": task_cls.version,
+        "items": len(rows),
+        "protocol": protocol,
+        "main_metric": task_cls.main_metric,
+        "metrics": metrics,
+        "seconds": round(seconds, 3),
+    }
     target = Path(out) / "metrics.json" if out is not None else path.with_name(f"{path.stem}.metrics.json")
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, json.dumps(record, indent=2) + "\n")

@@ -19,22 +19,22 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from decembert_cli import checkpoint as ckpt
 from decembert_cli.config.schema import TrainConfig
-from decembert_cli.engine import checkpoint as ckpt
 from decembert_cli.engine.distributed import DistInfo, all_sum, barrier, gather_objects, setup
 from decembert_cli.engine.optim import build_optimizer, build_scheduler
-from decembert_cli.engine.precision import autocast, autocast_dtype
 from decembert_cli.engine.sampler import StepBatches
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import METRICS_LOG, append_jsonl, atomic_write_text, read_jsonl
-
+from decembert_cli.precision import autocast, autocast_dtype
 
 
 @dataclass
@@ -53,7 +53,9 @@ class Job:
     val_keys: Sequence[Any] = ()  # validation item keys (the whole list; sharded by rank here)
     workers: int = 0  # data-loading worker processes per rank
     eval_kwargs: dict[str, Any] = field(default_factory=dict)  # extra forward arguments when validating
-    diagnose: Callable[[dict[str, float]], str | None] | None = None  # validation metrics -> a warning to log and show, or None
+    diagnose: Callable[[dict[str, float]], str | None] | None = (
+        None  # validation metrics -> a warning to log and show, or None
+    )
 
 
 @dataclass
@@ -70,7 +72,9 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def _loader(data: torch.utils.data.Dataset, batches: Any, collate: Callable, workers: int, pin: bool) -> torch.utils.data.DataLoader:
+def _loader(
+    data: torch.utils.data.Dataset, batches: Any, collate: Callable, workers: int, pin: bool
+) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
         data,
         batch_sampler=batches,
@@ -124,7 +128,9 @@ def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
     found = ckpt.list_checkpoints(run_dir)
     if resume:
         if not found and not (run_dir / METRICS_LOG).exists():
-            raise DecembertError(f"--resume: {run_dir} has no checkpoint to resume from (looked in {ckpt.checkpoint_dir(run_dir)})")
+            raise DecembertError(
+                f"--resume: {run_dir} has no checkpoint to resume from (looked in {ckpt.checkpoint_dir(run_dir)})"
+            )
         return found[-1] if found else None  # a run stopped before its first checkpoint starts again
     if found or (run_dir / METRICS_LOG).exists():
         raise DecembertError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
@@ -161,7 +167,9 @@ def evaluate(
     # every process must join the same collective, even one that had no validation keys
     names = gather_objects(sorted(totals), dist_info.world)
     union = sorted(set().union(*names))
-    summed = all_sum({n: totals.get(n, torch.zeros((), device=device, dtype=torch.float64)) for n in union}, dist_info.world)
+    summed = all_sum(
+        {n: totals.get(n, torch.zeros((), device=device, dtype=torch.float64)) for n in union}, dist_info.world
+    )
     return module.metrics({k: float(v) for k, v in summed.items()})
 
 
@@ -249,8 +257,16 @@ def train(
         if job.val_data is None or not job.val_keys:
             return {}
         metrics = evaluate(
-            model, job.val_data, job.val_keys, job.collate, batch_size=micro_size, device=device, dtype=dtype,
-            dist_info=dist_info, workers=job.workers, forward_kwargs=job.eval_kwargs,
+            model,
+            job.val_data,
+            job.val_keys,
+            job.collate,
+            batch_size=micro_size,
+            device=device,
+            dtype=dtype,
+            dist_info=dist_info,
+            workers=job.workers,
+            forward_kwargs=job.eval_kwargs,
         )
         warning = job.diagnose(metrics) if job.diagnose is not None else None
         log.write({"step": step, "split": "val", **metrics, **({"warning": warning} if warning else {})})

@@ -39,5 +39,7 @@ def warmup_linear(total_steps: int, warmup: float):  # type: ignore[no-untyped-d
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup: float
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(total_steps, warmup))

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from decembert_cli.config import Config, save_config, to_dict
-from decembert_cli.data.corpus import DataReport, PretrainDataset, VAL_EPOCH, split_videos, validation_indices
+from decembert_cli.data.corpus import (
+    VAL_EPOCH,
+    DataReport,
+    PretrainDataset,
+    open_corpus,
+    split_videos,
+    validation_indices,
+)
 from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text
-
 
 SKIP_LOG = "skipped_videos.jsonl"  # videos found bad while drawing samples (PretrainDataset)
 
@@ -25,17 +32,6 @@ class PretrainSetup:
     val_videos: int
     train_clips: int
     val_clips: int
-
-
-def open_corpus(name: str, config: Config, *, strict: bool, progress: Callable[[int, int], None] | None = None) -> tuple[list, DataReport]:
-    """The usable videos of corpus `name` (a `decembert.corpora` plugin) and what it skipped."""
-    from decembert_cli.registry import corpora
-
-    opener = corpora.load(name)
-    report = DataReport(strict=strict)
-    dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
-    records = opener(config.data, report, dims, progress)
-    return records, report
 
 
 def prepare(
@@ -52,15 +48,20 @@ def prepare(
     from decembert_cli.model import build_pretraining_model, build_tokenizer, check_vocabulary
     from decembert_cli.model.pretraining import collapse_warning
 
-    records, report = open_corpus(corpus, config, strict=strict, progress=progress)
+    dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
+    records, report = open_corpus(corpus, config.data, dims, strict=strict, progress=progress)
     train_records, val_records = split_videos(records, config.data.val_videos)
     torch.manual_seed(config.seed)
     model = build_pretraining_model(config)
     tokenizer = build_tokenizer(config.model)
     check_vocabulary(tokenizer, model.encoder)
-    dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
-    common: dict[str, Any] = dict(dims=dims, seed=config.seed, max_video_tokens=config.model.max_video_tokens, strict=strict,
-                                  skip_log=run_dir / SKIP_LOG)  # fmt: skip
+    common: dict[str, Any] = dict(
+        dims=dims,
+        seed=config.seed,
+        max_video_tokens=config.model.max_video_tokens,
+        strict=strict,
+        skip_log=run_dir / SKIP_LOG,
+    )
     train_data = PretrainDataset(train_records, tokenizer, config.data, epoch_unit=config.train.epoch_unit, **common)
     val_data = PretrainDataset(val_records, tokenizer, config.data, **common) if val_records else None
     val_keys = [(VAL_EPOCH, i) for i in validation_indices(len(val_data), config.data.val_samples)] if val_data else []
@@ -126,6 +127,8 @@ def record_skips(run_dir: Path) -> dict[str, int]:
     counts = Counter(f"{row['kind']} (found while training)" for row in first.values())
     report = json.loads(report_path.read_text(encoding="utf-8"))
     report["skipped_while_training"] = dict(counts)
-    report["examples_while_training"] = {f"{r['kind']} (found while training)": f"{r['video_id']}: {r['reason']}" for r in first.values()}
+    report["examples_while_training"] = {
+        f"{r['kind']} (found while training)": f"{r['video_id']}: {r['reason']}" for r in first.values()
+    }
     atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
     return dict(counts)

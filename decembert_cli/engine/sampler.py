@@ -8,7 +8,7 @@ resumed run continues exactly and any number of processes sees the same global b
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -83,11 +83,15 @@ def load_weights_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and safetensors errors alike
-        raise DecembertError(f"{what}: cannot read {path} as PyTorch weights ({exc.__class__.__name__}: {exc})") from None
+        raise DecembertError(
+            f"{what}: cannot read {path} as PyTorch weights ({exc.__class__.__name__}: {exc})"
+        ) from None
     return unwrap_checkpoint(obj, str(path))
 
 
-def _strict_load(module: nn.Module, state: dict[str, torch.Tensor], source: str, ignore_prefix: tuple[str, ...]) -> None:
+def _strict_load(
+    module: nn.Module, state: dict[str, torch.Tensor], source: str, ignore_prefix: tuple[str, ...]
+) -> None:
     own = module.state_dict()
     for key, value in state.items():
         if key not in own:
@@ -95,10 +99,14 @@ def _strict_load(module: nn.Module, state: dict[str, torch.Tensor], source: str,
                 continue  # the classifier, which feature extraction removes
             raise DecembertError(f"{source}: unexpected key '{key}'; these weights are for another architecture")
         if tuple(value.shape) != tuple(own[key].shape):
-            raise DecembertError(f"{source}: key '{key}' has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+            raise DecembertError(
+                f"{source}: key '{key}' has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
+            )
     missing = [k for k in own if k not in state]
     if missing:
-        raise DecembertError(f"{source}: no weights for '{missing[0]}' ({len(missing)} missing); the file is incomplete or for another architecture")
+        raise DecembertError(
+            f"{source}: no weights for '{missing[0]}' ({len(missing)} missing); the file is incomplete or for another architecture"
+        )
     module.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
@@ -129,7 +137,11 @@ def build_2d(name: str = DEFAULT_2D, weights: str = "hub", size: int | None = No
     mean = tuple(float(m) * 255 for m in cfg.get("mean", (0.485, 0.456, 0.406)))
     std = tuple(float(s) * 255 for s in cfg.get("std", (0.229, 0.224, 0.225)))
     side = int(size or cfg.get("input_size", (3, 224, 224))[-1])
-    source = f"hub:{name}" if pretrained else ("random" if weights == "random" else str(Path(weights).expanduser().resolve()))
+    source = (
+        f"hub:{name}"
+        if pretrained
+        else ("random" if weights == "random" else str(Path(weights).expanduser().resolve()))
+    )
     return Backbone("2d", name, model.eval(), int(model.num_features), side, mean, std, source)  # type: ignore[arg-type]
 
 

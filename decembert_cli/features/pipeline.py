@@ -15,9 +15,10 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,9 +35,9 @@ from decembert_cli.data.video import (
     open_video,
     sample,
 )
-from decembert_cli.engine.precision import autocast
 from decembert_cli.errors import DecembertError
 from decembert_cli.features.backbones import Backbone, normalise_pixels
+from decembert_cli.precision import autocast
 
 TRUNCATION_TOLERANCE = 0.9  # decoded duration below this share of the container's (minus 1 s) = truncated
 
@@ -70,10 +71,16 @@ class ExtractSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "videos": self.videos, "already_done": self.already_done, "extracted": self.extracted,
-            "failed": dict(self.failed), "seconds_of_video": round(self.seconds, 3), "frames_decoded": self.frames_decoded,
-            "wall_s": round(self.wall_s, 3), "decode_s": round(self.decode_s, 3), "infer_s": round(self.infer_s, 3),
-        }  # fmt: skip
+            "videos": self.videos,
+            "already_done": self.already_done,
+            "extracted": self.extracted,
+            "failed": dict(self.failed),
+            "seconds_of_video": round(self.seconds, 3),
+            "frames_decoded": self.frames_decoded,
+            "wall_s": round(self.wall_s, 3),
+            "decode_s": round(self.decode_s, 3),
+            "infer_s": round(self.infer_s, 3),
+        }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -84,7 +91,11 @@ def grids_for(b2: Backbone, b3: Backbone, layout: str) -> list[Grid]:
     """The 2D grid (one frame per second) and the 3D grid of the layout."""
     if layout not in LAYOUTS:
         raise DecembertError(f"layout {layout!r}: use one of {', '.join(LAYOUTS)}")
-    g3 = clip_grid(b3.size, b3.frames, b3.fps) if layout == "decembert" else consecutive_clip_grid(b3.size, b3.frames, b3.fps)
+    g3 = (
+        clip_grid(b3.size, b3.frames, b3.fps)
+        if layout == "decembert"
+        else consecutive_clip_grid(b3.size, b3.frames, b3.fps)
+    )
     return [image_grid(b2.size), g3]
 
 
@@ -110,7 +121,9 @@ class _Reader(threading.Thread):
     """Decodes jobs from `jobs` and puts ("items", video_id, stream, ks, pixels) / ("end", ...) /
     ("fail", ...) messages on `out`."""
 
-    def __init__(self, jobs: queue.Queue, out: queue.Queue, grids: list[Grid], options: ExtractOptions, stop: threading.Event) -> None:
+    def __init__(
+        self, jobs: queue.Queue, out: queue.Queue, grids: list[Grid], options: ExtractOptions, stop: threading.Event
+    ) -> None:
         super().__init__(daemon=True)
         self.jobs, self.out, self.grids, self.options, self.stop = jobs, out, grids, options, stop
         self.decode_s = 0.0
@@ -163,14 +176,22 @@ class _Reader(threading.Thread):
                 if pending[s]:
                     flush(s)
             self.decode_s += time.perf_counter() - started_chunk[0]
-            info = {"source": str(job.path), "decoder": video.info.backend, "fps": round(video.info.fps, 4),
-                    "width": video.info.width, "height": video.info.height, "frames_decoded": summary.frames,
-                    "duration": round(summary.duration, 4)}  # fmt: skip
+            info = {
+                "source": str(job.path),
+                "decoder": video.info.backend,
+                "fps": round(video.info.fps, 4),
+                "width": video.info.width,
+                "height": video.info.height,
+                "frames_decoded": summary.frames,
+                "duration": round(summary.duration, 4),
+            }
             self._put(("end", job.video_id, summary.items, info))
         except VideoError as exc:
             self._put(("fail", Failure(job.video_id, str(job.path), exc.kind, exc.reason)))
         except Exception as exc:  # one video must never stop the run
-            self._put(("fail", Failure(job.video_id, str(job.path), "unexpected error", f"{exc.__class__.__name__}: {exc}")))
+            self._put(
+                ("fail", Failure(job.video_id, str(job.path), "unexpected error", f"{exc.__class__.__name__}: {exc}"))
+            )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -206,14 +227,25 @@ def extract(
         write_stream_meta(folder, stream_meta(backbone, grid, options))
     videos_log, failures_log = (JobLog(out / name) for name in log_names(options.shard))
 
-    plan = plan_work(inputs, options.shard, lambda job: all((d / f"{job.video_id}.npy").is_file() for d in dirs), failures_log)
-    summary = ExtractSummary(videos=plan.videos, already_done=len(plan.done), failed=plan.failed, ignored_files=plan.ignored)
+    plan = plan_work(
+        inputs, options.shard, lambda job: all((d / f"{job.video_id}.npy").is_file() for d in dirs), failures_log
+    )
+    summary = ExtractSummary(
+        videos=plan.videos, already_done=len(plan.done), failed=plan.failed, ignored_files=plan.ignored
+    )
     todo = plan.todo
     for job in plan.done:
         if job.video_id not in videos_log.ids:  # killed between writing its files and its log line
             counts = [int(np.load(d / f"{job.video_id}.npy", mmap_mode="r").shape[0]) for d in dirs]
-            videos_log.append({"video_id": job.video_id, "source": str(job.path), "features_2d": counts[0],
-                               "features_3d": counts[1], "recovered": True})  # fmt: skip
+            videos_log.append(
+                {
+                    "video_id": job.video_id,
+                    "source": str(job.path),
+                    "features_2d": counts[0],
+                    "features_3d": counts[1],
+                    "recovered": True,
+                }
+            )
     if on_start is not None:
         on_start(len(todo))
 
@@ -227,7 +259,9 @@ def extract(
         job_queue.put(job)
     messages: queue.Queue = queue.Queue(maxsize=4 * options.readers + 4)
     stop = threading.Event()
-    readers = [_Reader(job_queue, messages, grids, options, stop) for _ in range(min(options.readers, max(1, len(todo))))]
+    readers = [
+        _Reader(job_queue, messages, grids, options, stop) for _ in range(min(options.readers, max(1, len(todo))))
+    ]
     for reader in readers:
         reader.start()
 
@@ -268,7 +302,9 @@ def extract(
             arrays = []
             for s in range(2):
                 if sorted(got[s]) != list(range(counts[s])):
-                    raise RuntimeError(f"{video_id}: stream {s} items {sorted(got[s])[:5]}... are not 0..{counts[s] - 1}")
+                    raise RuntimeError(
+                        f"{video_id}: stream {s} items {sorted(got[s])[:5]}... are not 0..{counts[s] - 1}"
+                    )
                 arrays.append(np.stack([got[s][k] for k in range(counts[s])]).astype(options.dtype))
             write_features(dirs[1] / f"{video_id}.npy", arrays[1])  # 2D last: both present = finished
             write_features(dirs[0] / f"{video_id}.npy", arrays[0])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -61,33 +61,55 @@ def build_resnext3d(arch: str = "resnext101") -> nn.Module:
     depths, stem, groups, widths = ARCHS[arch]
     blocks: list[nn.Module] = [
         create_res_basic_stem(
-            in_channels=3, out_channels=stem,
-            conv_kernel_size=(7, 7, 7), conv_stride=(1, 2, 2), conv_padding=(3, 3, 3),
-            pool=nn.MaxPool3d, pool_kernel_size=(3, 3, 3), pool_stride=(2, 2, 2), pool_padding=(1, 1, 1),
+            in_channels=3,
+            out_channels=stem,
+            conv_kernel_size=(7, 7, 7),
+            conv_stride=(1, 2, 2),
+            conv_padding=(3, 3, 3),
+            pool=nn.MaxPool3d,
+            pool_kernel_size=(3, 3, 3),
+            pool_stride=(2, 2, 2),
+            pool_padding=(1, 1, 1),
         )
-    ]  # fmt: skip
+    ]
     dim_in = stem
     for i, (depth, width) in enumerate(zip(depths, widths)):
         stride = 1 if i == 0 else 2
         blocks.append(
             create_res_stage(
-                depth=depth, dim_in=dim_in, dim_inner=width, dim_out=2 * width, bottleneck=create_bottleneck_block,
-                conv_a_kernel_size=(1, 1, 1), conv_a_stride=(1, 1, 1), conv_a_padding=(0, 0, 0),
-                conv_b_kernel_size=(3, 3, 3), conv_b_stride=(stride,) * 3, conv_b_padding=(1, 1, 1),
+                depth=depth,
+                dim_in=dim_in,
+                dim_inner=width,
+                dim_out=2 * width,
+                bottleneck=create_bottleneck_block,
+                conv_a_kernel_size=(1, 1, 1),
+                conv_a_stride=(1, 1, 1),
+                conv_a_padding=(0, 0, 0),
+                conv_b_kernel_size=(3, 3, 3),
+                conv_b_stride=(stride,) * 3,
+                conv_b_padding=(1, 1, 1),
                 conv_b_num_groups=groups,
             )
-        )  # fmt: skip
+        )
         dim_in = 2 * width
     blocks.append(_Pool())
     return Net(blocks=nn.ModuleList(blocks))
 
 
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-_BLOCK = re.compile(r"layer(?P<stage>[1-4])\.(?P<block>\d+)\.(?P<part>conv[123]|bn[123]|downsample\.[01])\.(?P<leaf>\w+)")
+_BLOCK = re.compile(
+    r"layer(?P<stage>[1-4])\.(?P<block>\d+)\.(?P<part>conv[123]|bn[123]|downsample\.[01])\.(?P<leaf>\w+)"
+)
 _PARTS = {
-    "conv1": "branch2.conv_a", "bn1": "branch2.norm_a", "conv2": "branch2.conv_b", "bn2": "branch2.norm_b",
-    "conv3": "branch2.conv_c", "bn3": "branch2.norm_c", "downsample.0": "branch1_conv", "downsample.1": "branch1_norm",
-}  # fmt: skip
+    "conv1": "branch2.conv_a",
+    "bn1": "branch2.norm_a",
+    "conv2": "branch2.conv_b",
+    "bn2": "branch2.norm_b",
+    "conv3": "branch2.conv_c",
+    "bn3": "branch2.norm_c",
+    "downsample.0": "branch1_conv",
+    "downsample.1": "branch1_norm",
+}
 DROPPED = ("fc.weight", "fc.bias")  # the Kinetics classifier: features are taken before it
 
 
@@ -112,7 +134,9 @@ def unwrap_checkpoint(obj: object, source: str) -> dict[str, torch.Tensor]:
     elif isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise DecembertError(f"{source} holds no state dict of tensors; pass a PyTorch checkpoint of the backbone's weights")
+        raise DecembertError(
+            f"{source} holds no state dict of tensors; pass a PyTorch checkpoint of the backbone's weights"
+        )
     return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
@@ -143,7 +167,9 @@ def load_hara_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], so
         mapped[target] = value
     missing = [k for k in own if k not in mapped and not k.endswith("num_batches_tracked")]
     if missing:
-        raise DecembertError(f"{source}: no weights for '{missing[0]}' ({len(missing)} missing); the checkpoint is incomplete or for another architecture")
+        raise DecembertError(
+            f"{source}: no weights for '{missing[0]}' ({len(missing)} missing); the checkpoint is incomplete or for another architecture"
+        )
     for key in own:  # checkpoints from PyTorch < 0.4 have no BN step counters
         if key not in mapped:
             mapped[key] = own[key]

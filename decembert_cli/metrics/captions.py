@@ -39,8 +39,9 @@ def _tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
     return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
 
 
-def caption_scores(references: dict[str, list[str]], predictions: dict[str, str], *, tokenize: bool = True,
-                   meteor: bool = True) -> dict[str, float]:  # fmt: skip
+def caption_scores(
+    references: dict[str, list[str]], predictions: dict[str, str], *, tokenize: bool = True, meteor: bool = True
+) -> dict[str, float]:
     """Corpus-level scores (x100) of one prediction per key against its references.
 
     Every key of `references` must have a prediction (a missing or empty one scores as empty) and

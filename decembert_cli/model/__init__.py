@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from decembert_cli.model.pretraining import DecembertForPretraining
 
 
-def build_encoder(cfg: "ModelConfig", bert_config: dict | None = None) -> tuple["DecembertEncoder", dict]:
+def build_encoder(cfg: ModelConfig, bert_config: dict | None = None) -> tuple[DecembertEncoder, dict]:
     """The encoder described by `cfg`, initialised as `model.init` says.
 
     `bert_config`: the BertConfig (as a dict) of a saved model, whose weights are loaded afterwards:
@@ -25,9 +25,16 @@ def build_encoder(cfg: "ModelConfig", bert_config: dict | None = None) -> tuple[
     if bert_config is not None:
         from transformers import BertConfig
 
-        saved = BertConfig.from_dict({**bert_config, "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout})
-        encoder = DecembertEncoder(saved, dim_2d=cfg.feature_dim_2d, dim_3d=cfg.feature_dim_3d, max_video_tokens=cfg.max_video_tokens,
-                                   eager=cfg.attention == "eager")  # fmt: skip
+        saved = BertConfig.from_dict(
+            {**bert_config, "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout}
+        )
+        encoder = DecembertEncoder(
+            saved,
+            dim_2d=cfg.feature_dim_2d,
+            dim_3d=cfg.feature_dim_3d,
+            max_video_tokens=cfg.max_video_tokens,
+            eager=cfg.attention == "eager",
+        )
         return encoder, {}
     init = resolve_init(cfg)
     pretrained = None if init == "none" else load_pretrained_bert(init, cfg.dropout)
@@ -45,7 +52,7 @@ def build_encoder(cfg: "ModelConfig", bert_config: dict | None = None) -> tuple[
     return encoder, (pretrained.mlm_state if pretrained else {})
 
 
-def build_pretraining_model(config: "Config") -> "DecembertForPretraining":
+def build_pretraining_model(config: Config) -> DecembertForPretraining:
     from decembert_cli.model.pretraining import DecembertForPretraining
 
     encoder, mlm_state = build_encoder(config.model)
@@ -62,14 +69,14 @@ def build_pretraining_model(config: "Config") -> "DecembertForPretraining":
     return model
 
 
-def build_tokenizer(cfg: "ModelConfig") -> "PreTrainedTokenizerBase":
+def build_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     from decembert_cli.data.tokenizer import load_tokenizer
     from decembert_cli.model.weights import resolve_tokenizer
 
     return load_tokenizer(resolve_tokenizer(cfg))
 
 
-def check_vocabulary(tokenizer: "PreTrainedTokenizerBase", encoder: "DecembertEncoder") -> None:
+def check_vocabulary(tokenizer: PreTrainedTokenizerBase, encoder: DecembertEncoder) -> None:
     """A clear error when the tokenizer can produce ids the encoder has no embedding for."""
     from decembert_cli.errors import DecembertError
 

@@ -142,8 +142,14 @@ def _row_probs(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return F.softmax(logits + mask if mask is not None else logits, dim=-1)
 
 
-def _score_blocks(ctx: ConstrainedAttention, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scaling: float,
-                  full: torch.Tensor | None = None) -> None:  # fmt: skip
+def _score_blocks(
+    ctx: ConstrainedAttention,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float,
+    full: torch.Tensor | None = None,
+) -> None:
     """Append this layer's z (and the text-to-video z) to `ctx`.
 
     query, key: (B, h, L, d); mask: additive, (B, 1, 1|L, L); full: the whole (B, h, L, L) logits

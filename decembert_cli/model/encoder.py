@@ -7,7 +7,7 @@ Every downstream task and the pre-training model use this module; nothing else b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -68,9 +68,15 @@ class EncoderOutput:
     mask: torch.Tensor  # (B, V+Lt) bool: real tokens
     pooled: torch.Tensor  # (B, H) mean over real tokens
     num_video: int  # V: where the text block starts
-    candidate_u: torch.Tensor | None = None  # (B, layers, heads, n) attention distribution u over candidates (video -> text)
-    attention_entropy: torch.Tensor | None = None  # (B,) the constrained loss per sample: entropy of u, mean over layers and heads
-    u_entropy: torch.Tensor | None = None  # (B,) entropy of the video -> text u alone (= attention_entropy unless both directions)
+    candidate_u: torch.Tensor | None = (
+        None  # (B, layers, heads, n) attention distribution u over candidates (video -> text)
+    )
+    attention_entropy: torch.Tensor | None = (
+        None  # (B,) the constrained loss per sample: entropy of u, mean over layers and heads
+    )
+    u_entropy: torch.Tensor | None = (
+        None  # (B,) entropy of the video -> text u alone (= attention_entropy unless both directions)
+    )
     candidate_valid: torch.Tensor | None = None  # (B, n) bool: candidate j exists
     attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, heads, L, L) maps (eager path)
     logits: list[torch.Tensor] | None = None  # per layer (B, heads, L, L) raw logits (eager + keep_logits)
@@ -91,14 +97,18 @@ def separate_candidates(mask: torch.Tensor, caption_id: torch.Tensor) -> torch.T
     b, lt = caption_id.shape
     v = mask.shape[1] - lt
     previous = torch.cat([caption_id.new_full((b, 1), -1), caption_id[:, :-1]], dim=1)
-    group = torch.where((caption_id < 0) & (previous >= 0), previous, caption_id)  # a candidate's [SEP] follows its last token
+    group = torch.where(
+        (caption_id < 0) & (previous >= 0), previous, caption_id
+    )  # a candidate's [SEP] follows its last token
     group = torch.cat([group.new_full((b, v), -1), group], dim=1)  # (B, L)
     other = (group[:, :, None] >= 0) & (group[:, None, :] >= 0) & (group[:, :, None] != group[:, None, :])  # (B, L, L)
     return (mask[:, None, :] & ~other)[:, None]
 
 
 class DecembertEncoder(nn.Module):
-    def __init__(self, bert_config: "BertConfig", *, dim_2d: int, dim_3d: int, max_video_tokens: int, eager: bool) -> None:
+    def __init__(
+        self, bert_config: BertConfig, *, dim_2d: int, dim_3d: int, max_video_tokens: int, eager: bool
+    ) -> None:
         from transformers import BertModel
 
         super().__init__()
@@ -144,12 +154,16 @@ class DecembertEncoder(nn.Module):
         b, v = batch.video_mask.shape
         lt = batch.text_ids.shape[1]
         if v > self.max_video_tokens:
-            raise DecembertError(f"{v} video tokens in a batch; the encoder takes at most {self.max_video_tokens} (collate down-samples)")
+            raise DecembertError(
+                f"{v} video tokens in a batch; the encoder takes at most {self.max_video_tokens} (collate down-samples)"
+            )
         device = batch.text_ids.device
         video = self.video(batch.video_2d, batch.video_3d)  # (B, V, H)
         text = self.word_embeddings(batch.text_ids)  # (B, Lt, H)
         inputs = torch.cat([video.to(text.dtype), text], dim=1)  # (B, L, H)
-        types = torch.cat([torch.full((b, v), int(TokenType.VIDEO), device=device, dtype=torch.long), batch.text_type], dim=1)
+        types = torch.cat(
+            [torch.full((b, v), int(TokenType.VIDEO), device=device, dtype=torch.long), batch.text_type], dim=1
+        )
         video_pos = torch.arange(v, device=device)
         if batch.text_pos is None:
             positions = torch.cat([video_pos, torch.arange(lt, device=device)])[None]  # (1, L)
@@ -203,7 +217,9 @@ class DecembertEncoder(nn.Module):
             result.logits = ctx.logits
         return result
 
-    def extend(self, token_ids: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor, cache: Any) -> torch.Tensor:
+    def extend(
+        self, token_ids: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
         """Encode new text tokens after what `cache` holds (incremental decoding).
 
         token_ids, positions: (B, N) ids and text positions of the new tokens (ASR token type);
@@ -212,5 +228,11 @@ class DecembertEncoder(nn.Module):
         """
         embeds = self.word_embeddings(token_ids)
         types = torch.full_like(token_ids, int(TokenType.ASR))
-        out = self.bert(inputs_embeds=embeds, token_type_ids=types, position_ids=positions, attention_mask=attention_mask, cache=cache)
+        out = self.bert(
+            inputs_embeds=embeds,
+            token_type_ids=types,
+            position_ids=positions,
+            attention_mask=attention_mask,
+            cache=cache,
+        )
         return out.last_hidden_state

@@ -51,7 +51,9 @@ def seq2seq_mask(video_mask: torch.Tensor, text_mask: torch.Tensor, caption_star
     b, lt = text_mask.shape
     v = video_mask.shape[1]
     text_pos = torch.arange(lt, device=text_mask.device)[None]  # (1, Lt)
-    is_caption = torch.cat([torch.zeros_like(video_mask), text_mask & (text_pos >= caption_start[:, None])], dim=1)  # (B, L)
+    is_caption = torch.cat(
+        [torch.zeros_like(video_mask), text_mask & (text_pos >= caption_start[:, None])], dim=1
+    )  # (B, L)
     real = torch.cat([video_mask, text_mask], dim=1)  # (B, L)
     is_context = real & ~is_caption
     order = torch.arange(v + lt, device=text_mask.device)
@@ -81,7 +83,15 @@ def _full_step(encoder: Any, batch: VideoTextBatch, lengths: torch.Tensor, gener
     text_mask = torch.arange(text_ids.shape[1], device=generated.device)[None] < (lengths + t)[:, None]
     text_type = torch.cat([batch.text_type, torch.zeros_like(pad)], dim=1).masked_fill(~text_mask, 0)
     caption_id = torch.full_like(text_ids, -1)
-    full = replace(batch, text_ids=text_ids, text_mask=text_mask, text_type=text_type, caption_id=caption_id, mlm_labels=None, vtm_labels=None)
+    full = replace(
+        batch,
+        text_ids=text_ids,
+        text_mask=text_mask,
+        text_type=text_type,
+        caption_id=caption_id,
+        mlm_labels=None,
+        vtm_labels=None,
+    )
     mask = seq2seq_mask(full.video_mask, text_mask, lengths)
     out = encoder(full, attention_mask=mask)
     last = full.video_mask.shape[1] + lengths + t - 1
@@ -172,8 +182,12 @@ def generate(
             best_open = max(s for _, _, s in chosen)
             if best_open == float("-inf"):
                 done[i] = True
-            elif len(finished[i]) >= k:  # transformers' rule: the k-th best finished beats the best open one at today's length
-                done[i] = done[i] or sorted((f[0] for f in finished[i]), reverse=True)[k - 1] >= best_open / (t + 1) ** alpha
+            elif (
+                len(finished[i]) >= k
+            ):  # transformers' rule: the k-th best finished beats the best open one at today's length
+                done[i] = (
+                    done[i] or sorted((f[0] for f in finished[i]), reverse=True)[k - 1] >= best_open / (t + 1) ** alpha
+                )
             for row, token, score in chosen:
                 next_rows.append(row)
                 next_tokens.append(token)
@@ -186,7 +200,9 @@ def generate(
         tokens = torch.tensor(next_tokens, device=device)
         if cache is not None:
             cache.reorder_cache(rows)
-            step_mask = torch.cat([key_mask, torch.ones(b * k, t + 1, dtype=torch.bool, device=device)], dim=1)[:, None, None]
+            step_mask = torch.cat([key_mask, torch.ones(b * k, t + 1, dtype=torch.bool, device=device)], dim=1)[
+                :, None, None
+            ]
             hidden = encoder.extend(tokens[:, None], (lengths + t)[:, None], step_mask, cache)[:, 0]
         else:
             generated = torch.tensor(history, device=device, dtype=torch.long)
@@ -196,15 +212,26 @@ def generate(
     for i in range(b):
         candidates = list(finished[i])
         if not done[i]:  # at max_length the open hypotheses end where they are, without [SEP] (as transformers)
-            candidates += [(float(scores[i, j]) / len(history[i * k + j]) ** alpha, history[i * k + j]) for j in range(k) if scores[i, j] > float("-inf")]
+            candidates += [
+                (float(scores[i, j]) / len(history[i * k + j]) ** alpha, history[i * k + j])
+                for j in range(k)
+                if scores[i, j] > float("-inf")
+            ]
         candidates.sort(key=lambda c: -c[0])
         score, tokens = candidates[0] if candidates else (float("-inf"), [])
         results.append((list(tokens), score))
     return results
 
 
-def greedy(encoder: Any, lm_head: Any, batch: VideoTextBatch, decoding: Decoding, *, eos_id: int,
-           allowed: torch.Tensor | None = None) -> list[tuple[list[int], float]]:  # fmt: skip
+def greedy(
+    encoder: Any,
+    lm_head: Any,
+    batch: VideoTextBatch,
+    decoding: Decoding,
+    *,
+    eos_id: int,
+    allowed: torch.Tensor | None = None,
+) -> list[tuple[list[int], float]]:
     """The most likely token at each step, until [SEP] or max_length; score as in beam search."""
     from transformers import DynamicCache
 
@@ -232,8 +259,15 @@ def greedy(encoder: Any, lm_head: Any, batch: VideoTextBatch, decoding: Decoding
         if all(ended) or t == decoding.max_length - 1:
             break
         if cache is not None:
-            step_mask = torch.cat([key_mask, torch.ones(b, t + 1, dtype=torch.bool, device=device)], dim=1)[:, None, None]
+            step_mask = torch.cat([key_mask, torch.ones(b, t + 1, dtype=torch.bool, device=device)], dim=1)[
+                :, None, None
+            ]
             hidden = encoder.extend(best[:, None], (lengths + t)[:, None], step_mask, cache)[:, 0]
         else:
-            hidden = _full_step(encoder, batch, lengths, torch.tensor([x + [eos_id] * (t + 1 - len(x)) for x in tokens], device=device))
-    return [(tokens[i], sums[i] / (len(tokens[i]) + int(ended[i])) ** alpha if tokens[i] or ended[i] else float("-inf")) for i in range(b)]
+            hidden = _full_step(
+                encoder, batch, lengths, torch.tensor([x + [eos_id] * (t + 1 - len(x)) for x in tokens], device=device)
+            )
+    return [
+        (tokens[i], sums[i] / (len(tokens[i]) + int(ended[i])) ** alpha if tokens[i] or ended[i] else float("-inf"))
+        for i in range(b)
+    ]

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class MLMHead(nn.Module):
     """BERT's MLM head: dense + GELU + LayerNorm, then a decoder tied to the word embeddings."""
 
-    def __init__(self, config: "BertConfig", word_embeddings: nn.Embedding) -> None:
+    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding) -> None:
         from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 
         super().__init__()

@@ -29,7 +29,9 @@ class PretrainOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)  # detached summable counts for metrics
 
 
-COLLAPSE_ENTROPY = 0.1  # nats: below this (with one offset taking COLLAPSE_SHARE of argmax u) the attention has collapsed
+COLLAPSE_ENTROPY = (
+    0.1  # nats: below this (with one offset taking COLLAPSE_SHARE of argmax u) the attention has collapsed
+)
 COLLAPSE_SHARE = 0.9
 
 
@@ -46,13 +48,15 @@ def collapse_warning(metrics: dict[str, float]) -> str | None:
     slot can be learned; but one offset winning nearly always means u ignores which caption matches
     (on `sample` compare with alignment_own_caption / alignment_prev_caption)."""
     entropy = metrics.get("entropy")
-    shares = {k[len("argmax_u_offset"):]: v for k, v in metrics.items() if k.startswith("argmax_u_offset")}
+    shares = {k[len("argmax_u_offset") :]: v for k, v in metrics.items() if k.startswith("argmax_u_offset")}
     if entropy is None or not shares:
         return None
     offset, share = max(shares.items(), key=lambda kv: kv[1])
     if entropy < COLLAPSE_ENTROPY and share > COLLAPSE_SHARE:
-        return (f"constrained attention collapsed: entropy {entropy:.3f} nats and argmax u on s_i{offset if offset != '+0' else ''} "
-                f"for {100 * share:.0f}% of positives (see the loss settings in `decembert pretrain --print-config`)")  # fmt: skip
+        return (
+            f"constrained attention collapsed: entropy {entropy:.3f} nats and argmax u on s_i{offset if offset != '+0' else ''} "
+            f"for {100 * share:.0f}% of positives (see the loss settings in `decembert pretrain --print-config`)"
+        )
     return None
 
 
@@ -78,7 +82,9 @@ class DecembertForPretraining(nn.Module):
     ) -> None:
         super().__init__()
         if not constrained_warmup >= 0:
-            raise DecembertError(f"loss.constrained_warmup = {constrained_warmup}: use 0 (no warm-up), a share of the run below 1, or steps")
+            raise DecembertError(
+                f"loss.constrained_warmup = {constrained_warmup}: use 0 (no warm-up), a share of the run below 1, or steps"
+            )
         config = encoder.bert.config
         self.encoder = encoder
         self.mlm = MLMHead(config, encoder.word_embeddings)
@@ -129,9 +135,13 @@ class DecembertForPretraining(nn.Module):
         constrained: compute u and the entropy loss (default: when lambda > 0)."""
         want_constrained = self.constrained_lambda > 0 if constrained is None else constrained
         enc = self.encoder(
-            batch, constrained=want_constrained, output_attentions=output_attentions, keep_logits=keep_logits,
-            scores=self.constrained_scores, direction=self.constrained_direction,
-        )  # fmt: skip
+            batch,
+            constrained=want_constrained,
+            output_attentions=output_attentions,
+            keep_logits=keep_logits,
+            scores=self.constrained_scores,
+            direction=self.constrained_direction,
+        )
         sums: dict[str, torch.Tensor] = {}
         counts: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {}
@@ -186,22 +196,33 @@ class DecembertForPretraining(nn.Module):
             stats[f"{name}_count"] = counts[name].detach()
         return PretrainOutput(encoder=enc, losses=losses, sums=sums, counts=counts, weights=weights, stats=stats)
 
-    def video_use_stats(self, batch: VideoTextBatch, selected: torch.Tensor, correct: torch.Tensor) -> dict[str, torch.Tensor]:
+    def video_use_stats(
+        self, batch: VideoTextBatch, selected: torch.Tensor, correct: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Does the model read the video? MLM on the masked ASR tokens of VTM positives, once more with
         every sample's video features replaced by the next sample's (dense captions kept): the drop
         in accuracy is what the video contributes. 0 means the video stream is ignored."""
-        swapped = replace(batch, video_2d=batch.video_2d.roll(1, 0), video_3d=batch.video_3d.roll(1, 0),
-                                      video_mask=batch.video_mask.roll(1, 0))  # fmt: skip
+        swapped = replace(
+            batch,
+            video_2d=batch.video_2d.roll(1, 0),
+            video_3d=batch.video_3d.roll(1, 0),
+            video_mask=batch.video_mask.roll(1, 0),
+        )
         enc = self.encoder(swapped)
         targets = batch.mlm_labels[selected]
         correct_swapped = self.mlm(enc.text[selected]).argmax(-1) == targets
         asr_of_positives = (batch.text_type == int(TokenType.ASR)) & (batch.vtm_labels == 1)[:, None]
         counted = asr_of_positives[selected]
-        return {"video_own_correct": (correct & counted).sum(), "video_swapped_correct": (correct_swapped & counted).sum(),
-                "video_count": counted.sum()}  # fmt: skip
+        return {
+            "video_own_correct": (correct & counted).sum(),
+            "video_swapped_correct": (correct_swapped & counted).sum(),
+            "video_count": counted.sum(),
+        }
 
     @staticmethod
-    def alignment_stats(batch: VideoTextBatch, enc: EncoderOutput, participants: torch.Tensor) -> dict[str, torch.Tensor]:
+    def alignment_stats(
+        batch: VideoTextBatch, enc: EncoderOutput, participants: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Summable counts of what u chose: by time offset (not slot), against the true caption when known.
 
         choice = argmax over candidates of u averaged over layers and heads."""
@@ -251,7 +272,7 @@ class DecembertForPretraining(nn.Module):
             "mlm_acc_asr_swapped_video": ratio("video_swapped_correct", "video_count"),
         }
         for key in sorted(k for k in totals if k.startswith("argmax_offset")):
-            metrics[f"argmax_u_offset{key[len('argmax_offset'):]}"] = ratio(key, "argmax_count")
+            metrics[f"argmax_u_offset{key[len('argmax_offset') :]}"] = ratio(key, "argmax_count")
         if totals.get("align_count", 0) > 0:
             metrics["alignment_n"] = totals["align_count"]
         return {k: float(v) for k, v in metrics.items() if v is not None}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -49,12 +50,12 @@ def state_sha256(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def resolve_init(cfg: "ModelConfig") -> str:
+def resolve_init(cfg: ModelConfig) -> str:
     """`model.init` with `auto` replaced by the arch's default."""
     return ARCHS[cfg.arch].default_init if cfg.init == "auto" else cfg.init
 
 
-def resolve_tokenizer(cfg: "ModelConfig") -> str:
+def resolve_tokenizer(cfg: ModelConfig) -> str:
     """`model.tokenizer` with `auto` replaced: the init checkpoint's tokenizer, else the packaged vocabulary."""
     if cfg.tokenizer != "auto":
         return cfg.tokenizer
@@ -66,7 +67,7 @@ def resolve_tokenizer(cfg: "ModelConfig") -> str:
     return init
 
 
-def random_bert_config(cfg: "ModelConfig") -> "BertConfig":
+def random_bert_config(cfg: ModelConfig) -> BertConfig:
     from transformers import BertConfig
 
     arch = ARCHS[cfg.arch]
@@ -101,7 +102,7 @@ def _quiet_transformers() -> Iterator[None]:
 
 @dataclass
 class PretrainedBert:
-    config: "BertConfig"  # the checkpoint's config, adapted: 3 token types, our dropout
+    config: BertConfig  # the checkpoint's config, adapted: 3 token types, our dropout
     encoder_state: dict[str, torch.Tensor]  # BertModel keys (no pooler)
     mlm_state: dict[str, torch.Tensor]  # transform.* and bias of the MLM head, when the checkpoint has them
     source: str  # where it came from
@@ -121,7 +122,9 @@ def load_pretrained_bert(source: str, dropout: float) -> PretrainedBert:
             f"Use a local directory with config.json and weights, '{MINILM_PACKAGE}' (offline), or 'none'"
         ) from exc
     if model.config.model_type != "bert":
-        raise DecembertError(f"model.init='{source}' is a {model.config.model_type} model; DeCEMBERT needs a BERT checkpoint")
+        raise DecembertError(
+            f"model.init='{source}' is a {model.config.model_type} model; DeCEMBERT needs a BERT checkpoint"
+        )
     missing = set(info.get("missing_keys", []))
     config = model.config
     config.type_vocab_size = NUM_TOKEN_TYPES
@@ -130,7 +133,13 @@ def load_pretrained_bert(source: str, dropout: float) -> PretrainedBert:
     state = model.state_dict()
     encoder_state = {k[len("bert.") :]: v for k, v in state.items() if k.startswith("bert.")}
     mlm_state = {}
-    head_keys = {"transform.dense.weight", "transform.dense.bias", "transform.LayerNorm.weight", "transform.LayerNorm.bias", "bias"}
+    head_keys = {
+        "transform.dense.weight",
+        "transform.dense.bias",
+        "transform.LayerNorm.weight",
+        "transform.LayerNorm.bias",
+        "bias",
+    }
     for key in head_keys:
         full = f"cls.predictions.{key}"
         if full in state and full not in missing:
@@ -154,7 +163,9 @@ def copy_bert_weights(bert: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
             merged[:rows] = value[:rows]  # rows 0/1 = sentence A/B = ASR/dense; the video row stays fresh
             value = merged
         if own[key].shape != value.shape:
-            raise DecembertError(f"checkpoint tensor {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
+            raise DecembertError(
+                f"checkpoint tensor {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}"
+            )
         loadable[key] = value
     absent = sorted(set(own) - set(loadable) - {"embeddings.position_ids", "embeddings.token_type_ids"})
     if absent:

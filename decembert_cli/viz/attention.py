@@ -40,62 +40,94 @@ class AttentionExample:
         return out
 
 
-def candidate_mass(attentions: tuple[torch.Tensor, ...], video_mask: torch.Tensor, caption_id: torch.Tensor, candidates: int) -> np.ndarray:
+def candidate_mass(
+    attentions: tuple[torch.Tensor, ...], video_mask: torch.Tensor, caption_id: torch.Tensor, candidates: int
+) -> np.ndarray:
     """(layers, heads, candidates) for sample 0: per layer (1, heads, L, L) maps with the video block first."""
     v = video_mask.shape[1]
     rows = video_mask[0].nonzero().squeeze(-1)  # real video tokens
     out = []
     for att in attentions:
         a = att[0][:, rows].float()  # (heads, V_real, L)
-        per_candidate = [a[:, :, v:][:, :, caption_id[0] == j].sum(-1).mean(-1) for j in range(candidates)]  # each (heads,)
+        per_candidate = [
+            a[:, :, v:][:, :, caption_id[0] == j].sum(-1).mean(-1) for j in range(candidates)
+        ]  # each (heads,)
         out.append(torch.stack(per_candidate, dim=-1))  # (heads, candidates)
     return torch.stack(out).cpu().numpy()
 
 
-def attention_example(checkpoint: Path, video_id: str, clip: int | None = None, overrides: list[str] = (),  # type: ignore[assignment]
-                      records: list | None = None) -> AttentionExample:
+def attention_example(
+    checkpoint: Path,
+    video_id: str,
+    clip: int | None = None,
+    overrides: list[str] = (),  # type: ignore[assignment]
+    records: list | None = None,
+) -> AttentionExample:
     """Figure 4's data for `video_id`'s clip `clip` (default: its middle clip) under a pre-training
     checkpoint; `records`: the corpus' videos when already opened (else the checkpoint's corpus is read)."""
+    from decembert_cli import checkpoint as ckpt
     from decembert_cli.config import Config
     from decembert_cli.config.loader import apply_override, from_dict
     from decembert_cli.data.batch import collate
-    from decembert_cli.data.corpus import PretrainDataset
-    from decembert_cli.engine import checkpoint as ckpt
-    from decembert_cli.engine.pretrain import open_corpus
+    from decembert_cli.data.corpus import PretrainDataset, open_corpus
     from decembert_cli.model import build_encoder, build_tokenizer
 
     file = ckpt.resolve(checkpoint)
     payload = ckpt.load_checkpoint(file)
     meta = payload.get("meta", {})
     if meta.get("kind") != "pretrain":
-        raise DecembertError(f"{file} is a {meta.get('kind') or 'unknown'} checkpoint; attention maps are drawn for pre-training checkpoints")
+        raise DecembertError(
+            f"{file} is a {meta.get('kind') or 'unknown'} checkpoint; attention maps are drawn for pre-training checkpoints"
+        )
     config = from_dict(Config, payload["config"])
     for assignment in overrides:
         config = apply_override(config, assignment)
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, init="none"),
-                                 data=dataclasses.replace(config.data, mask_prob=0.0, negative_prob=0.0))  # fmt: skip
+    config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, init="none"),
+        data=dataclasses.replace(config.data, mask_prob=0.0, negative_prob=0.0),
+    )
     if records is None:
-        records, _report = open_corpus(meta.get("corpus", "howto100m"), config, strict=False)
+        records, _report = open_corpus(
+            meta.get("corpus", "howto100m"),
+            config.data,
+            (config.model.feature_dim_2d, config.model.feature_dim_3d),
+            strict=False,
+        )
     record = next((r for r in records if r.video_id == video_id), None)
     if record is None:
         shown = ", ".join(r.video_id for r in records[:5])
-        raise DecembertError(f"video '{video_id}' is not among the corpus' {len(records)} usable videos (e.g. {shown}); pass one of them with --video")
+        raise DecembertError(
+            f"video '{video_id}' is not among the corpus' {len(records)} usable videos (e.g. {shown}); pass one of them with --video"
+        )
     n = len(record.captions)
     clip = n // 2 if clip is None else clip
     if not 0 <= clip < n:
         raise DecembertError(f"--clip {clip}: video {video_id} has clips 0 to {n - 1}")
     tokenizer = build_tokenizer(config.model)
     dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
-    data = PretrainDataset([record], tokenizer, config.data, dims=dims, seed=config.seed, max_video_tokens=config.model.max_video_tokens,
-                           shuffle_candidates=False)  # the picture keeps time order (the model sees no order: candidates share positions)
+    data = PretrainDataset(
+        [record],
+        tokenizer,
+        config.data,
+        dims=dims,
+        seed=config.seed,
+        max_video_tokens=config.model.max_video_tokens,
+        shuffle_candidates=False,
+    )  # the picture keeps time order (the model sees no order: candidates share positions)
     index = int(np.flatnonzero(data.clips[:, 1] == clip)[0])
     sample, _info = data.build(0, index)
     encoder, _ = build_encoder(config.model)
-    state = {k[len("encoder."):]: v for k, v in payload["model"].items() if k.startswith("encoder.")}
+    state = {k[len("encoder.") :]: v for k, v in payload["model"].items() if k.startswith("encoder.")}
     encoder.load_state_dict(state)
     encoder.eval()
-    batch = collate([sample], cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id,
-                    max_video_tokens=config.model.max_video_tokens)  # fmt: skip
+    batch = collate(
+        [sample],
+        cls_id=tokenizer.cls_token_id,
+        sep_id=tokenizer.sep_token_id,
+        pad_id=tokenizer.pad_token_id,
+        max_video_tokens=config.model.max_video_tokens,
+    )
     with torch.no_grad():
         out = encoder(batch, output_attentions=True)
     k = config.data.neighbours
@@ -107,4 +139,6 @@ def attention_example(checkpoint: Path, video_id: str, clip: int | None = None, 
         aligned = matches[0] if len(matches) == 1 else -1
     dense = [tokenizer.decode(seg.ids) for seg in sample.segments if seg.kind == TokenType.DENSE]
     mass = candidate_mass(out.attentions, batch.video_mask, batch.caption_id, len(candidates))
-    return AttentionExample(video_id, clip, mass, candidates, clip - lo, aligned, dense, str(file), int(payload.get("step", 0)))
+    return AttentionExample(
+        video_id, clip, mass, candidates, clip - lo, aligned, dense, str(file), int(payload.get("step", 0))
+    )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,9 +51,14 @@ def attention(examples: Sequence[Any], path: Path, layer: int | None = None, tit
         top = fig.add_axes((0.08 + col / len(examples), 0.56, 0.86 / len(examples), 0.37))
         image = top.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
         top.set_yticks(range(layers), [f"layer {i + 1}" for i in range(layers)], fontsize=7)
-        top.set_xticks([h * (n + 1) + (n - 1) / 2 for h in range(heads)], [f"h{h + 1}" for h in range(heads)], fontsize=7)
+        top.set_xticks(
+            [h * (n + 1) + (n - 1) / 2 for h in range(heads)], [f"h{h + 1}" for h in range(heads)], fontsize=7
+        )
         title = titles[col] if col < len(titles) else Path(ex.checkpoint).parent.parent.name
-        top.set_title(f"{title}: {ex.video_id} clip {ex.clip}, step {ex.step}\nvideo -> candidate captions (each head: s_i-k .. s_i+k)", fontsize=8)
+        top.set_title(
+            f"{title}: {ex.video_id} clip {ex.clip}, step {ex.step}\nvideo -> candidate captions (each head: s_i-k .. s_i+k)",
+            fontsize=8,
+        )
         fig.colorbar(image, ax=top, fraction=0.03)
         bars = fig.add_axes((0.08 + col / len(examples), 0.27, 0.86 / len(examples), 0.2))
         mean = ex.mass[chosen].mean(0)
@@ -60,7 +66,10 @@ def attention(examples: Sequence[Any], path: Path, layer: int | None = None, tit
         bars.bar(range(n), mean, color=colours)
         bars.set_xticks(range(n), [f"c{j}" for j in range(n)], fontsize=7)
         bars.set_title(f"layer {chosen + 1}, mean over heads (blue: own caption, orange: true caption)", fontsize=8)
-        lines = [f"c{j}{' (own)' if j == ex.own else ''}{' (true)' if j == ex.aligned else ''}: {_short(c)}" for j, c in enumerate(ex.candidates)]
+        lines = [
+            f"c{j}{' (own)' if j == ex.own else ''}{' (true)' if j == ex.aligned else ''}: {_short(c)}"
+            for j, c in enumerate(ex.candidates)
+        ]
         lines += ["dense captions: " + _short("; ".join(ex.dense), 70)] if ex.dense else []
         fig.text(0.08 + col / len(examples), 0.19, "\n".join(lines), fontsize=7, va="top", family="monospace")
     return _save(fig, path)
@@ -71,7 +80,11 @@ def curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     keys: list[str] = []
     for records in runs.values():
         for r in records:
-            keys += [k for k, v in r.items() if isinstance(v, (int, float)) and k not in ("step", "epoch", "world") and k not in keys]
+            keys += [
+                k
+                for k, v in r.items()
+                if isinstance(v, (int, float)) and k not in ("step", "epoch", "world") and k not in keys
+            ]
     cols = 3
     rows = max(1, -(-len(keys) // cols))
     fig = _figure(4.0 * cols, 3.0 * rows)
@@ -79,7 +92,9 @@ def curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
         ax = fig.add_subplot(rows, cols, i + 1)
         for name, records in runs.items():
             train = [(r["step"], r[key]) for r in records if "split" not in r and isinstance(r.get(key), (int, float))]
-            val = [(r["step"], r[key]) for r in records if r.get("split") == "val" and isinstance(r.get(key), (int, float))]
+            val = [
+                (r["step"], r[key]) for r in records if r.get("split") == "val" and isinstance(r.get(key), (int, float))
+            ]
             if train:
                 ax.plot(*zip(*train), label=f"{name}", linewidth=1)
             if val:
@@ -88,7 +103,9 @@ def curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
         ax.tick_params(labelsize=7)
         if i == 0:
             ax.legend(fontsize=6)
-    fig.subplots_adjust(hspace=0.5, wspace=0.3, top=1 - 0.45 / (3.0 * rows), bottom=0.4 / (3.0 * rows), left=0.07, right=0.97)
+    fig.subplots_adjust(
+        hspace=0.5, wspace=0.3, top=1 - 0.45 / (3.0 * rows), bottom=0.4 / (3.0 * rows), left=0.07, right=0.97
+    )
     return _save(fig, path)
 
 
@@ -102,12 +119,23 @@ def examples(rows: list[dict[str, Any]], path: Path) -> Path:
             ax = fig.add_axes((0.01, top + 0.02 / len(rows), 0.22, 0.96 / len(rows)))
             ax.imshow(frame)
             ax.axis("off")
-        fig.text(0.25, top + 0.9 / len(rows), "\n".join(_short(line, 110) for line in row["lines"]), fontsize=8, va="top", family="monospace")
+        fig.text(
+            0.25,
+            top + 0.9 / len(rows),
+            "\n".join(_short(line, 110) for line in row["lines"]),
+            fontsize=8,
+            va="top",
+            family="monospace",
+        )
     return _save(fig, path)
 
 
-def video_frames(frames: list[tuple[float, np.ndarray, list[dict[str, Any]]]], path: Path, cols: int = 4,
-                 changes: dict[str, np.ndarray] | None = None) -> Path:  # fmt: skip
+def video_frames(
+    frames: list[tuple[float, np.ndarray, list[dict[str, Any]]]],
+    path: Path,
+    cols: int = 4,
+    changes: dict[str, np.ndarray] | None = None,
+) -> Path:
     """Frames with their dense-caption boxes and captions drawn, 4 x 3.2 inches per frame; with
     `changes` (stream -> per-second 1 - cosine to the previous second) a 3-inch strip below."""
     from matplotlib.patches import Rectangle
@@ -123,7 +151,9 @@ def video_frames(frames: list[tuple[float, np.ndarray, list[dict[str, Any]]]], p
         whole = []
         for r in regions:
             box = r.get("box")
-            if not box or (box[2] - box[0]) * (box[3] - box[1]) >= 0.9 * w * h:  # no box, or the whole frame: named in the title
+            if (
+                not box or (box[2] - box[0]) * (box[3] - box[1]) >= 0.9 * w * h
+            ):  # no box, or the whole frame: named in the title
                 whole.append(r["caption"])
                 continue
             x1, y1, x2, y2 = box

@@ -19,6 +19,7 @@ from decembert_cli.errors import DecembertError
 from decembert_cli.io import METRICS_LOG, atomic_write_text, read_jsonl
 from decembert_cli.viz import plots
 
+
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_LOG
     if not path.is_file():
@@ -38,7 +39,7 @@ def run_curves(run_dirs: list[Path], out: Path) -> Path:
 
 
 def _run_meta(run_dir: Path) -> dict[str, Any]:
-    from decembert_cli.engine import checkpoint as ckpt
+    from decembert_cli import checkpoint as ckpt
 
     file = ckpt.resolve(Path(run_dir))
     payload = ckpt.load_checkpoint(file)
@@ -57,7 +58,11 @@ def frames_every(video: Path, every: float, most: int) -> list[tuple[float, np.n
     count = int(decoder.info.duration // every) + 1 if decoder.info.duration > 0 else most
     keep = set(np.linspace(0, count - 1, min(most, count)).round().astype(int).tolist())
     try:
-        return [(item.k * every, item.pixels[0]) for item in sample(decoder, [frame_grid(every)], Decoded()) if item.k in keep]
+        return [
+            (item.k * every, item.pixels[0])
+            for item in sample(decoder, [frame_grid(every)], Decoded())
+            if item.k in keep
+        ]
     except VideoError as exc:
         raise DecembertError(f"{video}: {exc.reason}") from None
     finally:
@@ -86,7 +91,18 @@ def frame_at(video: Path, t: float) -> np.ndarray | None:
 
 
 def _video_file(root: Path, video_id: str) -> Path | None:
-    return next((p for p in (root / "videos" / f"{video_id}.mp4", root / "videos" / f"{video_id}.avi", root / "videos" / f"{video_id}.webm") if p.is_file()), None)
+    return next(
+        (
+            p
+            for p in (
+                root / "videos" / f"{video_id}.mp4",
+                root / "videos" / f"{video_id}.avi",
+                root / "videos" / f"{video_id}.webm",
+            )
+            if p.is_file()
+        ),
+        None,
+    )
 
 
 def task_examples(run_dir: Path, out: Path, count: int = 6) -> Path:
@@ -94,10 +110,14 @@ def task_examples(run_dir: Path, out: Path, count: int = 6) -> Path:
     info = _run_meta(run_dir)
     meta = info["meta"]
     if meta.get("kind") != "finetune":
-        raise DecembertError(f"{run_dir} is a {meta.get('kind') or 'unknown'} run; `visualize task` shows fine-tuned tasks (its `visualize run` shows curves)")
+        raise DecembertError(
+            f"{run_dir} is a {meta.get('kind') or 'unknown'} run; `visualize task` shows fine-tuned tasks (its `visualize run` shows curves)"
+        )
     evals = sorted(Path(run_dir).glob("eval-*/predictions.jsonl"), key=lambda p: p.stat().st_mtime)
     if not evals:
-        raise DecembertError(f"{run_dir} has no evaluation yet: run `decembert evaluate {meta.get('task')} --checkpoint {run_dir}` first")
+        raise DecembertError(
+            f"{run_dir} has no evaluation yet: run `decembert evaluate {meta.get('task')} --checkpoint {run_dir}` first"
+        )
     rows, note = read_jsonl(evals[-1])
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -109,18 +129,30 @@ def task_examples(run_dir: Path, out: Path, count: int = 6) -> Path:
             lines = [f"Q: {row['question']}", f"answer: {row['answer']}   predicted: {row['prediction']}"]
             lines += ["top 5: " + ", ".join(f"{a} {p:.2f}" for a, p in row.get("top5", []))]
         elif "top5" in row:
-            lines = [f"query: {row['text']}", f"video: {row['video_id']}   rank {row['rank']}", "top 5: " + ", ".join(row["top5"])]
+            lines = [
+                f"query: {row['text']}",
+                f"video: {row['video_id']}   rank {row['rank']}",
+                "top 5: " + ", ".join(row["top5"]),
+            ]
         else:
             lines = [f"predicted: {row['caption']}"] + [f"reference: {r}" for r in row.get("references", [])[:2]]
         window = row.get("window")
         t = (window[0] + window[1]) / 2 if window else 2.0
         video = _video_file(root, row.get("video_id", ""))
-        shown.append({"lines": [f"[{row.get('video_id', '')}]", *lines], "frame": frame_at(video, t) if video else None})
+        shown.append(
+            {"lines": [f"[{row.get('video_id', '')}]", *lines], "frame": frame_at(video, t) if video else None}
+        )
     return plots.examples(shown, out)
 
 
-def video_picture(video: Path, out: Path, densecap: Path | None = None, features: Path | None = None, every: float | None = None,
-                  most: int = 12) -> Path:  # fmt: skip
+def video_picture(
+    video: Path,
+    out: Path,
+    densecap: Path | None = None,
+    features: Path | None = None,
+    every: float | None = None,
+    most: int = 12,
+) -> Path:
     """A video's frames every `every` s (default 1, or the dense captions' interval; at most `most`,
     spread evenly) with the regions of the captioned frame at that time, and optionally the
     per-second change of its stored features."""
@@ -133,7 +165,9 @@ def video_picture(video: Path, out: Path, densecap: Path | None = None, features
             record = json.loads(path.read_text(encoding="utf-8"))
             records, interval = record["frames"], float(record["interval"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DecembertError(f"--densecap {path}: not a dense-caption record (decembert dense-caption) of this video ({exc})") from None
+            raise DecembertError(
+                f"--densecap {path}: not a dense-caption record (decembert dense-caption) of this video ({exc})"
+            ) from None
         every = every or interval
     every = every or 1.0
     by_time = {round(float(f["time"]), 2): f["regions"] for f in records if isinstance(f, dict)}
@@ -162,8 +196,12 @@ def _image(path: Path) -> str:
 
 
 def _table(title: str, metrics: dict[str, Any]) -> str:
-    cells = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{v:.4g}</td></tr>" if isinstance(v, float) else
-                    f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in metrics.items())  # fmt: skip
+    cells = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{v:.4g}</td></tr>"
+        if isinstance(v, float)
+        else f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+        for k, v in metrics.items()
+    )
     return f"<h3>{html.escape(title)}</h3><table>{cells}</table>"
 
 
@@ -190,30 +228,46 @@ def report(run_dirs: list[Path], video: str | None = None) -> Path:
     for run in runs:
         info = _run_meta(run)
         meta = info["meta"]
-        parts = [f"<h2>{html.escape(run.name)}: {html.escape(str(meta.get('kind')))} {html.escape(str(meta.get('task') or meta.get('corpus') or ''))}</h2>"]
+        parts = [
+            f"<h2>{html.escape(run.name)}: {html.escape(str(meta.get('kind')))} {html.escape(str(meta.get('task') or meta.get('corpus') or ''))}</h2>"
+        ]
         parts.append(f"<p>checkpoint {html.escape(str(info['file']))}</p>")
         log = read_log(run)
         val = [r for r in log if r.get("split") == "val"]
         if val:
-            parts.append(_table(f"last validation (step {val[-1]['step']})", {k: v for k, v in val[-1].items() if k not in ("split", "step")}))
+            parts.append(
+                _table(
+                    f"last validation (step {val[-1]['step']})",
+                    {k: v for k, v in val[-1].items() if k not in ("split", "step")},
+                )
+            )
         parts.append(_image(run_curves([run], folder / f"{run.name}-curves.png")))
         if meta.get("kind") == "pretrain":
             try:
                 records = _corpus(info["config"], meta)
                 chosen = video or (records[0].video_id if records else "")
                 example = attention_example(run, chosen, records=records)
-                parts.append(_image(plots.attention([example], folder / f"{run.name}-attention.png", titles=[run.name])))
+                parts.append(
+                    _image(plots.attention([example], folder / f"{run.name}-attention.png", titles=[run.name]))
+                )
             except DecembertError as exc:
                 parts.append(f"<p>attention map not drawn: {html.escape(str(exc))}</p>")
         if meta.get("kind") == "finetune":
             for evaluation in sorted(run.glob("eval-*/metrics.json")):
                 record = json.loads(evaluation.read_text(encoding="utf-8"))
-                parts.append(_table(f"{record['task']}, {record['split']} split ({record['items']} items)", {**record.get("protocol", {}), **record["metrics"]}))
+                parts.append(
+                    _table(
+                        f"{record['task']}, {record['split']} split ({record['items']} items)",
+                        {**record.get("protocol", {}), **record["metrics"]},
+                    )
+                )
             if list(run.glob("eval-*/predictions.jsonl")):
                 parts.append(_image(task_examples(run, folder / f"{run.name}-examples.png")))
         sections.append("\n".join(parts))
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>decembert report: {html.escape(home.name)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>decembert report: {html.escape(str(home))}</h1>{''.join(sections)}</body></html>\n")  # fmt: skip
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>decembert report: {html.escape(home.name)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>decembert report: {html.escape(str(home))}</h1>{''.join(sections)}</body></html>\n"
+    )
     return atomic_write_text(folder / "index.html", page)
 
 
@@ -221,9 +275,12 @@ def _corpus(config: dict[str, Any], meta: dict[str, Any]) -> list:
     """The usable videos of a pre-training run's corpus (read once for the report)."""
     from decembert_cli.config import Config
     from decembert_cli.config.loader import from_dict
-    from decembert_cli.engine.pretrain import open_corpus
+    from decembert_cli.data.corpus import open_corpus
 
-    records, _ = open_corpus(meta.get("corpus", "howto100m"), from_dict(Config, config), strict=False)
+    cfg = from_dict(Config, config)
+    records, _ = open_corpus(
+        meta.get("corpus", "howto100m"), cfg.data, (cfg.model.feature_dim_2d, cfg.model.feature_dim_3d), strict=False
+    )
     if not records:
         raise DecembertError("the run's corpus has no usable video")
     return records

@@ -16,7 +16,9 @@ def _text(path: Path, encoding: str) -> str:
     try:
         return path.read_text(encoding=encoding)
     except FileNotFoundError:
-        raise DecembertError(f"{path} not found; check the task's data settings (decembert data check shows what is found)") from None
+        raise DecembertError(
+            f"{path} not found; check the task's data settings (decembert data check shows what is found)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DecembertError(f"cannot read {path} ({exc})") from None
 

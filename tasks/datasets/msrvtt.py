@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from decembert_cli.errors import DecembertError
+
 from .files import read_csv, read_json, record_error
 
 SPLITS = ("train", "validate", "test")
@@ -42,19 +43,23 @@ class MSRVTTVideo:
 def read_msrvtt_data(path: Path) -> tuple[dict[str, MSRVTTVideo], dict[str, list[str]]]:
     """Videos by id and their captions (in file order) from MSRVTT_data.json (or *_videodatainfo.json)."""
     data = read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("videos"), list) or not isinstance(data.get("sentences"), list):
-        raise DecembertError(f"{path}: expected MSR-VTT's {{\"videos\": [...], \"sentences\": [...]}}")
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("videos"), list)
+        or not isinstance(data.get("sentences"), list)
+    ):
+        raise DecembertError(f'{path}: expected MSR-VTT\'s {{"videos": [...], "sentences": [...]}}')
     videos: dict[str, MSRVTTVideo] = {}
     for i, v in enumerate(data["videos"]):
         key = video_key(v.get("video_id")) if isinstance(v, dict) else None
         if key is None or not isinstance(v.get("split"), str):
-            raise record_error(path, i, "a video needs \"video_id\" (video{n}) and \"split\"", v)
+            raise record_error(path, i, 'a video needs "video_id" (video{n}) and "split"', v)
         videos[key] = MSRVTTVideo(key, v["split"], int(v.get("category", -1)))
     sentences: dict[str, list[str]] = {}
     for i, s in enumerate(data["sentences"]):
         key = video_key(s.get("video_id")) if isinstance(s, dict) else None
         if key is None or not isinstance(s.get("caption"), str) or not s["caption"].strip():
-            raise record_error(path, i, "a sentence needs \"video_id\" and a non-empty \"caption\"", s)
+            raise record_error(path, i, 'a sentence needs "video_id" and a non-empty "caption"', s)
         if key not in videos:
             raise record_error(path, i, f"sentence of {key}, which is not among the file's videos", s)
         sentences.setdefault(key, []).append(s["caption"].strip())
@@ -108,20 +113,33 @@ def read_qa(path: Path) -> list[QAItem]:
         if not isinstance(q, dict):
             raise record_error(path, i, "a question must be an object", q)
         if not isinstance(q.get("question"), str) or not q["question"].strip():
-            raise record_error(path, i, "no \"question\"", q)
+            raise record_error(path, i, 'no "question"', q)
         if not isinstance(q.get("answer"), str) or not q["answer"].strip():
-            raise record_error(path, i, "the question has no \"answer\"", q)
+            raise record_error(path, i, 'the question has no "answer"', q)
         key = video_key(q.get("video_id"))
         if key is None:
-            raise record_error(path, i, "\"video_id\" must be an int (6513) or video{n}", q)
+            raise record_error(path, i, '"video_id" must be an int (6513) or video{n}', q)
         form = type(q["video_id"])
         forms.setdefault(form, i)
         if len(forms) > 1:
             first = min(forms.values())
-            raise record_error(path, i, f"\"video_id\" is a {form.__name__} here but record {first} has a "
-                               f"{type(data[first]['video_id']).__name__}; write every id the same way", q)  # fmt: skip
+            raise record_error(
+                path,
+                i,
+                f'"video_id" is a {form.__name__} here but record {first} has a '
+                f"{type(data[first]['video_id']).__name__}; write every id the same way",
+                q,
+            )
         qid = q.get("id", i)
-        items.append(QAItem(int(qid) if isinstance(qid, int) else i, key, q["question"].strip(), q["answer"].strip().lower(), int(q.get("category_id", -1))))
+        items.append(
+            QAItem(
+                int(qid) if isinstance(qid, int) else i,
+                key,
+                q["question"].strip(),
+                q["answer"].strip().lower(),
+                int(q.get("category_id", -1)),
+            )
+        )
     return items
 
 

@@ -29,7 +29,9 @@ class VideoSettings:
     dense_interval: Positive = 2.0  # seconds between captioned frames of .npy files
     dense_per_frame: Count = 2  # dense captions taken per frame
     max_dense_captions: NonNegativeInt = 16  # at most this many dense captions per item
-    train_fraction: Fraction = 1.0  # share of the training videos used (a fixed subset: the first by a hash of the id); low-resource runs
+    train_fraction: Fraction = (
+        1.0  # share of the training videos used (a fixed subset: the first by a hash of the id); low-resource runs
+    )
     require_features: bool = False  # a training or validation video without features stops fine-tuning (finetune --strict); else its items are left out, with a note
 
 
@@ -41,7 +43,9 @@ def under(root: Path, value: str) -> Path:
 def task_file(settings: VideoSettings, name: str) -> Path:
     """`name` (a file setting) under task.root; a clear error when task.root is not set."""
     if not settings.root:
-        raise DecembertError("task.root is not set: --set task.root=DIR (the folder with the annotation files and features)")
+        raise DecembertError(
+            "task.root is not set: --set task.root=DIR (the folder with the annotation files and features)"
+        )
     return under(Path(settings.root).expanduser(), name)
 
 
@@ -59,7 +63,9 @@ class VideoStore:
 
     def __init__(self, settings: VideoSettings, dims: tuple[int, int] | None = None) -> None:
         if not settings.root:
-            raise DecembertError("task.root is not set: --set task.root=DIR (the folder with the annotation files and features)")
+            raise DecembertError(
+                "task.root is not set: --set task.root=DIR (the folder with the annotation files and features)"
+            )
         self.root = Path(settings.root).expanduser()
         if not self.root.is_dir():
             raise DecembertError(f"task.root: folder {self.root} not found")
@@ -92,7 +98,9 @@ class VideoStore:
     def dense_file(self, video_id: str) -> Path | None:
         if self.dense_dir is None:
             return None
-        return next((p for p in (self.dense_dir / f"{video_id}.json", self.dense_dir / f"{video_id}.npy") if p.is_file()), None)
+        return next(
+            (p for p in (self.dense_dir / f"{video_id}.json", self.dense_dir / f"{video_id}.npy") if p.is_file()), None
+        )
 
     def features(self, video_id: str, window: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(T, D2), (T, D3) float32 on the 1 s grid, for seconds [floor(start), ceil(end)) of `window`."""
@@ -100,8 +108,14 @@ class VideoStore:
             raise DecembertError("VideoStore was opened without the model's feature widths")
         grid = None if window is None else (math.floor(window[0]), max(math.floor(window[0]) + 1, math.ceil(window[1])))
         try:
-            return load_features(self.dir_2d / f"{video_id}.npy", self.dir_3d / f"{video_id}.npy",
-                                 dim_2d=self.dims[0], dim_3d=self.dims[1], fps_3d=self.fps_3d, window=grid)  # fmt: skip
+            return load_features(
+                self.dir_2d / f"{video_id}.npy",
+                self.dir_3d / f"{video_id}.npy",
+                dim_2d=self.dims[0],
+                dim_3d=self.dims[1],
+                fps_3d=self.fps_3d,
+                window=grid,
+            )
         except BadVideo as exc:
             raise DecembertError(f"video {video_id} ({self.dir_2d}): {exc}") from None
 

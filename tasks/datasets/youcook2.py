@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from decembert_cli.errors import DecembertError
+
 from .files import read_csv, read_json
 
 SUBSETS = ("training", "validation")
@@ -39,13 +40,24 @@ def read_youcook2(path: Path) -> dict[str, YouCook2Video]:
     videos = {}
     for video_id, v in database.items():
         where = f'{path}, video "{video_id}"'
-        if not isinstance(v, dict) or not isinstance(v.get("annotations"), list) or v.get("subset") not in (*SUBSETS, "testing"):
+        if (
+            not isinstance(v, dict)
+            or not isinstance(v.get("annotations"), list)
+            or v.get("subset") not in (*SUBSETS, "testing")
+        ):
             raise DecembertError(f'{where}: needs "subset" (training/validation) and a list of "annotations"')
         segments = []
         for i, a in enumerate(v["annotations"]):
             seg = a.get("segment") if isinstance(a, dict) else None
-            if not (isinstance(seg, list) and len(seg) == 2 and all(isinstance(x, (int, float)) for x in seg) and seg[0] <= seg[1]):
-                raise DecembertError(f'{where}, annotation {i}: "segment" must be [start, end] seconds with start <= end')
+            if not (
+                isinstance(seg, list)
+                and len(seg) == 2
+                and all(isinstance(x, (int, float)) for x in seg)
+                and seg[0] <= seg[1]
+            ):
+                raise DecembertError(
+                    f'{where}, annotation {i}: "segment" must be [start, end] seconds with start <= end'
+                )
             sentence = a.get("sentence")
             if not isinstance(sentence, str) or not sentence.strip():
                 raise DecembertError(f'{where}, annotation {i}: no "sentence"')
@@ -54,7 +66,9 @@ def read_youcook2(path: Path) -> dict[str, YouCook2Video]:
                 raise DecembertError(f'{where}, annotation {i}: "id" must be an integer, got {segment_id!r}')
             segments.append(Segment(video_id, float(seg[0]), float(seg[1]), sentence.strip(), i, segment_id))
         segments.sort(key=lambda s: (s.start, s.index))
-        videos[video_id] = YouCook2Video(video_id, float(v.get("duration", 0.0)), v["subset"], str(v.get("recipe_type", "")), tuple(segments))
+        videos[video_id] = YouCook2Video(
+            video_id, float(v.get("duration", 0.0)), v["subset"], str(v.get("recipe_type", "")), tuple(segments)
+        )
     return videos
 
 
@@ -65,7 +79,9 @@ def read_clip_list(path: Path) -> list[tuple[str, float, float, str]]:
         try:
             start, end = float(row["start"]), float(row["end"])
         except ValueError:
-            raise DecembertError(f"{path}, line {line}: start and end must be seconds; got {row['start']!r}, {row['end']!r}") from None
+            raise DecembertError(
+                f"{path}, line {line}: start and end must be seconds; got {row['start']!r}, {row['end']!r}"
+            ) from None
         if not row["video_id"] or end < start:
             raise DecembertError(f"{path}, line {line}: needs a video_id and start <= end")
         clips.append((row["video_id"], start, end, row["text"].strip()))

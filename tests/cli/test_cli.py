@@ -50,7 +50,9 @@ def test_user_errors_are_one_message_and_exit_2(args: list[str], needle: str) ->
 
 
 def test_print_config_prints_resolved_yaml() -> None:
-    result = runner.invoke(app, ["check", "--config", "tiny", "--set", "loss.constrained_lambda=1e-4", "--print-config"])
+    result = runner.invoke(
+        app, ["check", "--config", "tiny", "--set", "loss.constrained_lambda=1e-4", "--print-config"]
+    )
     assert result.exit_code == 0
     assert "arch: tiny" in result.stdout and "constrained_lambda: 0.0001" in result.stdout
     assert "forward+backward" not in result.stdout  # it stops after printing
@@ -59,7 +61,19 @@ def test_print_config_prints_resolved_yaml() -> None:
 def test_check_runs_and_its_options_take_effect(tmp_path) -> None:  # type: ignore[no-untyped-def]
     result = runner.invoke(
         app,
-        ["check", "--config", "tiny", "--batch-size", "3", "--neighbours", "2", "--device", "cpu", "--out", str(tmp_path)],
+        [
+            "check",
+            "--config",
+            "tiny",
+            "--batch-size",
+            "3",
+            "--neighbours",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+        ],
     )
     assert result.exit_code == 0, result.stdout + result.stderr
     out = result.stdout
@@ -94,8 +108,20 @@ def test_extract_features_command(tmp_path) -> None:  # type: ignore[no-untyped-
     from tests.videos import write_video
 
     write_video(tmp_path / "clip.avi", 24, 60)
-    tiny = ["--random-init", "--backbone-2d", "resnet18", "--size-2d", "32", "--backbone-3d", "resnext3d-tiny", "--size-3d", "32"]
-    result = runner.invoke(app, ["extract-features", str(tmp_path / "clip.avi"), "--out", str(tmp_path / "store"), *tiny])
+    tiny = [
+        "--random-init",
+        "--backbone-2d",
+        "resnet18",
+        "--size-2d",
+        "32",
+        "--backbone-3d",
+        "resnext3d-tiny",
+        "--size-3d",
+        "32",
+    ]
+    result = runner.invoke(
+        app, ["extract-features", str(tmp_path / "clip.avi"), "--out", str(tmp_path / "store"), *tiny]
+    )
     assert result.exit_code == 0, result.output
     assert "1 extracted, 0 already done, 0 failed of 1 videos" in result.output
     assert (tmp_path / "store" / "2d" / "clip.npy").is_file() and (tmp_path / "store" / "3d" / "stream.json").is_file()
@@ -106,7 +132,9 @@ def test_extract_features_command(tmp_path) -> None:  # type: ignore[no-untyped-
         (["--device", "tpu"], "--device tpu is not"),
         (["--backbone-3d", "c3d"], "unknown 3D backbone 'c3d'; installed:"),
     ):
-        bad = runner.invoke(app, ["extract-features", str(tmp_path / "clip.avi"), "--out", str(tmp_path / "o2"), *tiny, *args])
+        bad = runner.invoke(
+            app, ["extract-features", str(tmp_path / "clip.avi"), "--out", str(tmp_path / "o2"), *tiny, *args]
+        )
         assert bad.exit_code == 2 and needle in bad.output, (args, bad.output)
     missing = runner.invoke(app, ["extract-features", str(tmp_path / "nope"), "--out", str(tmp_path / "o3"), *tiny])
     assert missing.exit_code == 2 and "does not exist" in missing.output

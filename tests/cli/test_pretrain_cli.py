@@ -25,16 +25,37 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _args(corpus: Path, out: Path, *extra: str) -> list[str]:
     sets = [
-        f"data.root={corpus}", f"model.feature_dim_2d={DIM}", f"model.feature_dim_3d={DIM}", "data.workers=0",
-        "train.batch_size=8", "train.max_steps=4", "train.log_every=2", "train.device=cpu",
+        f"data.root={corpus}",
+        f"model.feature_dim_2d={DIM}",
+        f"model.feature_dim_3d={DIM}",
+        "data.workers=0",
+        "train.batch_size=8",
+        "train.max_steps=4",
+        "train.log_every=2",
+        "train.device=cpu",
     ]
-    return ["pretrain", "--data", "sample", "--config", "tiny", *[x for s in sets for x in ("--set", s)], "--out", str(out), *extra]
+    return [
+        "pretrain",
+        "--data",
+        "sample",
+        "--config",
+        "tiny",
+        *[x for s in sets for x in ("--set", s)],
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_pretrain_runs_and_reports_table6(corpus: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, _args(corpus, tmp_path / "run"))
     assert result.exit_code == 0, result.output
-    for label in ("MLM accuracy, ASR tokens", "MLM accuracy, dense-caption tokens", "video-text matching accuracy", "alignment accuracy"):
+    for label in (
+        "MLM accuracy, ASR tokens",
+        "MLM accuracy, dense-caption tokens",
+        "video-text matching accuracy",
+        "alignment accuracy",
+    ):
         assert label in result.output
     run = tmp_path / "run"
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "step-00000004.pt").is_file()
@@ -66,8 +87,14 @@ def test_lambda_zero_still_reports_the_constrained_loss(corpus: Path, tmp_path: 
 
 
 def test_lambda_warmup_and_epoch_unit_reach_the_run(corpus: Path, tmp_path: Path) -> None:
-    sets = ["loss.constrained_lambda=2", "loss.constrained_warmup=4", "train.max_steps=4", "train.log_every=1",
-            "train.epoch_unit=video", "train.validate_every=2"]  # fmt: skip
+    sets = [
+        "loss.constrained_lambda=2",
+        "loss.constrained_warmup=4",
+        "train.max_steps=4",
+        "train.log_every=1",
+        "train.epoch_unit=video",
+        "train.validate_every=2",
+    ]
     result = runner.invoke(app, _args(corpus, tmp_path / "run", *[x for s in sets for x in ("--set", s)]))
     assert result.exit_code == 0, result.output
     assert "items per epoch: one per video" in " ".join(result.output.split())
@@ -94,8 +121,21 @@ def test_a_collapse_is_a_warning_in_the_log_and_on_screen(corpus: Path, tmp_path
 
 
 def test_finetuning_refuses_the_video_epoch(corpus: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["finetune", "msrvtt-qa", "--config", "tiny", "--set", f"task.root={corpus / 'msrvtt'}",
-                                 "--set", "train.epoch_unit=video", "--out", str(tmp_path / "ft")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "finetune",
+            "msrvtt-qa",
+            "--config",
+            "tiny",
+            "--set",
+            f"task.root={corpus / 'msrvtt'}",
+            "--set",
+            "train.epoch_unit=video",
+            "--out",
+            str(tmp_path / "ft"),
+        ],
+    )
     assert result.exit_code == 2 and "train.epoch_unit = video" in result.output
 
 

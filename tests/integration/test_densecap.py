@@ -21,14 +21,17 @@ from tests.videos import write_video
 
 def test_oracle_captions_the_rendered_sample_corpus_and_pretraining_reads_them(tmp_path: Path) -> None:
     from decembert_cli.data.densecap import read_dense_captions
-    from decembert_cli.data.sample_corpus import _dense_frames, generate, plans
-    from decembert_cli.data.sample_video import background
+    from decembert_cli.data.sample.corpus import _dense_frames, generate, plans
+    from decembert_cli.data.sample.video import background
     from decembert_cli.data.video import Decoded, frame_grid, open_video, sample
 
     root = generate(tmp_path / "corpus", videos=3, render=True, features="none", clips=2)
     assert not (root / "dense_captions").exists()  # left to dense-caption
     for folder, count in ((root, 3), (root / "msrvtt", 2)):  # the corpus' videos and the downstream clips
-        result = CliRunner().invoke(app, ["dense-caption", str(folder / "videos"), "--backend", "oracle", "--out", str(folder / "dense_captions")])
+        result = CliRunner().invoke(
+            app,
+            ["dense-caption", str(folder / "videos"), "--backend", "oracle", "--out", str(folder / "dense_captions")],
+        )
         assert result.exit_code == 0, result.output
         assert f"{count} captioned, 0 already done, 0 failed of {count} videos" in result.output
     checked = 0
@@ -47,12 +50,16 @@ def test_oracle_captions_the_rendered_sample_corpus_and_pretraining_reads_them(t
             if boxes:
                 x1, y1, x2, y2 = boxes.pop()
                 ys, xs = np.nonzero(differs)
-                assert x1 - 3 <= xs.min() and xs.max() <= x2 + 3 and y1 - 3 <= ys.min() and ys.max() <= y2 + 3  # holds it
+                assert (
+                    x1 - 3 <= xs.min() and xs.max() <= x2 + 3 and y1 - 3 <= ys.min() and ys.max() <= y2 + 3
+                )  # holds it
                 assert x2 - x1 <= xs.max() - xs.min() + 6 and y2 - y1 <= ys.max() - ys.min() + 6  # and is tight
                 checked += 1
         video.close()
     assert checked > 20
-    frames, interval = read_dense_captions(root / "dense_captions" / "sample_0000.json", 2.0)  # as pre-training reads it
+    frames, interval = read_dense_captions(
+        root / "dense_captions" / "sample_0000.json", 2.0
+    )  # as pre-training reads it
     assert interval == 2.0 and all("<unk>" not in c for f in frames for c in f)
 
 
@@ -66,8 +73,23 @@ def test_killed_and_rerun_every_video_is_captioned_exactly_once(tiny_florence: P
     for i in range(8):
         write_video(tmp_path / "videos" / f"v{i}.avi", 24, 24 * 5, size=(64, 48))
     out = tmp_path / "dc"
-    command = [sys.executable, "-m", "decembert_cli", "dense-caption", str(tmp_path / "videos"), "--out", str(out),
-               "--model", str(tiny_florence), "--batch-size", "1", "--num-beams", "1", "--max-new-tokens", "120"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "decembert_cli",
+        "dense-caption",
+        str(tmp_path / "videos"),
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_florence),
+        "--batch-size",
+        "1",
+        "--num-beams",
+        "1",
+        "--max-new-tokens",
+        "120",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 120
@@ -80,7 +102,9 @@ def test_killed_and_rerun_every_video_is_captioned_exactly_once(tiny_florence: P
     rerun = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{8 - len(first)} captioned, {len(first)} already done" in rerun.stderr
-    assert {p.stem: p.stat().st_mtime_ns for p in out.glob("v*.json") if p.stem in first} == first  # not captioned again
+    assert {
+        p.stem: p.stat().st_mtime_ns for p in out.glob("v*.json") if p.stem in first
+    } == first  # not captioned again
     assert sorted(p.stem for p in out.glob("v*.json")) == [f"v{i}" for i in range(8)]
     ids = [json.loads(line)["video_id"] for line in (out / "videos.jsonl").read_text().splitlines()]
     assert sorted(ids) == [f"v{i}" for i in range(8)]  # each video logged exactly once

@@ -20,7 +20,17 @@ from decembert_cli.features import pipeline as P
 from decembert_cli.features.backbones import build_2d, build_3d
 from tests.videos import write_video
 
-TINY = ["--random-init", "--backbone-2d", "resnet18", "--size-2d", "32", "--backbone-3d", "resnext3d-tiny", "--size-3d", "32"]
+TINY = [
+    "--random-init",
+    "--backbone-2d",
+    "resnet18",
+    "--size-2d",
+    "32",
+    "--backbone-3d",
+    "resnext3d-tiny",
+    "--size-3d",
+    "32",
+]
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +89,28 @@ def test_extract_a_folder_with_bad_files(videos, backbones, tmp_path):
     assert (again.extracted, again.already_done, sum(again.failed.values())) == (0, 3, 3)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == stamps
     assert len(_lines(out / "videos.jsonl")) == 3
-    assert sorted(f["video_id"] for f in _lines(out / "failures.jsonl")) == ["empty", "garbage", "truncated"]  # retried, listed once
+    assert sorted(f["video_id"] for f in _lines(out / "failures.jsonl")) == [
+        "empty",
+        "garbage",
+        "truncated",
+    ]  # retried, listed once
 
 
 def test_same_features_whatever_the_batching(videos, backbones, tmp_path):
-    one = P.extract([videos / "a.avi"], *backbones, _options(tmp_path / "one", batch_size=1, readers=1, dtype="float32"))
-    many = P.extract([videos / "a.avi"], *backbones, _options(tmp_path / "many", batch_size=64, readers=2, dtype="float32"))
+    one = P.extract(
+        [videos / "a.avi"], *backbones, _options(tmp_path / "one", batch_size=1, readers=1, dtype="float32")
+    )
+    many = P.extract(
+        [videos / "a.avi"], *backbones, _options(tmp_path / "many", batch_size=64, readers=2, dtype="float32")
+    )
     assert one.extracted == many.extracted == 1
     for stream in ("2d", "3d"):
-        np.testing.assert_allclose(np.load(tmp_path / "one" / stream / "a.npy"), np.load(tmp_path / "many" / stream / "a.npy"), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            np.load(tmp_path / "one" / stream / "a.npy"),
+            np.load(tmp_path / "many" / stream / "a.npy"),
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
 
 def test_howto100m_layout_and_the_corpus_reads_both(videos, backbones, tmp_path):
@@ -121,7 +144,9 @@ def test_settings_must_match_the_features_already_there(videos, backbones, tmp_p
     other = build_3d("resnext3d-tiny", "random", size=48)
     with pytest.raises(DecembertError, match=r"3d/stream.json was written with resolution = 32, this run has 48"):
         P.extract([videos / "c.avi"], backbones[0], other, _options(tmp_path))
-    with pytest.raises(DecembertError, match=r"2d/stream.json was written with dtype = 'float16', this run has 'float32'"):
+    with pytest.raises(
+        DecembertError, match=r"2d/stream.json was written with dtype = 'float16', this run has 'float32'"
+    ):
         P.extract([videos / "c.avi"], *backbones, _options(tmp_path, dtype="float32"))
 
 
@@ -139,7 +164,9 @@ def test_list_files_unsafe_ids_and_shards(videos, backbones, tmp_path):
     out = tmp_path / "store"
     done = []
     for i in range(2):
-        summary = P.extract([listing], *backbones, _options(out, shard=(i, 2)), on_video=lambda v, s: done.append((v, s)))
+        summary = P.extract(
+            [listing], *backbones, _options(out, shard=(i, 2)), on_video=lambda v, s: done.append((v, s))
+        )
         assert summary.extracted >= 1
     assert sorted(v for v, s in done if s == "done") == ["first", "second", "third"]
     assert sorted(p.stem for p in (out / "2d").glob("*.npy")) == ["first", "second", "third"]
@@ -175,7 +202,9 @@ def test_disk_full_stops_with_one_error_and_corrupts_nothing(videos, backbones, 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(io_module.os, "fsync", full)
-    with pytest.raises(DecembertError, match=r"cannot write .*\.npy: No space left on device; the previous file, if any, is unchanged"):
+    with pytest.raises(
+        DecembertError, match=r"cannot write .*\.npy: No space left on device; the previous file, if any, is unchanged"
+    ):
         P.extract([videos], *backbones, _options(out))
     monkeypatch.setattr(io_module.os, "fsync", real_fsync)
     assert {p.name: p.read_bytes() for p in (out / "2d").glob("*.npy")} == before
@@ -190,8 +219,24 @@ def test_sigkill_then_rerun_extracts_every_video_exactly_once(tmp_path):
     for i in range(10):
         write_video(folder / f"v{i:02d}.avi", 24, 24 * 8, (128, 96))
     out = tmp_path / "store"
-    command = [sys.executable, "-m", "decembert_cli", "extract-features", str(folder), "--out", str(out), *TINY,
-               "--size-2d", "96", "--size-3d", "64", "--readers", "1", "--batch-size", "4"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "decembert_cli",
+        "extract-features",
+        str(folder),
+        "--out",
+        str(out),
+        *TINY,
+        "--size-2d",
+        "96",
+        "--size-3d",
+        "64",
+        "--readers",
+        "1",
+        "--batch-size",
+        "4",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + 120
@@ -217,7 +262,7 @@ def test_sigkill_then_rerun_extracts_every_video_exactly_once(tmp_path):
 def test_the_sample_corpus_signal_survives_rendering_and_extraction(tmp_path):
     """Rendered sample videos -> demo backbones -> a linear probe still reads each second's object and action."""
     from benchmarks.sample_probe import probe
-    from decembert_cli.data.sample_corpus import generate
+    from decembert_cli.data.sample.corpus import generate
 
     root = generate(tmp_path / "corpus", videos=16, render=True, features="none")
     b2, b3 = build_2d("resnet18", "random", size=112), build_3d("resnext3d-tiny", "random", size=64)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from decembert_cli import checkpoint as ckpt
 from decembert_cli.config import Config, load_config
-from decembert_cli.data.sample_corpus import generate
-from decembert_cli.engine import checkpoint as ckpt
+from decembert_cli.data.sample.corpus import generate
 from decembert_cli.engine.pretrain import prepare, pretrain
 from decembert_cli.errors import DecembertError
 
@@ -94,7 +94,9 @@ def test_checkpoint_holds_what_resume_needs(sample_root: Path, tmp_path: Path) -
     assert {"model", "optimizer", "scheduler", "scaler", "step", "rng", "config", "meta"} <= set(state)
     bert_config = state["meta"].pop("bert_config")
     assert state["config"]["data"]["root"] and state["meta"] == {"kind": "pretrain", "corpus": "sample", "world": 1}
-    assert bert_config["hidden_size"] == state["model"]["encoder.bert.embeddings.word_embeddings.weight"].shape[1]  # the encoder's own config
+    assert (
+        bert_config["hidden_size"] == state["model"]["encoder.bert.embeddings.word_embeddings.weight"].shape[1]
+    )  # the encoder's own config
     assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))
 
 
@@ -126,7 +128,9 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     _run(Path(root), Path(out), *NO_DROPOUT)
 
@@ -148,7 +152,9 @@ def test_resume_before_the_first_checkpoint_starts_again(sample_root: Path, tmp_
     assert _step_losses(run)[1]["loss"] != 1.0
 
 
-def test_worker_processes_load_the_same_data_and_validation_runs_periodically(sample_root: Path, tmp_path: Path) -> None:
+def test_worker_processes_load_the_same_data_and_validation_runs_periodically(
+    sample_root: Path, tmp_path: Path
+) -> None:
     _run(sample_root, tmp_path / "inline", *NO_DROPOUT)
     _run(sample_root, tmp_path / "workers", *NO_DROPOUT, "data.workers=2", "train.validate_every=2")
     _assert_same_training(tmp_path / "inline", tmp_path / "workers")
@@ -193,9 +199,12 @@ def test_a_foreign_pickle_is_refused_without_weights_only_advice(tmp_path: Path)
     assert "\n" not in str(caught.value)
 
 
-def test_a_video_found_bad_while_training_is_skipped_and_counted_unless_strict(sample_root: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    import numpy as np
+def test_a_video_found_bad_while_training_is_skipped_and_counted_unless_strict(
+    sample_root: Path, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
     import shutil
+
+    import numpy as np
 
     root = tmp_path / "corpus"
     shutil.copytree(sample_root, root)
@@ -207,7 +216,9 @@ def test_a_video_found_bad_while_training_is_skipped_and_counted_unless_strict(s
     err = capsys.readouterr().err
     assert err.count("note: video sample_0000 skipped for the rest of the run") >= 1 and "NaN" in err
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
-    assert sum(report["skipped_while_training"].values()) == 2 and "sample_0001" in json.dumps(report["examples_while_training"])
+    assert sum(report["skipped_while_training"].values()) == 2 and "sample_0001" in json.dumps(
+        report["examples_while_training"]
+    )
     with pytest.raises(DecembertError, match=r"video sample_000[01]: .*leave out --strict"):
         config = _config(root, "train.max_steps=4")
         pretrain(prepare(config, "sample", tmp_path / "strict", strict=True), config, progress=False)

@@ -24,54 +24,113 @@ DIM = 16
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped-def]
     """A rendered sample corpus with oracle dense captions, a tiny pre-training run and an evaluated QA run."""
-    from decembert_cli.data.sample_corpus import generate
+    from decembert_cli.data.sample.corpus import generate
 
     base = tmp_path_factory.mktemp("viz")
     root = generate(base / "corpus", videos=8, clips=20, feature_dim_2d=DIM, feature_dim_3d=DIM, render=True)
-    result = runner.invoke(app, ["dense-caption", str(root / "videos"), "--backend", "oracle", "--out", str(base / "dc")])
+    result = runner.invoke(
+        app, ["dense-caption", str(root / "videos"), "--backend", "oracle", "--out", str(base / "dc")]
+    )
     assert result.exit_code == 0, result.output
-    sets = [f"data.root={root}", f"model.feature_dim_2d={DIM}", f"model.feature_dim_3d={DIM}", "data.workers=0",
-            "train.batch_size=8", "train.max_steps=4", "train.log_every=1", "train.validate_every=2", "train.device=cpu"]  # fmt: skip
-    result = runner.invoke(app, ["pretrain", "--data", "sample", "--config", "tiny", *[x for s in sets for x in ("--set", s)], "--out", str(base / "runs" / "pre")])
+    sets = [
+        f"data.root={root}",
+        f"model.feature_dim_2d={DIM}",
+        f"model.feature_dim_3d={DIM}",
+        "data.workers=0",
+        "train.batch_size=8",
+        "train.max_steps=4",
+        "train.log_every=1",
+        "train.validate_every=2",
+        "train.device=cpu",
+    ]
+    result = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--data",
+            "sample",
+            "--config",
+            "tiny",
+            *[x for s in sets for x in ("--set", s)],
+            "--out",
+            str(base / "runs" / "pre"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     qa = [f"task.root={root / 'msrvtt'}", "train.max_steps=2", "train.batch_size=4"]
-    result = runner.invoke(app, ["finetune", "msrvtt-qa", "--checkpoint", str(base / "runs" / "pre"), *[x for s in qa for x in ("--set", s)],
-                                 "--out", str(base / "runs" / "qa")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "finetune",
+            "msrvtt-qa",
+            "--checkpoint",
+            str(base / "runs" / "pre"),
+            *[x for s in qa for x in ("--set", s)],
+            "--out",
+            str(base / "runs" / "qa"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["evaluate", "msrvtt-qa", "--checkpoint", str(base / "runs" / "qa")])
     assert result.exit_code == 0, result.output
-    return {"root": root, "dc": base / "dc", "pre": base / "runs" / "pre", "qa": base / "runs" / "qa", "runs": base / "runs"}
+    return {
+        "root": root,
+        "dc": base / "dc",
+        "pre": base / "runs" / "pre",
+        "qa": base / "runs" / "qa",
+        "runs": base / "runs",
+    }
 
 
 def test_attention_picture_and_its_numbers_are_the_models_eager_attention(runs: dict[str, Path]) -> None:
     from decembert_cli.viz.attention import attention_example
 
     out = runs["pre"] / "fig4.png"
-    result = runner.invoke(app, ["visualize", "attention", "--checkpoint", str(runs["pre"]), "--video", "sample_0002", "--clip", "3",
-                                 "--compare", str(runs["pre"]), "--out", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "visualize",
+            "attention",
+            "--checkpoint",
+            str(runs["pre"]),
+            "--video",
+            "sample_0002",
+            "--clip",
+            "3",
+            "--compare",
+            str(runs["pre"]),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert png_size(out) == (14 * DPI, int(7.5 * DPI))  # two models side by side
-    bad = runner.invoke(app, ["visualize", "attention", "--checkpoint", str(runs["pre"]), "--video", "sample_0002", "--layer", "9"])
+    bad = runner.invoke(
+        app, ["visualize", "attention", "--checkpoint", str(runs["pre"]), "--video", "sample_0002", "--layer", "9"]
+    )
     assert bad.exit_code == 2 and "--layer 9: the model has layers 1 to 2" in bad.output
     drawn = json.loads(out.with_suffix(".json").read_text())[0]
     example = attention_example(runs["pre"], "sample_0002", 3)
     assert np.allclose(drawn["mass"], example.mass, atol=1e-6) and drawn["candidates"] == example.candidates
 
     # independently: rebuild the sample and read the maps BertModel itself returns on the eager path
+    import dataclasses
+
+    from decembert_cli.checkpoint import list_checkpoints, load_checkpoint
     from decembert_cli.config import Config
     from decembert_cli.config.loader import from_dict
     from decembert_cli.data.batch import collate
-    from decembert_cli.data.corpus import PretrainDataset
-    from decembert_cli.engine.checkpoint import list_checkpoints, load_checkpoint
-    from decembert_cli.engine.pretrain import open_corpus
+    from decembert_cli.data.corpus import PretrainDataset, open_corpus
     from decembert_cli.model import build_encoder, build_tokenizer
-    import dataclasses
 
     payload = load_checkpoint(list_checkpoints(runs["pre"])[-1])
     cfg = from_dict(Config, payload["config"])
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init="none", attention="eager"),
-                              data=dataclasses.replace(cfg.data, mask_prob=0.0, negative_prob=0.0))  # fmt: skip
-    records, _ = open_corpus("sample", cfg, strict=False)
+    cfg = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, init="none", attention="eager"),
+        data=dataclasses.replace(cfg.data, mask_prob=0.0, negative_prob=0.0),
+    )
+    records, _ = open_corpus("sample", cfg.data, (cfg.model.feature_dim_2d, cfg.model.feature_dim_3d), strict=False)
     record = next(r for r in records if r.video_id == "sample_0002")
     tok = build_tokenizer(cfg.model)
     ds = PretrainDataset([record], tok, cfg.data, dims=(DIM, DIM), seed=cfg.seed, shuffle_candidates=False)
@@ -86,10 +145,15 @@ def test_attention_picture_and_its_numbers_are_the_models_eager_attention(runs: 
     cand = torch.cat([torch.full((1, v), -1), batch.caption_id], 1)[0]
     allowed = ~((cand[:, None] >= 0) & (cand[None, :] >= 0) & (cand[:, None] != cand[None, :]))  # candidates apart
     with torch.no_grad():
-        maps = encoder.bert(inputs_embeds=torch.cat([encoder.video(batch.video_2d, batch.video_3d), encoder.word_embeddings(batch.text_ids)], 1),
-                            token_type_ids=torch.cat([torch.full(batch.video_mask.shape, 2), batch.text_type], 1),
-                            position_ids=torch.cat([torch.arange(v), batch.text_pos[0]])[None],
-                            attention_mask=allowed[None, None], output_attentions=True).attentions  # fmt: skip
+        maps = encoder.bert(
+            inputs_embeds=torch.cat(
+                [encoder.video(batch.video_2d, batch.video_3d), encoder.word_embeddings(batch.text_ids)], 1
+            ),
+            token_type_ids=torch.cat([torch.full(batch.video_mask.shape, 2), batch.text_type], 1),
+            position_ids=torch.cat([torch.arange(v), batch.text_pos[0]])[None],
+            attention_mask=allowed[None, None],
+            output_attentions=True,
+        ).attentions
     v = batch.video_mask.shape[1]
     for layer, att in enumerate(maps):
         for j in range(len(example.candidates)):
@@ -100,7 +164,12 @@ def test_attention_picture_and_its_numbers_are_the_models_eager_attention(runs: 
 
 def test_run_task_and_video_pictures(runs: dict[str, Path], tmp_path: Path) -> None:
     curves = tmp_path / "curves.png"
-    assert runner.invoke(app, ["visualize", "run", str(runs["pre"]), "--compare", str(runs["qa"]), "--out", str(curves)]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["visualize", "run", str(runs["pre"]), "--compare", str(runs["qa"]), "--out", str(curves)]
+        ).exit_code
+        == 0
+    )
     width, height = png_size(curves)
     assert width == 12 * DPI and height % (3 * DPI) == 0 and height >= 6 * DPI  # 3 per row, 3 inches a row
     examples = tmp_path / "examples.png"
@@ -108,11 +177,27 @@ def test_run_task_and_video_pictures(runs: dict[str, Path], tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     assert png_size(examples) == (10 * DPI, int(3 * 2.2 * DPI))
     rows = [json.loads(x) for x in (runs["qa"] / "eval-test" / "predictions.jsonl").read_text().splitlines()]
-    assert all(len(r["top5"]) == 5 and abs(sum(p for _, p in r["top5"])) <= 1.0 + 1e-6 for r in rows)  # what the picture prints
+    assert all(
+        len(r["top5"]) == 5 and abs(sum(p for _, p in r["top5"])) <= 1.0 + 1e-6 for r in rows
+    )  # what the picture prints
     frames = tmp_path / "frames.png"
     video = runs["root"] / "videos" / "sample_0001.mp4"
-    result = runner.invoke(app, ["visualize", "video", str(video), "--densecap", str(runs["dc"]), "--features", str(runs["root"] / "features"),
-                                 "--most", "8", "--out", str(frames)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "visualize",
+            "video",
+            str(video),
+            "--densecap",
+            str(runs["dc"]),
+            "--features",
+            str(runs["root"] / "features"),
+            "--most",
+            "8",
+            "--out",
+            str(frames),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert png_size(frames) == (16 * DPI, int((2 * 3.2 + 3.0) * DPI))  # 8 frames in 2 rows, and the feature strip
     from decembert_cli.viz.report import frames_every
@@ -135,15 +220,33 @@ def test_report_is_one_self_contained_page(runs: dict[str, Path]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="headless Chromium (Debian: apt-get install chromium) not installed")
+@pytest.mark.skipif(
+    not (shutil.which("chromium") or shutil.which("chromium-browser")),
+    reason="headless Chromium (Debian: apt-get install chromium) not installed",
+)
 def test_report_renders_in_headless_chromium(runs: dict[str, Path]) -> None:
     result = runner.invoke(app, ["visualize", "report", str(runs["runs"])])
     page = Path(result.output.strip().splitlines()[-1])
     shot = page.parent / "screenshot.png"
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-                          "--enable-logging=stderr", "--v=0", "--window-size=1400,2400", f"--screenshot={shot}", page.as_uri()],
-                         capture_output=True, text=True, timeout=180)  # fmt: skip
+    run = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1400,2400",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert png_size(shot) == (1400, 2400)
     assert "Uncaught" not in run.stderr and "ERR_FILE_NOT_FOUND" not in run.stderr

@@ -9,15 +9,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 
-from decembert_cli.data.sample_corpus import generate
-from decembert_cli.engine.checkpoint import FORMAT
+from decembert_cli.checkpoint import FORMAT
+from decembert_cli.data.sample.corpus import generate
 
 DIM = 16
 W = "{w}"  # the case's working folder
@@ -58,14 +58,55 @@ def _howto(captions: str) -> Callable[[Path], None]:
     return make
 
 
-PRE = ["pretrain", "--data", "sample", "--config", "tiny", "--set", f"data.root={C}", "--set", f"model.feature_dim_2d={DIM}",
-       "--set", f"model.feature_dim_3d={DIM}", "--set", "train.max_steps=1", "--set", "data.workers=0", "--out", f"{W}/out"]  # fmt: skip
-HOWTO = ["pretrain", "--data", "howto100m", "--config", "tiny", "--set", f"data.root={W}/h100m", "--set", f"model.feature_dim_2d={DIM}",
-         "--set", f"model.feature_dim_3d={DIM}", "--out", f"{W}/out"]  # fmt: skip
+PRE = [
+    "pretrain",
+    "--data",
+    "sample",
+    "--config",
+    "tiny",
+    "--set",
+    f"data.root={C}",
+    "--set",
+    f"model.feature_dim_2d={DIM}",
+    "--set",
+    f"model.feature_dim_3d={DIM}",
+    "--set",
+    "train.max_steps=1",
+    "--set",
+    "data.workers=0",
+    "--out",
+    f"{W}/out",
+]
+HOWTO = [
+    "pretrain",
+    "--data",
+    "howto100m",
+    "--config",
+    "tiny",
+    "--set",
+    f"data.root={W}/h100m",
+    "--set",
+    f"model.feature_dim_2d={DIM}",
+    "--set",
+    f"model.feature_dim_3d={DIM}",
+    "--out",
+    f"{W}/out",
+]
 QA = ["finetune", "msrvtt-qa", "--set", "model.arch=tiny", "--set", "model.init=none", "--out", f"{W}/out"]
-CAPTION_EVAL = ["evaluate", "msrvtt-caption", "--set", f"task.root={C}/msrvtt", "--set", "task.meteor=false", "--out", f"{W}/out"]
+CAPTION_EVAL = [
+    "evaluate",
+    "msrvtt-caption",
+    "--set",
+    f"task.root={C}/msrvtt",
+    "--set",
+    "task.meteor=false",
+    "--out",
+    f"{W}/out",
+]
 IMPORT = ["dense-caption", f"{W}/dc.json", "--backend", "import", "--out", f"{W}/out"]
-JOHNSON = json.dumps({"results": [{"img_name": "v1/1.jpg", "captions": ["a cup"], "boxes": [[1, 2, 3, 4]], "scores": [1.0]}]})
+JOHNSON = json.dumps(
+    {"results": [{"img_name": "v1/1.jpg", "captions": ["a cup"], "boxes": [[1, 2, 3, 4]], "scores": [1.0]}]}
+)
 
 # (case id, argv, setup, what the error line must say)
 CASES: list[tuple[str, list[str], Callable[[Path], None] | None, str]] = [
@@ -84,54 +125,136 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None, str]] = [
     ("config-missing", [*PRE, "--config", f"{W}/none.yaml"], None, "none.yaml"),
     ("config-bad-yaml", [*PRE, "--config", f"{W}/bad.yaml"], _write("bad.yaml", "train: [1, 2\n"), "not valid YAML"),
     ("config-a-list", [*PRE, "--config", f"{W}/list.yaml"], _write("list.yaml", "- a\n- b\n"), "must be a mapping"),
-    ("config-range-line", [*PRE, "--config", f"{W}/c.yaml"], _write("c.yaml", "seed: 1\ntrain:\n  lr: -2\n"), "line 3: train.lr: -2 is out of range"),
+    (
+        "config-range-line",
+        [*PRE, "--config", f"{W}/c.yaml"],
+        _write("c.yaml", "seed: 1\ntrain:\n  lr: -2\n"),
+        "line 3: train.lr: -2 is out of range",
+    ),
     ("text-budget", [*PRE, "--set", "data.neighbours=10"], None, "data.neighbours=10"),
     # pre-training corpora and runs
     ("unknown-corpus", ["pretrain", "--data", "nope", "--out", f"{W}/out"], None, "nope"),
     ("howto-no-root", ["pretrain", "--data", "howto100m", "--out", f"{W}/out"], None, "data.root"),
     ("howto-bad-json", HOWTO, _howto('{"v1": {"start": [1, 2}'), "caption.json, line 1, column"),
     ("howto-deep-json", HOWTO, _howto("[" * 100000 + "]" * 100000), "nested too deeply"),
-    ("howto-huge-number", HOWTO, _howto('{"v1": {"start": [' + "9" * 400 + '], "end": [2], "text": ["a"]}}'), "400-digit number"),
+    (
+        "howto-huge-number",
+        HOWTO,
+        _howto('{"v1": {"start": [' + "9" * 400 + '], "end": [2], "text": ["a"]}}'),
+        "400-digit number",
+    ),
     ("howto-not-object", HOWTO, _howto('["v1"]'), "expected an object"),
     ("resume-nothing", [*PRE, "--resume"], None, "no checkpoint to resume from"),
     ("run-exists", PRE[:-1] + [f"{W}/run"], _fake_run, "already holds a run"),
     ("resume-damaged", PRE[:-1] + [f"{W}/run", "--resume"], _fake_run, "no intact checkpoint"),
     # feature extraction and dense captions
-    ("extract-bad-decoder", ["extract-features", f"{W}/v.txt", "--out", f"{W}/out", "--random-init", "--decoder", "bogus"],
-     _write("v.txt", ""), "--decoder bogus"),  # fmt: skip
-    ("extract-bad-layout", ["extract-features", f"{W}/v.txt", "--out", f"{W}/out", "--random-init", "--layout", "bogus"],
-     _write("v.txt", ""), "layout 'bogus'"),  # fmt: skip
-    ("extract-unknown-backbone", ["extract-features", f"{W}/v.txt", "--out", f"{W}/out", "--random-init", "--backbone-2d", "no_such_net"],
-     _write("v.txt", ""), "no_such_net"),  # fmt: skip
-    ("extract-out-is-a-file", ["extract-features", f"{W}/v.txt", "--out", f"{W}/v.txt", "--random-init"], _write("v.txt", ""), "v.txt"),
+    (
+        "extract-bad-decoder",
+        ["extract-features", f"{W}/v.txt", "--out", f"{W}/out", "--random-init", "--decoder", "bogus"],
+        _write("v.txt", ""),
+        "--decoder bogus",
+    ),
+    (
+        "extract-bad-layout",
+        ["extract-features", f"{W}/v.txt", "--out", f"{W}/out", "--random-init", "--layout", "bogus"],
+        _write("v.txt", ""),
+        "layout 'bogus'",
+    ),
+    (
+        "extract-unknown-backbone",
+        ["extract-features", f"{W}/v.txt", "--out", f"{W}/out", "--random-init", "--backbone-2d", "no_such_net"],
+        _write("v.txt", ""),
+        "no_such_net",
+    ),
+    (
+        "extract-out-is-a-file",
+        ["extract-features", f"{W}/v.txt", "--out", f"{W}/v.txt", "--random-init"],
+        _write("v.txt", ""),
+        "v.txt",
+    ),
     ("densecap-unknown-backend", [*IMPORT[:3], "nope", *IMPORT[4:]], _write("dc.json", JOHNSON), "nope"),
     ("densecap-import-model", [*IMPORT, "--model", "x"], _write("dc.json", JOHNSON), "the import backend has no model"),
     ("densecap-import-option", [*IMPORT, "--option", "colour=red"], _write("dc.json", JOHNSON), "takes only"),
-    ("densecap-import-regex", [*IMPORT, "--option", "pattern=("], _write("dc.json", JOHNSON), "not a regular expression"),
+    (
+        "densecap-import-regex",
+        [*IMPORT, "--option", "pattern=("],
+        _write("dc.json", JOHNSON),
+        "not a regular expression",
+    ),
     ("densecap-shard", [*IMPORT, "--shard", "3/2"], _write("dc.json", JOHNSON), "shard"),
     # fine-tuning and evaluation
     ("unknown-task", ["finetune", "msrvtt-qq", "--out", f"{W}/out"], None, "msrvtt-qq"),
     ("task-root-unset", QA, None, "task.root is not set"),
     ("task-root-missing", [*QA, "--set", f"task.root={W}/nowhere"], None, "nowhere"),
-    ("task-fraction-zero", [*QA, "--set", f"task.root={C}/msrvtt", "--set", "task.train_fraction=0"], None, "task.train_fraction: 0 is out of range"),
-    ("task-video-epoch", [*QA, "--set", f"task.root={C}/msrvtt", "--set", "train.epoch_unit=video"], None, "train.epoch_unit = video"),
-    ("finetune-garbage-checkpoint", [*QA, "--checkpoint", f"{W}/garbage.pt", "--set", f"task.root={C}/msrvtt"],
-     _write("garbage.pt", "not a checkpoint"), "not a readable decembert checkpoint"),  # fmt: skip
-    ("finetune-foreign-pickle", [*QA, "--checkpoint", f"{W}/evil.pt", "--set", f"task.root={C}/msrvtt"], _foreign_pickle, "not a readable"),
+    (
+        "task-fraction-zero",
+        [*QA, "--set", f"task.root={C}/msrvtt", "--set", "task.train_fraction=0"],
+        None,
+        "task.train_fraction: 0 is out of range",
+    ),
+    (
+        "task-video-epoch",
+        [*QA, "--set", f"task.root={C}/msrvtt", "--set", "train.epoch_unit=video"],
+        None,
+        "train.epoch_unit = video",
+    ),
+    (
+        "finetune-garbage-checkpoint",
+        [*QA, "--checkpoint", f"{W}/garbage.pt", "--set", f"task.root={C}/msrvtt"],
+        _write("garbage.pt", "not a checkpoint"),
+        "not a readable decembert checkpoint",
+    ),
+    (
+        "finetune-foreign-pickle",
+        [*QA, "--checkpoint", f"{W}/evil.pt", "--set", f"task.root={C}/msrvtt"],
+        _foreign_pickle,
+        "not a readable",
+    ),
     ("finetune-resume-no-out", ["finetune", "msrvtt-qa", "--resume"], None, "--resume needs --out"),
-    ("evaluate-empty-run", ["evaluate", "msrvtt-qa", "--checkpoint", f"{W}/empty"], lambda w: (w / "empty").mkdir(), "without checkpoints"),
-    ("predictions-list", [*CAPTION_EVAL, "--predictions", f"{W}/p.jsonl"], _write("p.jsonl", '["video39", "a man"]\n'), "line 1: expected a JSON object"),
-    ("predictions-torn", [*CAPTION_EVAL, "--predictions", f"{W}/p.jsonl"], _write("p.jsonl", '{"video_id": "video39", "capt'), "line 1, column"),
-    ("predictions-window-strings", [*CAPTION_EVAL, "--predictions", f"{W}/p.jsonl"],
-     _write("p.jsonl", '{"video_id": "video39", "window": ["a", "b"], "caption": "x"}\n'), '"window" must be'),  # fmt: skip
-    ("predictions-unknown-clip", [*CAPTION_EVAL, "--predictions", f"{W}/p.jsonl"],
-     _write("p.jsonl", '{"video_id": "video9999", "window": null, "caption": "x"}\n'), "no clip video9999"),  # fmt: skip
-    ("predictions-for-qa", ["evaluate", "msrvtt-qa", "--predictions", f"{W}/p.jsonl", "--set", f"task.root={C}/msrvtt"],
-     _write("p.jsonl", "{}\n"), "cannot score a predictions file"),  # fmt: skip
+    (
+        "evaluate-empty-run",
+        ["evaluate", "msrvtt-qa", "--checkpoint", f"{W}/empty"],
+        lambda w: (w / "empty").mkdir(),
+        "without checkpoints",
+    ),
+    (
+        "predictions-list",
+        [*CAPTION_EVAL, "--predictions", f"{W}/p.jsonl"],
+        _write("p.jsonl", '["video39", "a man"]\n'),
+        "line 1: expected a JSON object",
+    ),
+    (
+        "predictions-torn",
+        [*CAPTION_EVAL, "--predictions", f"{W}/p.jsonl"],
+        _write("p.jsonl", '{"video_id": "video39", "capt'),
+        "line 1, column",
+    ),
+    (
+        "predictions-window-strings",
+        [*CAPTION_EVAL, "--predictions", f"{W}/p.jsonl"],
+        _write("p.jsonl", '{"video_id": "video39", "window": ["a", "b"], "caption": "x"}\n'),
+        '"window" must be',
+    ),
+    (
+        "predictions-unknown-clip",
+        [*CAPTION_EVAL, "--predictions", f"{W}/p.jsonl"],
+        _write("p.jsonl", '{"video_id": "video9999", "window": null, "caption": "x"}\n'),
+        "no clip video9999",
+    ),
+    (
+        "predictions-for-qa",
+        ["evaluate", "msrvtt-qa", "--predictions", f"{W}/p.jsonl", "--set", f"task.root={C}/msrvtt"],
+        _write("p.jsonl", "{}\n"),
+        "cannot score a predictions file",
+    ),
     # reading runs
     ("visualize-no-run", ["visualize", "run", f"{W}/nowhere", "--out", f"{W}/out"], None, "not found"),
-    ("visualize-bad-log", ["visualize", "run", f"{W}/run", "--out", f"{W}/out"],
-     _write("run/metrics.jsonl", '{"step": 1}\n{"step": 2,,}\n{"step": 3}\n'), "line 2, column"),  # fmt: skip
+    (
+        "visualize-bad-log",
+        ["visualize", "run", f"{W}/run", "--out", f"{W}/out"],
+        _write("run/metrics.jsonl", '{"step": 1}\n{"step": 2,,}\n{"step": 3}\n'),
+        "line 2, column",
+    ),
     ("check-bad-arch", ["check", "--set", "model.arch=huge"], None, "model.arch: 'huge' is not allowed"),
     ("data-check-unknown-task", ["data", "check", "msrvtt-qq"], None, "msrvtt-qq"),
 ]
@@ -150,7 +273,9 @@ def test_a_bad_input_is_one_clear_error(corpus: Path, tmp_path: Path, argv: list
     before = _tree(tmp_path)
     args = [a.replace(W, str(work)).replace(C, str(corpus)) for a in argv]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "400", "NO_COLOR": "1"}
-    done = subprocess.run([sys.executable, "-m", "decembert_cli", *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "decembert_cli", *args], cwd=work, env=env, capture_output=True, text=True, timeout=300
+    )
     output = done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == 2, output
@@ -159,10 +284,21 @@ def test_a_bad_input_is_one_clear_error(corpus: Path, tmp_path: Path, argv: list
     assert "weights_only=False" not in output
     created = _tree(tmp_path) - before
     allowed = work / "out"
-    assert all(p == allowed or allowed in p.parents or p == work / "run" or work / "run" in p.parents for p in created), sorted(created)
+    assert all(
+        p == allowed or allowed in p.parents or p == work / "run" or work / "run" in p.parents for p in created
+    ), sorted(created)
 
 
 def test_the_suite_covers_at_least_forty_cases_over_every_command() -> None:
     assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
     commands = {c[1][0] for c in CASES}
-    assert {"pretrain", "extract-features", "dense-caption", "finetune", "evaluate", "visualize", "check", "data"} <= commands
+    assert {
+        "pretrain",
+        "extract-features",
+        "dense-caption",
+        "finetune",
+        "evaluate",
+        "visualize",
+        "check",
+        "data",
+    } <= commands

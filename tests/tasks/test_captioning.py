@@ -22,9 +22,11 @@ needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="caption me
 
 @pytest.fixture(scope="module")
 def sample_root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    from decembert_cli.data.sample_corpus import generate
+    from decembert_cli.data.sample.corpus import generate
 
-    return generate(tmp_path_factory.mktemp("cap") / "corpus", videos=8, clips=40, feature_dim_2d=DIM, feature_dim_3d=DIM)
+    return generate(
+        tmp_path_factory.mktemp("cap") / "corpus", videos=8, clips=40, feature_dim_2d=DIM, feature_dim_3d=DIM
+    )
 
 
 def test_each_position_predicts_the_next_caption_token(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
@@ -65,24 +67,61 @@ def test_youcook2_paragraphs_equal_to_the_references_score_full_bleu(sample_root
 @needs_java
 def test_finetune_evaluate_and_score_the_predictions_file(sample_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "cap"
-    sets = [f"task.root={sample_root / 'msrvtt'}", f"model.feature_dim_2d={DIM}", f"model.feature_dim_3d={DIM}", "model.arch=tiny",
-            "model.init=none", "train.max_steps=3", "train.batch_size=8", "train.device=cpu", "task.beam_size=2", "task.max_length=5",
-            "task.meteor=false"]  # fmt: skip
-    result = runner.invoke(app, ["finetune", "msrvtt-caption", *[x for s in sets for x in ("--set", s)], "--out", str(run)])
+    sets = [
+        f"task.root={sample_root / 'msrvtt'}",
+        f"model.feature_dim_2d={DIM}",
+        f"model.feature_dim_3d={DIM}",
+        "model.arch=tiny",
+        "model.init=none",
+        "train.max_steps=3",
+        "train.batch_size=8",
+        "train.device=cpu",
+        "task.beam_size=2",
+        "task.max_length=5",
+        "task.meteor=false",
+    ]
+    result = runner.invoke(
+        app, ["finetune", "msrvtt-caption", *[x for s in sets for x in ("--set", s)], "--out", str(run)]
+    )
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["evaluate", "msrvtt-caption", "--checkpoint", str(run), "--batch-size", "3"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
     rows = [json.loads(x) for x in (run / "eval-test" / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 8 and all(len(r["references"]) == 20 for r in rows)  # every test clip, against its 20 references
+    assert len(rows) == 8 and all(
+        len(r["references"]) == 20 for r in rows
+    )  # every test clip, against its 20 references
     assert {"BLEU@4", "ROUGE-L", "CIDEr-D"} <= set(metrics["metrics"]) and "beam 2" in metrics["protocol"]["decoding"]
-    again = runner.invoke(app, ["evaluate", "msrvtt-caption", "--predictions", str(run / "eval-test" / "predictions.jsonl"),
-                                "--set", f"task.root={sample_root / 'msrvtt'}", "--set", "task.meteor=false"])  # fmt: skip
+    again = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "msrvtt-caption",
+            "--predictions",
+            str(run / "eval-test" / "predictions.jsonl"),
+            "--set",
+            f"task.root={sample_root / 'msrvtt'}",
+            "--set",
+            "task.meteor=false",
+        ],
+    )
     assert again.exit_code == 0, again.output
     rescored = json.loads((run / "eval-test" / "predictions.metrics.json").read_text())
     assert rescored["metrics"] == pytest.approx(metrics["metrics"])
-    (tmp_path / "bad.jsonl").write_text('{"video_id": "video39", "window": null, "caption": "x"}\n{"video_id": "video1234", "caption": "y"}\n')
-    bad = runner.invoke(app, ["evaluate", "msrvtt-caption", "--predictions", str(tmp_path / "bad.jsonl"), "--set", f"task.root={sample_root / 'msrvtt'}"])
+    (tmp_path / "bad.jsonl").write_text(
+        '{"video_id": "video39", "window": null, "caption": "x"}\n{"video_id": "video1234", "caption": "y"}\n'
+    )
+    bad = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "msrvtt-caption",
+            "--predictions",
+            str(tmp_path / "bad.jsonl"),
+            "--set",
+            f"task.root={sample_root / 'msrvtt'}",
+        ],
+    )
     assert bad.exit_code == 2 and "bad.jsonl, line 2: no clip video1234" in bad.output
 
 
@@ -99,7 +138,9 @@ REAL_YOUCOOK2 = Path(__file__).parents[1] / "data" / "real-annotations" / "youco
 
 
 def _mart_paragraph(sentences: list[str], joiner: str) -> str:  # MART: joined, lowered, letters only
-    return " ".join("".join(c if c.isalpha() else " " for c in joiner.join(s.strip() for s in sentences)).lower().split())
+    return " ".join(
+        "".join(c if c.isalpha() else " " for c in joiner.join(s.strip() for s in sentences)).lower().split()
+    )
 
 
 def test_real_youcook2_predictions_per_segment_score_as_pycocoevalcap_directly(tmp_path: Path) -> None:
@@ -115,8 +156,13 @@ def test_real_youcook2_predictions_per_segment_score_as_pycocoevalcap_directly(t
         if v["subset"] != "validation":
             continue
         annotations = sorted(enumerate(v["annotations"]), key=lambda p: (p[1]["segment"][0], p[0]))
-        said = {a["id"]: " ".join(a["sentence"].split()[:4]) + " then" for _, a in annotations}  # an imperfect caption per segment
-        rows += [{"video_id": video, "segment": a["id"], "window": a["segment"], "caption": said[a["id"]]} for _, a in annotations]
+        said = {
+            a["id"]: " ".join(a["sentence"].split()[:4]) + " then" for _, a in annotations
+        }  # an imperfect caption per segment
+        rows += [
+            {"video_id": video, "segment": a["id"], "window": a["segment"], "caption": said[a["id"]]}
+            for _, a in annotations
+        ]
         refs[video] = [_mart_paragraph([a["sentence"] for _, a in annotations], " ")]
         preds[video] = [_mart_paragraph([said[a["id"]] for _, a in annotations], ". ")]
     assert len(refs) == 457 and len(rows) == 3492  # YouCook2 validation: 457 videos with annotations, 3,492 segments
@@ -126,18 +172,33 @@ def test_real_youcook2_predictions_per_segment_score_as_pycocoevalcap_directly(t
 
     path = tmp_path / "predictions.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    args = ["evaluate", "youcook2-caption", "--predictions", str(path), "--set", f"task.root={root}", "--set", "task.meteor=false"]
+    args = [
+        "evaluate",
+        "youcook2-caption",
+        "--predictions",
+        str(path),
+        "--set",
+        f"task.root={root}",
+        "--set",
+        "task.meteor=false",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     scored = json.loads(path.with_name("predictions.metrics.json").read_text())
-    assert scored["items"] == 3492 and scored["protocol"]["predicted"] == 3492  # oJZUxU9szWA's two segments of one window both count
+    assert (
+        scored["items"] == 3492 and scored["protocol"]["predicted"] == 3492
+    )  # oJZUxU9szWA's two segments of one window both count
     for key in ("BLEU@4", "ROUGE-L", "CIDEr-D"):
         assert scored["metrics"][key] == pytest.approx(direct[key], rel=1e-9), key
     by_window = tmp_path / "by_window.jsonl"  # without segment ids, rows are matched by window
-    by_window.write_text("".join(json.dumps({k: r[k] for k in ("video_id", "window", "caption")}) + "\n" for r in rows[:5]))
+    by_window.write_text(
+        "".join(json.dumps({k: r[k] for k in ("video_id", "window", "caption")}) + "\n" for r in rows[:5])
+    )
     assert runner.invoke(app, [*args[:2], "--predictions", str(by_window), *args[4:]]).exit_code == 0
-    for bad, message in ((["a list"], "line 1: expected a JSON object, got list"),
-                         ({"video_id": "x", "window": ["a", "b"], "caption": "c"}, 'line 1: "window" must be [start, end]')):  # fmt: skip
+    for bad, message in (
+        (["a list"], "line 1: expected a JSON object, got list"),
+        ({"video_id": "x", "window": ["a", "b"], "caption": "c"}, 'line 1: "window" must be [start, end]'),
+    ):
         by_window.write_text(json.dumps(bad) + "\n")
         result = runner.invoke(app, [*args[:2], "--predictions", str(by_window), *args[4:]])
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output

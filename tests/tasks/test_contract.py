@@ -14,9 +14,11 @@ DIM = 16
 
 @pytest.fixture(scope="module")
 def sample_root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    from decembert_cli.data.sample_corpus import generate
+    from decembert_cli.data.sample.corpus import generate
 
-    return generate(tmp_path_factory.mktemp("sample") / "corpus", videos=8, clips=40, feature_dim_2d=DIM, feature_dim_3d=DIM)
+    return generate(
+        tmp_path_factory.mktemp("sample") / "corpus", videos=8, clips=40, feature_dim_2d=DIM, feature_dim_3d=DIM
+    )
 
 
 @pytest.mark.parametrize("name", sorted(tasks.available()))

@@ -21,7 +21,9 @@ DIM = 16
 @pytest.fixture(scope="module")
 def sample_root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("qa") / "corpus"
-    result = runner.invoke(app, ["sample-data", str(root), "--videos", "12", "--clips", "40", "--feature-dim", str(DIM), "--no-render"])
+    result = runner.invoke(
+        app, ["sample-data", str(root), "--videos", "12", "--clips", "40", "--feature-dim", str(DIM), "--no-render"]
+    )
     assert result.exit_code == 0, result.output
     return root
 
@@ -37,9 +39,14 @@ def _model(**kw) -> ModelConfig:  # type: ignore[no-untyped-def]
 def test_metric_by_hand_out_of_vocabulary_answers_count_as_wrong() -> None:
     metric = QAMetric(["couch", "man", "run"])
     logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0], [5.0, 0, 0]])  # predicts couch, man, run, couch
-    extras = {"answer": torch.tensor([0, 0, 2, -1]), "answer_text": ["couch", "couch", "run", "sofa"],
-              "qid": torch.tensor([1, 2, 3, 4]), "qtype": ["what", "who", "what", "what"],
-              "video_id": ["video1"] * 4, "question": ["q"] * 4}  # fmt: skip
+    extras = {
+        "answer": torch.tensor([0, 0, 2, -1]),
+        "answer_text": ["couch", "couch", "run", "sofa"],
+        "qid": torch.tensor([1, 2, 3, 4]),
+        "qtype": ["what", "who", "what", "what"],
+        "video_id": ["video1"] * 4,
+        "question": ["q"] * 4,
+    }
     batch = VideoTextBatch(*(torch.zeros(1),) * 7, extras=extras)  # type: ignore[arg-type]
     metric.update({"logits": logits}, batch)
     out = metric.compute()
@@ -59,7 +66,9 @@ def test_training_drops_out_of_vocabulary_answers_evaluation_keeps_them(sample_r
     test = adapter.dataset("test", tokenizer, _model(), train=False)
     assert len(test) == len(adapter.items("test"))
     answers = [test[i].extras["answer"] for i in range(len(test))]
-    assert -1 in answers and all(a == (vocab.index(q.answer) if q.answer in vocab else -1) for a, q in zip(answers, test.items))
+    assert -1 in answers and all(
+        a == (vocab.index(q.answer) if q.answer in vocab else -1) for a, q in zip(answers, test.items)
+    )
     sample = test[0]
     kinds = [int(seg.kind) for seg in sample.segments]
     assert kinds[-1] == 0 and 1 in kinds  # the question last (ASR type), dense captions before it
@@ -75,8 +84,16 @@ def test_training_drops_out_of_vocabulary_answers_evaluation_keeps_them(sample_r
 
 def test_finetune_then_evaluate_through_the_cli(sample_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "qa"
-    sets = _sets(f"task.root={sample_root / 'msrvtt'}", f"model.feature_dim_2d={DIM}", f"model.feature_dim_3d={DIM}",
-                 "model.arch=tiny", "model.init=none", "train.max_steps=4", "train.batch_size=8", "train.device=cpu")  # fmt: skip
+    sets = _sets(
+        f"task.root={sample_root / 'msrvtt'}",
+        f"model.feature_dim_2d={DIM}",
+        f"model.feature_dim_3d={DIM}",
+        "model.arch=tiny",
+        "model.init=none",
+        "train.max_steps=4",
+        "train.batch_size=8",
+        "train.device=cpu",
+    )
     result = runner.invoke(app, ["finetune", "msrvtt-qa", *sets, "--out", str(run)])
     assert result.exit_code == 0, result.output
     payload = torch.load(run / "checkpoints" / "step-00000004.pt", weights_only=True)
@@ -86,16 +103,20 @@ def test_finetune_then_evaluate_through_the_cli(sample_root: Path, tmp_path: Pat
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
     questions = json.loads((sample_root / "msrvtt" / "test_qa.json").read_text())
-    assert metrics["split"] == "test" and metrics["items"] == len(questions) and 0 <= metrics["metrics"]["accuracy"] <= 100
+    assert (
+        metrics["split"] == "test" and metrics["items"] == len(questions) and 0 <= metrics["metrics"]["accuracy"] <= 100
+    )
     lines = (run / "eval-test" / "predictions.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["id"] for x in lines) == sorted(q["id"] for q in questions)
 
     # a checkpoint of another task, or of an incompatible plugin version, is refused with one message
-    from decembert_cli.engine.checkpoint import save_checkpoint
+    from decembert_cli.checkpoint import save_checkpoint
 
-    for change, needle in (({"task": "msrvtt-retrieval"}, "fine-tuned for task 'msrvtt-retrieval', not 'msrvtt-qa'"),
-                           ({"task_version": "2.3"}, "was made by msrvtt-qa 2.3"),
-                           ({"kind": "pretrain"}, "is a pretrain checkpoint; evaluate takes a fine-tuned one")):  # fmt: skip
+    for change, needle in (
+        ({"task": "msrvtt-retrieval"}, "fine-tuned for task 'msrvtt-retrieval', not 'msrvtt-qa'"),
+        ({"task_version": "2.3"}, "was made by msrvtt-qa 2.3"),
+        ({"kind": "pretrain"}, "is a pretrain checkpoint; evaluate takes a fine-tuned one"),
+    ):
         bad = dict(payload)
         bad.pop("format")
         bad["meta"] = {**payload["meta"], **change}
@@ -108,16 +129,25 @@ def test_finetune_starts_from_the_pretrained_encoder(sample_root: Path, tmp_path
     from decembert_cli.engine.finetune import prepare
 
     pre = tmp_path / "pre"
-    sets = _sets(f"data.root={sample_root}", f"model.feature_dim_2d={DIM}", f"model.feature_dim_3d={DIM}", "data.workers=0",
-                 "train.batch_size=8", "train.max_steps=2", "train.device=cpu")  # fmt: skip
+    sets = _sets(
+        f"data.root={sample_root}",
+        f"model.feature_dim_2d={DIM}",
+        f"model.feature_dim_3d={DIM}",
+        "data.workers=0",
+        "train.batch_size=8",
+        "train.max_steps=2",
+        "train.device=cpu",
+    )
     result = runner.invoke(app, ["pretrain", "--data", "sample", "--config", "tiny", *sets, "--out", str(pre)])
     assert result.exit_code == 0, result.output
     setup = prepare("msrvtt-qa", None, [f"task.root={sample_root / 'msrvtt'}"], tmp_path / "ft", pre)
     state = torch.load(pre / "checkpoints" / "step-00000002.pt", weights_only=True)["model"]
     mine = setup.job.model.encoder.state_dict()
     assert setup.config.model.arch == "tiny" and setup.config.model.feature_dim_2d == DIM  # from the checkpoint
-    assert all(torch.equal(mine[k[len("encoder."):]], v) for k, v in state.items() if k.startswith("encoder."))
-    result = runner.invoke(app, ["finetune", "msrvtt-qa", "--checkpoint", str(tmp_path / "ft-none"), "--set", f"task.root={sample_root}"])
+    assert all(torch.equal(mine[k[len("encoder.") :]], v) for k, v in state.items() if k.startswith("encoder."))
+    result = runner.invoke(
+        app, ["finetune", "msrvtt-qa", "--checkpoint", str(tmp_path / "ft-none"), "--set", f"task.root={sample_root}"]
+    )
     assert result.exit_code == 2 and "not found" in result.output
 
 
@@ -131,23 +161,32 @@ def test_a_train_section_in_a_config_file_keeps_the_fine_tuning_defaults(tmp_pat
 
 
 def test_print_config_shows_the_task_keys_without_reading_data(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["finetune", "msrvtt-qa", "--print-config", "--set", "task.answers=7", "--out", str(tmp_path / "run")])
+    result = runner.invoke(
+        app, ["finetune", "msrvtt-qa", "--print-config", "--set", "task.answers=7", "--out", str(tmp_path / "run")]
+    )
     assert result.exit_code == 0, result.output
     assert "answers: 7" in result.output and "epochs: 10.0" in result.output and not (tmp_path / "run").exists()
 
 
 def test_train_fraction_cuts_the_training_split_only(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
     root = str(sample_root / "msrvtt")
-    full, part = MSRVTTQA(MSRVTTQAConfig(root=root)).adapter(), MSRVTTQA(MSRVTTQAConfig(root=root, train_fraction=0.25)).adapter()
+    full, part = (
+        MSRVTTQA(MSRVTTQAConfig(root=root)).adapter(),
+        MSRVTTQA(MSRVTTQAConfig(root=root, train_fraction=0.25)).adapter(),
+    )
     train_full, train_part = (a.dataset("train", tokenizer, _model(), train=True) for a in (full, part))
     videos_full, videos_part = ({q.video_id for q in d.items} for d in (train_full, train_part))
     assert videos_part < videos_full and len(videos_part) == -(-len(videos_full) // 4)  # ceil(25%) of the videos
     assert all(q.video_id in videos_part for q in train_part.items)  # every question of a kept video
     for split in ("val", "test"):  # scored splits are never cut, even when read as training data
-        assert len(part.dataset(split, tokenizer, _model(), train=True)) == len(full.dataset(split, tokenizer, _model(), train=True))
+        assert len(part.dataset(split, tokenizer, _model(), train=True)) == len(
+            full.dataset(split, tokenizer, _model(), train=True)
+        )
 
 
-def test_training_videos_without_features_are_reported_or_stop_with_strict(sample_root: Path, tokenizer, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_training_videos_without_features_are_reported_or_stop_with_strict(
+    sample_root: Path, tokenizer, capsys
+) -> None:  # type: ignore[no-untyped-def]
     from decembert_cli.errors import DecembertError
 
     root = sample_root / "msrvtt"
@@ -160,10 +199,30 @@ def test_training_videos_without_features_are_reported_or_stop_with_strict(sampl
         err = capsys.readouterr().err
         assert "note: train split: 1 of" in err and f"(first: {video}); their items are left out" in err
         strict = MSRVTTQA(MSRVTTQAConfig(root=str(root), require_features=True)).adapter()
-        with pytest.raises(DecembertError, match=rf"train split: 1 of \d+ videos lack features .*first: {video}.*run without --strict"):
+        with pytest.raises(
+            DecembertError, match=rf"train split: 1 of \d+ videos lack features .*first: {video}.*run without --strict"
+        ):
             strict.dataset("train", tokenizer, _model(), train=True)
-        result = CliRunner().invoke(app, ["finetune", "msrvtt-qa", "--strict", "--set", f"task.root={root}", "--set", "model.arch=tiny",
-                                          "--set", "model.init=none", "--out", str(sample_root.parent / "strict-run")])  # fmt: skip
-        assert result.exit_code == 2 and "lack features" in result.output and not (sample_root.parent / "strict-run").exists()
+        result = CliRunner().invoke(
+            app,
+            [
+                "finetune",
+                "msrvtt-qa",
+                "--strict",
+                "--set",
+                f"task.root={root}",
+                "--set",
+                "model.arch=tiny",
+                "--set",
+                "model.init=none",
+                "--out",
+                str(sample_root.parent / "strict-run"),
+            ],
+        )
+        assert (
+            result.exit_code == 2
+            and "lack features" in result.output
+            and not (sample_root.parent / "strict-run").exists()
+        )
     finally:
         (sample_root / "moved.npy").rename(moved)

@@ -24,9 +24,11 @@ MODEL = ModelConfig(arch="tiny", init="none", feature_dim_2d=DIM, feature_dim_3d
 
 @pytest.fixture(scope="module")
 def sample_root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    from decembert_cli.data.sample_corpus import generate
+    from decembert_cli.data.sample.corpus import generate
 
-    return generate(tmp_path_factory.mktemp("ret") / "corpus", videos=8, clips=40, feature_dim_2d=DIM, feature_dim_3d=DIM)
+    return generate(
+        tmp_path_factory.mktemp("ret") / "corpus", videos=8, clips=40, feature_dim_2d=DIM, feature_dim_3d=DIM
+    )
 
 
 def _model(task) -> TaskModel:  # type: ignore[no-untyped-def]
@@ -39,7 +41,9 @@ def test_batched_scores_equal_one_pair_at_a_time(sample_root: Path, tokenizer) -
     task = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(sample_root / "msrvtt")))
     data = task.dataset("test", tokenizer, MODEL, train=False)
     pairs = data.pairs
-    assert len(pairs.texts) == len(pairs.clips) == 8 and len(data) == 64  # every test clip, one caption each (1k-A layout)
+    assert (
+        len(pairs.texts) == len(pairs.clips) == 8 and len(data) == 64
+    )  # every test clip, one caption each (1k-A layout)
     model = _model(task)
     metric = task.metric("test")
     score_split(task, model, data, metric, 24, torch.device("cpu"))  # batches cut across texts
@@ -53,7 +57,13 @@ def test_batched_scores_equal_one_pair_at_a_time(sample_root: Path, tokenizer) -
     assert metric.compute() == retrieval_metrics(naive, np.arange(8))
     rows = metric.predictions()
     assert len(rows) == 8 and all(1 <= r["rank"] <= 8 for r in rows)
-    assert metric.protocol() == {"split": "test", "scoring": "cross-encoder, every pair", "train_list": "7k", "texts": 8, "gallery": 8}
+    assert metric.protocol() == {
+        "split": "test",
+        "scoring": "cross-encoder, every pair",
+        "train_list": "7k",
+        "texts": 8,
+        "gallery": 8,
+    }
 
 
 def test_rerank_k(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
@@ -75,7 +85,9 @@ def test_rerank_k(sample_root: Path, tokenizer) -> None:  # type: ignore[no-unty
     assert "top 3" in results[3].protocol()["scoring"]
 
 
-def test_youcook2_clips_are_segments_and_a_clip_list_sets_the_gallery(sample_root: Path, tokenizer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_youcook2_clips_are_segments_and_a_clip_list_sets_the_gallery(
+    sample_root: Path, tokenizer, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     settings = YouCook2Retrieval.sample_settings(sample_root)
     task = YouCook2Retrieval(YouCook2RetrievalConfig(**settings))
     annotations = json.loads((sample_root / settings["annotations"]).read_text())["database"]
@@ -87,9 +99,13 @@ def test_youcook2_clips_are_segments_and_a_clip_list_sets_the_gallery(sample_roo
     start, end = a["segment"]
     assert data.videos[0][0].shape[0] == int(np.ceil(end)) - int(np.floor(start))  # features cut to the segment
     listed = [(v2, a2) for v2, a2 in val[::2]]
-    (tmp_path / "validation_youcook.csv").write_text("end,start,task,text,video_id\n" + "".join(
-        f"{a2['segment'][1]},{a2['segment'][0]},113,{a2['sentence']},{v2}\n" for v2, a2 in listed))
-    restricted = YouCook2Retrieval(YouCook2RetrievalConfig(**settings, clip_list=str(tmp_path / "validation_youcook.csv")))
+    (tmp_path / "validation_youcook.csv").write_text(
+        "end,start,task,text,video_id\n"
+        + "".join(f"{a2['segment'][1]},{a2['segment'][0]},113,{a2['sentence']},{v2}\n" for v2, a2 in listed)
+    )
+    restricted = YouCook2Retrieval(
+        YouCook2RetrievalConfig(**settings, clip_list=str(tmp_path / "validation_youcook.csv"))
+    )
     assert len(restricted.read("val").clips) == len(listed)
     assert task.metric("val").protocol()["gallery_source"] == "every val segment"
     # auto (the default): validation_youcook.csv in task.root sets the gallery, and the protocol says so
@@ -100,12 +116,17 @@ def test_youcook2_clips_are_segments_and_a_clip_list_sets_the_gallery(sample_roo
     auto = YouCook2Retrieval(YouCook2RetrievalConfig(root=str(root), annotations=settings["annotations"]))
     assert len(auto.read("val").clips) == len(listed)
     assert auto.metric("val").protocol()["gallery_source"].endswith("validation_youcook.csv (clip list)")
-    every = YouCook2Retrieval(YouCook2RetrievalConfig(root=str(root), annotations=settings["annotations"], clip_list=""))
+    every = YouCook2Retrieval(
+        YouCook2RetrievalConfig(root=str(root), annotations=settings["annotations"], clip_list="")
+    )
     assert len(every.read("val").clips) == len(val)
 
 
 def test_msrvtt_trains_on_the_7k_list_by_default(tmp_path: Path) -> None:
-    videos = [{"video_id": f"video{n}", "split": split, "category": 0} for n, split in enumerate(["train"] * 4 + ["validate"] * 2 + ["test"] * 3)]
+    videos = [
+        {"video_id": f"video{n}", "split": split, "category": 0}
+        for n, split in enumerate(["train"] * 4 + ["validate"] * 2 + ["test"] * 3)
+    ]
     sentences = [{"video_id": v["video_id"], "caption": f"caption {n}", "sen_id": n} for n, v in enumerate(videos)]
     (tmp_path / "MSRVTT_data.json").write_text(json.dumps({"videos": videos, "sentences": sentences}))
     (tmp_path / "MSRVTT_train.9k.csv").write_text("video_id\n" + "".join(f"video{n}\n" for n in (0, 1, 2, 3, 4, 5, 6)))
@@ -113,39 +134,89 @@ def test_msrvtt_trains_on_the_7k_list_by_default(tmp_path: Path) -> None:
     assert [c.video_id for c in seven.read("train").clips] == [f"video{n}" for n in range(6)]  # train + validate
     nine = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(tmp_path), train_list="9k"))
     assert len(nine.read("train").clips) == 7
-    assert seven.has_split("train") and not MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(tmp_path), train_list="other.csv")).has_split("train")
+    assert seven.has_split("train") and not MSRVTTRetrieval(
+        MSRVTTRetrievalConfig(root=str(tmp_path), train_list="other.csv")
+    ).has_split("train")
 
 
 def test_train_fraction_keeps_a_fixed_share_of_the_training_videos(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
     root = str(sample_root / "msrvtt")
     full = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root)).dataset("train", tokenizer, MODEL, train=True)
-    part = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root, train_fraction=0.25)).dataset("train", tokenizer, MODEL, train=True)
-    again = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root, train_fraction=0.25)).dataset("train", tokenizer, MODEL, train=True)
+    part = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root, train_fraction=0.25)).dataset(
+        "train", tokenizer, MODEL, train=True
+    )
+    again = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root, train_fraction=0.25)).dataset(
+        "train", tokenizer, MODEL, train=True
+    )
     n = len(full.pairs.clips)
     assert len(part.pairs.clips) == int(np.ceil(0.25 * n)) < n
-    assert [c.video_id for c in part.pairs.clips] == [c.video_id for c in again.pairs.clips]  # the same share every time
+    assert [c.video_id for c in part.pairs.clips] == [
+        c.video_id for c in again.pairs.clips
+    ]  # the same share every time
     assert {c.video_id for c in part.pairs.clips} <= {c.video_id for c in full.pairs.clips}
     assert len(part.pairs.texts) == 20 * len(part.pairs.clips)  # every caption of a kept clip
-    test = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root, train_fraction=0.25)).dataset("test", tokenizer, MODEL, train=False)
+    test = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root, train_fraction=0.25)).dataset(
+        "test", tokenizer, MODEL, train=False
+    )
     assert len(test.pairs.clips) == 8  # evaluation is never cut
 
 
 def test_finetune_from_pretraining_starts_from_its_vtm_head_and_evaluates(sample_root: Path, tmp_path: Path) -> None:
-    sets = [f"data.root={sample_root}", f"model.feature_dim_2d={DIM}", f"model.feature_dim_3d={DIM}", "data.workers=0",
-            "train.batch_size=8", "train.max_steps=2", "train.device=cpu"]  # fmt: skip
-    result = runner.invoke(app, ["pretrain", "--data", "sample", "--config", "tiny", *[x for s in sets for x in ("--set", s)], "--out", str(tmp_path / "pre")])
+    sets = [
+        f"data.root={sample_root}",
+        f"model.feature_dim_2d={DIM}",
+        f"model.feature_dim_3d={DIM}",
+        "data.workers=0",
+        "train.batch_size=8",
+        "train.max_steps=2",
+        "train.device=cpu",
+    ]
+    result = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--data",
+            "sample",
+            "--config",
+            "tiny",
+            *[x for s in sets for x in ("--set", s)],
+            "--out",
+            str(tmp_path / "pre"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     from decembert_cli.engine.finetune import prepare
 
-    setup = prepare("youcook2-retrieval", None, [f"task.{k}={v}" for k, v in YouCook2Retrieval.sample_settings(sample_root).items()],
-                    tmp_path / "ft", tmp_path / "pre")  # fmt: skip
-    vtm = torch.load(tmp_path / "pre" / "checkpoints" / "step-00000002.pt", weights_only=True)["model"]["vtm.classifier.1.weight"]
+    setup = prepare(
+        "youcook2-retrieval",
+        None,
+        [f"task.{k}={v}" for k, v in YouCook2Retrieval.sample_settings(sample_root).items()],
+        tmp_path / "ft",
+        tmp_path / "pre",
+    )
+    vtm = torch.load(tmp_path / "pre" / "checkpoints" / "step-00000002.pt", weights_only=True)["model"][
+        "vtm.classifier.1.weight"
+    ]
     assert torch.equal(setup.job.model.head.vtm.classifier[1].weight, vtm)
-    args = ["finetune", "msrvtt-retrieval", "--checkpoint", str(tmp_path / "pre"), "--set", f"task.root={sample_root / 'msrvtt'}",
-            "--set", "train.max_steps=3", "--set", "train.batch_size=8", "--out", str(tmp_path / "msr")]  # fmt: skip
+    args = [
+        "finetune",
+        "msrvtt-retrieval",
+        "--checkpoint",
+        str(tmp_path / "pre"),
+        "--set",
+        f"task.root={sample_root / 'msrvtt'}",
+        "--set",
+        "train.max_steps=3",
+        "--set",
+        "train.batch_size=8",
+        "--out",
+        str(tmp_path / "msr"),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["evaluate", "msrvtt-retrieval", "--checkpoint", str(tmp_path / "msr"), "--rerank-k", "2"])
+    result = runner.invoke(
+        app, ["evaluate", "msrvtt-retrieval", "--checkpoint", str(tmp_path / "msr"), "--rerank-k", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert "gallery 8" in result.output and "top 2" in result.output
     metrics = json.loads((tmp_path / "msr" / "eval-test" / "metrics.json").read_text())

@@ -51,7 +51,9 @@ def test_bad_files_name_the_file_and_the_record_or_line(tmp_path: Path) -> None:
     with pytest.raises(DecembertError, match=r"noanswer.json, record 1: the question has no \"answer\""):
         read_qa(tmp_path / "noanswer.json")
     (tmp_path / "mixed.json").write_text(json.dumps([item, item, {**item, "video_id": "video6513"}]))
-    with pytest.raises(DecembertError, match=r"mixed.json, record 2: \"video_id\" is a str here but record 0 has a int"):
+    with pytest.raises(
+        DecembertError, match=r"mixed.json, record 2: \"video_id\" is a str here but record 0 has a int"
+    ):
         read_qa(tmp_path / "mixed.json")
     (tmp_path / "strings.json").write_text(json.dumps([{**item, "video_id": "video6513"}]))
     assert read_qa(tmp_path / "strings.json")[0].video_id == "video6513"  # one form throughout is fine
@@ -61,10 +63,14 @@ def test_bad_files_name_the_file_and_the_record_or_line(tmp_path: Path) -> None:
     (tmp_path / "test.csv").write_text("key,vid_key,video_id,sentence\nret0,msr1,clip1,a man\n")
     with pytest.raises(DecembertError, match=r"test.csv, line 2: needs a video_id"):
         read_1ka(tmp_path / "test.csv")
-    data = {"videos": [{"video_id": "video0", "split": "train"}], "sentences": [{"caption": "a man", "video_id": "video0"},
-            {"caption": "a cat", "video_id": "video7"}]}  # fmt: skip
+    data = {
+        "videos": [{"video_id": "video0", "split": "train"}],
+        "sentences": [{"caption": "a man", "video_id": "video0"}, {"caption": "a cat", "video_id": "video7"}],
+    }
     (tmp_path / "MSRVTT_data.json").write_text(json.dumps(data))
-    with pytest.raises(DecembertError, match=r"MSRVTT_data.json, record 1: sentence of video7, which is not among the file's videos"):
+    with pytest.raises(
+        DecembertError, match=r"MSRVTT_data.json, record 1: sentence of video7, which is not among the file's videos"
+    ):
         read_msrvtt_data(tmp_path / "MSRVTT_data.json")
     with pytest.raises(DecembertError, match=r"nothere.json not found"):
         read_qa(tmp_path / "nothere.json")

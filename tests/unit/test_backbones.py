@@ -47,7 +47,9 @@ class _HaraResNeXt(nn.Module):
             for b in range(n):
                 down = None
                 if b == 0:
-                    down = nn.Sequential(nn.Conv3d(inplanes, planes * 2, 1, stride=stride, bias=False), nn.BatchNorm3d(planes * 2))
+                    down = nn.Sequential(
+                        nn.Conv3d(inplanes, planes * 2, 1, stride=stride, bias=False), nn.BatchNorm3d(planes * 2)
+                    )
                 blocks.append(_HaraBlock(inplanes, planes, cardinality, stride if b == 0 else 1, down))
                 inplanes = planes * 2
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
@@ -83,7 +85,9 @@ def hara_checkpoint(tmp_path_factory):
 
 def test_hara_checkpoint_loads_strictly_and_computes_the_same_features(hara_checkpoint):
     reference, state, path = hara_checkpoint
-    assert len(state) == 1 + 4 + sum(n * 15 + 5 for n in (3, 4, 23, 3)) + 2 == 522  # conv1, bn1, blocks, downsamples, fc
+    assert (
+        len(state) == 1 + 4 + sum(n * 15 + 5 for n in (3, 4, 23, 3)) + 2 == 522
+    )  # conv1, bn1, blocks, downsamples, fc
     backbone = B.build_3d("resnext101", str(path))
     assert (backbone.dim, backbone.size, backbone.frames, backbone.fps) == (2048, 112, 16, 24.0)
     clip = torch.randn(2, 3, 16, 112, 112)
@@ -107,10 +111,22 @@ def test_every_hara_key_maps_onto_a_distinct_key_of_ours(hara_checkpoint):
 @pytest.mark.parametrize(
     "edit,message",
     [
-        (lambda s: s.pop("module.layer3.7.bn2.running_var"), "no weights for 'blocks.3.res_blocks.7.branch2.norm_b.running_var'"),
-        (lambda s: s.__setitem__("module.layer2.0.conv2.weight", torch.zeros(256, 8, 3, 3, 4)), "key 'layer2.0.conv2.weight' has shape (256, 8, 3, 3, 4)"),
-        (lambda s: s.__setitem__("module.layer5.0.conv1.weight", torch.zeros(1)), "key 'layer5.0.conv1.weight' is not part of"),
-        (lambda s: s.__setitem__("module.layer3.23.conv1.weight", torch.zeros(1)), "key 'layer3.23.conv1.weight' has no place"),
+        (
+            lambda s: s.pop("module.layer3.7.bn2.running_var"),
+            "no weights for 'blocks.3.res_blocks.7.branch2.norm_b.running_var'",
+        ),
+        (
+            lambda s: s.__setitem__("module.layer2.0.conv2.weight", torch.zeros(256, 8, 3, 3, 4)),
+            "key 'layer2.0.conv2.weight' has shape (256, 8, 3, 3, 4)",
+        ),
+        (
+            lambda s: s.__setitem__("module.layer5.0.conv1.weight", torch.zeros(1)),
+            "key 'layer5.0.conv1.weight' is not part of",
+        ),
+        (
+            lambda s: s.__setitem__("module.layer3.23.conv1.weight", torch.zeros(1)),
+            "key 'layer3.23.conv1.weight' has no place",
+        ),
     ],
 )
 def test_a_wrong_checkpoint_names_the_first_bad_key(hara_checkpoint, tmp_path, edit, message):
@@ -180,4 +196,7 @@ def test_pytorchvideo_slow_r50_gives_pooled_features():
     slow = B.build_3d("slow_r50", "random")
     assert (slow.dim, slow.size, slow.frames, slow.fps) == (2048, 224, 8, 30 / 8)
     with torch.inference_mode():
-        assert slow.module(torch.randn(1, 3, 8, 64, 64)).shape == (1, 2048)  # Kinetics logits replaced by the pooled vector
+        assert slow.module(torch.randn(1, 3, 8, 64, 64)).shape == (
+            1,
+            2048,
+        )  # Kinetics logits replaced by the pooled vector

@@ -11,7 +11,9 @@ import pytest
 
 from decembert_cli.metrics.captions import caption_scores, paragraph, repetition_at_4
 
-pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap's tokenizer and METEOR need Java (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("java") is None, reason="pycocoevalcap's tokenizer and METEOR need Java (.ci/run installs it)"
+)
 REAL = Path(__file__).resolve().parents[1] / "data" / "real-annotations"
 
 
@@ -71,7 +73,9 @@ def _cider_d(refs: dict[str, list[str]], hyps: dict[str, str], sigma: float = 6.
 
     def vectors(text: str) -> tuple[list[dict], int]:
         words = text.split()
-        vecs = [{g: c * (log_items - math.log(max(1.0, df[g]))) for g, c in _grams(words, n).items()} for n in range(1, 5)]
+        vecs = [
+            {g: c * (log_items - math.log(max(1.0, df[g]))) for g, c in _grams(words, n).items()} for n in range(1, 5)
+        ]
         return vecs, len(words)
 
     total = 0.0
@@ -109,11 +113,15 @@ def test_two_videos_by_hand() -> None:
 
 def test_cider_d_of_a_prediction_equal_to_one_reference() -> None:
     refs = {"a": ["the cat sat on the mat"], "b": ["a dog ran in the park"]}
-    assert caption_scores(refs, {"a": "the cat sat on the mat", "b": "a dog ran in the park"}, meteor=False)["CIDEr-D"] == pytest.approx(1000.0)
+    assert caption_scores(refs, {"a": "the cat sat on the mat", "b": "a dog ran in the park"}, meteor=False)[
+        "CIDEr-D"
+    ] == pytest.approx(1000.0)
     refs["a"].append("a cat is sitting")
     hyps = {"a": "the cat sat on the mat", "b": "a dog ran in the park"}
     ours = caption_scores(refs, hyps, meteor=False)["CIDEr-D"]
-    assert ours == pytest.approx(_cider_d(refs, hyps), rel=1e-9) and ours < 1000.0  # the other reference of "a" is not matched
+    assert (
+        ours == pytest.approx(_cider_d(refs, hyps), rel=1e-9) and ours < 1000.0
+    )  # the other reference of "a" is not matched
 
 
 def test_meteor_is_scored_and_missing_predictions_score_as_empty() -> None:
@@ -130,15 +138,23 @@ def test_meteor_is_scored_and_missing_predictions_score_as_empty() -> None:
 def test_paragraphs_as_mart_on_a_real_youcook2_validation_video() -> None:
     from decembert_tasks.datasets.youcook2 import read_youcook2
 
-    video = next(v for v in read_youcook2(REAL / "youcookii_annotations_trainval.json").values() if v.subset == "validation")
+    video = next(
+        v for v in read_youcook2(REAL / "youcookii_annotations_trainval.json").values() if v.subset == "validation"
+    )
     sentences = [s.sentence for s in video.segments]  # in time order
     reference = paragraph(sentences, " ")
-    assert reference == " ".join(w for s in sentences for w in "".join(c if c.isalpha() else " " for c in s).lower().split())
+    assert reference == " ".join(
+        w for s in sentences for w in "".join(c if c.isalpha() else " " for c in s).lower().split()
+    )
     predicted = paragraph(["Add salt, pepper.", "Stir the 2 eggs"], ". ")
     assert predicted == "add salt pepper stir the eggs"
 
 
 def test_repetition_at_4_counts_within_sentences_over_the_video() -> None:
-    assert repetition_at_4(["add the oil to the pan", "add the oil to the pan."]) == pytest.approx(3 / 6)  # 3 4-grams twice
+    assert repetition_at_4(["add the oil to the pan", "add the oil to the pan."]) == pytest.approx(
+        3 / 6
+    )  # 3 4-grams twice
     assert repetition_at_4(["add the oil", "to the pan"]) == 0.0  # no sentence has 4 words; grams never cross sentences
-    assert repetition_at_4(["cut, cut, cut, cut, cut"]) == pytest.approx(1 / 2)  # "," read as a space: 2 identical 4-grams
+    assert repetition_at_4(["cut, cut, cut, cut, cut"]) == pytest.approx(
+        1 / 2
+    )  # "," read as a space: 2 identical 4-grams

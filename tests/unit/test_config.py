@@ -117,7 +117,9 @@ def test_out_of_range_in_a_file_names_its_line(tmp_path) -> None:  # type: ignor
     path.write_text("train:\n  batch_size: 16\n  lr: -3\n")
     with pytest.raises(ConfigError, match=r"bad.yaml line 3: train.lr: -3 is out of range; use a value > 0"):
         load_config(Config, str(path))
-    edges = load_config(Config, "demo", ["data.mask_prob=0", "data.mask_prob=1", "model.dropout=0", "train.max_steps=0", "seed=0"])
+    edges = load_config(
+        Config, "demo", ["data.mask_prob=0", "data.mask_prob=1", "model.dropout=0", "train.max_steps=0", "seed=0"]
+    )
     assert edges.data.mask_prob == 1 and edges.model.dropout == 0  # the ends of a closed range are allowed
 
 

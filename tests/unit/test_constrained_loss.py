@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from decembert_cli.model.attention import attention_entropy, candidate_layout, candidate_scores
 from decembert_cli.data.batch import collate
+from decembert_cli.model.attention import attention_entropy, candidate_layout, candidate_scores
 from tests.helpers import build_pretraining, random_batch, random_samples, tiny_bert_config
 
 
-def naive_constrained_loss(scores: list[torch.Tensor], batch, takes_part: torch.Tensor, both: bool = False) -> torch.Tensor:  # type: ignore[no-untyped-def]
+def naive_constrained_loss(
+    scores: list[torch.Tensor], batch, takes_part: torch.Tensor, both: bool = False
+) -> torch.Tensor:  # type: ignore[no-untyped-def]
     """DESIGN.md §1 written out with loops over samples, layers, heads and candidates.
 
     scores: per layer (B, h, L, L) logits (the paper) or attention probabilities (the released code's
@@ -73,7 +75,10 @@ def test_fused_equals_naive_reference_with_gradients(neighbours) -> None:  # typ
     fused_grads = torch.autograd.grad(fused, [p for p in model.parameters()], allow_unused=True)
 
     eager_out = model(batch, keep_logits=True)
-    assert len(eager_out.encoder.logits) == 3 and eager_out.encoder.logits[0].shape[-1] == eager_out.encoder.sequence.shape[1]
+    assert (
+        len(eager_out.encoder.logits) == 3
+        and eager_out.encoder.logits[0].shape[-1] == eager_out.encoder.sequence.shape[1]
+    )
     takes_part = batch.video_mask.any(-1) & (eager_out.encoder.candidate_valid.sum(-1) >= 2)
     naive = naive_constrained_loss(eager_out.encoder.logits, batch, takes_part)
     naive_grads = torch.autograd.grad(naive, [p for p in model.parameters()], allow_unused=True)
@@ -116,13 +121,17 @@ def test_released_code_variants_fused_equal_naive(scores: str, direction: str) -
     fused = model(batch).losses["constrained"]
     eager = model(batch, keep_logits=True, output_attentions=True)
     assert torch.allclose(eager.losses["constrained"], fused, atol=1e-10)
-    maps = eager.encoder.attentions if scores == "probs" else eager.encoder.logits  # probabilities: softmax with the masks
+    maps = (
+        eager.encoder.attentions if scores == "probs" else eager.encoder.logits
+    )  # probabilities: softmax with the masks
     takes_part = batch.video_mask.any(-1) & (eager.encoder.candidate_valid.sum(-1) >= 2)
     naive = naive_constrained_loss(list(maps), batch, takes_part, both=direction == "both")
     assert torch.allclose(fused, naive, atol=1e-8), (fused.item(), naive.item())
     grads = torch.autograd.grad(fused, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
     assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > 10
-    if scores == "probs":  # probabilities in [0, 1]: u stays close to uniform (why the released code's loss is nearly inert)
+    if (
+        scores == "probs"
+    ):  # probabilities in [0, 1]: u stays close to uniform (why the released code's loss is nearly inert)
         assert fused.item() > 0.9 * math.log(2)
 
 
@@ -139,13 +148,19 @@ def test_permuting_the_candidates_permutes_u(attention: str) -> None:
     for x, perm in zip(samples, perms):
         dense = [s for s in x.segments if s.candidate < 0]
         cands = [s for s in x.segments if s.candidate >= 0]
-        moved = [dataclasses.replace(cands[int(j)], candidate=c) for c, j in enumerate(perm)]  # slot c holds old candidate perm[c]
+        moved = [
+            dataclasses.replace(cands[int(j)], candidate=c) for c, j in enumerate(perm)
+        ]  # slot c holds old candidate perm[c]
         permuted.append(dataclasses.replace(x, segments=dense + moved))
     a = collate(samples, cls_id=2, sep_id=3, pad_id=0)
     b = collate(permuted, cls_id=2, sep_id=3, pad_id=0)
     for batch in (a, b):  # equal positions: every candidate of a sample starts at the same one
         for row in range(3):
-            starts = {int(c): int(batch.text_pos[row, t]) for t, c in reversed(list(enumerate(batch.caption_id[row].tolist()))) if c >= 0}
+            starts = {
+                int(c): int(batch.text_pos[row, t])
+                for t, c in reversed(list(enumerate(batch.caption_id[row].tolist())))
+                if c >= 0
+            }
             assert len(set(starts.values())) == 1
     with torch.no_grad():
         out_a, out_b = model(a), model(b)
@@ -170,7 +185,9 @@ def test_lambda_warmup_ramps_the_weight() -> None:
     model.set_step(10, 100)
     early = model(batch)
     assert early.weights["constrained"] == pytest.approx(2.0 * 0.2)
-    torch.testing.assert_close(early.losses["total"], early.losses["mlm"] + early.losses["vtm"] + 0.4 * early.losses["constrained"])
+    torch.testing.assert_close(
+        early.losses["total"], early.losses["mlm"] + early.losses["vtm"] + 0.4 * early.losses["constrained"]
+    )
     model.set_step(60, 100)
     assert model(batch).weights["constrained"] == 2.0
 
@@ -203,7 +220,9 @@ def test_validation_reports_choices_by_time_offset() -> None:
     assert "align_count" not in model(batch).stats  # no diagnostics (host synchronisations) in training steps
     assert collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.95, "argmax_u_offset+0": 0.05}) is not None
     assert "s_i-1 for 95%" in collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.95, "argmax_u_offset+0": 0.05})
-    assert collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.5, "argmax_u_offset+0": 0.5}) is None  # confident, but by content
+    assert (
+        collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.5, "argmax_u_offset+0": 0.5}) is None
+    )  # confident, but by content
     assert collapse_warning({"entropy": 0.5, "argmax_u_offset-1": 0.95}) is None
 
 

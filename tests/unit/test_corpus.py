@@ -19,10 +19,9 @@ from decembert_cli.data.corpus import (
     PretrainDataset,
     clip_window,
     open_howto100m,
-    open_sample,
     split_videos,
 )
-from decembert_cli.data.sample_corpus import generate
+from decembert_cli.data.sample.corpus import generate, open_sample
 from decembert_cli.errors import DecembertError
 
 DIM = 16
@@ -59,7 +58,14 @@ def _broken_copy(sample_root: Path, tmp_path: Path) -> Path:
     add("bad_width", good, f2_array=np.zeros((f2.shape[0], DIM + 1), np.float16))
     add("bad_unequal", {**good, "end": good["end"][:-1]})
     add("bad_fewclips", {"start": [1.0], "end": [3.0], "text": ["just one line"]})
-    add("fix_lines", {"start": [4.0, 0.5, 8.0, 9.0], "end": [6.0, 2.0, 9.0, 10.0], "text": ["stir the pan", "cut the onion", "", "\u266a \u266a"]})
+    add(
+        "fix_lines",
+        {
+            "start": [4.0, 0.5, 8.0, 9.0],
+            "end": [6.0, 2.0, 9.0, 10.0],
+            "text": ["stir the pan", "cut the onion", "", "\u266a \u266a"],
+        },
+    )
     add("bad_truncated", good)
     data = (root / "features/2d/bad_truncated.npy").read_bytes()
     (root / "features/2d/bad_truncated.npy").write_bytes(data[: len(data) // 2])
@@ -182,7 +188,11 @@ def test_mask_replace_setting_reaches_the_samples(sample_root: Path, tokenizer) 
     assert paper["mask"] > 500 and paper["kept"] == paper["random"] == 0  # the paper: every selected token is [MASK]
     bert = masked_inputs(_dataset(sample_root, tokenizer, mask_replace="bert"))
     total = sum(bert.values())
-    assert abs(bert["mask"] / total - 0.8) < 0.05 and 0.05 < bert["random"] / total < 0.15 and 0.05 < bert["kept"] / total < 0.15
+    assert (
+        abs(bert["mask"] / total - 0.8) < 0.05
+        and 0.05 < bert["random"] / total < 0.15
+        and 0.05 < bert["kept"] / total < 0.15
+    )
 
 
 def test_sample_construction_follows_the_paper(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
@@ -231,7 +241,9 @@ def test_candidates_are_shuffled_per_sample_and_share_positions(sample_root: Pat
         if len(sample.candidate_offsets) == 3:
             own_slots[sample.own_candidate] += 1
             samples.append(sample)
-        assert in_order.build(0, index)[0].candidate_offsets == sorted(sample.candidate_offsets)  # time order without shuffling
+        assert in_order.build(0, index)[0].candidate_offsets == sorted(
+            sample.candidate_offsets
+        )  # time order without shuffling
     assert all(n > 0.25 * sum(own_slots.values()) for n in own_slots.values()) and len(own_slots) == 3
     batch = data.collate(samples[:8])
     for b in range(8):
@@ -240,7 +252,9 @@ def test_candidates_are_shuffled_per_sample_and_share_positions(sample_root: Pat
             c = int(batch.caption_id[b, t])
             if c >= 0:
                 slot_start.setdefault(c, int(batch.text_pos[b, t]))
-        assert len(slot_start) == 3 and len(set(slot_start.values())) == 1  # every candidate starts at the same position
+        assert (
+            len(slot_start) == 3 and len(set(slot_start.values())) == 1
+        )  # every candidate starts at the same position
         dense = batch.text_type[b] == int(TokenType.DENSE)
         assert int(batch.text_pos[b][dense].max()) < min(slot_start.values())  # dense captions come first, sequentially
         assert batch.candidate_offset[b].tolist() == samples[b].candidate_offsets
@@ -253,7 +267,7 @@ def test_an_epoch_of_videos_draws_one_clip_per_video(sample_root: Path, tokenize
     by_clip = PretrainDataset(records, tokenizer, config, dims=DIMS, seed=3)
     assert len(by_video) == len(records) and len(by_clip) == sum(len(r.captions) for r in records) > 8 * len(by_video)
     drawn = {e: [by_video.clip_index(e, v) for v in range(len(records))] for e in range(4)}
-    for e, clips in drawn.items():
+    for clips in drawn.values():
         assert [int(by_video.clips[c][0]) for c in clips] == list(range(len(records)))  # item v draws a clip of video v
     assert len({tuple(c) for c in drawn.values()}) > 1  # another clip per video each epoch
     assert drawn[0] == [by_video.clip_index(0, v) for v in range(len(records))]  # deterministic

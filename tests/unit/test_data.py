@@ -12,7 +12,8 @@ from decembert_cli.data.masking import mask_tokens
 
 def test_collate_layout() -> None:
     a = EncoderSample(
-        torch.ones(3, 4), torch.ones(3, 4),
+        torch.ones(3, 4),
+        torch.ones(3, 4),
         [
             TextSegment([10, 11], TokenType.DENSE, labels=[IGNORE_INDEX, 11]),
             TextSegment([20], TokenType.ASR, candidate=0),
@@ -37,7 +38,11 @@ def test_collate_rejects_inconsistent_samples() -> None:
     with pytest.raises(ValueError, match="disagree in length"):
         collate([EncoderSample(torch.ones(2, 4), torch.ones(3, 4))], cls_id=2, sep_id=1)
     with pytest.raises(ValueError, match="every sample"):
-        collate([good, EncoderSample(torch.ones(2, 4), torch.ones(2, 4), [TextSegment([5], TokenType.ASR)])], cls_id=2, sep_id=1)
+        collate(
+            [good, EncoderSample(torch.ones(2, 4), torch.ones(2, 4), [TextSegment([5], TokenType.ASR)])],
+            cls_id=2,
+            sep_id=1,
+        )
 
 
 def test_paper_masking_replaces_every_selected_token_with_mask() -> None:

@@ -69,7 +69,9 @@ def test_our_json_store_and_the_paper_layout_read_alike(tmp_path) -> None:  # ty
     from decembert_cli.data.densecap import STORE_FORMAT, read_dense_captions
 
     frames = [["A red <unk> tomato", "wooden table"], ["wooden table", "knife"]]
-    (tmp_path / "v.json").write_text(json.dumps({"format": STORE_FORMAT, "interval": 1.0, "model": "x", "frames": frames}))
+    (tmp_path / "v.json").write_text(
+        json.dumps({"format": STORE_FORMAT, "interval": 1.0, "model": "x", "frames": frames})
+    )
     array = np.empty(2, dtype=object)
     array[0], array[1] = frames
     np.save(tmp_path / "v.npy", array, allow_pickle=True)

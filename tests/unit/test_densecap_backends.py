@@ -17,13 +17,17 @@ TASK = "<DENSE_REGION_CAPTION>"
 
 
 def test_parser_on_hand_written_generations():
-    text = ("</s><s>a red car<loc_54><loc_375><loc_906><loc_707>door<loc_710><loc_276><loc_908><loc_537>"
-            "wheel<loc_708><loc_531><loc_906><loc_704><loc_0><loc_0><loc_999><loc_999><loc_5><pad></s>")  # fmt: skip
+    text = (
+        "</s><s>a red car<loc_54><loc_375><loc_906><loc_707>door<loc_710><loc_276><loc_908><loc_537>"
+        "wheel<loc_708><loc_531><loc_906><loc_704><loc_0><loc_0><loc_999><loc_999><loc_5><pad></s>"
+    )
     regions = parse_florence2(text, (1000, 500))
     assert [r.caption for r in regions] == ["a red car", "door", "wheel", "wheel"]  # a caption with two boxes
     assert regions[0].box == (54.5, 187.75, 906.5, 353.75)  # bin centres: (b + 0.5) / 1000 * size
     assert regions[3].box == (0.5, 0.25, 999.5, 499.75)  # the trailing lone <loc_5> is dropped
-    assert parse_florence2("</s><s><loc_1><loc_2><loc_3><loc_4>  a  cup <loc_1></s>", (100, 100)) == []  # no caption / no box
+    assert (
+        parse_florence2("</s><s><loc_1><loc_2><loc_3><loc_4>  a  cup <loc_1></s>", (100, 100)) == []
+    )  # no caption / no box
     assert parse_florence2("</s><s>A green car parked in front of a building.</s>", (100, 100)) == []
     assert dequantise(1500, 10) == pytest.approx(9.995)  # out-of-range bins are clamped
 
@@ -60,7 +64,9 @@ def test_tiny_florence2_runs_through_from_pretrained_and_parses_like_transformer
         ref = captioner.processor.post_process_generation(text, task=TASK, image_size=(160, 120))[TASK]
         pairs = [(" ".join(label.split()), box) for label, box in zip(ref["labels"], ref["bboxes"]) if label.strip()]
         assert [r.caption for r in ours] == [label for label, _ in pairs]
-        assert [[math.floor(v) for v in r.box] for r in ours] == [list(map(int, box)) for _, box in pairs]  # theirs: truncated
+        assert [[math.floor(v) for v in r.box] for r in ours] == [
+            list(map(int, box)) for _, box in pairs
+        ]  # theirs: truncated
         total += len(ours)
     assert total > 0, "the sampled output held no region to compare"
     regions = captioner.caption([Frame("v", Path("v.mp4"), 2.0 * i, f) for i, f in enumerate(frames[:2])])
@@ -79,8 +85,20 @@ def test_dense_caption_command_writes_a_store_the_corpus_reads(tiny_florence, tm
     (tmp_path / "videos").mkdir()
     write_video(tmp_path / "videos" / "a.avi", 24, 24 * 5)  # 5 s: frames at 0, 2 and 4 s
     (tmp_path / "videos" / "broken.mp4").write_bytes(b"not a video")
-    args = ["dense-caption", str(tmp_path / "videos"), "--out", str(tmp_path / "dc"), "--model", str(tiny_florence),
-            "--num-beams", "1", "--max-new-tokens", "12", "--batch-size", "2"]  # fmt: skip
+    args = [
+        "dense-caption",
+        str(tmp_path / "videos"),
+        "--out",
+        str(tmp_path / "dc"),
+        "--model",
+        str(tiny_florence),
+        "--num-beams",
+        "1",
+        "--max-new-tokens",
+        "12",
+        "--batch-size",
+        "2",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "1 captioned, 0 already done, 1 failed of 2 videos; 3 frames" in result.output

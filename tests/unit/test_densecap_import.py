@@ -25,7 +25,10 @@ TRUTH = {
         [],
         [("a man wearing a hat", 200, 5, 260, 90, -0.5)],
     ],
-    "video8": [[("a white plate", 30, 40, 90, 100, 2.0)], [("a white plate", 31, 40, 91, 100, 2.5), ("a fork", 5, 6, 7, 8, 0.1)]],
+    "video8": [
+        [("a white plate", 30, 40, 90, 100, 2.0)],
+        [("a white plate", 31, 40, 91, 100, 2.5), ("a fork", 5, 6, 7, 8, 0.1)],
+    ],
 }
 
 
@@ -33,14 +36,24 @@ def _johnson(names) -> dict:  # noqa: ANN001
     results = []
     for video, frames in TRUTH.items():
         for n, regions in enumerate(frames):
-            results.append({"img_name": names(video, n), "captions": [r[0] for r in regions],
-                            "boxes": [[r[1], r[2], r[3] - r[1], r[4] - r[2]] for r in regions], "scores": [r[5] for r in regions]})  # fmt: skip
+            results.append(
+                {
+                    "img_name": names(video, n),
+                    "captions": [r[0] for r in regions],
+                    "boxes": [[r[1], r[2], r[3] - r[1], r[4] - r[2]] for r in regions],
+                    "scores": [r[5] for r in regions],
+                }
+            )
     return {"opt": {"num_to_draw": 10}, "results": results}
 
 
 def _yang(names) -> dict:  # noqa: ANN001
     return {
-        names(video, n): {"captions": [r[0] for r in regions], "boxes": [list(r[1:5]) for r in regions], "logprobs": [r[5] for r in regions]}
+        names(video, n): {
+            "captions": [r[0] for r in regions],
+            "boxes": [list(r[1:5]) for r in regions],
+            "logprobs": [r[5] for r in regions],
+        }
         for video, frames in TRUTH.items()
         for n, regions in enumerate(frames)
     }
@@ -70,7 +83,9 @@ def test_densecap_json_round_trips_into_the_store(tmp_path: Path, fmt: str) -> N
         assert record["format"] == "decembert.densecap/1" and record["backend"] == "import"
         assert record["imported_from"].startswith("densecap")
         assert [f["time"] for f in record["frames"]] == [2.0 * n for n in range(len(frames))]
-        assert _regions(record) == [[(r[0], *map(float, r[1:6])) for r in f] for f in frames]  # xywh -> xyxy for Johnson's
+        assert _regions(record) == [
+            [(r[0], *map(float, r[1:6])) for r in f] for f in frames
+        ]  # xywh -> xyxy for Johnson's
         captions, interval = read_dense_captions(tmp_path / "store" / f"{video}.json", 2.0)  # what pre-training reads
         assert interval == 2.0 and len(captions) == len(frames)
     assert read_dense_captions(tmp_path / "store" / "video7.json", 2.0)[0][0] == ["a red car", "a on the road"]
@@ -87,7 +102,9 @@ def test_the_papers_npy_round_trips_and_reads_as_the_npy_does(tmp_path: Path) ->
     assert [f["time"] for f in record["frames"]] == [0.0, 2.0, 4.0]
     assert [[r["caption"] for r in f["regions"]] for f in record["frames"]] == [list(f) for f in frames]
     assert all(r["box"] is None and r["score"] is None for f in record["frames"] for r in f["regions"])
-    assert read_dense_captions(tmp_path / "store" / "vid_a.json", 2.0) == read_dense_captions(tmp_path / "npy" / "vid_a.npy", 2.0)
+    assert read_dense_captions(tmp_path / "store" / "vid_a.json", 2.0) == read_dense_captions(
+        tmp_path / "npy" / "vid_a.npy", 2.0
+    )
 
 
 def test_other_namings_through_the_pattern_and_frame_base(tmp_path: Path) -> None:
@@ -115,32 +132,70 @@ def test_unreadable_entries_become_failures_and_a_rerun_imports_nothing_twice(tm
     assert summary.captioned == 1 and summary.ignored_files == [str(tmp_path / "in" / "README.txt")]
     failures = {f["video_id"]: f for f in map(json.loads, (out / "failures.jsonl").read_text().splitlines())}
     assert {k: f["kind"] for k, f in failures.items()} == {
-        "dc": "unmatched image name", "video8": "bad entry", "garbage": "unreadable", "other": "unknown format"}  # fmt: skip
+        "dc": "unmatched image name",
+        "video8": "bad entry",
+        "garbage": "unreadable",
+        "other": "unknown format",
+    }
     assert "'cover.jpg'" in failures["dc"]["reason"] and "2 captions" in failures["video8"]["reason"]
     before = (out / "video7.json").stat().st_mtime_ns
     again = _run([tmp_path / "in"], out)
     assert (again.captioned, again.already_done) == (0, 1)
     assert (out / "video7.json").stat().st_mtime_ns == before
     assert [json.loads(line)["video_id"] for line in (out / "videos.jsonl").read_text().splitlines()] == ["video7"]
-    assert sorted(json.loads(line)["video_id"] for line in (out / "failures.jsonl").read_text().splitlines()) == sorted(failures)
+    assert sorted(json.loads(line)["video_id"] for line in (out / "failures.jsonl").read_text().splitlines()) == sorted(
+        failures
+    )
 
 
 def test_shards_split_the_videos_and_the_command_runs_the_import(tmp_path: Path) -> None:
     (tmp_path / "dc.json").write_text(json.dumps(_yang(lambda video, n: f"{video}/{n + 1}.jpg")))
     runner = CliRunner()
     for shard in ("0/2", "1/2"):
-        result = runner.invoke(app, ["dense-caption", str(tmp_path / "dc.json"), "--backend", "import", "--out", str(tmp_path / "s"), "--shard", shard])
+        result = runner.invoke(
+            app,
+            [
+                "dense-caption",
+                str(tmp_path / "dc.json"),
+                "--backend",
+                "import",
+                "--out",
+                str(tmp_path / "s"),
+                "--shard",
+                shard,
+            ],
+        )
         assert result.exit_code == 0, result.output
     assert sorted(p.stem for p in (tmp_path / "s").glob("video*.json")) == ["video7", "video8"]
-    logged = [json.loads(line)["video_id"] for name in ("videos.shard-0000-of-0002.jsonl", "videos.shard-0001-of-0002.jsonl")
-              for line in (tmp_path / "s" / name).read_text().splitlines()]  # fmt: skip
+    logged = [
+        json.loads(line)["video_id"]
+        for name in ("videos.shard-0000-of-0002.jsonl", "videos.shard-0001-of-0002.jsonl")
+        for line in (tmp_path / "s" / name).read_text().splitlines()
+    ]
     assert sorted(logged) == ["video7", "video8"]
-    bad = runner.invoke(app, ["dense-caption", str(tmp_path / "dc.json"), "--backend", "import", "--model", "x", "--out", str(tmp_path / "t")])
+    bad = runner.invoke(
+        app,
+        [
+            "dense-caption",
+            str(tmp_path / "dc.json"),
+            "--backend",
+            "import",
+            "--model",
+            "x",
+            "--out",
+            str(tmp_path / "t"),
+        ],
+    )
     assert bad.exit_code == 2 and "the import backend has no model" in bad.output
 
 
 def test_densecap_base_names_take_the_video_from_the_file_or_the_option(tmp_path: Path) -> None:
-    data = {"results": [{"img_name": f"{n:06d}.jpg", "captions": ["a cup"], "boxes": [[1, 2, 3, 4]], "scores": [1.0]} for n in (1, 2)]}
+    data = {
+        "results": [
+            {"img_name": f"{n:06d}.jpg", "captions": ["a cup"], "boxes": [[1, 2, 3, 4]], "scores": [1.0]}
+            for n in (1, 2)
+        ]
+    }
     (tmp_path / "video9.json").write_text(json.dumps(data))  # run_model.lua keeps only the base name
     _run([tmp_path / "video9.json"], tmp_path / "a")
     assert [f["time"] for f in _store(tmp_path / "a", "video9")["frames"]] == [0.0, 2.0]
@@ -152,7 +207,11 @@ def test_densecap_base_names_take_the_video_from_the_file_or_the_option(tmp_path
     ("options", "names", "bad_id"),
     [
         ({"pattern": r"(?P<video>.+)/(?P<frame>\d+)\.jpg"}, lambda video, n: f"../{video}/{n + 1}.jpg", "../video7"),
-        ({"pattern": r"(?P<video>.+)/(?P<frame>\d+)\.jpg"}, lambda video, n: f"/tmp/{video}/{n + 1}.jpg", "/tmp/video7"),
+        (
+            {"pattern": r"(?P<video>.+)/(?P<frame>\d+)\.jpg"},
+            lambda video, n: f"/tmp/{video}/{n + 1}.jpg",
+            "/tmp/video7",
+        ),
         ({"pattern": r"(?P<video>[^/]+)/(?P<frame>\d+)\.jpg"}, lambda video, n: f".{video}/{n + 1}.jpg", ".video7"),
         ({"video": "../escape"}, lambda video, n: f"{n + 1 + 10 * (video == 'video8'):06d}.jpg", "../escape"),
     ],
@@ -179,7 +238,11 @@ def test_one_bad_entry_fails_that_video_only(tmp_path: Path) -> None:
     (tmp_path / "dc.json").write_text(json.dumps(data))
     (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
     summary = _run([tmp_path / "dc.json", tmp_path / "deep.json"], tmp_path / "out")
-    assert summary.captioned == 1 and (tmp_path / "out" / "video7.json").is_file()  # the good video of the file still imported
-    failures = {f["video_id"]: f for f in map(json.loads, (tmp_path / "out" / "failures.jsonl").read_text().splitlines())}
+    assert (
+        summary.captioned == 1 and (tmp_path / "out" / "video7.json").is_file()
+    )  # the good video of the file still imported
+    failures = {
+        f["video_id"]: f for f in map(json.loads, (tmp_path / "out" / "failures.jsonl").read_text().splitlines())
+    }
     assert failures["video8"]["kind"] == "bad entry" and failures["dc"]["kind"] == "unmatched image name"
     assert failures["deep"]["kind"] == "unreadable" and "nested too deeply" in failures["deep"]["reason"]

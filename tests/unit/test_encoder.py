@@ -16,7 +16,9 @@ def _text_only_batch(ids: torch.Tensor, mask: torch.Tensor, dim: int = 2048):  #
     samples = []
     for row, m in zip(ids.tolist(), mask.tolist()):
         n = int(sum(m))
-        samples.append(EncoderSample(torch.zeros(0, dim), torch.zeros(0, dim), [TextSegment(row[1 : n - 1], TokenType.ASR)]))
+        samples.append(
+            EncoderSample(torch.zeros(0, dim), torch.zeros(0, dim), [TextSegment(row[1 : n - 1], TokenType.ASR)])
+        )
     return collate(samples, cls_id=int(ids[0, 0]), sep_id=int(ids[0, int(mask[0].sum()) - 1]), pad_id=0)
 
 
@@ -28,8 +30,13 @@ def test_text_only_output_equals_bert_model(tmp_path) -> None:  # type: ignore[n
 
     torch.manual_seed(0)
     bert_cfg = BertConfig(
-        vocab_size=200, hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96,
-        max_position_embeddings=128, type_vocab_size=2,
+        vocab_size=200,
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=96,
+        max_position_embeddings=128,
+        type_vocab_size=2,
     )
     BertForMaskedLM(bert_cfg).save_pretrained(tmp_path)  # a tiny random transformers checkpoint
     reference = BertModel.from_pretrained(tmp_path, add_pooling_layer=False).eval()
@@ -37,7 +44,13 @@ def test_text_only_output_equals_bert_model(tmp_path) -> None:  # type: ignore[n
     encoder, mlm_state = build_encoder(ModelConfig(init=str(tmp_path)))
     encoder.eval()
     assert encoder.bert.config.num_hidden_layers == 3 and encoder.hidden_size == 48
-    assert set(mlm_state) == {"transform.dense.weight", "transform.dense.bias", "transform.LayerNorm.weight", "transform.LayerNorm.bias", "bias"}
+    assert set(mlm_state) == {
+        "transform.dense.weight",
+        "transform.dense.bias",
+        "transform.LayerNorm.weight",
+        "transform.LayerNorm.bias",
+        "bias",
+    }
 
     ids = torch.randint(5, 200, (3, 12))
     ids[:, 0] = 2  # our collate starts the text with [CLS] (id 2 here)
@@ -54,7 +67,9 @@ def test_text_only_output_equals_bert_model(tmp_path) -> None:  # type: ignore[n
     real = mask.bool()
     assert torch.allclose(ours[real], theirs[real], atol=1e-5)
     # the added video token-type row is new; BERT's two rows are copied as they are
-    assert torch.equal(encoder.bert.embeddings.token_type_embeddings.weight[:2], reference.embeddings.token_type_embeddings.weight)
+    assert torch.equal(
+        encoder.bert.embeddings.token_type_embeddings.weight[:2], reference.embeddings.token_type_embeddings.weight
+    )
 
 
 def test_small_loads_offline_with_the_packaged_vocabulary() -> None:
@@ -85,7 +100,9 @@ def test_encoding_does_not_depend_on_batch_padding() -> None:
     samples = random_samples(rng, batch_size=4, neighbours=[1, 3, 2, 1])
     together = collate(samples, cls_id=2, sep_id=3)
     alone = collate(samples[:1], cls_id=2, sep_id=3)
-    assert together.video_mask.shape[1] > alone.video_mask.shape[1] or together.text_ids.shape[1] > alone.text_ids.shape[1]
+    assert (
+        together.video_mask.shape[1] > alone.video_mask.shape[1] or together.text_ids.shape[1] > alone.text_ids.shape[1]
+    )
     with torch.no_grad():
         a, b = model(together), model(alone)
     assert torch.allclose(a.encoder.pooled[0], b.encoder.pooled[0], atol=1e-5)
@@ -131,7 +148,9 @@ def test_video_longer_than_the_limit_is_uniformly_downsampled() -> None:
     assert uniform_indices(5, 100).tolist() == [0, 1, 2, 3, 4]
     idx = uniform_indices(250, 100)
     assert len(idx) == 100 and idx[0] == 0 and idx[-1] == 249 and (idx.diff() > 0).all()
-    sample = EncoderSample(torch.arange(250.0)[:, None].repeat(1, 4), torch.zeros(250, 4), [TextSegment([7], TokenType.ASR)])
+    sample = EncoderSample(
+        torch.arange(250.0)[:, None].repeat(1, 4), torch.zeros(250, 4), [TextSegment([7], TokenType.ASR)]
+    )
     batch = collate([sample], cls_id=2, sep_id=3, max_video_tokens=100)
     assert batch.video_2d.shape == (1, 100, 4) and batch.video_2d[0, -1, 0] == 249
 
@@ -144,19 +163,32 @@ def test_model_config_switches_change_the_model() -> None:
     assert model.encoder.bert.config.hidden_size == 64 and not model.encoder.eager
     eager = build_pretraining_model(load_config(Config, "tiny", ["model.attention=eager"]))
     assert eager.encoder.eager
-    dims = build_pretraining_model(load_config(Config, "tiny", ["model.feature_dim_2d=512", "model.feature_dim_3d=256"]))
+    dims = build_pretraining_model(
+        load_config(Config, "tiny", ["model.feature_dim_2d=512", "model.feature_dim_3d=256"])
+    )
     assert dims.encoder.video.mlp[0].in_features == 768
     limited = build_pretraining_model(load_config(Config, "tiny", ["model.max_video_tokens=7"]))
     assert limited.encoder.max_video_tokens == 7
     drop = build_pretraining_model(load_config(Config, "tiny", ["model.dropout=0.0"]))
     assert drop.encoder.bert.config.attention_probs_dropout_prob == 0.0
     assert model.encoder.bert.config.hidden_dropout_prob == 0.1
-    loss = build_pretraining_model(load_config(Config, "tiny", ["loss.constrained_lambda=0.25", "loss.constrained_on_negatives=true"]))
+    loss = build_pretraining_model(
+        load_config(Config, "tiny", ["loss.constrained_lambda=0.25", "loss.constrained_on_negatives=true"])
+    )
     assert loss.constrained_lambda == 0.25 and loss.constrained_on_negatives
     assert (model.constrained_scores, model.constrained_direction) == ("logits", "v2t")  # the paper's form by default
-    released = build_pretraining_model(load_config(Config, "tiny", [
-        "loss.constrained_scores=probs", "loss.constrained_direction=both", "loss.constrained_warmup=50"]))  # fmt: skip
-    assert (released.constrained_scores, released.constrained_direction, released.constrained_warmup) == ("probs", "both", 50)
+    released = build_pretraining_model(
+        load_config(
+            Config,
+            "tiny",
+            ["loss.constrained_scores=probs", "loss.constrained_direction=both", "loss.constrained_warmup=50"],
+        )
+    )
+    assert (released.constrained_scores, released.constrained_direction, released.constrained_warmup) == (
+        "probs",
+        "both",
+        50,
+    )
 
 
 def test_dropout_zero_makes_training_mode_deterministic() -> None:
@@ -180,9 +212,9 @@ def test_too_many_video_tokens_is_a_clear_error() -> None:
 
 
 def test_bad_init_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from decembert_cli.config import ModelConfig
     from decembert_cli.errors import DecembertError
     from decembert_cli.model import build_encoder
-    from decembert_cli.config import ModelConfig
 
     with pytest.raises(DecembertError, match="model.init="):
         build_encoder(ModelConfig(init=str(tmp_path / "missing")))

@@ -38,7 +38,10 @@ def _contexts(n: int, seed: int = 0) -> list[EncoderSample]:
     samples = []
     for i in range(n):
         t = int(rng.integers(2, 7))  # videos and contexts of different lengths: padding everywhere
-        dense = [TextSegment(rng.integers(1, 100, size=int(rng.integers(1, 5))).tolist(), TokenType.DENSE) for _ in range(i % 3)]
+        dense = [
+            TextSegment(rng.integers(1, 100, size=int(rng.integers(1, 5))).tolist(), TokenType.DENSE)
+            for _ in range(i % 3)
+        ]
         video = torch.from_numpy(rng.standard_normal((2, t, 8)).astype(np.float32))
         samples.append(EncoderSample(video[0], video[1], dense))
     return samples
@@ -48,13 +51,26 @@ def _batch(samples):  # type: ignore[no-untyped-def]
     return collate(samples, cls_id=CLS, sep_id=SEP, pad_id=PAD, max_video_tokens=20)
 
 
-def _sequence_score(model, sample: EncoderSample, caption: list[int], allowed: torch.Tensor | None, alpha: float,  # type: ignore[no-untyped-def]
-                    ended: bool = True) -> float:
+def _sequence_score(
+    model,
+    sample: EncoderSample,
+    caption: list[int],
+    allowed: torch.Tensor | None,
+    alpha: float,  # type: ignore[no-untyped-def]
+    ended: bool = True,
+) -> float:
     """Teacher forcing over [context][caption + SEP] with the training mask: sum log p / length ** alpha
     (`ended` False: a caption cut at max_length, its [SEP] not predicted)."""
     encoder, head = model
     context = _batch([sample])
-    full = _batch([replace(sample, segments=[*sample.segments, TextSegment(caption, TokenType.ASR)] if caption else list(sample.segments))])
+    full = _batch(
+        [
+            replace(
+                sample,
+                segments=[*sample.segments, TextSegment(caption, TokenType.ASR)] if caption else list(sample.segments),
+            )
+        ]
+    )
     if not caption:  # an empty caption: the context's last token predicts [SEP] directly
         full = context
     start = context.text_mask.sum(1)
@@ -87,8 +103,16 @@ def test_cached_decoding_equals_recomputing_and_beam_1_equals_greedy(model, alph
     batch = _batch(_contexts(5))
     with torch.no_grad():
         for beam in (1, 3):
-            cached = generate(encoder, head, batch, Decoding(beam_size=beam, max_length=8, length_penalty=alpha), eos_id=EOS)
-            again = generate(encoder, head, batch, Decoding(beam_size=beam, max_length=8, length_penalty=alpha, use_cache=False), eos_id=EOS)
+            cached = generate(
+                encoder, head, batch, Decoding(beam_size=beam, max_length=8, length_penalty=alpha), eos_id=EOS
+            )
+            again = generate(
+                encoder,
+                head,
+                batch,
+                Decoding(beam_size=beam, max_length=8, length_penalty=alpha, use_cache=False),
+                eos_id=EOS,
+            )
             assert [c[0] for c in cached] == [a[0] for a in again]
             np.testing.assert_allclose([c[1] for c in cached], [a[1] for a in again], rtol=1e-4)
         plain = greedy(encoder, head, batch, Decoding(beam_size=1, max_length=8, length_penalty=alpha), eos_id=EOS)
@@ -96,7 +120,9 @@ def test_cached_decoding_equals_recomputing_and_beam_1_equals_greedy(model, alph
     assert [p[0] for p in plain] == [b[0] for b in beam1]
     assert any(len(p[0]) > 0 for p in plain)
     for sample, (tokens, score) in zip(_contexts(5), plain):  # the scores are the sequences' own
-        assert score == pytest.approx(_sequence_score(model, sample, tokens, None, alpha, ended=len(tokens) < 8), rel=1e-4, abs=1e-4)
+        assert score == pytest.approx(
+            _sequence_score(model, sample, tokens, None, alpha, ended=len(tokens) < 8), rel=1e-4, abs=1e-4
+        )
 
 
 def test_exhaustive_beam_finds_the_best_sequence(model) -> None:  # type: ignore[no-untyped-def]
@@ -105,11 +131,22 @@ def test_exhaustive_beam_finds_the_best_sequence(model) -> None:  # type: ignore
     allowed[words + [EOS]] = True
     samples = _contexts(3, seed=1)
     with torch.no_grad():
-        found = generate(*model, _batch(samples), Decoding(beam_size=40, max_length=3, length_penalty=0.0), eos_id=EOS, allowed=allowed)
+        found = generate(
+            *model,
+            _batch(samples),
+            Decoding(beam_size=40, max_length=3, length_penalty=0.0),
+            eos_id=EOS,
+            allowed=allowed,
+        )
     for sample, (tokens, score) in zip(samples, found):
         every = [list(c) for n in range(3) for c in itertools.product(words, repeat=n)]  # up to 2 words, then [SEP]
         scored = {tuple(c): _sequence_score(model, sample, c, allowed, 0.0) for c in every}
-        scored.update({c: _sequence_score(model, sample, list(c), allowed, 0.0, ended=False) for c in itertools.product(words, repeat=3)})  # cut
+        scored.update(
+            {
+                c: _sequence_score(model, sample, list(c), allowed, 0.0, ended=False)
+                for c in itertools.product(words, repeat=3)
+            }
+        )  # cut
         best = max(scored, key=scored.get)
         assert tuple(tokens) == best and score == pytest.approx(scored[best], rel=1e-4, abs=1e-5)
 
@@ -118,7 +155,13 @@ def test_no_repeat_ngram(model) -> None:  # type: ignore[no-untyped-def]
     allowed = torch.zeros(120, dtype=torch.bool)
     allowed[[7, 8, EOS]] = True
     with torch.no_grad():
-        out = generate(*model, _batch(_contexts(4)), Decoding(beam_size=2, max_length=12, no_repeat_ngram=2), eos_id=EOS, allowed=allowed)
+        out = generate(
+            *model,
+            _batch(_contexts(4)),
+            Decoding(beam_size=2, max_length=12, no_repeat_ngram=2),
+            eos_id=EOS,
+            allowed=allowed,
+        )
     for tokens, _ in out:
         pairs = list(zip(tokens, tokens[1:]))
         assert len(pairs) == len(set(pairs))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import json
 import zipfile
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -40,7 +39,9 @@ def test_all_three_caption_forms_read_the_same(tmp_path) -> None:  # type: ignor
     with zipfile.ZipFile(tmp_path / "howto100m_captions.zip", "w") as zf:
         for path in sorted((tmp_path / "howto100m_captions").iterdir()):
             zf.write(path, f"howto100m_captions/{path.name}")
-    forms = [open_captions(tmp_path / name) for name in ("caption.json", "howto100m_captions", "howto100m_captions.zip")]
+    forms = [
+        open_captions(tmp_path / name) for name in ("caption.json", "howto100m_captions", "howto100m_captions.zip")
+    ]
     for source in forms:
         assert source.ids() == ["vidA", "vidB"]
         cleaned = clean_captions(source.get("vidA"), trim_rolling=False)
@@ -49,10 +50,19 @@ def test_all_three_caption_forms_read_the_same(tmp_path) -> None:  # type: ignor
 
 
 def test_messy_captions_are_normalised() -> None:
-    raw = VideoCaptions("v", [5.0, 1.0, 3.0, 7.0, 9.0, 11.0], [6.0, 2.0, 4.0, 8.0, 8.5, 12.0], ["  later  ", 42, "", "café crème", "♪ ♪", "..."])
+    raw = VideoCaptions(
+        "v",
+        [5.0, 1.0, 3.0, 7.0, 9.0, 11.0],
+        [6.0, 2.0, 4.0, 8.0, 8.5, 12.0],
+        ["  later  ", 42, "", "café crème", "♪ ♪", "..."],
+    )
     counts: Counter[str] = Counter()
     cleaned = clean_captions(raw, trim_rolling=False, counts=counts)
-    assert cleaned.text == ["42", "later", "café crème"]  # sorted by start, number as text; empty and word-less lines dropped
+    assert cleaned.text == [
+        "42",
+        "later",
+        "café crème",
+    ]  # sorted by start, number as text; empty and word-less lines dropped
     assert cleaned.start == [1.0, 5.0, 7.0]
     assert counts == {
         "videos with unsorted caption starts (sorted)": 1,
@@ -62,15 +72,25 @@ def test_messy_captions_are_normalised() -> None:
 
 
 def test_real_non_ascii_caption_lines_are_kept_and_tokenise_to_words(tokenizer) -> None:  # type: ignore[no-untyped-def]
-    lines = ["stitch ½ inch away raw edge fabric second", "fjällräven giveaway", "ocean córdoba's mahalo"]  # real HowTo100M lines
+    lines = [
+        "stitch ½ inch away raw edge fabric second",
+        "fjällräven giveaway",
+        "ocean córdoba's mahalo",
+    ]  # real HowTo100M lines
     counts: Counter[str] = Counter()
-    cleaned = clean_captions(VideoCaptions("v", [0.0, 2.0, 4.0], [2.0, 4.0, 3.0], lines), trim_rolling=True, counts=counts)
+    cleaned = clean_captions(
+        VideoCaptions("v", [0.0, 2.0, 4.0], [2.0, 4.0, 3.0], lines), trim_rolling=True, counts=counts
+    )
     assert cleaned.text == lines and cleaned.end == [2.0, 4.0, 4.0]
-    assert counts == {"caption lines ending before they start (end set to start)": 1}  # nothing dropped, the fix counted
+    assert counts == {
+        "caption lines ending before they start (end set to start)": 1
+    }  # nothing dropped, the fix counted
     for line in lines:
         tokens = tokenizer.tokenize(line)
         assert tokens and sum(t != tokenizer.unk_token for t in tokens) >= len(line.split()) - 1
-    assert tokenizer.tokenize("córdoba") == tokenizer.tokenize("cordoba")  # the tokenizer strips accents as has_word assumes
+    assert tokenizer.tokenize("córdoba") == tokenizer.tokenize(
+        "cordoba"
+    )  # the tokenizer strips accents as has_word assumes
 
 
 @pytest.mark.parametrize(
@@ -91,7 +111,9 @@ def test_rolling_asr_overlap_is_trimmed() -> None:
     assert trim_overlap("Add the salt", "add the salt") == ""
     assert trim_overlap("stir it", "then bake") == "then bake"
     raw = VideoCaptions(
-        "v", [0.0, 2.0, 4.0, 6.0], [3.0, 5.0, 7.0, 9.0],
+        "v",
+        [0.0, 2.0, 4.0, 6.0],
+        [3.0, 5.0, 7.0, 9.0],
         ["so today we are", "we are going to make", "going to make", "to make pasta now"],
     )
     cleaned = clean_captions(raw, trim_rolling=True)

@@ -55,7 +55,9 @@ def test_broken_plugin_is_named_and_others_still_work(plugin_path) -> None:  # t
 def test_duplicate_names_are_an_error_naming_both_packages(plugin_path) -> None:  # type: ignore[no-untyped-def]
     _install_fake_dist(plugin_path, "first-pkg", "1.0", {"same": "good_plugin:Thing"})
     _install_fake_dist(plugin_path, "second-pkg", "1.0", {"same": "broken_plugin:Thing"})
-    with pytest.raises(DecembertError, match="registered twice.*first-pkg.*second-pkg|registered twice.*second-pkg.*first-pkg"):
+    with pytest.raises(
+        DecembertError, match="registered twice.*first-pkg.*second-pkg|registered twice.*second-pkg.*first-pkg"
+    ):
         Registry(GROUP, "thing").available()
 
 

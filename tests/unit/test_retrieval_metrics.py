@@ -22,8 +22,13 @@ def _naive_summary(ranks: list[int]) -> dict[str, float]:
     n = len(ranks)
     s = sorted(ranks)
     median = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-    return {"R@1": 100 * sum(r <= 1 for r in ranks) / n, "R@5": 100 * sum(r <= 5 for r in ranks) / n,
-            "R@10": 100 * sum(r <= 10 for r in ranks) / n, "MedR": median, "MeanR": sum(ranks) / n}  # fmt: skip
+    return {
+        "R@1": 100 * sum(r <= 1 for r in ranks) / n,
+        "R@5": 100 * sum(r <= 5 for r in ranks) / n,
+        "R@10": 100 * sum(r <= 10 for r in ranks) / n,
+        "MedR": median,
+        "MeanR": sum(ranks) / n,
+    }
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -12,7 +12,7 @@ import pytest
 
 from decembert_cli.data.densecap import normalise_frames, read_paper_npy
 from decembert_cli.data.howto100m import clean_captions, load_features, open_captions
-from decembert_cli.data.sample_corpus import (
+from decembert_cli.data.sample.corpus import (
     ACTIONS,
     ADJECTIVES,
     BACKGROUND,
@@ -118,7 +118,9 @@ def test_howto100m_layouts(corpus: Path) -> None:
     assert list(rows[0]) == ["video_id", "category_1", "category_2", "rank", "task_id"]
     assert [r["video_id"] for r in rows] == ids
     tasks = dict(line.split("\t") for line in (corpus / "task_ids.csv").read_text().splitlines())
-    assert {r["task_id"] for r in rows} <= set(tasks) and {"make a tomato salad", "change the oil"} <= set(tasks.values())
+    assert {r["task_id"] for r in rows} <= set(tasks) and {"make a tomato salad", "change the oil"} <= set(
+        tasks.values()
+    )
     assert len(tasks) == len(TASKS)
     categories = {(d.category_1, d.category_2) for d in DOMAINS}
     assert all((r["category_1"], r["category_2"]) in categories for r in rows)
@@ -205,9 +207,13 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
 def test_misaligned_and_irrelevant_fractions(tmp_path: Path) -> None:
     for misaligned, irrelevant in ((0.5, 0.1), (0.2, 0.3), (0.0, 0.0)):
         root = generate(
-            tmp_path / f"{misaligned}-{irrelevant}", videos=40, feature_dim_2d=8, feature_dim_3d=8,
-            misaligned=misaligned, irrelevant=irrelevant,
-        )  # fmt: skip
+            tmp_path / f"{misaligned}-{irrelevant}",
+            videos=40,
+            feature_dim_2d=8,
+            feature_dim_3d=8,
+            misaligned=misaligned,
+            irrelevant=irrelevant,
+        )
         kinds = [k for v in _truth(root).values() for k in v["caption_kind"]]
         assert abs(kinds.count("shifted") / len(kinds) - misaligned) < 0.08
         assert abs(kinds.count("irrelevant") / len(kinds) - irrelevant) < 0.08
@@ -315,7 +321,7 @@ def test_rendered_videos_last_as_long_as_the_plan_and_show_its_objects(tmp_path:
     import cv2
 
     from decembert_cli.data import sample_video
-    from decembert_cli.data.sample_corpus import OBJECTS, _plan_video
+    from decembert_cli.data.sample.corpus import OBJECTS, _plan_video
 
     root = generate(tmp_path / "c", videos=2, render=True, features="none")
     assert not (root / "features").exists()
@@ -341,7 +347,7 @@ def test_rendered_videos_last_as_long_as_the_plan_and_show_its_objects(tmp_path:
 
 def test_every_object_and_action_looks_different() -> None:
     from decembert_cli.data import sample_video
-    from decembert_cli.data.sample_corpus import ACTIONS, OBJECTS
+    from decembert_cli.data.sample.corpus import ACTIONS, OBJECTS
 
     looks = [sample_video.object_look(i) for i in range(len(OBJECTS))]
     assert len(set(looks)) == len(OBJECTS)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from decembert_cli.data import video as V
-from tests.videos import read_index, rotate_mp4, write_video, write_vfr_video
+from tests.videos import read_index, rotate_mp4, write_vfr_video, write_video
 
 DECODERS = ("opencv", "pyav")
 SQUARE = (64, 64)  # grids of size 64 keep every pixel: the frame index stays readable
@@ -32,7 +32,10 @@ def _naive_frames(path):
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         rate = float(stream.average_rate or stream.guessed_rate)
-        out = [(float(f.pts * stream.time_base), read_index(f.to_ndarray(format="rgb24"))) for f in container.decode(stream)]
+        out = [
+            (float(f.pts * stream.time_base), read_index(f.to_ndarray(format="rgb24")))
+            for f in container.decode(stream)
+        ]
     return out, rate
 
 
@@ -97,7 +100,9 @@ def test_grayscale_odd_sizes_and_single_frames(tmp_path, decoder):
     (up,), _ = _items(gray, [V.image_grid(112)], decoder)  # upscaled from 63 px
     assert up[0].pixels.shape == (1, 112, 112, 3)
     one = write_video(tmp_path / "one.avi", 30, 1, SQUARE)
-    (i2, i3, ih), decoded = _items(one, [V.image_grid(64), V.clip_grid(64, 16, 24), V.consecutive_clip_grid(64, 16, 24)], decoder)
+    (i2, i3, ih), decoded = _items(
+        one, [V.image_grid(64), V.clip_grid(64, 16, 24), V.consecutive_clip_grid(64, 16, 24)], decoder
+    )
     assert decoded.frames == 1 and [len(i2), len(i3), len(ih)] == [1, 1, 1]
     assert [read_index(p) for p in i3[0].pixels] == [0] * 16
 
@@ -148,6 +153,7 @@ def test_only_needed_frames_are_converted(tmp_path):
 
     def counting():
         for t, fetch in frames():
+
             def wrapped(fetch=fetch):
                 fetched[0] += 1
                 return fetch()
@@ -177,6 +183,9 @@ def test_unusable_files_raise_video_errors(tmp_path):
             V.open_video(path)
         kinds[path.name] = err.value.kind
     assert kinds == {
-        "empty.mp4": "empty file", "notes.mp4": "cannot decode", "cut.mp4": "cannot decode",
-        "codec.avi": "unsupported codec", "missing.mp4": "unreadable",
-    }  # fmt: skip
+        "empty.mp4": "empty file",
+        "notes.mp4": "cannot decode",
+        "cut.mp4": "cannot decode",
+        "codec.avi": "unsupported codec",
+        "missing.mp4": "unreadable",
+    }

@@ -46,9 +46,13 @@ class Question:
 
 def questions(config: MCConfig, split: str) -> list[Question]:
     if not config.root:
-        raise DecembertError("task.root is not set: --set task.root=DIR (the folder with MSRVTT_data.json and features)")
+        raise DecembertError(
+            "task.root is not set: --set task.root=DIR (the folder with MSRVTT_data.json and features)"
+        )
     videos, sentences = read_msrvtt_data(under(Path(config.root).expanduser(), config.data))
-    ids = sorted((v for v, info in videos.items() if info.split == SPLITS[split] and v in sentences), key=lambda v: int(v[5:]))
+    ids = sorted(
+        (v for v, info in videos.items() if info.split == SPLITS[split] and v in sentences), key=lambda v: int(v[5:])
+    )
     if len(ids) < config.choices:
         raise DecembertError(f"{split}: {len(ids)} videos, fewer than task.choices = {config.choices}")
     rng = np.random.default_rng([config.seed, list(SPLITS).index(split)])
@@ -64,8 +68,16 @@ def questions(config: MCConfig, split: str) -> list[Question]:
 class PairData(torch.utils.data.Dataset):
     """Item q * choices + k: video of question q with candidate k."""
 
-    def __init__(self, items: list[Question], store: VideoStore, tokenizer: Any, config: MCConfig, max_video_tokens: int) -> None:
-        self.items, self.store, self.tokenizer, self.config, self.max_video_tokens = items, store, tokenizer, config, max_video_tokens
+    def __init__(
+        self, items: list[Question], store: VideoStore, tokenizer: Any, config: MCConfig, max_video_tokens: int
+    ) -> None:
+        self.items, self.store, self.tokenizer, self.config, self.max_video_tokens = (
+            items,
+            store,
+            tokenizer,
+            config,
+            max_video_tokens,
+        )
 
     def __len__(self) -> int:
         return len(self.items) * self.config.choices
@@ -77,14 +89,32 @@ class PairData(torch.utils.data.Dataset):
         v2, v3 = self.store.features(item.video_id)
         tok = self.tokenizer
         dense = self.store.dense(item.video_id, None, None) if self.config.use_dense else []
-        segments = [TextSegment(ids or [tok.unk_token_id], TokenType.DENSE) for ids in tok(dense, add_special_tokens=False, truncation=True, max_length=30)["input_ids"]] if dense else []
+        segments = (
+            [
+                TextSegment(ids or [tok.unk_token_id], TokenType.DENSE)
+                for ids in tok(dense, add_special_tokens=False, truncation=True, max_length=30)["input_ids"]
+            ]
+            if dense
+            else []
+        )
         text = tok(item.candidates[k], add_special_tokens=False, truncation=True, max_length=30)["input_ids"]
         segments.append(TextSegment(text or [tok.unk_token_id], TokenType.ASR))
-        return EncoderSample(torch.from_numpy(v2), torch.from_numpy(v3), segments, extras={"question": q, "choice": k, "match": int(k == item.answer)})
+        return EncoderSample(
+            torch.from_numpy(v2),
+            torch.from_numpy(v3),
+            segments,
+            extras={"question": q, "choice": k, "match": int(k == item.answer)},
+        )
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
         tok = self.tokenizer
-        return collate(samples, cls_id=tok.cls_token_id, sep_id=tok.sep_token_id, pad_id=tok.pad_token_id, max_video_tokens=self.max_video_tokens)
+        return collate(
+            samples,
+            cls_id=tok.cls_token_id,
+            sep_id=tok.sep_token_id,
+            pad_id=tok.pad_token_id,
+            max_video_tokens=self.max_video_tokens,
+        )
 
 
 class Adapter:
@@ -92,7 +122,11 @@ class Adapter:
         self.config = config
 
     def has_split(self, split: str) -> bool:
-        return split in SPLITS and bool(self.config.root) and under(Path(self.config.root).expanduser(), self.config.data).is_file()
+        return (
+            split in SPLITS
+            and bool(self.config.root)
+            and under(Path(self.config.root).expanduser(), self.config.data).is_file()
+        )
 
     def check(self) -> DataCheck:
         report = DataCheck()
@@ -102,7 +136,10 @@ class Adapter:
             store = VideoStore(self.config)
             for split in SPLITS:
                 items = questions(self.config, split)
-                report.counts[split] = {"questions": len(items), "videos without features": sum(not store.has_features(q.video_id) for q in items)}
+                report.counts[split] = {
+                    "questions": len(items),
+                    "videos without features": sum(not store.has_features(q.video_id) for q in items),
+                }
         return report
 
     def dataset(self, split: str, tokenizer: Any, model: Any, *, train: bool) -> PairData:
@@ -122,8 +159,11 @@ class Head(nn.Module):
     def forward(self, output: Any, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
         score = self.score(output.pooled).squeeze(-1)  # (B,)
         match = batch.extras["match"]
-        return {"score": score, "loss": nn.functional.binary_cross_entropy_with_logits(score.float(), match.float()),
-                "correct": (score > 0).long() == match}  # fmt: skip
+        return {
+            "score": score,
+            "loss": nn.functional.binary_cross_entropy_with_logits(score.float(), match.float()),
+            "correct": (score > 0).long() == match,
+        }
 
 
 class Accuracy:
@@ -138,7 +178,12 @@ class Accuracy:
         self.answers: dict[int, int] = {}
 
     def update(self, outputs: dict[str, torch.Tensor], batch: VideoTextBatch) -> None:
-        for q, k, m, s in zip(batch.extras["question"].tolist(), batch.extras["choice"].tolist(), batch.extras["match"].tolist(), outputs["score"].tolist()):
+        for q, k, m, s in zip(
+            batch.extras["question"].tolist(),
+            batch.extras["choice"].tolist(),
+            batch.extras["match"].tolist(),
+            outputs["score"].tolist(),
+        ):
             self.scores.setdefault(q, {})[k] = s
             if m:
                 self.answers[q] = k
@@ -149,7 +194,10 @@ class Accuracy:
         return {"accuracy": 100.0 * right / max(1, len(done)), "questions": float(len(done))}
 
     def predictions(self) -> list[dict[str, Any]]:
-        return [{"question": q, "choice": max(s, key=s.get), "answer": self.answers.get(q)} for q, s in sorted(self.scores.items())]
+        return [
+            {"question": q, "choice": max(s, key=s.get), "answer": self.answers.get(q)}
+            for q, s in sorted(self.scores.items())
+        ]
 
 
 class MSRVTTMultipleChoice:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from decembert_cli.data.sample_corpus import generate
+from decembert_cli.data.sample.corpus import generate
 from decembert_cli.testing import check_task
-
 from decembert_mc import MSRVTTMultipleChoice, questions
 
 
 def test_contract(tmp_path) -> None:  # type: ignore[no-untyped-def]
     root = generate(tmp_path / "corpus", videos=2, clips=40, feature_dim_2d=16, feature_dim_3d=16)
-    result = check_task(MSRVTTMultipleChoice, MSRVTTMultipleChoice.sample_settings(root), feature_dims=(16, 16), items=5)
+    result = check_task(
+        MSRVTTMultipleChoice, MSRVTTMultipleChoice.sample_settings(root), feature_dims=(16, 16), items=5
+    )
     assert result.metrics["questions"] == 8  # the 8 test clips, each a question
 
 

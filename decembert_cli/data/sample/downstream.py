@@ -32,17 +32,35 @@ from pathlib import Path
 
 import numpy as np
 
+from .vocabulary import ADJECTIVES, BACKGROUND, DOMAINS
+
 SPLIT_SHARES = (("train", 0.7), ("validate", 0.1), ("test", 0.2))
 SENTENCES = (
-    "how to {action} the {obj}", "a person shows how to {action} a {obj}", "someone is going to {action} the {obj}",
-    "learning to {action} a {adj} {obj}", "they {action} the {obj}", "a clip where people {action} a {obj}",
-    "a tutorial on how to {action} the {adj} {obj}", "a person wants to {action} a {obj}", "watch them {action} the {obj}",
+    "how to {action} the {obj}",
+    "a person shows how to {action} a {obj}",
+    "someone is going to {action} the {obj}",
+    "learning to {action} a {adj} {obj}",
+    "they {action} the {obj}",
+    "a clip where people {action} a {obj}",
+    "a tutorial on how to {action} the {adj} {obj}",
+    "a person wants to {action} a {obj}",
+    "watch them {action} the {obj}",
     "time to {action} this {adj} {obj}",
-)  # fmt: skip
+)
 OBJECT_QUESTIONS = ("what do they {action}?", "what does the person {action}?", "what is someone going to {action}?")
-ACTION_QUESTIONS = ("what is done to the {obj}?", "how do they handle the {obj}?", "what does the person do with the {obj}?")
-STEPS = ("{action} the {obj}", "{action} the {obj} and set it aside", "{action} some {obj}", "{action} the {adj} {obj} well",
-         "now {action} the {obj}", "carefully {action} the {obj}")  # fmt: skip
+ACTION_QUESTIONS = (
+    "what is done to the {obj}?",
+    "how do they handle the {obj}?",
+    "what does the person do with the {obj}?",
+)
+STEPS = (
+    "{action} the {obj}",
+    "{action} the {obj} and set it aside",
+    "{action} some {obj}",
+    "{action} the {adj} {obj} well",
+    "now {action} the {obj}",
+    "carefully {action} the {obj}",
+)
 YOUCOOK2_FILE = "youcookii_annotations_trainval.json"
 CLIP_INDEX_BASE = 100000  # clip n uses background index CLIP_INDEX_BASE + n (distinct from the corpus videos)
 
@@ -52,8 +70,7 @@ def clip_id(n: int) -> str:
 
 
 def clip_plans(seed: int, clips: int) -> list[dict]:
-    """Plans of the clips (the layout of `sample_corpus._plan_video`, one segment starting at 0)."""
-    from decembert_cli.data.sample_corpus import ADJECTIVES, BACKGROUND, DOMAINS
+    """Plans of the clips (the layout of `corpus._plan_video`, one segment starting at 0)."""
 
     plans = []
     for n in range(clips):
@@ -65,16 +82,26 @@ def clip_plans(seed: int, clips: int) -> list[dict]:
         length = int(rng.integers(600, 1001))  # centiseconds
         combos = [(t, a) for t in range(len(SENTENCES)) for a in range(len(ADJECTIVES))]
         picks = rng.choice(len(combos), size=20, replace=False)
-        sentences = [SENTENCES[combos[p][0]].format(action=action, obj=obj, adj=ADJECTIVES[combos[p][1]]) for p in picks]
-        plans.append({
-            "index": CLIP_INDEX_BASE + n, "id": clip_id(n), "domain": d, "objects": objects,
-            "segments": [(0, length, obj, action)], "seconds": math.ceil(length / 100),
-            "sentences": sentences,
-            "questions": [(str(rng.choice(OBJECT_QUESTIONS)).format(action=action), obj),
-                          (str(rng.choice(ACTION_QUESTIONS)).format(obj=obj), action)],
-            "background": [str(b) for b in rng.choice(BACKGROUND, size=2, replace=False)],
-            "dense_seed": int(rng.integers(2**31)),
-        })  # fmt: skip
+        sentences = [
+            SENTENCES[combos[p][0]].format(action=action, obj=obj, adj=ADJECTIVES[combos[p][1]]) for p in picks
+        ]
+        plans.append(
+            {
+                "index": CLIP_INDEX_BASE + n,
+                "id": clip_id(n),
+                "domain": d,
+                "objects": objects,
+                "segments": [(0, length, obj, action)],
+                "seconds": math.ceil(length / 100),
+                "sentences": sentences,
+                "questions": [
+                    (str(rng.choice(OBJECT_QUESTIONS)).format(action=action), obj),
+                    (str(rng.choice(ACTION_QUESTIONS)).format(obj=obj), action),
+                ],
+                "background": [str(b) for b in rng.choice(BACKGROUND, size=2, replace=False)],
+                "dense_seed": int(rng.integers(2**31)),
+            }
+        )
     return plans
 
 
@@ -96,20 +123,39 @@ def annotation_files(plans: list[dict]) -> dict[str, str]:
     for n, plan in enumerate(plans):
         split = clip_split(n, clips)
         seconds = plan["segments"][0][1] / 100
-        videos.append({"category": plan["domain"], "url": f"https://example.invalid/sample/{plan['id']}", "video_id": plan["id"],
-                       "start time": 0.0, "end time": seconds, "split": split, "id": n})  # fmt: skip
-        for s, text in enumerate(plan["sentences"]):
+        videos.append(
+            {
+                "category": plan["domain"],
+                "url": f"https://example.invalid/sample/{plan['id']}",
+                "video_id": plan["id"],
+                "start time": 0.0,
+                "end time": seconds,
+                "split": split,
+                "id": n,
+            }
+        )
+        for text in plan["sentences"]:
             sentences.append({"caption": text, "video_id": plan["id"], "sen_id": len(sentences)})
         for question, answer in plan["questions"]:
-            qa[split].append({"answer": answer, "category_id": plan["domain"], "id": qid, "question": question, "video_id": n})
+            qa[split].append(
+                {"answer": answer, "category_id": plan["domain"], "id": qid, "question": question, "video_id": n}
+            )
             qid += 1
-    files = {"MSRVTT_data.json": json.dumps({"info": {"description": "decembert sample clips"}, "videos": videos, "sentences": sentences})}
+    files = {
+        "MSRVTT_data.json": json.dumps(
+            {"info": {"description": "decembert sample clips"}, "videos": videos, "sentences": sentences}
+        )
+    }
     for split, name in (("train", "train_qa.json"), ("validate", "val_qa.json"), ("test", "test_qa.json")):
         files[name] = json.dumps(qa[split])
     test = [p for n, p in enumerate(plans) if clip_split(n, clips) == "test"]
-    files["MSRVTT_JSFUSION_test.csv"] = _csv([["key", "vid_key", "video_id", "sentence"]] +
-                                             [[f"ret{i}", f"msr{p['index'] - CLIP_INDEX_BASE}", p["id"], p["sentences"][0]] for i, p in enumerate(test)])  # fmt: skip
-    files["MSRVTT_train.9k.csv"] = _csv([["video_id"]] + [[p["id"]] for n, p in enumerate(plans) if clip_split(n, clips) != "test"])
+    files["MSRVTT_JSFUSION_test.csv"] = _csv(
+        [["key", "vid_key", "video_id", "sentence"]]
+        + [[f"ret{i}", f"msr{p['index'] - CLIP_INDEX_BASE}", p["id"], p["sentences"][0]] for i, p in enumerate(test)]
+    )
+    files["MSRVTT_train.9k.csv"] = _csv(
+        [["video_id"]] + [[p["id"]] for n, p in enumerate(plans) if clip_split(n, clips) != "test"]
+    )
     return files
 
 
@@ -131,8 +177,7 @@ def write(out_dir: Path, plans: list[dict], write_clip) -> None:  # type: ignore
 
 
 def youcook2_annotations(plans: list[dict], seed: int) -> str:
-    """YouCook2's trainval JSON for the corpus' videos (`sample_corpus` plans): one sentence per segment."""
-    from decembert_cli.data.sample_corpus import ADJECTIVES
+    """YouCook2's trainval JSON for the corpus' videos (`corpus` plans): one sentence per segment."""
 
     database = {}
     validation_from = len(plans) - max(1, len(plans) // 4) if len(plans) > 1 else len(plans)
@@ -142,7 +187,11 @@ def youcook2_annotations(plans: list[dict], seed: int) -> str:
         for i, (s0, s1, obj, action) in enumerate(plan["segments"]):
             sentence = str(rng.choice(STEPS)).format(action=action, obj=obj, adj=str(rng.choice(ADJECTIVES)))
             annotations.append({"segment": [round(s0 / 100, 2), round(s1 / 100, 2)], "id": i, "sentence": sentence})
-        database[plan["id"]] = {"duration": float(plan["seconds"]), "subset": "training" if n < validation_from else "validation",
-                                "recipe_type": str(plan["task_id"]), "annotations": annotations,
-                                "video_url": f"https://example.invalid/sample/{plan['id']}"}  # fmt: skip
+        database[plan["id"]] = {
+            "duration": float(plan["seconds"]),
+            "subset": "training" if n < validation_from else "validation",
+            "recipe_type": str(plan["task_id"]),
+            "annotations": annotations,
+            "video_url": f"https://example.invalid/sample/{plan['id']}",
+        }
     return json.dumps({"database": database})

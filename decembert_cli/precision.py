@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -26,7 +26,7 @@ def autocast_dtype(precision: str, device: torch.device, option: str = "train.pr
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> ContextManager:
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

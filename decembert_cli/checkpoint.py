@@ -79,7 +79,16 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "step", "total_steps", "rng", "config")  # what --resume needs
+RESUME_KEYS = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "step",
+    "total_steps",
+    "rng",
+    "config",
+)  # what --resume needs
 
 
 class CorruptCheckpoint(DecembertError):
@@ -95,7 +104,9 @@ def _reason(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {first[:160]}"
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", required: tuple[str, ...] = ("model", "config")) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, map_location: str | torch.device = "cpu", required: tuple[str, ...] = ("model", "config")
+) -> dict[str, Any]:
     """A checkpoint's contents; `required` keys must be there (RESUME_KEYS to continue training)."""
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
@@ -107,8 +118,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", requir
         raise CorruptCheckpoint(f"{path} is not a decembert checkpoint (format {FORMAT})")
     missing = [key for key in required if key not in data]
     if missing:
-        raise DecembertError(f"checkpoint {path} lacks {', '.join(missing)}: it was not written by decembert "
-                             f"pretrain or finetune (or by an older version); start a new run or pass another checkpoint")  # fmt: skip
+        raise DecembertError(
+            f"checkpoint {path} lacks {', '.join(missing)}: it was not written by decembert "
+            f"pretrain or finetune (or by an older version); start a new run or pass another checkpoint"
+        )
     return data
 
 

@@ -33,12 +33,15 @@ folder without it is an interrupted run, which the generator may overwrite.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,102 +49,47 @@ from decembert_cli.data.feature_store import npy_bytes
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_bytes, atomic_write_text
 
-SAMPLE_FORMAT = "decembert.sample/4"  # 4: the captioner names only CAPTIONER_OBJECTS; 3: dense captions seeded per frame time
+if TYPE_CHECKING:
+    from decembert_cli.config.schema import DataConfig
+    from decembert_cli.data.corpus import DataReport, VideoRecord
+
+from .vocabulary import (
+    ACTIONS,
+    ADJECTIVES,
+    BACKGROUND,
+    CAPTIONER_OBJECTS,
+    DENSE_OBJECT,
+    DOMAINS,
+    GENERIC_NOUNS,
+    IRRELEVANT,
+    OBJECTS,
+    TASKS,
+    TEMPLATES,
+    UNKNOWN,
+)
+
+SAMPLE_FORMAT = (
+    "decembert.sample/4"  # 4: the captioner names only CAPTIONER_OBJECTS; 3: dense captions seeded per frame time
+)
 
 FPS_3D = 24 / 16  # like HowTo100M's 3D features: one per 16 frames at 24 fps
 DENSE_STEP_S = 2  # one dense-caption frame every 2 s (index int(t // 2))
 STYLE_WEIGHT = 0.3  # norm of the per-video style vector added to each prototype
 
 
-class Domain(NamedTuple):
-    """A HowTo100M category with its tasks and the objects and actions its videos show."""
-
-    category_1: str
-    category_2: str
-    tasks: tuple[tuple[int, str], ...]  # (task id, task name)
-    objects: tuple[str, ...]
-    actions: tuple[str, ...]
-
-
-# Objects are disjoint across domains; an action is shared by two domains at most, so a caption of
-# another domain's video mostly names other words, as in HowTo100M where it is usually another topic.
-# Every object and action is a single WordPiece token of the BERT uncased vocabulary (tested).
-DOMAINS = (
-    Domain(
-        "Food and Entertaining", "Recipes",
-        ((90001, "make a tomato salad"), (90002, "cook chicken pasta"), (90003, "make pancakes")),
-        ("tomato", "onion", "garlic", "lemon", "cheese", "chicken", "pasta", "flour", "egg", "butter"),
-        ("cut", "chop", "slice", "stir", "mix", "peel", "fry", "pour"),
-    ),
-    Domain(
-        "Cars & Other Vehicles", "Car Maintenance",
-        ((90004, "change the oil"), (90005, "replace a flat tire"), (90006, "replace the brake pads")),
-        ("oil", "tire", "wheel", "engine", "filter", "battery", "brake", "bolt", "belt"),
-        ("remove", "check", "loosen", "tighten", "replace", "drain", "pour"),
-    ),
-    Domain(
-        "Home and Garden", "Gardening",
-        ((90007, "plant a flower bed"), (90008, "repot a house plant"), (90009, "start seeds indoors")),
-        ("soil", "seed", "plant", "pot", "flower", "root", "grass", "leaf", "shovel"),
-        ("dig", "water", "trim", "spray", "cover", "fill", "loosen"),
-    ),
-    Domain(
-        "Hobbies and Crafts", "Woodworking",
-        ((90010, "build a bird house"), (90011, "make a wooden shelf"), (90012, "build a picture frame")),
-        ("wood", "board", "nail", "screw", "hammer", "plank", "ruler", "pencil", "panel"),
-        ("measure", "mark", "sand", "drill", "saw", "glue", "paint", "cut"),
-    ),
-)  # fmt: skip
-OBJECTS = tuple(o for d in DOMAINS for o in d.objects)
-CAPTIONER_OBJECTS = frozenset(o for d in DOMAINS for o in d.objects[::2])  # what the dense captioner can name: half of each domain's
-GENERIC_NOUNS = ("object", "thing", "item")  # what it says of the other objects
-ACTIONS = tuple(dict.fromkeys(a for d in DOMAINS for a in d.actions))
-# (task id, task name, its domain); a video of a task shows 4-6 of its domain's objects
-TASKS = tuple((tid, name, d) for d in DOMAINS for tid, name in d.tasks)
-
-# ASR templates: 4-12 words, no vocabulary word outside {action} and {obj}.
-TEMPLATES = (
-    "okay now we {action} the {obj} really nice",
-    "so {action} your {obj}",
-    "next you want to {action} the {obj}",
-    "and then i just {action} the {obj} like this",
-    "now {action} the {obj}",
-    "we are going to {action} this {obj} now",
-    "let me {action} the {obj} here",
-    "you can {action} the {obj} a little bit more",
-    "i like to {action} my {obj} first",
-    "then {action} the {obj} until it looks good",
-    "make sure you {action} the {obj} well",
-    "all right so now we {action} the {obj} okay",
-)
-IRRELEVANT = (
-    "hey guys welcome back to my channel",
-    "thanks for watching",
-    "don't forget to subscribe",
-    "music",
-    "please like and subscribe",
-    "see you in the next video",
-    "hi everyone",
-    "applause",
-    "leave a comment down below",
-)
-# Dense captions: generic, for every domain; no vocabulary word outside {obj} (tested).
-DENSE_OBJECT = (
-    "a {adj} {obj}", "a close up of a {obj}", "a person holding a {obj}", "a {obj} next to a person", "the {obj} is {adj}",
-)  # fmt: skip
-ADJECTIVES = ("small", "large", "white", "red", "green", "brown", "black")
-BACKGROUND = (
-    "a brown table", "a person s hand", "a white wall", "a black shirt", "a window in the background",
-    "a gray floor", "a blue sky", "a man wearing a hat", "a shelf on the wall", "a light on the ceiling",
-)  # fmt: skip
-UNKNOWN = ("a <unk> on a table", "a person holding a <unk>", "<unk> in the background")
-
 _FILES = ("HowTo100M_v1.csv", "task_ids.csv", "caption.json", "alignment.json", "meta.json")
-_CLIP_FILES = ("MSRVTT_data.json", "train_qa.json", "val_qa.json", "test_qa.json", "MSRVTT_JSFUSION_test.csv", "MSRVTT_train.9k.csv")
+_CLIP_FILES = (
+    "MSRVTT_data.json",
+    "train_qa.json",
+    "val_qa.json",
+    "test_qa.json",
+    "MSRVTT_JSFUSION_test.csv",
+    "MSRVTT_train.9k.csv",
+)
 _VIDEO_DIRS = ("features/2d", "features/3d", "dense_captions", "videos")
 _ALL_VIDEO_DIRS = (*_VIDEO_DIRS, *(f"msrvtt/{d}" for d in _VIDEO_DIRS))
 _VIDEO_FILE = re.compile(r"(sample_\d{4,}|video\d+)\.(npy|mp4)")
-# what decembert_cli.io leaves when killed; .tmp-<name> is sample_video's temporary video
+# what decembert_cli.io leaves when killed; .tmp-<name> is video.py's temporary video
 _TEMP_FILE = re.compile(r"\.(?P<name>.+)\.[^.]+\.tmp|\.tmp-(?P<video>(sample_\d{4,}|video\d+)\.mp4)")
 
 
@@ -202,10 +150,44 @@ def load_alignment(root: Path) -> dict[str, list[int]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DecembertError(f"cannot read {path} ({exc}); regenerate the corpus with `decembert sample-data`") from None
+        raise DecembertError(
+            f"cannot read {path} ({exc}); regenerate the corpus with `decembert sample-data`"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != SAMPLE_FORMAT:
         raise DecembertError(f"{path} is not a {SAMPLE_FORMAT} alignment file; regenerate with `decembert sample-data`")
     return {vid: [int(s) for s in entry["caption_segment"]] for vid, entry in data["videos"].items()}
+
+
+def open_sample(
+    config: DataConfig,
+    report: DataReport,
+    dims: tuple[int, int],
+    progress: Callable[[int, int], None] | None = None,
+) -> list[VideoRecord]:
+    """The built-in synthetic corpus: generated on first use, read as HowTo100M, with its true alignment."""
+    from decembert_cli.data.corpus import open_howto100m
+
+    root = Path(config.root).expanduser() if config.root else default_sample_dir(dims)
+    if not is_sample_corpus(root):
+        if dims[0] != dims[1]:
+            raise DecembertError(
+                "the sample corpus has equal 2D and 3D widths; set model.feature_dim_2d = model.feature_dim_3d"
+            )
+        generate(root, feature_dim_2d=dims[0], feature_dim_3d=dims[1])
+    records = open_howto100m(dataclasses.replace(config, root=str(root)), report, dims, progress)
+    alignment = load_alignment(root)
+    for record in records:
+        truth = alignment.get(record.video_id)
+        if truth is not None and len(truth) == len(record.captions):
+            record.aligned_to = list(truth)
+    return records
+
+
+def default_sample_dir(dims: tuple[int, int]) -> Path:
+    """Where `--data sample` generates the corpus when `data.root` is empty (one folder per format and width)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    version = SAMPLE_FORMAT.rsplit("/", 1)[-1]
+    return cache / "decembert" / f"sample-v{version}-d{dims[0]}"
 
 
 def _prepare(out_dir: Path, arguments: dict) -> bool:
@@ -233,7 +215,11 @@ def _prepare(out_dir: Path, arguments: dict) -> bool:
     foreign = []  # anything an interrupted run of this generator would not have left
     for path in sorted(out_dir.rglob("*")):
         rel = path.relative_to(out_dir)
-        if not (rel.as_posix() in ("features", "msrvtt", "msrvtt/features", "youcook2", *_ALL_VIDEO_DIRS) if path.is_dir() else _owned(rel)):
+        if not (
+            rel.as_posix() in ("features", "msrvtt", "msrvtt/features", "youcook2", *_ALL_VIDEO_DIRS)
+            if path.is_dir()
+            else _owned(rel)
+        ):
             foreign.append(rel)
     if foreign:
         raise DecembertError(
@@ -335,7 +321,9 @@ def _stream(
     return _unit_rows(_unit_rows(signal) + noise * gauss).astype(np.float16)
 
 
-def _features(plan: dict, seed: int, objects: np.ndarray, actions: np.ndarray, noise: float) -> tuple[np.ndarray, np.ndarray]:
+def _features(
+    plan: dict, seed: int, objects: np.ndarray, actions: np.ndarray, noise: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(T, dim_2d) and (T3, dim_3d) float16 features of one video; T3 makes the 3D stream reach T seconds."""
     rng = np.random.default_rng([seed, 2, plan["index"]])
     segments, t = plan["segments"], plan["seconds"]
@@ -351,16 +339,18 @@ def _features(plan: dict, seed: int, objects: np.ndarray, actions: np.ndarray, n
     return f2, f3
 
 
-def scene_regions(plan: dict, t: float, size: tuple[int, int] = (160, 120)) -> list[tuple[str, tuple[float, float, float, float]]]:
+def scene_regions(
+    plan: dict, t: float, size: tuple[int, int] = (160, 120)
+) -> list[tuple[str, tuple[float, float, float, float]]]:
     """What a dense captioner says of the frame at `t` s: (caption, box x1, y1, x2, y2 in a `size` frame).
 
     The frame's object, if a segment shows one at `t`, gets two captions from generic templates
-    with the box it is drawn in (`sample_video`); sometimes another of the video's objects is named
+    with the box it is drawn in (`video.py`); sometimes another of the video's objects is named
     (a captioner's mistake), and a `<unk>` caption or background captions cover the whole frame. The
     first background caption recurs on every frame of the video, as real captioners repeat one.
     Random choices are seeded by the video and the millisecond of `t`, so any time gives the same answer.
     """
-    from decembert_cli.data.sample_video import FPS, SIZE, object_box, pose
+    from .video import FPS, SIZE, object_box, pose
 
     rng = np.random.default_rng([plan["dense_seed"], int(round(t * 1000))])
     sx, sy = size[0] / SIZE[0], size[1] / SIZE[1]
@@ -403,8 +393,10 @@ def plans(root: Path) -> dict[str, dict]:
     """video_id -> plan of every video of the sample corpus in `root` (its clips in msrvtt/ too), from its meta.json."""
     meta = read_meta(root)
     if meta is None:
-        raise DecembertError(f"{root} holds no sample corpus (no {SAMPLE_FORMAT} meta.json); make one with `decembert sample-data`")
-    from decembert_cli.data.sample_downstream import clip_plans
+        raise DecembertError(
+            f"{root} holds no sample corpus (no {SAMPLE_FORMAT} meta.json); make one with `decembert sample-data`"
+        )
+    from .downstream import clip_plans
 
     args = meta["arguments"]
     found = [_plan_video(i, args["seed"], args["misaligned"], args["irrelevant"]) for i in range(args["videos"])]
@@ -438,11 +430,11 @@ def generate(
     A folder that already holds this exact corpus is left as it is; a folder holding anything else
     (another corpus, other files) raises DecembertError. `misaligned` and `irrelevant` are fractions
     of all captions; `noise` is the ratio of noise norm to signal norm in every feature row.
-    `render` also writes videos/<id>.mp4 (see `sample_video`); `features` = "synthetic" writes the
+    `render` also writes videos/<id>.mp4 (see `video.py`); `features` = "synthetic" writes the
     features from prototypes and the dense captions (paper layout, from `scene_regions`), "none"
     leaves features/ to `decembert extract-features videos/` and dense_captions/ to
     `decembert dense-caption videos/ --backend oracle`.
-    `clips` short clips go to msrvtt/ with MSR-VTT and MSRVTT-QA annotations (`sample_downstream`).
+    `clips` short clips go to msrvtt/ with MSR-VTT and MSRVTT-QA annotations (`downstream.py`).
     `progress(done, total)` is called after each video.
     """
     out_dir = Path(out_dir)
@@ -453,7 +445,9 @@ def generate(
     if feature_dim_2d < 1 or feature_dim_3d < 1:
         raise DecembertError(f"feature widths {feature_dim_2d}, {feature_dim_3d}: both must be >= 1")
     if not (0 <= misaligned <= 1 and 0 <= irrelevant <= 1 and misaligned + irrelevant <= 1):
-        raise DecembertError(f"misaligned = {misaligned}, irrelevant = {irrelevant}: use fractions in [0, 1] with a sum <= 1")
+        raise DecembertError(
+            f"misaligned = {misaligned}, irrelevant = {irrelevant}: use fractions in [0, 1] with a sum <= 1"
+        )
     if not (noise >= 0 and math.isfinite(noise)):
         raise DecembertError(f"noise = {noise}: use a ratio >= 0")
     if features not in ("synthetic", "none"):
@@ -476,7 +470,7 @@ def generate(
     }
     if _prepare(out_dir, arguments):
         return out_dir
-    from decembert_cli.data import sample_downstream
+    from . import downstream as sample_downstream
 
     plans = [_plan_video(i, seed, misaligned, irrelevant) for i in range(videos)]
     clip_plans = sample_downstream.clip_plans(seed, clips)
@@ -501,7 +495,7 @@ def generate(
             # else `decembert dense-caption videos --backend oracle` writes them
             atomic_write_bytes(folder / "dense_captions" / f"{plan['id']}.npy", npy_bytes(_dense_frames(plan)))
         if render:
-            from decembert_cli.data.sample_video import render as render_video
+            from decembert_cli.data.sample.video import render as render_video
 
             (folder / "videos").mkdir(parents=True, exist_ok=True)
             render_video(plan, seed, folder / "videos" / f"{plan['id']}.mp4", object_index, action_index)
@@ -511,7 +505,9 @@ def generate(
         if progress is not None:
             progress(done, videos)
     sample_downstream.write(out_dir, clip_plans, write_video)
-    atomic_write_text(out_dir / "youcook2" / sample_downstream.YOUCOOK2_FILE, sample_downstream.youcook2_annotations(plans, seed))
+    atomic_write_text(
+        out_dir / "youcook2" / sample_downstream.YOUCOOK2_FILE, sample_downstream.youcook2_annotations(plans, seed)
+    )
 
     atomic_write_text(out_dir / "caption.json", json.dumps({p["id"]: p["captions"] for p in plans}))
     alignment = {
@@ -545,8 +541,14 @@ def generate(
             else {"backbone": "none: run `decembert extract-features videos --out features`"}
         ),
         "videos": {"folder": "videos", "codec": "mp4v", "fps": 24, "size": [160, 120]} if render else None,
-        "downstream": {"msrvtt": {"clips": clips, "folder": "msrvtt", "formats": "MSRVTT_data.json, MSRVTT-QA *_qa.json, 1k-A test csv"},
-                       "youcook2": {"file": "youcook2/youcookii_annotations_trainval.json", "videos": "the corpus' own"}},
+        "downstream": {
+            "msrvtt": {
+                "clips": clips,
+                "folder": "msrvtt",
+                "formats": "MSRVTT_data.json, MSRVTT-QA *_qa.json, 1k-A test csv",
+            },
+            "youcook2": {"file": "youcook2/youcookii_annotations_trainval.json", "videos": "the corpus' own"},
+        },
         "dense_captions": (
             {"step_s": DENSE_STEP_S, "layout": "paper object array"}
             if features == "synthetic"
@@ -557,10 +559,15 @@ def generate(
             "captioner_objects": sorted(CAPTIONER_OBJECTS),
             "actions": list(ACTIONS),
             "domains": [
-                {"category_1": d.category_1, "category_2": d.category_2, "task_ids": [t for t, _ in d.tasks],
-                 "objects": list(d.objects), "actions": list(d.actions)}
+                {
+                    "category_1": d.category_1,
+                    "category_2": d.category_2,
+                    "task_ids": [t for t, _ in d.tasks],
+                    "objects": list(d.objects),
+                    "actions": list(d.actions),
+                }
                 for d in DOMAINS
-            ],  # fmt: skip
+            ],
         },
     }
     atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")  # last: marks the corpus complete

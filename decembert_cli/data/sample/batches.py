@@ -37,7 +37,7 @@ def _sentence(rng: np.random.Generator, words: int) -> str:
     return " ".join(filler[: len(filler) // 2] + core + filler[len(filler) // 2 :])
 
 
-def random_batch(tokenizer: "object", shape: BatchShape, *, seed: int = 0, max_video_tokens: int = 100) -> VideoTextBatch:
+def random_batch(tokenizer: object, shape: BatchShape, *, seed: int = 0, max_video_tokens: int = 100) -> VideoTextBatch:
     """A batch with video, dense captions, 2k+1 candidate ASR captions, MLM labels and VTM labels."""
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -63,4 +63,10 @@ def random_batch(tokenizer: "object", shape: BatchShape, *, seed: int = 0, max_v
                 vtm_label=int(rng.integers(0, 2)),
             )
         )
-    return collate(samples, cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id, pad_id=tokenizer.pad_token_id, max_video_tokens=max_video_tokens)
+    return collate(
+        samples,
+        cls_id=tokenizer.cls_token_id,
+        sep_id=tokenizer.sep_token_id,
+        pad_id=tokenizer.pad_token_id,
+        max_video_tokens=max_video_tokens,
+    )

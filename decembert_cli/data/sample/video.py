@@ -4,7 +4,7 @@ Every segment of a sample video shows its object (a shape in a colour, one look 
 the way its action moves (a path such as a sweep, a circle or a figure eight, plain, spinning or
 pulsing; one motion per action) over the video's own background (a colour and a "table" band). So
 the object is visible in any single frame (2D features) and the action only over time (3D
-features), as in the synthetic features of `sample_corpus`, and the same plan decides both.
+features), as in the synthetic features of `corpus.py`, and the same plan decides both.
 Videos are MPEG-4 Part 2 in .mp4 at 24 fps, 160 x 120, written by OpenCV; a rendering is a pure
 function of the plan, so the same arguments give the same files.
 """
@@ -86,7 +86,9 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[n
         pts = np.stack([outer, inner], axis=1).reshape(-1, 2)
     elif shape == "cross":
         w = 0.4
-        base = np.array([[-w, -1], [w, -1], [w, -w], [1, -w], [1, w], [w, w], [w, 1], [-w, 1], [-w, w], [-1, w], [-1, -w], [-w, -w]])
+        base = np.array(
+            [[-w, -1], [w, -1], [w, -w], [1, -w], [1, w], [w, w], [w, 1], [-w, 1], [-w, w], [-1, w], [-1, -w], [-w, -w]]
+        )
         rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
         pts = base * r @ rot.T + np.array([cx, cy])
     else:  # hexagon
@@ -102,7 +104,15 @@ def draw_object(frame: np.ndarray, obj: int, cx: float, cy: float, scale: float,
     centre = (round(cx * 16), round(cy * 16))
     if shape == "circle":
         cv2.circle(frame, centre, round(r * 16), colour, -1, cv2.LINE_AA, 4)
-        cv2.line(frame, centre, (round((cx + r * math.cos(angle)) * 16), round((cy + r * math.sin(angle)) * 16)), (0, 0, 0), 2, cv2.LINE_AA, 4)
+        cv2.line(
+            frame,
+            centre,
+            (round((cx + r * math.cos(angle)) * 16), round((cy + r * math.sin(angle)) * 16)),
+            (0, 0, 0),
+            2,
+            cv2.LINE_AA,
+            4,
+        )
     elif shape == "ring":
         cv2.circle(frame, centre, round(r * 16), colour, 5, cv2.LINE_AA, 4)
     else:
