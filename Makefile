@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.decembert-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,14 @@ demo: $(STAMP)
 	@echo "report:"
 	HF_HUB_OFFLINE=1 $(BIN)/decembert visualize report $(DEMO_RUN)
 
-test: $(STAMP)
+# Lint (ruff), formatting (ruff format) and types (mypy on decembert_cli/ and tasks/), all configured in
+# pyproject.toml; `make test` runs them first and stops at a violation.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -46,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/retrieval_eval.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -128,7 +128,8 @@ def main() -> None:
     for mode in ("eager", "fused"):
         r = results[mode]
         print(
-            f"  {mode:5s}: {r['steps_per_s']:.3f} steps/s, peak memory {r['peak_memory_mb']:.0f} MB ({r['memory_kind']})"
+            f"  {mode:5s}: {r['steps_per_s']:.3f} steps/s, "
+            f"peak memory {r['peak_memory_mb']:.0f} MB ({r['memory_kind']})"
         )
     print(
         f"  fused / eager: {summary['speedup_fused_over_eager']:.2f}x steps/s, "

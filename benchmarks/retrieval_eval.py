@@ -82,7 +82,7 @@ def main() -> None:
             "speedup_vs_batched": round(seconds / seconds_k, 2),
         }
 
-        from decembert_tasks.datasets.videos import VideoStore
+        from decembert_cli.data.video_store import VideoStore
 
         task = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(root / "msrvtt")))
         store = VideoStore(task.config, (2048, 2048))

@@ -1,7 +1,7 @@
 """Downstream tasks on the sample corpus: fine-tuned from a DeCEMBERT pre-training checkpoint vs other inits.
 
-For msrvtt-qa and msrvtt-retrieval (and msrvtt-caption with --tasks) on the sample corpus' clips (features extracted as `make demo`
-does), fine-tunes the same `small` model with the same budget from
+For msrvtt-qa and msrvtt-retrieval (and msrvtt-caption with --tasks) on the sample corpus' clips
+(features extracted as `make demo` does), fine-tunes the same `small` model with the same budget from
 - pretrained: the pre-training checkpoint (`make demo` writes one to demo/runs/TIME/pretrain);
 - text-only: MiniLM-L6 text weights, random video MLP (model.init=auto), no video pre-training;
 - random: every weight random (model.init=none);

@@ -19,7 +19,7 @@ import numpy as np
 
 def probe_data(root: Path) -> dict[str, np.ndarray]:
     """Per labelled second: 2D and 3D features, object and action labels, video index."""
-    from decembert_cli.data import sample_corpus as sc
+    from decembert_cli.data.sample import corpus as sc
 
     meta = sc.read_meta(root)
     if meta is None:

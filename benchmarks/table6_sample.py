@@ -171,9 +171,8 @@ def main() -> None:
                     else:
                         init = sets(["model.arch=small", *INIT_ROWS[name], *dims])
                     if ft.exists():
-                        subprocess.run(
-                            ["rm", "-rf", str(ft)], check=True
-                        )  # an unfinished fine-tuning run: start it again
+                        # an unfinished fine-tuning run: start it again
+                        subprocess.run(["rm", "-rf", str(ft)], check=True)
                     run(
                         ["finetune", task, *init, *sets(common), "--out", str(ft)],
                         args.work / "logs" / f"{ft.name}.log",
@@ -257,7 +256,8 @@ def markdown(table: dict) -> str:
             or "-"
         )
         lines.append(
-            f"| {name} | {cell(p.get('mlm_acc_asr'))} | {cell(p.get('mlm_acc_dense'))} | {cell(p.get('vtm_acc'))} | {video} | "
+            f"| {name} | {cell(p.get('mlm_acc_asr'))} | {cell(p.get('mlm_acc_dense'))} | "
+            f"{cell(p.get('vtm_acc'))} | {video} | "
             f"{cell(p.get('alignment_acc'))}{baselines} | {offsets} | {cell(d.get('msrvtt-qa accuracy'))} | "
             f"{cell(d.get('msrvtt-retrieval t2v_R@1'))} |"
         )

@@ -8,13 +8,17 @@ libraries (torch, transformers) only when they run, so `decembert --help` stays 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperGroup
 
 from decembert_cli import __version__
 from decembert_cli.errors import DecembertError
+
+if TYPE_CHECKING:
+    # The Context that TyperGroup.invoke declares: typer's vendored click (typer.Context subclasses it).
+    from typer._click.core import Context
 
 USER_ERROR_EXIT = 2
 
@@ -30,7 +34,7 @@ def report_user_error(message: str) -> None:
 class _Boundary(TyperGroup):
     """Turns a DecembertError raised anywhere below into one message and exit code 2."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except DecembertError as exc:

@@ -53,7 +53,8 @@ def resolve(path: Path) -> Path:
 
 def rng_state() -> dict[str, Any]:
     """This process's RNG states (torch CPU and CUDA, Python, NumPy's global generator)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # the legacy form: the global generator is always MT19937
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -79,6 +80,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+# what --resume needs
 RESUME_KEYS = (
     "model",
     "optimizer",
@@ -88,7 +90,7 @@ RESUME_KEYS = (
     "total_steps",
     "rng",
     "config",
-)  # what --resume needs
+)
 
 
 class CorruptCheckpoint(DecembertError):

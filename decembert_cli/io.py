@@ -82,7 +82,8 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
             handle.write(json.dumps(record) + "\n")
     except OSError as exc:
         raise DecembertError(
-            f"cannot append to {path}: {exc.strerror}; free space or fix the folder and run again (with --resume once the run has a checkpoint)"
+            f"cannot append to {path}: {exc.strerror}; free space or fix the folder and run again "
+            "(with --resume once the run has a checkpoint)"
         ) from None
 
 

@@ -1,8 +1,14 @@
 """The plugin contracts (typing.Protocol): what a package registers through our entry points.
 
-- `decembert.tasks`: NAME = "package.module:Class", a `Task` class (e.g. msrvtt-qa).
+- `decembert.tasks`: NAME = "package.module:Class", a `Task` class (e.g. msrvtt-qa), whose head is a
+  `TaskHead` and whose metric a `TaskMetric` (base classes with the defaults of their optional hooks).
 - `decembert.corpora`: NAME = "package.module:function", a `CorpusOpener`.
 - `decembert.captioners`, `decembert.backbones_3d`: see `densecap.backends`, `features.backbones`.
+
+A task's datasets read videos through `VideoStore` (decembert_cli.data.video_store), configured by
+its Config, a subclass of `TaskSettings`: the same reader and settings as pre-training's. A plugin
+imports these, the contracts below and everything else it uses from `decembert_cli.api`, the only
+surface that is promised to stay.
 
 `decembert_cli.testing.check_task` checks a Task against this contract on a tiny dataset; plugin
 authors run it in their own tests.
@@ -10,14 +16,18 @@ authors run it in their own tests.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
+import torch
+from torch import nn
 
+from decembert_cli.errors import DecembertError
+
+if TYPE_CHECKING:
     from decembert_cli.config.schema import DataConfig, ModelConfig
     from decembert_cli.data.batch import EncoderSample, VideoTextBatch
     from decembert_cli.data.corpus import DataReport, VideoRecord
@@ -62,16 +72,61 @@ class DatasetAdapter(Protocol):
         ...
 
 
-class Metric(Protocol):
+class TaskHead(nn.Module):
+    """Base class of a task's head (what `Task.head` returns), on top of the shared encoder.
+
+    `forward(encoder_output, batch)` returns a dict with the task's outputs, and "loss" (mean over the
+    batch) when the batch has targets; "correct" (summable) lets fine-tuning report validation
+    accuracy. Fine-tuning calls the methods below around it; override those the task needs.
+    """
+
+    def encoder_kwargs(self, batch: VideoTextBatch) -> dict[str, Any]:
+        """Extra encoder arguments for `batch` (e.g. a seq2seq attention mask); none by default."""
+        return {}
+
+    def target_count(self, batch: VideoTextBatch) -> int | torch.Tensor:
+        """What the loss averages over in `batch`: its items by default. A head whose loss averages over
+        something else (e.g. caption tokens) returns that count, and a "loss_sum" output."""
+        return batch.batch_size
+
+    def from_pretraining(self, state: dict[str, torch.Tensor]) -> bool:
+        """Start from pre-trained head weights: `state` is a pre-training checkpoint's model state (or
+        `model.init`'s MLM head, as mlm.*). Returns whether it loaded any; by default it loads none and
+        the head keeps its random initialisation."""
+        return False
+
+
+class PredictionsNotSupported(DecembertError):
+    """Raised by `TaskMetric.load` of a metric that cannot score a predictions file."""
+
+
+class TaskMetric(ABC):
+    """Base class of a task's metric (what `Task.metric(split)` returns): reset, fed batch by batch
+    (`update`) or from a predictions file (`load`), then computed."""
+
+    @abstractmethod
     def reset(self) -> None: ...
 
+    @abstractmethod
     def update(self, outputs: dict[str, torch.Tensor], batch: VideoTextBatch) -> None: ...
 
+    @abstractmethod
     def compute(self) -> dict[str, float]: ...
 
+    @abstractmethod
     def predictions(self) -> list[dict[str, Any]]:
         """One JSON-able record per evaluated item (written as predictions.jsonl)."""
-        ...
+
+    def protocol(self) -> dict[str, Any]:
+        """What was scored how (e.g. gallery size, scoring), recorded in metrics.json; empty by default,
+        and metrics.json then records the split alone."""
+        return {}
+
+    def load(self, rows: list[dict[str, Any]], source: str) -> None:
+        """Take the rows of a predictions file (as `predictions()` writes them; `source` names it in
+        messages) instead of `update`, so `decembert evaluate TASK --predictions FILE` scores it
+        without a model. By default a metric cannot."""
+        raise PredictionsNotSupported("cannot score a predictions file; evaluate a checkpoint instead (--checkpoint)")
 
 
 class Task(Protocol):
@@ -80,13 +135,14 @@ class Task(Protocol):
     `Config` is a frozen dataclass of the task's settings (the `task.*` keys of a fine-tuning
     config, with a comment per field). `state()` is what the task learnt from the training data
     that evaluation needs (e.g. the answer vocabulary); it is saved in every checkpoint and given
-    back as `state` when evaluating.
+    back as `state` when evaluating. A class that subclasses `Task` inherits the defaults of
+    `evaluate` and `sample_settings`.
     """
 
     name: ClassVar[str]  # the user-facing name, e.g. msrvtt-qa
     version: ClassVar[str]  # the plugin's version, recorded in checkpoints (major must match to evaluate)
     Config: ClassVar[type]  # frozen dataclass of the task's settings
-    main_metric: ClassVar[str]  # a key of Metric.compute(), e.g. "accuracy"
+    main_metric: ClassVar[str]  # a key of TaskMetric.compute(), e.g. "accuracy"
     eval_split: ClassVar[str]  # the split `evaluate` scores by default (test)
 
     def __init__(self, config: Any, state: dict[str, Any] | None = None) -> None: ...
@@ -95,24 +151,84 @@ class Task(Protocol):
 
     def adapter(self) -> DatasetAdapter: ...
 
-    def head(self, encoder: nn.Module) -> nn.Module:
-        """The task's head for this encoder (`encoder.hidden_size`; `word_embeddings` to tie an LM head).
-
-        `forward(encoder_output, batch)` returns a dict with the task's outputs, and "loss" (mean
-        over the batch) when the batch has targets; "correct" (summable) lets fine-tuning report
-        validation accuracy. Optional: `encoder_kwargs(batch)` (extra encoder arguments, e.g. a
-        seq2seq attention mask), `from_pretraining(state)` (start from pre-trained head weights), and
-        `target_count(batch)` with a "loss_sum" output when the loss averages over something other
-        than the items (e.g. caption tokens)."""
+    def head(self, encoder: nn.Module) -> TaskHead:
+        """The task's head for this encoder (`encoder.hidden_size`; `word_embeddings` to tie an LM head):
+        a `TaskHead`, whose `encoder_kwargs`, `target_count` and `from_pretraining` it may override."""
         ...
 
-    def metric(self, split: str) -> Metric:
-        """The metric of `split` (its references, gallery, ...); optional `load(rows, source)` lets
-        `decembert evaluate TASK --predictions FILE` score a predictions file without a model."""
+    def metric(self, split: str) -> TaskMetric:
+        """The metric of `split` (its references, gallery, ...): a `TaskMetric`, whose `protocol()` and
+        `load(rows, source)` (scoring a predictions file without a model) it may override."""
         ...
 
-    # Optional: `sample_settings(sample_root) -> dict` (a staticmethod), the task.* keys that run the
-    # task on the built-in sample corpus; the test suite then checks it on that data too.
+    def evaluate(
+        self,
+        model: Any,
+        data: TaskDataset,
+        metric: TaskMetric,
+        batch_size: int,
+        device: torch.device,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Score every item of `data` into `metric` (`decembert evaluate`; the model is in eval mode, under
+        torch.inference_mode). `model` has `encoder`, `head` and `encode(batch)` (the encoder's output
+        with the head's `encoder_kwargs`); `progress(done, total)` reports. The default is the generic
+        scoring, `batch_size` items at a time; a task overrides it when its items are not scored one
+        batch at a time (retrieval's re-ranking, captioning's generation)."""
+        n = len(data)
+        for first in range(0, n, batch_size):
+            batch = data.collate([data[i] for i in range(first, min(n, first + batch_size))]).to(device)
+            metric.update(model.head(model.encode(batch), batch), batch)
+            if progress is not None:
+                progress(min(n, first + batch_size), n)
+
+    @staticmethod
+    def sample_settings(sample_root: Path) -> dict[str, Any] | None:
+        """The task.* keys that run the task on the built-in sample corpus at `sample_root` (the test suite
+        then checks the task on that data too); None by default: the task cannot run on it."""
+        return None
+
+
+class ModelOutput(Protocol):
+    """What the forward of a `TrainableModel` returns (pre-training's `PretrainOutput`, fine-tuning's
+    `TaskOutput`), per loss name (e.g. "mlm", "vtm", "constrained"; "task" in fine-tuning)."""
+
+    # per loss: its mean over this batch's targets; and "total", what is back-propagated: the weighted
+    # sum of the losses, each sum divided by the forward's `normalisers` (without: this batch's counts)
+    losses: dict[str, torch.Tensor]
+    sums: dict[str, torch.Tensor]  # per loss: its sum over this batch's targets (the loop logs sums / counts)
+    counts: dict[str, torch.Tensor]  # per loss: its number of targets in this batch
+    weights: dict[str, float]  # per loss: its weight in "total" (0: reported only)
+    stats: dict[str, torch.Tensor]  # summable tensors: summed over a validation pass, `metrics` reads them
+
+
+class TrainableModel(Protocol):
+    """What the training loop (`decembert_cli.engine.loop.train`) trains, besides the nn.Module it is:
+    `DecembertForPretraining` and fine-tuning's `TaskModel`.
+
+    Each loss is divided by its count over the whole global batch (all processes, all accumulation
+    steps), so a global batch gives the same update however it is split.
+    """
+
+    def set_step(self, step: int, total_steps: int) -> None:
+        """Called before each optimiser step (1-based), e.g. for a loss weight's warm-up."""
+        ...
+
+    def target_counts(self, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
+        """Targets per loss in `batch`, known before the forward (the loop sums them over the global batch)."""
+        ...
+
+    def __call__(
+        self, batch: VideoTextBatch, *, normalisers: dict[str, torch.Tensor] | None = None, **eval_kwargs: Any
+    ) -> ModelOutput:
+        """The forward. `normalisers`: what divides each loss's sum in losses["total"] (its count over
+        the global batch / processes; this batch's counts without them); `eval_kwargs`: the job's
+        extra forward arguments when validating."""
+        ...
+
+    def metrics(self, totals: dict[str, float]) -> dict[str, float]:
+        """Validation metrics from `stats` summed over a validation pass (all processes)."""
+        ...
 
 
 class CorpusOpener(Protocol):
@@ -121,7 +237,7 @@ class CorpusOpener(Protocol):
     Videos that cannot be used are passed to `report.skip(video_id, BadVideo(reason, kind))` (which
     raises under --strict) and left out; lines fixed are counted with `report.fix`. `dims` are the
     (2D, 3D) feature widths the model expects. `progress(done, total)` may be called while scanning.
-    A `VideoRecord` subclass may override `features()` and `dense_frames()` to read other layouts;
+    A `VideoRecord` subclass may override `features()` and `dense_captions()` to read other layouts;
     everything after this call (split, sampling, masking, negatives) is shared.
     """
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from decembert_cli.protocols import DataCheck
+from decembert_cli.protocols import DataCheck, Task, TaskHead, TaskMetric
 
 
 @dataclass
@@ -21,7 +21,7 @@ class TaskCheck:
 
 
 def check_task(
-    task_cls: type,
+    task_cls: type[Task],
     task_settings: dict[str, Any],
     *,
     feature_dims: tuple[int, int],
@@ -31,12 +31,12 @@ def check_task(
     """Check a Task class against the contract on a small dataset, on the CPU, with a tiny random encoder.
 
     `task_settings` are the task's `task.*` keys (e.g. {"root": folder with tiny data});
-    `feature_dims` the (2D, 3D) widths of its stored features. Checks: the declared attributes;
-    the config class builds from the settings; `check()` reads the files; a training batch of
-    `items` collates and gives a finite loss whose gradient reaches the head and the encoder; the
-    task's state round-trips into a new instance; the metric over the evaluation split (keep it
-    small) holds the main metric, finite, and JSON-able predictions. Raises AssertionError naming
-    what broke.
+    `feature_dims` the (2D, 3D) widths of its stored features. Checks: the declared attributes and
+    `evaluate`; the config class builds from the settings; `check()` reads the files; the head is a
+    `TaskHead`, and a training batch of `items` collates and gives a finite loss whose gradient
+    reaches the head and the encoder; the task's state round-trips into a new instance; the metric
+    is a `TaskMetric`, and over the evaluation split (keep it small) it holds the main metric, finite,
+    and JSON-able predictions. Raises AssertionError naming what broke.
     """
     from decembert_cli.config import ModelConfig
     from decembert_cli.config.loader import from_dict
@@ -45,7 +45,10 @@ def check_task(
 
     for attribute in ("name", "version", "Config", "main_metric", "eval_split"):
         assert hasattr(task_cls, attribute), f"{task_cls.__name__} has no class attribute '{attribute}'"
-    config = from_dict(config_class(task_cls), {"task": task_settings}).task
+    assert callable(getattr(task_cls, "evaluate", None)), (
+        f"{task_cls.__name__} has no evaluate(): subclass decembert_cli.protocols.Task for the default one"
+    )
+    config: Any = from_dict(config_class(task_cls), {"task": task_settings}).task
     model_cfg = ModelConfig(
         arch="tiny", init="none", feature_dim_2d=feature_dims[0], feature_dim_3d=feature_dims[1], dropout=0.0
     )
@@ -58,7 +61,9 @@ def check_task(
     assert len(train) >= items, f"the training split has {len(train)} items; the check needs {items}"
     torch.manual_seed(0)
     encoder, _ = build_encoder(model_cfg)
-    model = TaskModel(encoder, task.head(encoder))
+    head = task.head(encoder)
+    assert isinstance(head, TaskHead), f"{task_cls.__name__}.head() returned a {type(head).__name__}, not a TaskHead"
+    model = TaskModel(encoder, head)
     batch = train.collate([train[(0, i)] for i in range(items)])
     out = model(batch)
     assert "task" in out.losses, "the head returned no 'loss' for a training batch"
@@ -75,6 +80,9 @@ def check_task(
     split = eval_split or task_cls.eval_split
     data = again.adapter().dataset(split, tokenizer, model_cfg, train=False)
     metric = again.metric(split)
+    assert isinstance(metric, TaskMetric), (
+        f"{task_cls.__name__}.metric() returned a {type(metric).__name__}, not a TaskMetric"
+    )
     metric.reset()
     score_split(again, model, data, metric, items, torch.device("cpu"))
     metrics = metric.compute()

@@ -29,17 +29,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from decembert_cli.config import Count, NonNegative, NonNegativeInt
-from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
+from decembert_cli.config import Count, NonNegative, NonNegativeInt, TaskSettings
+from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate_with
+from decembert_cli.data.tokenizer import tokenize_captions
+from decembert_cli.data.video_store import VideoStore, dataset_file
 from decembert_cli.errors import DecembertError
 from decembert_cli.metrics.captions import caption_scores, check_java, paragraph, repetition_at_4
 from decembert_cli.model.generation import Decoding, generate, seq2seq_mask
 from decembert_cli.model.heads import MLMHead
-from decembert_cli.protocols import DataCheck
+from decembert_cli.protocols import DataCheck, TaskDataset, TaskHead, TaskMetric
 
 from .common import ClipTask
 from .datasets.msrvtt import read_msrvtt_data
-from .datasets.videos import VideoSettings, VideoStore, task_file
 from .datasets.youcook2 import read_youcook2
 from .retrieval import Clip
 
@@ -47,8 +48,7 @@ IGNORE = -100
 
 
 @dataclass(frozen=True)
-class CaptionSettings(VideoSettings):
-    use_dense: bool = True  # feed each clip's dense captions before the caption
+class CaptionSettings(TaskSettings):
     max_caption_tokens: Count = 30  # WordPiece tokens of a training caption kept
     beam_size: Count = 5  # beam search width (1: greedy)
     max_length: Count = 20  # most tokens generated per caption, the closing [SEP] included
@@ -87,16 +87,14 @@ class CaptionTrainData(torch.utils.data.Dataset):
         c, text = self.pairs[int(index)]
         rng = np.random.default_rng([int(epoch), int(index)])
         sample = _context(self.store, self.tokenizer, self.settings, self.data.clips[c], rng)
-        caption = self.tokenizer(
-            text, add_special_tokens=False, truncation=True, max_length=self.settings.max_caption_tokens
-        )["input_ids"]
+        (caption,) = tokenize_captions(self.tokenizer, [text], self.settings.max_caption_tokens)
         start = 1 + sum(len(seg.ids) + 1 for seg in sample.segments)  # [CLS], then each segment and its [SEP]
-        sample.segments.append(TextSegment(caption or [self.tokenizer.unk_token_id], TokenType.ASR))
+        sample.segments.append(TextSegment(caption, TokenType.ASR))
         sample.extras = {"caption_start": start}
         return sample
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
-        return _collate(self.tokenizer, samples, self.max_video_tokens)
+        return collate_with(self.tokenizer, samples, self.max_video_tokens)
 
 
 class CaptionEvalData(torch.utils.data.Dataset):
@@ -123,33 +121,18 @@ class CaptionEvalData(torch.utils.data.Dataset):
         return sample
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
-        return _collate(self.tokenizer, samples, self.max_video_tokens)
+        return collate_with(self.tokenizer, samples, self.max_video_tokens)
 
 
 def _context(
     store: VideoStore, tokenizer: Any, settings: CaptionSettings, clip: Clip, rng: np.random.Generator | None
 ) -> EncoderSample:
     v2, v3 = store.features(clip.video_id, clip.window)
-    dense = store.dense(clip.video_id, clip.window, rng) if settings.use_dense else []
-    ids = tokenizer(dense, add_special_tokens=False, truncation=True, max_length=30)["input_ids"] if dense else []
-    return EncoderSample(
-        torch.from_numpy(v2),
-        torch.from_numpy(v3),
-        [TextSegment(x or [tokenizer.unk_token_id], TokenType.DENSE) for x in ids],
-    )
+    dense = store.dense_tokens(tokenizer, clip.video_id, clip.window, rng)
+    return EncoderSample(torch.from_numpy(v2), torch.from_numpy(v3), [TextSegment(x, TokenType.DENSE) for x in dense])
 
 
-def _collate(tokenizer: Any, samples: list[EncoderSample], max_video_tokens: int) -> VideoTextBatch:
-    return collate(
-        samples,
-        cls_id=tokenizer.cls_token_id,
-        sep_id=tokenizer.sep_token_id,
-        pad_id=tokenizer.pad_token_id,
-        max_video_tokens=max_video_tokens,
-    )
-
-
-class CaptionHead(nn.Module):
+class CaptionHead(TaskHead):
     """BERT's MLM head, tied to the word embeddings, predicting each caption token from the position before it."""
 
     def __init__(self, encoder: Any) -> None:
@@ -189,7 +172,7 @@ class CaptionHead(nn.Module):
         return {"loss": loss_sum / max(int(chosen.sum()), 1), "loss_sum": loss_sum}
 
 
-class CaptionMetric:
+class CaptionMetric(TaskMetric):
     """Sentence captioning (one caption per key against its references) or MART paragraphs (youcook2)."""
 
     def __init__(self, data: CaptionData, paragraphs: bool, meteor: bool, protocol: dict[str, Any]) -> None:
@@ -209,8 +192,10 @@ class CaptionMetric:
     def load(self, rows: list[dict[str, Any]], source: str) -> None:
         """Predictions from a predictions.jsonl (as `predictions()` writes them), matched by (video id,
         segment id) when a row has "segment", else by (video id, window)."""
-        by_segment = {(c.video_id, c.segment): i for i, c in enumerate(self.data.clips) if c.segment is not None}
-        by_window = {
+        by_segment: dict[tuple[Any, Any], int] = {
+            (c.video_id, c.segment): i for i, c in enumerate(self.data.clips) if c.segment is not None
+        }
+        by_window: dict[tuple[Any, Any], int] = {
             (c.video_id, None if c.window is None else tuple(round(x, 3) for x in c.window)): i
             for i, c in enumerate(self.data.clips)
         }
@@ -266,7 +251,7 @@ class CaptionMetric:
         rows = []
         for i, c in enumerate(self.data.clips):
             if i in self.predicted:
-                row = {"video_id": c.video_id, "window": list(c.window) if c.window else None}
+                row: dict[str, Any] = {"video_id": c.video_id, "window": list(c.window) if c.window else None}
                 if c.segment is not None:
                     row["segment"] = c.segment
                 rows.append({**row, "caption": self.predicted[i], "references": self.data.captions[i]})
@@ -289,7 +274,8 @@ class CaptionTask(ClipTask):
             data = CaptionData([data.clips[i] for i in keep], [data.captions[i] for i in keep])
         elif lacking:
             raise DecembertError(
-                f"{len(lacking)} {split} videos lack features in {store.dir_2d} (first: {lacking[0]}); extract them first"
+                f"{len(lacking)} {split} videos lack features in {store.dir_2d} "
+                f"(first: {lacking[0]}); extract them first"
             )
         cls = CaptionTrainData if train else CaptionEvalData
         return cls(data, store, tokenizer, self.config, model.max_video_tokens)
@@ -322,13 +308,14 @@ class CaptionTask(ClipTask):
     def evaluate(
         self,
         model: Any,
-        data: CaptionEvalData,
-        metric: CaptionMetric,
+        data: TaskDataset,
+        metric: TaskMetric,
         batch_size: int,
         device: torch.device,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         """Generate a caption for every clip, batched across clips."""
+        assert isinstance(data, CaptionEvalData) and isinstance(metric, CaptionMetric), "this task's own data"
         if not self.paragraphs or self.config.meteor:
             check_java()  # fail before generating, not after (paragraphs without METEOR need no Java)
         tok = data.tokenizer
@@ -363,7 +350,8 @@ class CaptionTask(ClipTask):
             }
             if lacking:
                 report.problems.append(
-                    f"{split}: {len(lacking)} of {len(videos)} videos lack features in {store.dir_2d} (first: {lacking[0]})"
+                    f"{split}: {len(lacking)} of {len(videos)} videos lack features in {store.dir_2d} "
+                    f"(first: {lacking[0]})"
                 )
 
 
@@ -385,12 +373,12 @@ class MSRVTTCaption(CaptionTask):
         return {"root": str(Path(sample_root) / "msrvtt"), "beam_size": 2, "max_length": 6, "meteor": False}
 
     def has_split(self, split: str) -> bool:
-        return split in self.SPLITS and task_file(self.config, self.config.data).is_file()
+        return split in self.SPLITS and dataset_file(self.config, self.config.data).is_file()
 
     def read(self, split: str) -> CaptionData:
         if split not in self.SPLITS:
             raise DecembertError(f"split '{split}': msrvtt-caption has train, val and test")
-        videos, sentences = read_msrvtt_data(task_file(self.config, self.config.data))
+        videos, sentences = read_msrvtt_data(dataset_file(self.config, self.config.data))
         ids = sorted(
             (v for v, info in videos.items() if info.split == self.SPLITS[split] and v in sentences),
             key=lambda v: int(v[5:]),
@@ -399,7 +387,7 @@ class MSRVTTCaption(CaptionTask):
 
     def check(self) -> DataCheck:
         report = DataCheck()
-        path = task_file(self.config, self.config.data)
+        path = dataset_file(self.config, self.config.data)
         report.files["videos and captions"] = str(path) if path.is_file() else f"missing: {path}"
         self._check(report, ("train", "val", "test"))
         return report
@@ -429,13 +417,13 @@ class YouCook2Caption(CaptionTask):
         }
 
     def has_split(self, split: str) -> bool:
-        return split in ("train", "val") and task_file(self.config, self.config.annotations).is_file()
+        return split in ("train", "val") and dataset_file(self.config, self.config.annotations).is_file()
 
     def read(self, split: str) -> CaptionData:
         subset = {"train": "training", "val": "validation"}.get(split)
         if subset is None:
             raise DecembertError(f"split '{split}': youcook2-caption has train and val")
-        videos = read_youcook2(task_file(self.config, self.config.annotations))
+        videos = read_youcook2(dataset_file(self.config, self.config.annotations))
         segments = [s for v in videos.values() if v.subset == subset for s in v.segments]
         return CaptionData(
             [Clip(s.video_id, (s.start, s.end), s.segment_id) for s in segments], [[s.sentence] for s in segments]
@@ -443,7 +431,7 @@ class YouCook2Caption(CaptionTask):
 
     def check(self) -> DataCheck:
         report = DataCheck()
-        path = task_file(self.config, self.config.annotations)
+        path = dataset_file(self.config, self.config.annotations)
         report.files["annotations"] = str(path) if path.is_file() else f"missing: {path}"
         self._check(report, ("train", "val"))
         return report

@@ -7,10 +7,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from .datasets.videos import task_file
+from decembert_cli.data.video_store import dataset_file
+from decembert_cli.protocols import DataCheck, Task
 
 
-class ClipTask(ABC):
+class ClipTask(Task, ABC):
     """Subclasses read a split's annotations in `read(split)`; `cached(split)` reads it once."""
 
     version = "1.0"
@@ -26,6 +27,18 @@ class ClipTask(ABC):
         return self
 
     @abstractmethod
+    def has_split(self, split: str) -> bool:
+        """Whether the files of `split` (train / val / test) are there."""
+
+    @abstractmethod
+    def check(self) -> DataCheck:
+        """Read the annotation files only and report (decembert data check)."""
+
+    @abstractmethod
+    def dataset(self, split: str, tokenizer: Any, model: Any, *, train: bool) -> Any:
+        """The samples of `split`, as the task family builds them."""
+
+    @abstractmethod
     def read(self, split: str) -> Any:
         """The split's clips and texts, from the task's annotation files."""
 
@@ -35,4 +48,4 @@ class ClipTask(ABC):
         return self._splits[split]
 
     def _path(self, name: str) -> Path:
-        return task_file(self.config, name)
+        return dataset_file(self.config, name)

@@ -18,25 +18,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from decembert_cli.config import Count
-from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
+from decembert_cli.config import Count, TaskSettings
+from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate_with
+from decembert_cli.data.tokenizer import tokenize_captions
+from decembert_cli.data.video_store import VideoStore, dataset_file
 from decembert_cli.errors import DecembertError
-from decembert_cli.protocols import DataCheck
+from decembert_cli.protocols import DataCheck, Task, TaskHead, TaskMetric
 
 from .datasets.msrvtt import QAItem, answer_vocabulary, read_qa
-from .datasets.videos import VideoSettings, VideoStore, task_file
 
 SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
-class MSRVTTQAConfig(VideoSettings):
+class MSRVTTQAConfig(TaskSettings):
     train: str = "train_qa.json"  # training questions (official file name)
     val: str = "val_qa.json"  # validation questions
     test: str = "test_qa.json"  # test questions
-    answers: Count = 1500  # K: the answer vocabulary is the K most frequent training answers (1,000 / 1,500 / 4,000 in the literature)
+    # K: the answer vocabulary is the K most frequent training answers (1,000 / 1,500 / 4,000 in the literature)
+    answers: Count = 1500
     max_question_tokens: Count = 30  # WordPiece tokens kept per question
-    use_dense: bool = True  # feed the video's dense captions before the question
 
 
 class QADataset(torch.utils.data.Dataset):
@@ -62,20 +63,9 @@ class QADataset(torch.utils.data.Dataset):
         item = self.items[int(index)]
         rng = np.random.default_rng([int(epoch), int(index)]) if self.train else None
         video_2d, video_3d = self.store.features(item.video_id)
-        dense = self.store.dense(item.video_id, None, rng) if self.config.use_dense else []
-        tok = self.tokenizer
-        question = tok(
-            item.question, add_special_tokens=False, truncation=True, max_length=self.config.max_question_tokens
-        )["input_ids"]
-        segments = (
-            [
-                TextSegment(ids or [tok.unk_token_id], TokenType.DENSE)
-                for ids in tok(dense, add_special_tokens=False, truncation=True, max_length=30)["input_ids"]
-            ]
-            if dense
-            else []
-        )
-        segments.append(TextSegment(question or [tok.unk_token_id], TokenType.ASR))
+        dense = self.store.dense_tokens(self.tokenizer, item.video_id, None, rng)
+        (question,) = tokenize_captions(self.tokenizer, [item.question], self.config.max_question_tokens)
+        segments = [TextSegment(ids, TokenType.DENSE) for ids in dense] + [TextSegment(question, TokenType.ASR)]
         extras = {
             "answer": self.answers.get(item.answer, -1),
             "qid": item.qid,
@@ -87,14 +77,7 @@ class QADataset(torch.utils.data.Dataset):
         return EncoderSample(torch.from_numpy(video_2d), torch.from_numpy(video_3d), segments, extras=extras)
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
-        tok = self.tokenizer
-        return collate(
-            samples,
-            cls_id=tok.cls_token_id,
-            sep_id=tok.sep_token_id,
-            pad_id=tok.pad_token_id,
-            max_video_tokens=self.max_video_tokens,
-        )
+        return collate_with(self.tokenizer, samples, self.max_video_tokens)
 
 
 class QAAdapter:
@@ -106,7 +89,7 @@ class QAAdapter:
     def _path(self, split: str) -> Path:
         if split not in SPLITS:
             raise DecembertError(f"split '{split}': msrvtt-qa has train, val and test")
-        return task_file(self.config, getattr(self.config, split))
+        return dataset_file(self.config, getattr(self.config, split))
 
     def has_split(self, split: str) -> bool:
         return self._path(split).is_file()
@@ -149,7 +132,8 @@ class QAAdapter:
             counts["videos without features"] = len(lacking)
             if lacking:
                 report.problems.append(
-                    f"{split}: {len(lacking)} of {len(videos)} videos lack features in {store.dir_2d} / {store.dir_3d} (first: {lacking[0]})"
+                    f"{split}: {len(lacking)} of {len(videos)} videos lack features in "
+                    f"{store.dir_2d} / {store.dir_3d} (first: {lacking[0]})"
                 )
             if store.dense_dir is not None:
                 no_dense = [v for v in videos if store.dense_file(v) is None]
@@ -176,7 +160,7 @@ class QAAdapter:
         return QADataset(items, store, tokenizer, self.config, answers, model.max_video_tokens, train)
 
 
-class QAHead(nn.Module):
+class QAHead(TaskHead):
     """Two-layer MLP + softmax over the answer vocabulary, on the mean-pooled sequence."""
 
     def __init__(self, hidden_size: int, answers: int, dropout: float = 0.1) -> None:
@@ -201,7 +185,7 @@ class QAHead(nn.Module):
         return result
 
 
-class QAMetric:
+class QAMetric(TaskMetric):
     """Accuracy (%) overall and per question type; out-of-vocabulary answers count as wrong."""
 
     def __init__(self, vocabulary: list[str]) -> None:
@@ -246,7 +230,7 @@ class QAMetric:
         return list(self.rows)
 
 
-class MSRVTTQA:
+class MSRVTTQA(Task):
     """MSRVTT-QA (Xu et al., 2017): open-ended questions on MSR-VTT videos, one-word answers."""
 
     name = "msrvtt-qa"

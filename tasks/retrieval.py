@@ -28,16 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from decembert_cli.config import NonNegativeInt
-from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
+from decembert_cli.config import Count, NonNegativeInt, TaskSettings
+from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate_with
+from decembert_cli.data.tokenizer import tokenize_captions
+from decembert_cli.data.video_store import VideoStore
 from decembert_cli.errors import DecembertError
 from decembert_cli.metrics.retrieval import retrieval_metrics
 from decembert_cli.model.heads import VTMHead
-from decembert_cli.protocols import DataCheck
+from decembert_cli.protocols import DataCheck, TaskDataset, TaskHead, TaskMetric
 
 from .common import ClipTask
 from .datasets.msrvtt import read_1ka, read_msrvtt_data, read_video_list
-from .datasets.videos import VideoSettings, VideoStore
 from .datasets.youcook2 import read_clip_list, read_youcook2
 
 CLIP_LIST = "validation_youcook.csv"  # the MIL-NCE / HowTo100M YouCook2 evaluation clips (3,350)
@@ -89,18 +90,12 @@ class RetrievalTrainData(torch.utils.data.Dataset):
             while self.pairs.clip_of_text[text] == self.pairs.clip_of_text[int(index)]:
                 text = int(rng.integers(len(self.pairs.texts)))
         video_2d, video_3d = self.store.features(clip.video_id, clip.window)
-        dense = self.store.dense(clip.video_id, clip.window, rng) if self.settings.use_dense else []
-        return _sample(
-            self.tokenizer,
-            video_2d,
-            video_3d,
-            _tokens(self.tokenizer, dense),
-            _tokens(self.tokenizer, [self.pairs.texts[text]])[0],
-            {"match": match},
-        )
+        dense = self.store.dense_tokens(self.tokenizer, clip.video_id, clip.window, rng)
+        (text_ids,) = tokenize_captions(self.tokenizer, [self.pairs.texts[text]], self.settings.max_text_tokens)
+        return _sample(video_2d, video_3d, dense, text_ids, {"match": match})
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
-        return _collate(self.tokenizer, samples, self.max_video_tokens)
+        return collate_with(self.tokenizer, samples, self.max_video_tokens)
 
 
 class RetrievalEvalData(torch.utils.data.Dataset):
@@ -109,11 +104,8 @@ class RetrievalEvalData(torch.utils.data.Dataset):
     def __init__(self, pairs: Pairs, store: VideoStore, tokenizer: Any, settings: Any, max_video_tokens: int) -> None:
         self.pairs, self.tokenizer, self.max_video_tokens = pairs, tokenizer, max_video_tokens
         self.videos = [store.features(c.video_id, c.window) for c in pairs.clips]  # prepared once per clip
-        self.dense = [
-            _tokens(tokenizer, store.dense(c.video_id, c.window, None)) if settings.use_dense else []
-            for c in pairs.clips
-        ]
-        self.text_ids = _tokens(tokenizer, pairs.texts)
+        self.dense = [store.dense_tokens(tokenizer, c.video_id, c.window, None) for c in pairs.clips]
+        self.text_ids = tokenize_captions(tokenizer, pairs.texts, settings.max_text_tokens)
 
     def __len__(self) -> int:
         return len(self.pairs.texts) * len(self.pairs.clips)
@@ -123,7 +115,6 @@ class RetrievalEvalData(torch.utils.data.Dataset):
         t, c = divmod(int(index), len(self.pairs.clips))
         v2, v3 = self.videos[c]
         return _sample(
-            self.tokenizer,
             v2,
             v3,
             self.dense[c],
@@ -132,36 +123,17 @@ class RetrievalEvalData(torch.utils.data.Dataset):
         )
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
-        return _collate(self.tokenizer, samples, self.max_video_tokens)
-
-
-def _tokens(tokenizer: Any, texts: list[str], most: int = 30) -> list[list[int]]:
-    if not texts:
-        return []
-    return [
-        ids or [tokenizer.unk_token_id]
-        for ids in tokenizer(texts, add_special_tokens=False, truncation=True, max_length=most)["input_ids"]
-    ]
+        return collate_with(self.tokenizer, samples, self.max_video_tokens)
 
 
 def _sample(
-    tokenizer: Any, v2: np.ndarray, v3: np.ndarray, dense: list[list[int]], text: list[int], extras: dict[str, Any]
+    v2: np.ndarray, v3: np.ndarray, dense: list[list[int]], text: list[int], extras: dict[str, Any]
 ) -> EncoderSample:
     segments = [TextSegment(ids, TokenType.DENSE) for ids in dense] + [TextSegment(text, TokenType.ASR)]
     return EncoderSample(torch.from_numpy(v2), torch.from_numpy(v3), segments, extras=extras)
 
 
-def _collate(tokenizer: Any, samples: list[EncoderSample], max_video_tokens: int) -> VideoTextBatch:
-    return collate(
-        samples,
-        cls_id=tokenizer.cls_token_id,
-        sep_id=tokenizer.sep_token_id,
-        pad_id=tokenizer.pad_token_id,
-        max_video_tokens=max_video_tokens,
-    )
-
-
-class RetrievalHead(nn.Module):
+class RetrievalHead(TaskHead):
     """The pre-training VTM classifier: one matching logit per (video, text) pair."""
 
     def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
@@ -186,7 +158,7 @@ class RetrievalHead(nn.Module):
         return result
 
 
-class RetrievalMetric:
+class RetrievalMetric(TaskMetric):
     """Collects the score of every (text, clip) pair, then ranks (both directions)."""
 
     def __init__(self, pairs: Pairs, protocol: dict[str, Any]) -> None:
@@ -229,11 +201,10 @@ class RetrievalMetric:
 
 
 @dataclass(frozen=True)
-class RetrievalSettings(VideoSettings):
-    use_dense: bool = True  # feed each clip's dense captions before the text
-    rerank_k: NonNegativeInt = (
-        0  # 0: the cross-encoder scores every pair; K > 0: it re-scores only each text's top K of a cosine first stage
-    )
+class RetrievalSettings(TaskSettings):
+    max_text_tokens: Count = 30  # WordPiece tokens kept per query text
+    # 0: the cross-encoder scores every pair; K > 0: it re-scores only each text's top K of a cosine first stage
+    rerank_k: NonNegativeInt = 0
 
 
 class RetrievalTask(ClipTask):
@@ -298,13 +269,14 @@ class RetrievalTask(ClipTask):
     def evaluate(
         self,
         model: Any,
-        data: RetrievalEvalData,
-        metric: RetrievalMetric,
+        data: TaskDataset,
+        metric: TaskMetric,
         batch_size: int,
         device: torch.device,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         """Fill the metric: every pair through the cross-encoder, or only each text's top K (rerank_k)."""
+        assert isinstance(data, RetrievalEvalData) and isinstance(metric, RetrievalMetric), "this task's own data"
         k = self.config.rerank_k
         pairs = data.pairs
         n_texts, n_clips = len(pairs.texts), len(pairs.clips)
@@ -320,9 +292,8 @@ class RetrievalTask(ClipTask):
         for first in range(0, len(wanted), batch_size):
             chunk = wanted[first : first + batch_size]
             batch = data.collate([data[t * n_clips + c] for t, c in chunk]).to(device)
-            scores = (
-                model.head(model.encode(batch), batch)["score"].double().cpu().numpy()
-            )  # float64: + RERANKED keeps every digit
+            # float64: + RERANKED keeps every digit
+            scores = model.head(model.encode(batch), batch)["score"].double().cpu().numpy()
             metric.scores[[t for t, _ in chunk], [c for _, c in chunk]] = scores + offset
             if progress is not None:
                 progress(min(len(wanted), first + batch_size), len(wanted))
@@ -330,17 +301,10 @@ class RetrievalTask(ClipTask):
 
 def _cosine_scores(model: Any, data: RetrievalEvalData, batch_size: int, device: torch.device) -> np.ndarray:
     """Cosine of the mean-pooled encodings of each clip alone (video + dense captions) and each text alone."""
-    tok = data.tokenizer
     empty = torch.zeros(1, data.videos[0][0].shape[1]), torch.zeros(1, data.videos[0][1].shape[1])
 
     def encode(samples: list[EncoderSample]) -> torch.Tensor:
-        batch = collate(
-            samples,
-            cls_id=tok.cls_token_id,
-            sep_id=tok.sep_token_id,
-            pad_id=tok.pad_token_id,
-            max_video_tokens=data.max_video_tokens,
-        )
+        batch = collate_with(data.tokenizer, samples, data.max_video_tokens)
         return nn.functional.normalize(model.encoder(batch.to(device)).pooled.float(), dim=-1).cpu()
 
     clips = [
@@ -359,7 +323,9 @@ def _cosine_scores(model: Any, data: RetrievalEvalData, batch_size: int, device:
 @dataclass(frozen=True)
 class MSRVTTRetrievalConfig(RetrievalSettings):
     data: str = "MSRVTT_data.json"  # videos, splits and their 20 captions each
-    train_list: str = "7k"  # training videos: 7k = those MSRVTT_data.json marks train or validate (7,010; the paper) | 9k = MSRVTT_train.9k.csv | a CSV path
+    # training videos: 7k = those MSRVTT_data.json marks train or validate (7,010; the paper)
+    # | 9k = MSRVTT_train.9k.csv | a CSV path
+    train_list: str = "7k"
     test: str = "MSRVTT_JSFUSION_test.csv"  # the 1k-A test: key,vid_key,video_id,sentence
 
 
@@ -400,7 +366,8 @@ class MSRVTTRetrieval(RetrievalTask):
             if missing:
                 source = self._path(listed) if listed else self._path(self.config.data)
                 raise DecembertError(
-                    f"{source}: {len(missing)} training videos have no sentences in {self.config.data} (first: {missing[0]})"
+                    f"{source}: {len(missing)} training videos have no sentences in {self.config.data} "
+                    f"(first: {missing[0]})"
                 )
             clips = [Clip(v, None) for v in ids]
             texts = [(i, s) for i, v in enumerate(ids) for s in sentences[v]]
@@ -432,7 +399,9 @@ class MSRVTTRetrieval(RetrievalTask):
 @dataclass(frozen=True)
 class YouCook2RetrievalConfig(RetrievalSettings):
     annotations: str = "youcookii_annotations_trainval.json"  # YouCook2 train + validation annotations
-    clip_list: str = "auto"  # the gallery: auto = validation_youcook.csv (the MIL-NCE clip list, 3,350 clips) when task.root has it, else every validation segment | "" = every segment | a CSV path
+    # the gallery: auto = validation_youcook.csv (the MIL-NCE clip list, 3,350 clips) when task.root has it,
+    # else every validation segment | "" = every segment | a CSV path
+    clip_list: str = "auto"
 
 
 class YouCook2Retrieval(RetrievalTask):

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 
 @pytest.fixture(scope="session")
-def tokenizer():  # type: ignore[no-untyped-def]
+def tokenizer() -> PreTrainedTokenizerBase:
     from decembert_cli.data.tokenizer import load_tokenizer
     from decembert_cli.packaged import MINILM_PACKAGE
 

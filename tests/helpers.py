@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
 
+if TYPE_CHECKING:
+    from transformers import BertConfig
 
-def tiny_bert_config(layers: int = 3, heads: int = 4, hidden: int = 32, dropout: float = 0.0):  # type: ignore[no-untyped-def]
+    from decembert_cli.model.pretraining import DecembertForPretraining
+
+
+def tiny_bert_config(layers: int = 3, heads: int = 4, hidden: int = 32, dropout: float = 0.0) -> BertConfig:
     from transformers import BertConfig
 
     return BertConfig(
@@ -59,13 +67,23 @@ def random_samples(
     return samples
 
 
-def random_batch(seed: int, **kwargs) -> VideoTextBatch:  # type: ignore[no-untyped-def]
+def random_batch(seed: int, **kwargs: Any) -> VideoTextBatch:
     return collate(random_samples(np.random.default_rng(seed), **kwargs), cls_id=2, sep_id=3, pad_id=0)
 
 
-def build_pretraining(bert_config, *, dim: int = 16, lam: float = 1.0, on_negatives: bool = False, eager: bool = False):  # type: ignore[no-untyped-def]
+def build_pretraining(
+    bert_config: BertConfig, *, dim: int = 16, lam: float = 1.0, on_negatives: bool = False, eager: bool = False
+) -> DecembertForPretraining:
     from decembert_cli.model.encoder import DecembertEncoder
     from decembert_cli.model.pretraining import DecembertForPretraining
 
     encoder = DecembertEncoder(bert_config, dim_2d=dim, dim_3d=dim, max_video_tokens=100, eager=eager)
     return DecembertForPretraining(encoder, constrained_lambda=lam, constrained_on_negatives=on_negatives)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's header."""
+    header = Path(path).read_bytes()[:24]
+    if header[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"{path} is not a PNG")
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")

@@ -71,7 +71,8 @@ def check(
     table.add_row(f"total (lambda = {cfg.loss.constrained_lambda:g})", f"{output.losses['total'].item():.4f}")
     console.print(table)
     console.print(
-        f"batch: {batch.batch_size} samples, {batch.video_mask.shape[1]} video + {batch.text_ids.shape[1]} text tokens, "
+        f"batch: {batch.batch_size} samples, "
+        f"{batch.video_mask.shape[1]} video + {batch.text_ids.shape[1]} text tokens, "
         f"{2 * neighbours + 1} candidate captions; forward+backward {seconds:.2f} s; gradient norm {grad_norm:.3f}"
     )
     if out is not None:

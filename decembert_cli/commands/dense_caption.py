@@ -10,14 +10,16 @@ import typer
 def dense_caption(
     inputs: list[Path] = typer.Argument(
         ...,
-        help="Video files, folders of videos (recursive) or list files (.txt/.csv); for --backend import, the files to import.",
+        help="Video files, folders of videos (recursive) or list files (.txt/.csv); "
+        "for --backend import, the files to import.",
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Dense-caption store folder (created); a rerun skips captioned videos."
     ),
     backend: str = typer.Option(
         "florence2",
-        help="florence2, import (other tools' JSON or the paper's .npy), oracle (sample corpus only), or another registered captioner.",
+        help="florence2, import (other tools' JSON or the paper's .npy), oracle (sample corpus only), "
+        "or another registered captioner.",
     ),
     model: str | None = typer.Option(
         None, help="Model for the backend: a hub id or a local directory (florence2: microsoft/Florence-2-large)."

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from decembert_cli.features.backbones import Backbone
+    from decembert_cli.features.pipeline import ExtractOptions, ExtractSummary
 
 
 def extract_features(
     inputs: list[Path] = typer.Argument(
         ...,
-        help="Video files, folders of videos (searched recursively) or list files (.txt/.csv: path or video_id,path per line).",
+        help="Video files, folders of videos (searched recursively) "
+        "or list files (.txt/.csv: path or video_id,path per line).",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Feature store folder (created); a rerun skips finished videos."),
     layout: str = typer.Option(
@@ -57,14 +63,39 @@ def extract_features(
     """
     from rich.console import Console
 
-    from decembert_cli.commands._options import report_failures, video_progress, video_run
+    from decembert_cli.commands._options import report_failures, video_progress
     from decembert_cli.data.jobs import log_names
-    from decembert_cli.errors import DecembertError
-    from decembert_cli.features.backbones import build_2d, build_3d
-    from decembert_cli.features.pipeline import ExtractOptions, extract
+    from decembert_cli.features.pipeline import extract
+
+    options = _extract_options(out, layout, dtype, l2_normalise, batch_size, readers, decoder, device, precision, shard)
+    console = Console(stderr=True)
+    b2, b3 = _backbones(backbone_2d, weights_2d, size_2d, backbone_3d, weights_3d, size_3d, random_init)
+    console.print(_backbones_line(b2, b3, options), highlight=False, soft_wrap=True)
+    with video_progress(console, "extracting") as (on_start, on_video):
+        summary = extract(inputs, b2, b3, options, on_video=on_video, on_start=on_start)
+    console.print(_summary_line(summary, options), highlight=False, soft_wrap=True)
+    report_failures(console, summary.failed, Path(out) / log_names(options.shard)[1], summary.ignored_files)
+    typer.echo(str(Path(out)))
+
+
+def _extract_options(
+    out: Path,
+    layout: str,
+    dtype: str,
+    l2_normalise: bool,
+    batch_size: int,
+    readers: int,
+    decoder: str,
+    device: str,
+    precision: str,
+    shard: str,
+) -> ExtractOptions:
+    """The pipeline's options, with the checked device, autocast dtype and this process' shard."""
+    from decembert_cli.commands._options import video_run
+    from decembert_cli.features.pipeline import ExtractOptions
 
     dev, autocast, shard_of_run = video_run(decoder, precision, device, shard)
-    options = ExtractOptions(
+    return ExtractOptions(
         out=out,
         layout=layout,
         dtype=dtype,
@@ -77,33 +108,51 @@ def extract_features(
         shard=shard_of_run,
     )
 
-    def source(path: Path | None, flag: str) -> str:
-        if path is not None:
-            return str(path)
-        if random_init:
-            return "random"
-        if os.environ.get("HF_HUB_OFFLINE") == "1" and flag == "--weights-2d":
-            raise DecembertError("HF_HUB_OFFLINE=1 and no --weights-2d: pass a local weights file, or --random-init")
-        return "hub"
 
-    console = Console(stderr=True)
-    b2 = build_2d(backbone_2d, source(weights_2d, "--weights-2d"), size_2d)
-    b3 = build_3d(backbone_3d, source(weights_3d, "--weights-3d"), size_3d)
-    console.print(
+def _weights_source(path: Path | None, flag: str, random_init: bool) -> str:
+    """A backbone's weights: the given file, "random" (--random-init) or "hub" (not offline for 2D)."""
+    from decembert_cli.errors import DecembertError
+
+    if path is not None:
+        return str(path)
+    if random_init:
+        return "random"
+    if os.environ.get("HF_HUB_OFFLINE") == "1" and flag == "--weights-2d":
+        raise DecembertError("HF_HUB_OFFLINE=1 and no --weights-2d: pass a local weights file, or --random-init")
+    return "hub"
+
+
+def _backbones(
+    backbone_2d: str,
+    weights_2d: Path | None,
+    size_2d: int | None,
+    backbone_3d: str,
+    weights_3d: Path | None,
+    size_3d: int | None,
+    random_init: bool,
+) -> tuple[Backbone, Backbone]:
+    """The 2D and 3D backbones, built in that order."""
+    from decembert_cli.features.backbones import build_2d, build_3d
+
+    b2 = build_2d(backbone_2d, _weights_source(weights_2d, "--weights-2d", random_init), size_2d)
+    b3 = build_3d(backbone_3d, _weights_source(weights_3d, "--weights-3d", random_init), size_3d)
+    return b2, b3
+
+
+def _backbones_line(b2: Backbone, b3: Backbone, options: ExtractOptions) -> str:
+    """The line announcing both backbones, the device and the layout."""
+    return (
         f"2D {b2.name} ({b2.dim}-d, {b2.size} px, weights {b2.weights}); 3D {b3.name} ({b3.dim}-d, {b3.frames} frames "
-        f"at {b3.fps:g} fps, {b3.size} px, weights {b3.weights}); {dev}, layout {layout}",
-        highlight=False,
-        soft_wrap=True,
+        f"at {b3.fps:g} fps, {b3.size} px, weights {b3.weights}); {options.device}, layout {options.layout}"
     )
-    with video_progress(console, "extracting") as (on_start, on_video):
-        summary = extract(inputs, b2, b3, options, on_video=on_video, on_start=on_start)
+
+
+def _summary_line(summary: ExtractSummary, options: ExtractOptions) -> str:
+    """The closing line: counts, video seconds, wall time, throughput, decoding and inference time."""
     rate = summary.seconds / summary.wall_s if summary.wall_s else 0.0
-    console.print(
+    return (
         f"{summary.extracted} extracted, {summary.already_done} already done, {sum(summary.failed.values())} failed "
         f"of {summary.videos} videos; {summary.seconds:.0f} s of video in {summary.wall_s:.1f} s "
-        f"({rate:.1f} video-seconds/s; decoding {summary.decode_s:.1f} s over {options.readers} readers, inference {summary.infer_s:.1f} s)",
-        highlight=False,
-        soft_wrap=True,
+        f"({rate:.1f} video-seconds/s; decoding {summary.decode_s:.1f} s over {options.readers} readers, "
+        f"inference {summary.infer_s:.1f} s)"
     )
-    report_failures(console, summary.failed, Path(out) / log_names(options.shard)[1], summary.ignored_files)
-    typer.echo(str(Path(out)))

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from decembert_cli.commands._options import ConfigOption, PrintConfigOption, SetOption, resolve
+
+if TYPE_CHECKING:  # imported when the command runs, so that `decembert --help` stays instant
+    from rich.console import Console
+    from rich.table import Table
+
+    from decembert_cli.data.corpus import DataReport
 
 
 def pretrain(
@@ -51,7 +58,8 @@ def pretrain(
     report = setup.report
     console.print(
         f"corpus {data}: {report.videos_used} of {report.videos_seen} videos usable; "
-        f"train {setup.train_videos} videos / {setup.train_clips} clips ({len(setup.job.train_data)} items per epoch: one per "
+        f"train {setup.train_videos} videos / {setup.train_clips} clips "
+        f"({setup.train_items} items per epoch: one per "
         f"{cfg.train.epoch_unit}), validation {setup.val_videos} videos / "
         f"{setup.val_clips} clips scored",
         highlight=False,
@@ -72,7 +80,7 @@ def pretrain(
     _print_report(console, report)
 
 
-def _print_report(console: Console, report: DataReport) -> None:  # type: ignore[name-defined] # noqa: F821
+def _print_report(console: Console, report: DataReport) -> None:
     if not (report.skipped or report.fixed):
         return
     from rich.table import Table
@@ -102,7 +110,7 @@ TABLE6 = [
 ]
 
 
-def validation_table(metrics: dict[str, float], title: str) -> Table:  # type: ignore[name-defined] # noqa: F821
+def validation_table(metrics: dict[str, float], title: str) -> Table:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")

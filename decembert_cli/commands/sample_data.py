@@ -19,7 +19,8 @@ def sample_data(
     ),
     features: str = typer.Option(
         "synthetic",
-        help="synthetic: features drawn from the planted prototypes; none: leave features/ to `decembert extract-features`.",
+        help="synthetic: features drawn from the planted prototypes; "
+        "none: leave features/ to `decembert extract-features`.",
     ),
     clips: int = typer.Option(
         240, min=0, help="Short clips in msrvtt/ with MSR-VTT and MSRVTT-QA annotations (downstream tasks)."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -82,7 +83,8 @@ def finetune(
     with console.status(f"reading {task} and building the model"):
         setup = prepare(task, config, overrides, out, checkpoint)
     console.print(
-        f"{task}: {setup.train_items} training items, {setup.val_items} validation items scored; encoder from {setup.init}",
+        f"{task}: {setup.train_items} training items, {setup.val_items} validation items scored; "
+        f"encoder from {setup.init}",
         highlight=False,
     )
 
@@ -93,7 +95,8 @@ def finetune(
 
     result = run_finetune(setup, resume=resume, on_validation=show)
     console.print(
-        f"done: step {result.steps}/{result.total_steps}, {result.samples_per_s:.1f} samples/s; checkpoint {result.checkpoint}",
+        f"done: step {result.steps}/{result.total_steps}, {result.samples_per_s:.1f} samples/s; "
+        f"checkpoint {result.checkpoint}",
         highlight=False,
         soft_wrap=True,
     )
@@ -131,7 +134,6 @@ def evaluate(
     another toolkit, in the same layout) is scored against the task's references without a model.
     """
     from rich.console import Console
-    from rich.table import Table
 
     from decembert_cli.engine.finetune import evaluate as run_evaluate
     from decembert_cli.engine.finetune import score_predictions
@@ -147,6 +149,7 @@ def evaluate(
     if predictions is not None:
         result = score_predictions(task, predictions, out, split=split, overrides=overrides)
     else:
+        assert checkpoint is not None  # exactly one of the two was given
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(
@@ -166,23 +169,27 @@ def evaluate(
                 split=split,
                 overrides=overrides,
                 batch_size=batch_size,
-                device=device,  # type: ignore[arg-type]
+                device=device,
                 progress=lambda done, total: bar.update(job, completed=done, total=total),
             )
-    table = Table(
-        title=f"{task}, {result.split} split, {result.items} items ({result.seconds:.1f} s)", title_justify="left"
-    )
+    _print_evaluation(console, task, result)
+
+
+def _print_evaluation(console: Any, task: str, result: Any) -> None:
+    """The metrics table (main metric in bold), the protocol and where the files went."""
+    from rich.table import Table
+
+    title = f"{task}, {result.split} split, {result.items} items ({result.seconds:.1f} s)"
+    table = Table(title=title, title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.metrics.items():
         table.add_row(f"[bold]{key}[/bold]" if key == result.main_metric else key, f"{value:.2f}")
     console.print(table)
-    console.print(
-        "protocol: " + ", ".join(f"{k} {v}" for k, v in result.protocol.items()), highlight=False, soft_wrap=True
-    )
-    console.print(
-        f"metrics {result.metrics_path}; predictions {result.predictions_path}", highlight=False, soft_wrap=True
-    )
+    protocol = ", ".join(f"{k} {v}" for k, v in result.protocol.items())
+    console.print(f"protocol: {protocol}", highlight=False, soft_wrap=True)
+    paths = f"metrics {result.metrics_path}; predictions {result.predictions_path}"
+    console.print(paths, highlight=False, soft_wrap=True)
 
 
 def data_check(
@@ -205,7 +212,7 @@ def data_check(
         from decembert_cli.engine.finetune import config_class
 
         task_cls = tasks.load(name)
-        cfg = load_config(config_class(task_cls), config, overrides)
+        cfg: Any = load_config(config_class(task_cls), config, overrides)  # a dataclass made at run time
         report = task_cls(cfg.task).adapter().check()
         for role, path in report.files.items():
             console.print(f"{role}: {path}", highlight=False)
@@ -237,7 +244,8 @@ def data_check(
         )
         console.print(
             f"corpus {name}: {report.videos_used or len(records)} of {report.videos_seen} videos usable, "
-            f"{sum(len(r.captions) for r in records):,} clips, {sum(r.dense is not None for r in records)} with dense captions",
+            f"{sum(len(r.captions) for r in records):,} clips, "
+            f"{sum(r.store.dense_file(r.video_id) is not None for r in records)} with dense captions",
             highlight=False,
         )
         console.print(json.dumps(report.as_dict(), indent=2), highlight=False)
@@ -245,5 +253,6 @@ def data_check(
     from decembert_cli.errors import DecembertError
 
     raise DecembertError(
-        f"'{name}' is neither an installed task ({', '.join(tasks.available()) or 'none'}) nor a corpus ({', '.join(corpora.available())})"
+        f"'{name}' is neither an installed task ({', '.join(tasks.available()) or 'none'}) "
+        f"nor a corpus ({', '.join(corpora.available())})"
     )

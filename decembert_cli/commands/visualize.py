@@ -27,7 +27,8 @@ def attention(
         [], "--set", help="Override the checkpoint's config, e.g. --set data.root=DIR."
     ),
 ) -> None:
-    """The paper's Figure 4: attention from the clip's video tokens to each candidate ASR caption, per layer and head."""
+    """The paper's Figure 4: attention from the clip's video tokens to each candidate ASR caption,
+    per layer and head."""
     import json
 
     from decembert_cli.viz import plots
@@ -102,7 +103,8 @@ def report(
         None, "--video", help="Video of the attention map of pre-training runs (default: the corpus' first)."
     ),
 ) -> None:
-    """One self-contained HTML page (pictures inline, opens offline): curves, metrics tables, attention map, task examples."""
+    """One self-contained HTML page (pictures inline, opens offline): curves, metrics tables,
+    attention map, task examples."""
     from decembert_cli.viz.report import report as write
 
     typer.echo(str(write(run_dirs, video)))

@@ -22,7 +22,9 @@ from decembert_cli.config.schema import (
     Probability,
     Range,
     Share,
+    TaskSettings,
     TrainConfig,
+    VideoSettings,
 )
 
 __all__ = [
@@ -38,7 +40,9 @@ __all__ = [
     "DataConfig",
     "LossConfig",
     "ModelConfig",
+    "TaskSettings",
     "TrainConfig",
+    "VideoSettings",
     "apply_override",
     "from_dict",
     "load_config",

@@ -12,7 +12,7 @@ import types
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -20,7 +20,10 @@ from decembert_cli.config.schema import Range
 from decembert_cli.errors import ConfigError
 from decembert_cli.io import atomic_write_text
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 _MISSING = object()
 
 
@@ -83,12 +86,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:  # a number with its allowed range (schema.Range)
         inner, *extras = typing.get_args(tp)
-        number = _coerce(value, inner, where)
-        for allowed in (e for e in extras if isinstance(e, Range)):
-            if not allowed.allows(number):
-                shown = f"{number:g}" if isinstance(number, float) else str(number)
-                raise ConfigError(f"{where}: {shown} is out of range; use a value {allowed}")
-        return number
+        coerced = _coerce(value, inner, where)
+        for bound in (e for e in extras if isinstance(e, Range)):
+            if not bound.allows(coerced):
+                shown = f"{coerced:g}" if isinstance(coerced, float) else str(coerced)
+                raise ConfigError(f"{where}: {shown} is out of range; use a value {bound}")
+        return coerced
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -147,7 +150,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{where}: expected a string, got {value!r} (quote it in YAML)")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, where + ".")
     raise ConfigError(f"{where}: unsupported config type {tp!r}")  # a schema bug, not a user error
 
@@ -179,7 +182,7 @@ def _build(cls: type[T], data: Any, prefix: str, lines: dict[str, int] | None = 
             continue
         dotted = f"{prefix}{name}"
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, data[name], dotted + ".", lines, label)
         else:
             try:
@@ -233,7 +236,7 @@ def apply_override(config: T, assignment: str) -> T:
         child = getattr(node, key)
         tp = typing.get_type_hints(type(node), include_extras=True)[key]
         if depth == len(parts) - 1:
-            if dataclasses.is_dataclass(tp):
+            if isinstance(tp, type) and dataclasses.is_dataclass(tp):
                 new = _build(tp, value, dotted + ".")
             else:
                 new = _coerce(value, tp, f"--set {dotted}")

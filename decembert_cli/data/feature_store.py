@@ -43,15 +43,10 @@ def read_stream_meta(folder: Path) -> dict[str, Any] | None:
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != FEATURES_FORMAT:
         raise DecembertError(
-            f"{path} is not a {FEATURES_FORMAT} stream file (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+            f"{path} is not a {FEATURES_FORMAT} stream file "
+            f"(format {meta.get('format') if isinstance(meta, dict) else None!r})"
         )
     return meta
-
-
-def stream_rate(folder: Path, default: float) -> float:
-    """Features per second of the stream in `folder`: its stream.json's rate, else `default`."""
-    meta = read_stream_meta(folder)
-    return float(meta["rate"]) if meta is not None else float(default)
 
 
 def write_stream_meta(folder: Path, meta: dict[str, Any]) -> None:

@@ -20,10 +20,9 @@ import re
 import unicodedata
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -102,7 +101,10 @@ def _parse_csv(text: str, where: str, video_id: str) -> VideoCaptions:
     header = next(reader, None)
     if header is None or [h.strip().lower() for h in header[:3]] != ["start", "end", "text"]:
         raise BadVideo(f"{where}: header is {header!r}, expected start,end,text", "malformed caption file")
-    start, end, texts = [], [], []
+    # the times as read (strings): clean_captions checks and converts them, as it does JSON's values
+    start: list[Any] = []
+    end: list[Any] = []
+    texts: list[str] = []
     for line_no, row in enumerate(reader, start=2):
         if not row:
             continue
@@ -275,7 +277,8 @@ def _load_stream(path: Path, expected_dim: int, stream: str) -> np.ndarray:
         )
     if array.shape[1] != expected_dim:
         raise BadVideo(
-            f"{stream} features are {array.shape[1]} wide, expected {expected_dim} (model.feature_dim_{stream.lower()})",
+            f"{stream} features are {array.shape[1]} wide, "
+            f"expected {expected_dim} (model.feature_dim_{stream.lower()})",
             f"{stream} features of the wrong width",
         )
     return array
@@ -317,12 +320,3 @@ def load_features(
     if not (np.isfinite(out2).all() and np.isfinite(out3).all()):
         raise BadVideo("features contain NaN or infinite values", "NaN or infinite features")
     return out2, out3
-
-
-def iter_clean(source: CaptionSource, *, trim_rolling: bool) -> Iterator[tuple[str, VideoCaptions | BadVideo]]:
-    """Every video of `source` with its cleaned captions, or the BadVideo that explains why not."""
-    for video_id in source.ids():
-        try:
-            yield video_id, clean_captions(source.get(video_id), trim_rolling=trim_rolling)
-        except BadVideo as exc:
-            yield video_id, exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from decembert_cli.errors import DecembertError
 from decembert_cli.packaged import MINILM_PACKAGE, minilm_dir
@@ -29,3 +29,12 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
                 f"the tokenizer from '{source}' has no {name[:-9]} token; use a BERT WordPiece tokenizer"
             )
     return tokenizer
+
+
+def tokenize_captions(tokenizer: Any, texts: list[str], max_tokens: int) -> list[list[int]]:
+    """WordPiece ids of each text (no special tokens), at most `max_tokens` each; a text that gives
+    no token at all (e.g. only spaces) becomes [UNK], so that every caption keeps its segment."""
+    if not texts:
+        return []
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_tokens)["input_ids"]
+    return [ids if ids else [tokenizer.unk_token_id] for ids in encoded]

@@ -326,7 +326,7 @@ def sample(video: _Decoder, grids: Sequence[Grid], summary: Decoded | None = Non
         open_until(covered)
         resized: dict[int, np.ndarray] = {}
         image = None
-        finished = []
+        finished: list[tuple[_Open, list[np.ndarray]]] = []  # items whose every frame has arrived, their frames
         for item in opened:
             grid = grids[item.stream]
             for j, t in enumerate(item.times):
@@ -336,8 +336,9 @@ def sample(video: _Decoder, grids: Sequence[Grid], summary: Decoded | None = Non
                             image = fetch()
                         resized[item.stream] = resize_crop(image, grid.size)
                     item.pixels[j] = resized[item.stream]
-            if all(p is not None for p in item.pixels):
-                finished.append(item)
+            arrived = [p for p in item.pixels if p is not None]
+            if len(arrived) == len(item.pixels):
+                finished.append((item, arrived))
         for s, grid in enumerate(grids):  # until a stream is served, keep its latest frame for item 0
             if not served[s] and s not in resized:
                 if image is None:
@@ -346,10 +347,10 @@ def sample(video: _Decoder, grids: Sequence[Grid], summary: Decoded | None = Non
         for s in resized:
             served[s] = served[s] or any(p is not None for item in opened if item.stream == s for p in item.pixels)
         last.update(resized)
-        for item in finished:
+        for item, arrived in finished:
             opened.remove(item)
             emitted[item.stream] += 1
-            yield Sampled(item.stream, item.k, np.stack(item.pixels))
+            yield Sampled(item.stream, item.k, np.stack(arrived))
     if frames == 0:
         raise VideoError("no frame could be decoded", "cannot decode")
     for item in opened:

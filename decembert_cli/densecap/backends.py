@@ -75,10 +75,11 @@ class Florence2:
         except (OSError, ValueError) as exc:
             where = "directory" if Path(model).expanduser().exists() else "hub id"
             raise DecembertError(
-                f"cannot load Florence-2 from {where} '{model}' ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
+                f"cannot load Florence-2 from {where} '{model}' "
+                f"({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
                 "pass --model with a hub id (online) or a local directory saved with save_pretrained"
             ) from None
-        self.model.to(device).eval()
+        self.model.to(device).eval()  # type: ignore[arg-type]  # transformers' @wraps(nn.Module.to) hides the bound self
         self.name, self.device, self.dtype = model, device, autocast or torch.float32
         self.generate = {"max_new_tokens": 1024, "num_beams": 3, "do_sample": False}
         for key, value in options.items():
@@ -158,7 +159,8 @@ class Oracle:
         plan = self._plans[root].get(frame.video_id)
         if plan is None:
             raise DecembertError(
-                f"{frame.source}: the sample corpus in {root} has no video '{frame.video_id}'; the oracle captions only its videos"
+                f"{frame.source}: the sample corpus in {root} has no video '{frame.video_id}'; "
+                "the oracle captions only its videos"
             )
         return plan
 

@@ -59,7 +59,8 @@ class Importer:
         unknown = set(options) - {"pattern", "frame_base", "video"}
         if unknown:
             raise DecembertError(
-                f"'{sorted(unknown)[0]}': the import backend takes only --option pattern=REGEX, frame_base=N and video=ID"
+                f"'{sorted(unknown)[0]}': the import backend takes only "
+                "--option pattern=REGEX, frame_base=N and video=ID"
             )
         self.video = options.get("video") or None
         text = options.get("pattern") or DEFAULT_PATTERN
@@ -91,7 +92,8 @@ class Importer:
 
     def files(self, inputs: Iterable[Path]) -> tuple[list[Path], list[str]]:
         """The .json and .npy files among `inputs` (folders searched recursively), and the files ignored."""
-        found, ignored = [], []
+        found: list[Path] = []
+        ignored: list[Path] = []
         for path in (Path(p).expanduser() for p in inputs):
             if path.is_dir():
                 for p in sorted(q for q in path.rglob("*") if q.is_file()):
@@ -181,7 +183,8 @@ class Importer:
                 path.stem,
                 str(path),
                 "unmatched image name",
-                f"{len(unmatched)} image names (first: {unmatched[0]!r}) do not match --option pattern={self.pattern.pattern}",
+                f"{len(unmatched)} image names (first: {unmatched[0]!r}) "
+                f"do not match --option pattern={self.pattern.pattern}",
             )
         for video_id, reason in bad.items():
             yield Failure(video_id, str(path), "bad entry", reason)
@@ -196,7 +199,8 @@ def _regions(entry: Any, fmt: str) -> list[Region]:
     scores = entry.get("scores" if fmt == "johnson" else "logprobs")
     if not isinstance(captions, list) or not isinstance(boxes, list) or len(boxes) != len(captions):
         raise ValueError(
-            f"{len(boxes) if isinstance(boxes, list) else '?'} boxes for {len(captions) if isinstance(captions, list) else '?'} captions"
+            f"{len(boxes) if isinstance(boxes, list) else '?'} boxes "
+            f"for {len(captions) if isinstance(captions, list) else '?'} captions"
         )
     if scores is not None and (not isinstance(scores, list) or len(scores) != len(captions)):
         raise ValueError(f"{'scores' if fmt == 'johnson' else 'logprobs'} must be a list, one per caption")

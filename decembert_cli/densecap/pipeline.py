@@ -39,7 +39,7 @@ from decembert_cli.data.jobs import (
 )
 from decembert_cli.data.video import Decoded, Grid, VideoError, frame_grid, open_video, sample
 from decembert_cli.densecap.backends import Captioner, Frame, ImportBackend
-from decembert_cli.densecap.importers import FORMATS
+from decembert_cli.densecap.importers import FORMATS, ImportedVideo
 from decembert_cli.densecap.regions import Region
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text
@@ -75,7 +75,7 @@ def _keep(regions: list[Region], top_k: int) -> list[Region]:
     if top_k <= 0 or len(regions) <= top_k:
         return regions
     if all(r.score is not None for r in regions):
-        return sorted(regions, key=lambda r: -r.score)[:top_k]  # type: ignore[operator]
+        return sorted(regions, key=lambda r: -(r.score or 0.0))[:top_k]  # (every score is set here)
     return regions[:top_k]
 
 
@@ -113,7 +113,9 @@ def _write_record(
     summary: CaptionSummary,
 ) -> None:
     """One video's record, written atomically, then its log line: the record existing = done."""
-    kept = [{"time": round(t, 3), "regions": [r.as_dict() for r in _keep(regions, top_k)]} for t, regions in frames]
+    kept: list[dict[str, Any]] = [
+        {"time": round(t, 3), "regions": [r.as_dict() for r in _keep(regions, top_k)]} for t, regions in frames
+    ]
     record = store_record(video_id, meta["interval"], kept, meta)
     atomic_write_text(out / f"{video_id}.json", json.dumps(record) + "\n")
     regions = sum(len(f["regions"]) for f in kept)
@@ -173,6 +175,118 @@ class _Reader(threading.Thread):
         self._put(("done",))
 
 
+@dataclass
+class _Store:
+    """A run's view of the store: where records go, what every record carries, the logs and the counts."""
+
+    out: Path
+    meta: dict[str, Any]  # the run's settings, without the store format
+    top_k: int
+    videos_log: JobLog
+    failures_log: JobLog
+    summary: CaptionSummary
+    on_video: Callable[[str, str], None] | None
+
+    def write(self, video_id: str, frames: list[tuple[float, list[Region]]], record_meta: dict[str, Any]) -> None:
+        """One video's record and log line (see `_write_record`)."""
+        _write_record(self.out, video_id, frames, record_meta, self.top_k, self.videos_log, self.summary)
+
+    def log_failure(self, failure: Failure) -> None:
+        """A line in failures.jsonl, counted by kind."""
+        self.failures_log.append(failure.as_dict())
+        self.summary.failed[failure.kind] += 1
+
+
+@dataclass
+class _Captioning(_Store):
+    """`caption_videos`' state: frames of consecutive videos wait in `batch` for the captioner; a
+    video's record is written once it is read to its end and all its frames are captioned."""
+
+    captioner: Captioner
+    batch_size: int
+    # video -> its frames so far
+    captioned: dict[str, list[tuple[float, list[Region]]]] = field(default_factory=dict)
+    # read to the end, frames maybe still in `batch`
+    ended: list[tuple[VideoJob, tuple[int, int]]] = field(default_factory=list)
+    batch: list[Frame] = field(default_factory=list)
+    # videos that failed: their later frames and end are ignored
+    failed: set[str] = field(default_factory=set)
+
+    def handle(self, message: tuple) -> None:
+        """Act on one of the reader's messages (but "done")."""
+        kind = message[0]
+        if kind in ("frame", "end") and (message[1].video_id in self.failed):
+            return
+        if kind == "frame":
+            frame = message[1]
+            self.captioned.setdefault(frame.video_id, [])
+            self.batch.append(frame)
+            if len(self.batch) >= self.batch_size:
+                self.run_batch()
+                self.finish()
+        elif kind == "end":
+            self.captioned.setdefault(message[1].video_id, [])
+            self.ended.append((message[1], message[2]))
+            self.finish()
+        elif kind == "fail":
+            self.batch[:] = [f for f in self.batch if f.video_id != message[1].video_id]
+            self.fail(message[1])
+        elif kind == "fatal":
+            raise message[1]
+
+    def fail(self, failure: Failure) -> None:
+        """Log a failed video and drop its captions; its later frames and end are ignored."""
+        self.failed.add(failure.video_id)
+        self.captioned.pop(failure.video_id, None)
+        self.log_failure(failure)
+        if self.on_video is not None:
+            self.on_video(failure.video_id, "failed")
+
+    def run_batch(self) -> None:
+        """Caption the frames in `batch`; a batch that raises is retried frame by frame to find the culprit."""
+        if not self.batch:
+            return
+        frames = list(self.batch)
+        self.batch.clear()
+        t0 = time.perf_counter()
+        try:
+            found = self.captioner.caption(frames)
+        except DecembertError:
+            raise
+        except Exception as exc:  # one video must never stop the run
+            self.summary.caption_s += time.perf_counter() - t0
+            self._retry(frames, exc)
+            return
+        self.summary.caption_s += time.perf_counter() - t0
+        for frame, regions in zip(frames, found):
+            if frame.video_id in self.captioned:
+                self.captioned[frame.video_id].append((frame.time, regions))
+
+    def _retry(self, frames: list[Frame], exc: Exception) -> None:
+        """After `frames` raised `exc`: a single frame fails its video; more are captioned one by one."""
+        if len(frames) == 1:
+            f = frames[0]
+            self.fail(Failure(f.video_id, str(f.source), "captioner error", f"{exc.__class__.__name__}: {exc}"))
+            return
+        for frame in frames:
+            if frame.video_id in self.captioned:
+                self.batch.append(frame)
+                self.run_batch()
+
+    def finish(self) -> None:
+        """Write the record of each video read to its end whose frames are all captioned."""
+        waiting = {f.video_id for f in self.batch}
+        for job, size in [e for e in self.ended if e[0].video_id not in waiting]:
+            self.ended.remove((job, size))
+            if job.video_id not in self.captioned:  # failed meanwhile
+                continue
+            frames = self.captioned.pop(job.video_id)
+            record_meta = {**self.meta, "source": str(job.path), "width": size[0], "height": size[1]}
+            self.write(job.video_id, frames, record_meta)
+            if self.on_video is not None:
+                self.on_video(job.video_id, "done")
+
+
 def caption_videos(
     inputs: Iterable[Path],
     captioner: Captioner,
@@ -198,60 +312,17 @@ def caption_videos(
     if on_start is not None:
         on_start(len(plan.todo))
     meta = {k: v for k, v in settings.items() if k != "format"}
-
-    captioned: dict[str, list[tuple[float, list[Region]]]] = {}  # video -> its frames so far
-    ended: list[tuple[VideoJob, tuple[int, int]]] = []  # read to the end, frames maybe still in `batch`
-    batch: list[Frame] = []
-
-    failed: set[str] = set()  # videos that failed: their later frames and end are ignored
-
-    def fail(failure: Failure) -> None:
-        failed.add(failure.video_id)
-        captioned.pop(failure.video_id, None)
-        summary.failed[failure.kind] += 1
-        failures_log.append(failure.as_dict())
-        if on_video is not None:
-            on_video(failure.video_id, "failed")
-
-    def run_batch() -> None:
-        """Caption the frames in `batch`; a batch that raises is retried frame by frame to find the culprit."""
-        if not batch:
-            return
-        frames = list(batch)
-        batch.clear()
-        t0 = time.perf_counter()
-        try:
-            found = captioner.caption(frames)
-        except DecembertError:
-            raise
-        except Exception as exc:  # one video must never stop the run
-            summary.caption_s += time.perf_counter() - t0
-            if len(frames) == 1:
-                f = frames[0]
-                fail(Failure(f.video_id, str(f.source), "captioner error", f"{exc.__class__.__name__}: {exc}"))
-                return
-            for frame in frames:
-                if frame.video_id in captioned:
-                    batch.append(frame)
-                    run_batch()
-            return
-        summary.caption_s += time.perf_counter() - t0
-        for frame, regions in zip(frames, found):
-            if frame.video_id in captioned:
-                captioned[frame.video_id].append((frame.time, regions))
-
-    def finish() -> None:
-        """Write the record of each video read to its end whose frames are all captioned."""
-        waiting = {f.video_id for f in batch}
-        for job, size in [e for e in ended if e[0].video_id not in waiting]:
-            ended.remove((job, size))
-            if job.video_id not in captioned:  # failed meanwhile
-                continue
-            frames = captioned.pop(job.video_id)
-            record_meta = {**meta, "source": str(job.path), "width": size[0], "height": size[1]}
-            _write_record(out, job.video_id, frames, record_meta, options.top_k, videos_log, summary)
-            if on_video is not None:
-                on_video(job.video_id, "done")
+    run = _Captioning(
+        out=out,
+        meta=meta,
+        top_k=options.top_k,
+        videos_log=videos_log,
+        failures_log=failures_log,
+        summary=summary,
+        on_video=on_video,
+        captioner=captioner,
+        batch_size=options.batch_size,
+    )
 
     messages: queue.Queue = queue.Queue(maxsize=2 * options.batch_size + 4)
     stop = threading.Event()
@@ -262,31 +333,60 @@ def caption_videos(
             message = messages.get()
             if message[0] == "done":
                 break
-            if message[0] in ("frame", "end") and (message[1].video_id in failed):
-                continue
-            if message[0] == "frame":
-                frame = message[1]
-                captioned.setdefault(frame.video_id, [])
-                batch.append(frame)
-                if len(batch) >= options.batch_size:
-                    run_batch()
-                    finish()
-            elif message[0] == "end":
-                captioned.setdefault(message[1].video_id, [])
-                ended.append((message[1], message[2]))
-                finish()
-            elif message[0] == "fail":
-                batch[:] = [f for f in batch if f.video_id != message[1].video_id]
-                fail(message[1])
-            elif message[0] == "fatal":
-                raise message[1]
-        run_batch()
-        finish()
+            run.handle(message)
+        run.run_batch()
+        run.finish()
     finally:
         stop.set()
         reader.join(timeout=5)
     summary.wall_s = time.perf_counter() - started
     return summary
+
+
+def _refused(item: ImportedVideo, seen: set[str]) -> Failure | None:
+    """Why an imported video may not go in the store (an unsafe id, or one already seen in this run); None if it may."""
+    if not safe_id(item.video_id):
+        return Failure(
+            item.video_id,
+            item.source,
+            "unsafe id",
+            f"video id {item.video_id!r} could write outside the output folder; "
+            "rename the image or fix --option pattern/video",
+        )
+    if item.video_id in seen:
+        return Failure(
+            item.video_id,
+            item.source,
+            "duplicate id",
+            "this video was also in an earlier input of this run; give each video's frames in one file",
+        )
+    return None
+
+
+def _import_video(store: _Store, item: ImportedVideo | Failure, seen: set[str]) -> None:
+    """Write one imported video's record, or log why it cannot be read or stored; skip it if its record exists."""
+    if isinstance(item, Failure):
+        store.failures_log.forget({item.video_id})
+        store.log_failure(item)
+        return
+    failure = _refused(item, seen)
+    if failure is not None:
+        store.log_failure(failure)
+        return
+    seen.add(item.video_id)
+    if (store.out / f"{item.video_id}.json").is_file():
+        store.summary.already_done += 1
+        _relog([item.video_id], store.out, store.videos_log)
+        return
+    store.failures_log.forget({item.video_id})
+    record_meta = {
+        **store.meta,
+        "source": item.source,
+        "imported_from": FORMATS[item.format],
+        "width": None,
+        "height": None,
+    }
+    store.write(item.video_id, item.frames, record_meta)
 
 
 def import_captions(
@@ -309,6 +409,7 @@ def import_captions(
     files, ignored = importer.files(inputs)
     summary = CaptionSummary(ignored_files=ignored)
     meta = {k: v for k, v in settings.items() if k != "format"}
+    store = _Store(out, meta, options.top_k, videos_log, failures_log, summary, on_video)
     if on_start is not None:
         on_start(len(files))
     index, count = options.shard
@@ -318,45 +419,7 @@ def import_captions(
             if count > 1 and zlib.crc32(item.video_id.encode()) % count != index:
                 continue
             summary.videos += 1
-            if isinstance(item, Failure):
-                failures_log.forget({item.video_id})
-                failures_log.append(item.as_dict())
-                summary.failed[item.kind] += 1
-                continue
-            if not safe_id(item.video_id):
-                failure = Failure(
-                    item.video_id,
-                    item.source,
-                    "unsafe id",
-                    f"video id {item.video_id!r} could write outside the output folder; rename the image or fix --option pattern/video",
-                )
-                failures_log.append(failure.as_dict())
-                summary.failed[failure.kind] += 1
-                continue
-            if item.video_id in seen:
-                failure = Failure(
-                    item.video_id,
-                    item.source,
-                    "duplicate id",
-                    "this video was also in an earlier input of this run; give each video's frames in one file",
-                )
-                failures_log.append(failure.as_dict())
-                summary.failed[failure.kind] += 1
-                continue
-            seen.add(item.video_id)
-            if (out / f"{item.video_id}.json").is_file():
-                summary.already_done += 1
-                _relog([item.video_id], out, videos_log)
-                continue
-            failures_log.forget({item.video_id})
-            record_meta = {
-                **meta,
-                "source": item.source,
-                "imported_from": FORMATS[item.format],
-                "width": None,
-                "height": None,
-            }
-            _write_record(out, item.video_id, item.frames, record_meta, options.top_k, videos_log, summary)
+            _import_video(store, item, seen)
         if on_video is not None:
             on_video(path.name, "done")
     summary.wall_s = time.perf_counter() - started

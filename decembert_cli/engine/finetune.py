@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from decembert_cli.data.batch import VideoTextBatch
 from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text, read_jsonl
+from decembert_cli.protocols import PredictionsNotSupported, Task, TaskHead, TaskMetric
 
 VAL_ITEMS = 2000  # validation items scored during fine-tuning (spread evenly over the split)
 
@@ -42,7 +43,7 @@ class FinetuneTrainConfig(TrainConfig):
 
 
 @functools.cache
-def config_class(task_cls: type) -> type:
+def config_class(task_cls: type[Task]) -> type:
     """The fine-tuning config of a task: model, train, task (its own Config) and seed."""
     return dataclasses.make_dataclass(
         "FinetuneConfig",
@@ -58,6 +59,8 @@ def config_class(task_cls: type) -> type:
 
 @dataclass
 class TaskOutput:
+    """A `decembert_cli.protocols.ModelOutput` (what the training loop reads), with the head's outputs."""
+
     losses: dict[str, torch.Tensor]
     sums: dict[str, torch.Tensor]
     counts: dict[str, torch.Tensor]
@@ -67,22 +70,20 @@ class TaskOutput:
 
 
 class TaskModel(nn.Module):
-    """The encoder and a task head, following the training loop's contract (`engine.loop`)."""
+    """The encoder and a task head: a `decembert_cli.protocols.TrainableModel`, which the training loop trains."""
 
-    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, head: TaskHead) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
 
     def encode(self, batch: VideoTextBatch) -> Any:
         """The encoder's output for `batch`, with the head's extra encoder arguments (e.g. a seq2seq mask)."""
-        extra = self.head.encoder_kwargs(batch) if hasattr(self.head, "encoder_kwargs") else {}
-        return self.encoder(batch, **extra)
+        return self.encoder(batch, **self.head.encoder_kwargs(batch))
 
     def _count(self, batch: VideoTextBatch) -> torch.Tensor:
-        """What the loss is averaged over: the head's `target_count(batch)` (e.g. caption tokens), else the items."""
-        n = self.head.target_count(batch) if hasattr(self.head, "target_count") else batch.batch_size
-        return torch.as_tensor(n, device=batch.text_ids.device).float()
+        """What the loss is averaged over: the head's `target_count(batch)` (the items, or e.g. caption tokens)."""
+        return torch.as_tensor(self.head.target_count(batch), device=batch.text_ids.device).float()
 
     def set_step(self, step: int, total_steps: int) -> None:
         """The loop's per-step hook: nothing in fine-tuning depends on the step."""
@@ -117,7 +118,7 @@ class TaskModel(nn.Module):
         return out
 
 
-def load_task(name: str) -> tuple[type, Any]:
+def load_task(name: str) -> tuple[type[Task], Any]:
     """(Task class, its PluginInfo) of an installed task."""
     from decembert_cli.registry import tasks
 
@@ -135,7 +136,8 @@ def pretrained_encoder(
     kind = payload.get("meta", {}).get("kind")
     if kind != "pretrain":
         raise DecembertError(
-            f"{file} is a {kind or 'unknown'} checkpoint; fine-tuning starts from a pre-training checkpoint (decembert pretrain)"
+            f"{file} is a {kind or 'unknown'} checkpoint; fine-tuning starts from a pre-training checkpoint "
+            "(decembert pretrain)"
         )
     state = {k[len("encoder.") :]: v for k, v in payload["model"].items() if k.startswith("encoder.")}
     return payload["config"]["model"], state, file, payload["model"], payload.get("meta", {}).get("bert_config")
@@ -153,7 +155,7 @@ class FinetuneSetup:
 
 @dataclass
 class Resolved:
-    task_cls: type
+    task_cls: type[Task]
     info: Any  # the plugin's PluginInfo (package, version)
     config: Any  # the task's FinetuneConfig
     encoder_state: dict[str, torch.Tensor] | None  # from the pre-training checkpoint
@@ -165,7 +167,7 @@ class Resolved:
 def resolve(task_name: str, config_source: str | None, overrides: list[str], checkpoint: Path | None) -> Resolved:
     """The task and its config: defaults, the YAML file, the checkpoint's model settings, then --set."""
     task_cls, info = load_task(task_name)
-    config = load_config(config_class(task_cls), config_source, overrides)
+    config: Any = load_config(config_class(task_cls), config_source, overrides)
     if checkpoint is None:
         return Resolved(task_cls, info, config, None, {}, config.model.init, None)
     from decembert_cli.model.weights import resolve_tokenizer
@@ -217,16 +219,14 @@ def prepare(
             ) from None
         if missing or unexpected:
             raise DecembertError(
-                f"{init}: the encoder does not fit this model config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+                f"{init}: the encoder does not fit this model config "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
     check_vocabulary(tokenizer, encoder)
     model = TaskModel(encoder, task.head(encoder))
-    head_state = r.pretrained or {
-        f"mlm.{k}": v for k, v in mlm_state.items()
-    }  # a pre-training checkpoint, or model.init's MLM head
-    if head_state and hasattr(
-        model.head, "from_pretraining"
-    ):  # e.g. retrieval starts from the VTM head, captioning from the MLM head
+    # a pre-training checkpoint's model, or model.init's MLM head
+    head_state = r.pretrained or {f"mlm.{k}": v for k, v in mlm_state.items()}
+    if head_state:  # e.g. retrieval starts from the VTM head, captioning from the MLM head
         model.head.from_pretraining(head_state)
     meta = {
         "kind": "finetune",
@@ -269,26 +269,19 @@ def finetune(setup: FinetuneSetup, *, resume: bool = False, **kwargs: Any) -> Tr
 
 
 def score_split(
-    task: Any,
+    task: Task,
     model: TaskModel,
     data: Any,
-    metric: Any,
+    metric: TaskMetric,
     batch_size: int,
     device: torch.device,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Run every item of `data` through the model into `metric` (the task's own `evaluate` when it has one)."""
+    """Run every item of `data` through the model into `metric`, as the task's `evaluate` does it (by default
+    one batch at a time; e.g. retrieval re-ranks)."""
     model.eval()
     with torch.inference_mode():
-        if hasattr(task, "evaluate"):  # a task with its own protocol (e.g. retrieval's re-ranking)
-            task.evaluate(model, data, metric, batch_size, device, progress)
-            return
-        n = len(data)
-        for first in range(0, n, batch_size):
-            batch = data.collate([data[i] for i in range(first, min(n, first + batch_size))]).to(device)
-            metric.update(model.head(model.encode(batch), batch), batch)
-            if progress is not None:
-                progress(min(n, first + batch_size), n)
+        task.evaluate(model, data, metric, batch_size, device, progress)
 
 
 @dataclass
@@ -304,13 +297,49 @@ class Evaluation:
     protocol: dict[str, Any]  # what was scored how (split, gallery size, scoring)
 
 
+def _finetuned_checkpoint(
+    task_name: str, task_cls: type[Task], info: Any, checkpoint: Path
+) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint file and its payload; refused unless it was fine-tuned for this task by a plugin of
+    the same major version."""
+    file = ckpt.resolve(checkpoint)
+    payload = ckpt.load_checkpoint(file)
+    meta = payload.get("meta", {})
+    if meta.get("kind") != "finetune":
+        raise DecembertError(
+            f"{file} is a {meta.get('kind') or 'unknown'} checkpoint; evaluate takes a fine-tuned one "
+            f"(decembert finetune {task_name})"
+        )
+    if meta.get("task") != task_name:
+        raise DecembertError(
+            f"{file} was fine-tuned for task '{meta.get('task')}', not '{task_name}'; "
+            f"run decembert evaluate {meta.get('task')}"
+        )
+    theirs, ours = str(meta.get("task_version", "?")), str(task_cls.version)
+    if theirs.split(".")[0] != ours.split(".")[0]:
+        raise DecembertError(
+            f"{file} was made by {task_name} {theirs} ({meta.get('task_package')}); "
+            f"the installed {info.package} has {ours}: "
+            f"install version {theirs.split('.')[0]}.x of the plugin, or fine-tune again"
+        )
+    return file, payload
+
+
+def _write_evaluation(out: Path, record: dict[str, Any], predictions: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """OUT/metrics.json (the record) and OUT/predictions.jsonl (one prediction per line)."""
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = atomic_write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
+    lines = "".join(json.dumps(p) + "\n" for p in predictions)
+    return metrics_path, atomic_write_text(out / "predictions.jsonl", lines)
+
+
 def evaluate(
     task_name: str,
     checkpoint: Path,
     out: Path | None = None,
     *,
     split: str | None = None,
-    overrides: list[str] = (),  # type: ignore[assignment]
+    overrides: Sequence[str] = (),
     batch_size: int = 64,
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
@@ -322,24 +351,9 @@ def evaluate(
     from decembert_cli.model import build_encoder, build_tokenizer
 
     task_cls, info = load_task(task_name)
-    file = ckpt.resolve(checkpoint)
-    payload = ckpt.load_checkpoint(file)
+    file, payload = _finetuned_checkpoint(task_name, task_cls, info, checkpoint)
     meta = payload.get("meta", {})
-    if meta.get("kind") != "finetune":
-        raise DecembertError(
-            f"{file} is a {meta.get('kind') or 'unknown'} checkpoint; evaluate takes a fine-tuned one (decembert finetune {task_name})"
-        )
-    if meta.get("task") != task_name:
-        raise DecembertError(
-            f"{file} was fine-tuned for task '{meta.get('task')}', not '{task_name}'; run decembert evaluate {meta.get('task')}"
-        )
-    theirs, ours = str(meta.get("task_version", "?")), str(task_cls.version)
-    if theirs.split(".")[0] != ours.split(".")[0]:
-        raise DecembertError(
-            f"{file} was made by {task_name} {theirs} ({meta.get('task_package')}); the installed {info.package} has {ours}: "
-            f"install version {theirs.split('.')[0]}.x of the plugin, or fine-tune again"
-        )
-    config = from_dict(config_class(task_cls), payload["config"])
+    config: Any = from_dict(config_class(task_cls), payload["config"])
     for assignment in overrides:
         config = apply_override(config, assignment)
     from decembert_cli.model.weights import resolve_tokenizer
@@ -370,22 +384,19 @@ def evaluate(
     metrics = metric.compute()
     seconds = time.perf_counter() - started
     out = Path(out) if out is not None else file.parent.parent / f"eval-{split}"
-    out.mkdir(parents=True, exist_ok=True)
-    protocol = metric.protocol() if hasattr(metric, "protocol") else {"split": split}
+    protocol = metric.protocol() or {"split": split}
     record = {
         "task": task_name,
         "split": split,
         "checkpoint": str(file),
-        "task_version": ours,
+        "task_version": str(task_cls.version),
         "items": n,
         "protocol": protocol,
         "main_metric": task_cls.main_metric,
         "metrics": metrics,
         "seconds": round(seconds, 3),
     }
-    metrics_path = atomic_write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
-    lines = "".join(json.dumps(p) + "\n" for p in metric.predictions())
-    predictions_path = atomic_write_text(out / "predictions.jsonl", lines)
+    metrics_path, predictions_path = _write_evaluation(out, record, metric.predictions())
     return Evaluation(
         task_name, split, metrics, task_cls.main_metric, n, seconds, metrics_path, predictions_path, protocol
     )
@@ -398,30 +409,31 @@ def score_predictions(
     *,
     split: str | None = None,
     config_source: str | None = None,
-    overrides: list[str] = (),  # type: ignore[assignment]
+    overrides: Sequence[str] = (),
 ) -> Evaluation:
     """Score a predictions file (as `evaluate` writes it) against the task's references, without a model.
 
     Writes OUT/metrics.json (OUT defaults to the file's folder, as `<file stem>.metrics.json`)."""
     task_cls, _info = load_task(task_name)
-    config = load_config(config_class(task_cls), config_source, overrides)
+    config: Any = load_config(config_class(task_cls), config_source, overrides)
     task = task_cls(config.task)
     split = split or task_cls.eval_split
     metric = task.metric(split)
-    if not hasattr(metric, "load"):
-        raise DecembertError(
-            f"task {task_name} cannot score a predictions file; evaluate a checkpoint instead (--checkpoint)"
-        )
     path = Path(predictions)
     if not path.is_file():
         raise DecembertError(f"{path} not found")
     rows, _ = read_jsonl(path, torn_tail=False)
     started = time.perf_counter()
     metric.reset()
-    metric.load(rows, str(path))
+    try:
+        metric.load(rows, str(path))
+    except PredictionsNotSupported:
+        raise DecembertError(
+            f"task {task_name} cannot score a predictions file; evaluate a checkpoint instead (--checkpoint)"
+        ) from None
     metrics = metric.compute()
     seconds = time.perf_counter() - started
-    protocol = metric.protocol() if hasattr(metric, "protocol") else {"split": split}
+    protocol = metric.protocol() or {"split": split}
     record = {
         "task": task_name,
         "split": split,

@@ -1,13 +1,7 @@
-"""The training loop shared by pre-training and fine-tuning.
+"""The training loop shared by pre-training and fine-tuning (the paper's Algorithm).
 
-The loop trains any module that follows this contract (DecembertForPretraining does):
-- `module.set_step(step, total_steps)`: called before each optimiser step (1-based), e.g. for a
-  loss weight's warm-up;
-- `module.target_counts(batch) -> {loss name: count}`: targets per loss, known before the forward;
-- `module(batch, normalisers=...)` returns an object with `losses` (batch means and "total"),
-  `sums`, `counts`, `weights` (per loss) and `stats` (summable tensors);
-- `module.metrics(totals) -> {metric: value}` turns stats summed over a validation pass into metrics.
-
+It trains an nn.Module that is a `decembert_cli.protocols.TrainableModel` (DecembertForPretraining,
+fine-tuning's TaskModel) from the outputs its forward returns, `decembert_cli.protocols.ModelOutput`s.
 Each loss is divided by its count over the whole global batch (all processes, all accumulation
 steps), so a global batch gives the same update however it is split.
 """
@@ -19,10 +13,10 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -35,27 +29,27 @@ from decembert_cli.engine.sampler import StepBatches
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import METRICS_LOG, append_jsonl, atomic_write_text, read_jsonl
 from decembert_cli.precision import autocast, autocast_dtype
+from decembert_cli.protocols import ModelOutput, TaskDataset, TrainableModel
 
 
 @dataclass
 class Job:
     """What to train and where its run lives."""
 
-    model: nn.Module  # follows the contract in this module's docstring
-    train_data: torch.utils.data.Dataset  # items keyed by (epoch, index)
+    model: nn.Module  # a TrainableModel (decembert_cli.protocols)
+    train_data: TaskDataset  # items keyed by (epoch, index)
     collate: Callable[[list[Any]], Any]  # samples -> batch (with a .to(device))
     config: TrainConfig
     seed: int
     run_dir: Path
     saved_config: dict[str, Any]  # the resolved config, stored in every checkpoint
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. {"kind": "pretrain", "corpus": "sample"}
-    val_data: torch.utils.data.Dataset | None = None
+    val_data: TaskDataset | None = None
     val_keys: Sequence[Any] = ()  # validation item keys (the whole list; sharded by rank here)
     workers: int = 0  # data-loading worker processes per rank
     eval_kwargs: dict[str, Any] = field(default_factory=dict)  # extra forward arguments when validating
-    diagnose: Callable[[dict[str, float]], str | None] | None = (
-        None  # validation metrics -> a warning to log and show, or None
-    )
+    # validation metrics -> a warning to log and show, or None
+    diagnose: Callable[[dict[str, float]], str | None] | None = None
 
 
 @dataclass
@@ -72,11 +66,10 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def _loader(
-    data: torch.utils.data.Dataset, batches: Any, collate: Callable, workers: int, pin: bool
-) -> torch.utils.data.DataLoader:
+def _loader(data: TaskDataset, batches: Any, collate: Callable, workers: int, pin: bool) -> torch.utils.data.DataLoader:
+    # a map-style dataset is all a DataLoader needs: __getitem__ and __len__
     return torch.utils.data.DataLoader(
-        data,
+        cast("torch.utils.data.Dataset[Any]", data),
         batch_sampler=batches,
         collate_fn=collate,
         num_workers=workers,
@@ -87,7 +80,7 @@ def _loader(
     )
 
 
-def _progress(enabled: bool):  # type: ignore[no-untyped-def]
+def _progress(enabled: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(
@@ -139,7 +132,7 @@ def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
 
 def evaluate(
     module: nn.Module,
-    data: torch.utils.data.Dataset,
+    data: TaskDataset,
     keys: Sequence[Any],
     collate: Callable,
     *,
@@ -160,7 +153,7 @@ def evaluate(
         for batch in _loader(data, batches, collate, workers, device.type == "cuda"):
             batch = batch.to(device)
             with autocast(device, dtype):
-                out = module(batch, **(forward_kwargs or {}))
+                out: ModelOutput = module(batch, **(forward_kwargs or {}))
             for name, value in out.stats.items():
                 totals[name] = totals.get(name, torch.zeros((), device=device, dtype=torch.float64)) + value.double()
     module.train(was_training)
@@ -170,7 +163,66 @@ def evaluate(
     summed = all_sum(
         {n: totals.get(n, torch.zeros((), device=device, dtype=torch.float64)) for n in union}, dist_info.world
     )
-    return module.metrics({k: float(v) for k, v in summed.items()})
+    return cast(TrainableModel, module).metrics({k: float(v) for k, v in summed.items()})
+
+
+@dataclass
+class _Run:
+    """One invocation of `train`: what its set-up built, and where it shows and reports progress."""
+
+    job: Job
+    dist_info: DistInfo
+    device: torch.device
+    dtype: torch.dtype | None  # autocast's, None for float32
+    model: nn.Module  # the job's model on the device
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    log: _Log
+    steps_per_epoch: int
+    total_steps: int  # of the whole run
+    start: int = 0  # the step resumed after (0: from the beginning)
+    end_step: int = 0  # the last step of this invocation (total_steps, or stop_after)
+    wrapped: nn.Module = field(init=False)  # the model, or it in DistributedDataParallel with several processes
+    params: list[nn.Parameter] = field(default_factory=list)  # those trained (gradient clipping)
+    loader: Iterator[Any] = field(default_factory=lambda: iter(()))  # micro-batches from the step after `start`
+    bar: Any = None  # the rich progress bar (disabled but updated off the main process)
+    bar_task: Any = None
+    description: str = "training"
+    on_log: Callable[[dict[str, Any]], None] | None = None
+    on_validation: Callable[[int, dict[str, float]], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.wrapped = self.model
+
+    @property
+    def trainee(self) -> TrainableModel:
+        """The model as the loop's contract sees it."""
+        return cast(TrainableModel, self.model)
+
+
+@dataclass
+class _Interval:
+    """What is summed between two log lines: loss sums (this process) and target counts (all processes)."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    counts: dict[str, torch.Tensor] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)  # of the last forward
+
+
+@dataclass
+class _Clock:
+    """This invocation's optimiser steps: time spent in them (data loading included), waiting for data, samples."""
+
+    busy: float = 0.0
+    wait: float = 0.0
+    samples: int = 0
+
+    def rate(self) -> float:
+        return self.samples / max(1e-9, self.busy)
+
+    def wait_share(self) -> float:
+        return self.wait / max(1e-9, self.busy)
 
 
 def train(
@@ -186,59 +238,70 @@ def train(
     interruption right after a checkpoint would (used by the resume tests). `progress`: show a rich
     progress bar on the main process."""
     cfg = job.config
+    run = _set_up(job, resume, stop_after, progress)
+    run.on_log, run.on_validation = on_log, on_validation
+    interval, clock = _Interval(), _Clock()
+    validation: dict[str, float] = {}
+    last_path: Path | None = None
+    run.model.train()
+    step = run.start
+    with run.bar:
+        for step in range(run.start + 1, run.end_step + 1):
+            tick = time.perf_counter()
+            try:
+                micro = [next(run.loader).to(run.device) for _ in range(cfg.accumulation)]
+            except StopIteration:  # pragma: no cover - the sampler yields exactly the steps asked for
+                break
+            clock.wait += time.perf_counter() - tick
+            lr, grad_norm = _optimiser_step(run, step, micro, interval)
+            clock.samples += cfg.batch_size
+            clock.busy += time.perf_counter() - tick
+            if step % cfg.log_every == 0 or step == run.end_step:
+                _log(run, step, interval, lr, grad_norm, clock)
+                interval = _Interval()
+            run.bar.update(run.bar_task, completed=step, rate=clock.rate())
+            if cfg.validate_every > 0 and step % cfg.validate_every == 0 and step != run.total_steps:
+                validation = _validate(run, step)
+            if (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == run.end_step:
+                last_path = _save(run, step)
+    if step == run.total_steps and step > run.start:
+        validation = _validate(run, step)
+    return TrainResult(
+        steps=step,
+        total_steps=run.total_steps,
+        validation=validation,
+        samples_per_s=clock.rate(),
+        data_wait=clock.wait_share(),
+        checkpoint=last_path,
+    )
+
+
+def _set_up(job: Job, resume: bool, stop_after: int | None, progress: bool) -> _Run:
+    """The process group, the run folder, the model with its optimiser and schedule on the device, their
+    state when resuming, the data from the step after it, and the progress bar."""
+    cfg = job.config
     dist_info, device = setup(cfg.device)
-    main = dist_info.main
-    run_dir = job.run_dir
-    resume_from = check_run_dir(run_dir, resume)
+    resume_from = check_run_dir(job.run_dir, resume)
     barrier(dist_info.world)  # every process has checked before the main one writes anything
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if orphans := ckpt.remove_orphans(run_dir):
+    if dist_info.main:
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        if orphans := ckpt.remove_orphans(job.run_dir):
             print(f"note: removed {orphans} unfinished checkpoint file(s) of an interrupted write", file=sys.stderr)
     dtype = autocast_dtype(cfg.precision, device)
     model = job.model.to(device)
     optimizer = build_optimizer(model, cfg)
-    size = len(job.train_data)  # type: ignore[arg-type]
+    size = len(job.train_data)
     if cfg.batch_size < 1 or cfg.accumulation < 1:
         raise DecembertError("train.batch_size and train.accumulation must be at least 1")
     steps_per_epoch = size // cfg.batch_size
     total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * max(1, steps_per_epoch)))
     scheduler = build_scheduler(optimizer, total_steps, cfg.warmup)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    log = _Log(run_dir / METRICS_LOG, main)
-
-    start = 0
-    found = ckpt.newest_intact(run_dir) if resume_from is not None else None
-    if found is not None:
-        resume_from, state, notes = found
-        for note in notes if main else []:
-            print(f"note: {note}", file=sys.stderr)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start = int(state["step"])
-        if int(state["total_steps"]) != total_steps:
-            raise DecembertError(
-                f"{resume_from} was made for {state['total_steps']} steps but the config now gives {total_steps}; "
-                "resume with the run's own config (its config.yaml)"
-            )
-        rngs = state["rng"]
-        if len(rngs) == dist_info.world:
-            ckpt.set_rng_state(rngs[dist_info.rank])
-        else:
-            torch.manual_seed(job.seed + 7919 * start + dist_info.rank)
-        torn = log.keep_until(start)
-    else:
-        torn = log.keep_until(0)  # (a resumed run that never reached a checkpoint starts again from step 0)
-    if torn:
-        print(f"note: {torn}", file=sys.stderr)
-        torch.manual_seed(job.seed + dist_info.rank)
-
-    wrapped: nn.Module = model
+    log = _Log(job.run_dir / METRICS_LOG, dist_info.main)
+    run = _Run(job, dist_info, device, dtype, model, optimizer, scheduler, scaler, log, steps_per_epoch, total_steps)
+    run.start = _resume(run, resume_from)
     if dist_info.world > 1:
-        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-
+        run.wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     batches = StepBatches(
         size,
         global_batch=cfg.batch_size,
@@ -246,143 +309,163 @@ def train(
         rank=dist_info.rank,
         accumulation=cfg.accumulation,
         seed=job.seed,
-        start_step=start,
+        start_step=run.start,
         total_steps=total_steps if stop_after is None else min(total_steps, stop_after),
     )
-    end_step = batches.total_steps
-    loader = iter(_loader(job.train_data, batches, job.collate, job.workers, device.type == "cuda"))
-    micro_size = cfg.batch_size // dist_info.world // cfg.accumulation
-
-    def validate(step: int) -> dict[str, float]:
-        if job.val_data is None or not job.val_keys:
-            return {}
-        metrics = evaluate(
-            model,
-            job.val_data,
-            job.val_keys,
-            job.collate,
-            batch_size=micro_size,
-            device=device,
-            dtype=dtype,
-            dist_info=dist_info,
-            workers=job.workers,
-            forward_kwargs=job.eval_kwargs,
-        )
-        warning = job.diagnose(metrics) if job.diagnose is not None else None
-        log.write({"step": step, "split": "val", **metrics, **({"warning": warning} if warning else {})})
-        if warning and main:
-            bar.console.print(f"[yellow]warning at step {step}:[/] {warning}", highlight=False)
-        bar.update(task, description=f"{description} [yellow](see warning)[/]" if warning else description)
-        if main and on_validation is not None:
-            on_validation(step, metrics)
-        return metrics
-
-    def save(step: int) -> Path:
-        rngs = gather_objects(ckpt.rng_state(), dist_info.world)
-        path = ckpt.checkpoint_path(run_dir, step)
-        if main:
-            ckpt.save_checkpoint(
-                path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "step": step,
-                    "total_steps": total_steps,
-                    "rng": rngs,
-                    "config": job.saved_config,
-                    "meta": {**job.meta, "world": dist_info.world},
-                },
-            )
-            ckpt.prune(run_dir, cfg.keep_checkpoints)
-        barrier(dist_info.world)
-        return path
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    interval_sums: dict[str, torch.Tensor] = {}
-    interval_counts: dict[str, torch.Tensor] = {}
-    weights: dict[str, float] = {}
-    wait = busy = 0.0
-    samples_done = 0
-    validation: dict[str, float] = {}
-    last_path: Path | None = None
-    model.train()
-    step = start
-    bar = _progress(main and progress)
-    description = "pre-training" if job.meta.get("kind") == "pretrain" else "training"
-    task = bar.add_task(description, total=total_steps, completed=start, loss=float("nan"), rate=0.0)
-    with bar:
-        for step in range(start + 1, end_step + 1):
-            tick = time.perf_counter()
-            try:
-                micro = [next(loader).to(device) for _ in range(cfg.accumulation)]
-            except StopIteration:  # pragma: no cover - the sampler yields exactly the steps asked for
-                break
-            loaded = time.perf_counter()
-            wait += loaded - tick
-            model.set_step(step, total_steps)
-            local_counts: dict[str, torch.Tensor] = {}
-            for b in micro:
-                for name, n in model.target_counts(b).items():
-                    local_counts[name] = local_counts.get(name, 0) + n
-            global_counts = all_sum(local_counts, dist_info.world)
-            normalisers = {k: (v / dist_info.world).float() for k, v in global_counts.items()}
-            for m, b in enumerate(micro):
-                sync = dist_info.world > 1 and m < len(micro) - 1
-                with wrapped.no_sync() if sync else contextlib.nullcontext():  # type: ignore[operator]
-                    with autocast(device, dtype):
-                        out = wrapped(b, normalisers=normalisers)
-                    scaler.scale(out.losses["total"]).backward()
-                weights = out.weights
-                for name, value in out.sums.items():
-                    interval_sums[name] = interval_sums.get(name, 0) + value.detach().double()
-            for name, value in global_counts.items():
-                interval_counts[name] = interval_counts.get(name, 0) + value
-            grad_norm = None
-            if cfg.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            samples_done += cfg.batch_size
-            busy += time.perf_counter() - tick
-
-            if step % cfg.log_every == 0 or step == end_step:
-                sums = all_sum(interval_sums, dist_info.world)
-                losses = {k: float(sums[k] / interval_counts[k].clamp(min=1)) for k in sums if k in interval_counts}
-                total = sum(weights.get(k, 0.0) * v for k, v in losses.items() if weights.get(k, 0.0) > 0)
-                record = {
-                    "step": step,
-                    "epoch": round(step / max(1, steps_per_epoch), 4),
-                    "lr": lr,
-                    "loss": total,
-                    **{f"loss_{k}": v for k, v in losses.items()},
-                    **{f"weight_{k}": w for k, w in weights.items()},  # e.g. lambda during its warm-up
-                    "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                    "samples_per_s": samples_done / max(1e-9, busy),
-                    "data_wait": wait / max(1e-9, busy),
-                }
-                log.write(record)
-                if main and on_log is not None:
-                    on_log(record)
-                interval_sums, interval_counts = {}, {}
-                bar.update(task, loss=total)
-            bar.update(task, completed=step, rate=samples_done / max(1e-9, busy))
-            if cfg.validate_every > 0 and step % cfg.validate_every == 0 and step != total_steps:
-                validation = validate(step)
-            if (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == end_step:
-                last_path = save(step)
-    if step == total_steps and step > start:
-        validation = validate(step)
-    return TrainResult(
-        steps=step,
-        total_steps=total_steps,
-        validation=validation,
-        samples_per_s=samples_done / max(1e-9, busy),
-        data_wait=wait / max(1e-9, busy),
-        checkpoint=last_path,
+    run.end_step = batches.total_steps
+    run.loader = iter(_loader(job.train_data, batches, job.collate, job.workers, device.type == "cuda"))
+    run.params = [p for p in model.parameters() if p.requires_grad]
+    run.bar = _progress(dist_info.main and progress)
+    run.description = "pre-training" if job.meta.get("kind") == "pretrain" else "training"
+    run.bar_task = run.bar.add_task(
+        run.description, total=total_steps, completed=run.start, loss=float("nan"), rate=0.0
     )
+    return run
+
+
+def _resume(run: _Run, resume_from: Path | None) -> int:
+    """The step to continue after: the newest intact checkpoint's, whose model, optimiser, schedule,
+    scaler and random state are restored (0 without one). The metrics log is cut back to that step."""
+    job, dist_info = run.job, run.dist_info
+    start = 0
+    found = ckpt.newest_intact(job.run_dir) if resume_from is not None else None
+    if found is not None:
+        resume_from, state, notes = found
+        for note in notes if dist_info.main else []:
+            print(f"note: {note}", file=sys.stderr)
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        run.scaler.load_state_dict(state["scaler"])
+        start = int(state["step"])
+        if int(state["total_steps"]) != run.total_steps:
+            raise DecembertError(
+                f"{resume_from} was made for {state['total_steps']} steps but the config now gives "
+                f"{run.total_steps}; resume with the run's own config (its config.yaml)"
+            )
+        rngs = state["rng"]
+        if len(rngs) == dist_info.world:
+            ckpt.set_rng_state(rngs[dist_info.rank])
+        else:
+            torch.manual_seed(job.seed + 7919 * start + dist_info.rank)
+    # (a resumed run that never reached a checkpoint starts again from step 0)
+    torn = run.log.keep_until(start)
+    if torn:
+        print(f"note: {torn}", file=sys.stderr)
+        torch.manual_seed(job.seed + dist_info.rank)
+    return start
+
+
+def _optimiser_step(
+    run: _Run, step: int, micro: list[Any], interval: _Interval
+) -> tuple[float | torch.Tensor, torch.Tensor | None]:
+    """One optimiser step on a global batch, this process's share of it in `micro` micro-batches whose
+    gradients accumulate (under DDP they are all-reduced on the last one only); each loss is divided by
+    its count over the whole global batch. Returns the step's learning rate and gradient norm (when clipped)."""
+    cfg, world = run.job.config, run.dist_info.world
+    run.trainee.set_step(step, run.total_steps)
+    local_counts: dict[str, torch.Tensor] = {}
+    for b in micro:
+        for name, n in run.trainee.target_counts(b).items():
+            local_counts[name] = local_counts.get(name, 0) + n
+    global_counts = all_sum(local_counts, world)
+    normalisers = {k: (v / world).float() for k, v in global_counts.items()}
+    for m, b in enumerate(micro):
+        ddp = run.wrapped if isinstance(run.wrapped, nn.parallel.DistributedDataParallel) else None
+        defer_sync = ddp is not None and m < len(micro) - 1  # (a DDP wrapper exactly when world > 1)
+        with ddp.no_sync() if ddp is not None and defer_sync else contextlib.nullcontext():
+            with autocast(run.device, run.dtype):
+                out: ModelOutput = run.wrapped(b, normalisers=normalisers)
+            run.scaler.scale(out.losses["total"]).backward()
+        interval.weights = out.weights
+        for name, value in out.sums.items():
+            interval.sums[name] = interval.sums.get(name, 0) + value.detach().double()
+    for name, value in global_counts.items():
+        interval.counts[name] = interval.counts.get(name, 0) + value
+    grad_norm = None
+    if cfg.clip_grad > 0:
+        run.scaler.unscale_(run.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(run.params, cfg.clip_grad)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    lr = run.scheduler.get_last_lr()[0]
+    run.scheduler.step()
+    return lr, grad_norm
+
+
+def _log(
+    run: _Run, step: int, interval: _Interval, lr: float | torch.Tensor, grad_norm: torch.Tensor | None, clock: _Clock
+) -> None:
+    """A line of the metrics log: each loss over the interval's targets (all processes), and their weighted sum."""
+    sums = all_sum(interval.sums, run.dist_info.world)
+    losses = {k: float(sums[k] / interval.counts[k].clamp(min=1)) for k in sums if k in interval.counts}
+    weights = interval.weights
+    total = sum(weights.get(k, 0.0) * v for k, v in losses.items() if weights.get(k, 0.0) > 0)
+    record = {
+        "step": step,
+        "epoch": round(step / max(1, run.steps_per_epoch), 4),
+        "lr": lr,
+        "loss": total,
+        **{f"loss_{k}": v for k, v in losses.items()},
+        **{f"weight_{k}": w for k, w in weights.items()},  # e.g. lambda during its warm-up
+        "grad_norm": float(grad_norm) if grad_norm is not None else None,
+        "samples_per_s": clock.rate(),
+        "data_wait": clock.wait_share(),
+    }
+    run.log.write(record)
+    if run.dist_info.main and run.on_log is not None:
+        run.on_log(record)
+    run.bar.update(run.bar_task, loss=total)
+
+
+def _validate(run: _Run, step: int) -> dict[str, float]:
+    """Metrics over the job's validation items ({} without), logged with the diagnosis's warning if any."""
+    job, cfg, main = run.job, run.job.config, run.dist_info.main
+    if job.val_data is None or not job.val_keys:
+        return {}
+    metrics = evaluate(
+        run.model,
+        job.val_data,
+        job.val_keys,
+        job.collate,
+        batch_size=cfg.batch_size // run.dist_info.world // cfg.accumulation,
+        device=run.device,
+        dtype=run.dtype,
+        dist_info=run.dist_info,
+        workers=job.workers,
+        forward_kwargs=job.eval_kwargs,
+    )
+    warning = job.diagnose(metrics) if job.diagnose is not None else None
+    run.log.write({"step": step, "split": "val", **metrics, **({"warning": warning} if warning else {})})
+    if warning and main:
+        run.bar.console.print(f"[yellow]warning at step {step}:[/] {warning}", highlight=False)
+    description = f"{run.description} [yellow](see warning)[/]" if warning else run.description
+    run.bar.update(run.bar_task, description=description)
+    if main and run.on_validation is not None:
+        run.on_validation(step, metrics)
+    return metrics
+
+
+def _save(run: _Run, step: int) -> Path:
+    """A checkpoint of `step` with everything a resume needs (every process's random state included)."""
+    rngs = gather_objects(ckpt.rng_state(), run.dist_info.world)
+    path = ckpt.checkpoint_path(run.job.run_dir, step)
+    if run.dist_info.main:
+        ckpt.save_checkpoint(
+            path,
+            {
+                "model": run.model.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(),
+                "scaler": run.scaler.state_dict(),
+                "step": step,
+                "total_steps": run.total_steps,
+                "rng": rngs,
+                "config": run.job.saved_config,
+                "meta": {**run.job.meta, "world": run.dist_info.world},
+            },
+        )
+        ckpt.prune(run.job.run_dir, run.job.config.keep_checkpoints)
+    barrier(run.dist_info.world)
+    return path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -10,7 +12,8 @@ from decembert_cli.config.schema import TrainConfig
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: matrices decay; biases, LayerNorm weights and other 1-D parameters do not."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     seen: set[int] = set()
     for _name, param in model.named_parameters():
         if not param.requires_grad or id(param) in seen:  # tied weights appear once
@@ -27,7 +30,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
 
 
-def warmup_linear(total_steps: int, warmup: float):  # type: ignore[no-untyped-def]
+def warmup_linear(total_steps: int, warmup: float) -> Callable[[int], float]:
     """Multiplier of the peak lr at step s: linear 0 -> 1 over the warm-up, then linear to 0 at the end."""
     warm = max(0, min(total_steps, round(warmup * total_steps)))
 

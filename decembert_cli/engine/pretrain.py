@@ -32,6 +32,7 @@ class PretrainSetup:
     val_videos: int
     train_clips: int
     val_clips: int
+    train_items: int  # items per epoch: one per config.train.epoch_unit
 
 
 def prepare(
@@ -56,7 +57,6 @@ def prepare(
     tokenizer = build_tokenizer(config.model)
     check_vocabulary(tokenizer, model.encoder)
     common: dict[str, Any] = dict(
-        dims=dims,
         seed=config.seed,
         max_video_tokens=config.model.max_video_tokens,
         strict=strict,
@@ -89,6 +89,7 @@ def prepare(
         val_videos=len(val_records),
         train_clips=len(train_data.clips),
         val_clips=len(val_keys),
+        train_items=len(train_data),
     )
 
 

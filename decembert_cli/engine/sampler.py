@@ -30,7 +30,8 @@ class StepBatches:
     ) -> None:
         if global_batch % (world * accumulation):
             raise DecembertError(
-                f"train.batch_size={global_batch} must be a multiple of processes x train.accumulation = {world} x {accumulation}"
+                f"train.batch_size={global_batch} must be a multiple of "
+                f"processes x train.accumulation = {world} x {accumulation}"
             )
         if size < global_batch:
             raise DecembertError(f"only {size} training samples, fewer than train.batch_size={global_batch}; lower it")
@@ -47,11 +48,6 @@ class StepBatches:
 
     def permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, 1_000_003, epoch]).permutation(self.size)
-
-    def global_keys(self, step: int) -> list[tuple[int, int]]:
-        epoch, b = divmod(step, self.steps_per_epoch)
-        chosen = self.permutation(epoch)[b * self.global_batch : (b + 1) * self.global_batch]
-        return [(epoch, int(i)) for i in chosen]
 
     def __len__(self) -> int:
         return (self.total_steps - self.start_step) * self.accumulation

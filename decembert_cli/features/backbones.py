@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -38,8 +38,8 @@ class Backbone:
     module: nn.Module
     dim: int
     size: int  # input side in pixels (short side resized to it, centre crop)
-    mean: tuple[float, float, float]  # on 0-255 pixels
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]  # per channel (RGB), on 0-255 pixels
+    std: tuple[float, ...]
     weights: str  # a file path, "hub:<id>" or "random"
     frames: int = 1  # clip length (3D)
     fps: float = 0.0  # clip frame rate (3D)
@@ -105,7 +105,8 @@ def _strict_load(
     missing = [k for k in own if k not in state]
     if missing:
         raise DecembertError(
-            f"{source}: no weights for '{missing[0]}' ({len(missing)} missing); the file is incomplete or for another architecture"
+            f"{source}: no weights for '{missing[0]}' ({len(missing)} missing); "
+            "the file is incomplete or for another architecture"
         )
     module.load_state_dict({k: state[k] for k in own}, strict=True)
 
@@ -129,11 +130,13 @@ def build_2d(name: str = DEFAULT_2D, weights: str = "hub", size: int | None = No
             f"cannot download the weights of '{name}' ({exc.__class__.__name__}: {exc}); "
             "pass --weights-2d PATH to a local file, or --random-init for a random backbone"
         ) from None
+    # timm sets both on every model it creates (create_model is typed as returning a plain nn.Module)
+    cfg = cast(dict[str, Any], model.pretrained_cfg)
+    num_features = cast(int, model.num_features)
     if weights not in ("hub", "random"):
-        classifier = model.pretrained_cfg.get("classifier") or "fc"
+        classifier = cfg.get("classifier") or "fc"
         prefixes = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier))
         _strict_load(model, load_weights_file(weights, "--weights-2d"), weights, prefixes)
-    cfg = model.pretrained_cfg
     mean = tuple(float(m) * 255 for m in cfg.get("mean", (0.485, 0.456, 0.406)))
     std = tuple(float(s) * 255 for s in cfg.get("std", (0.229, 0.224, 0.225)))
     side = int(size or cfg.get("input_size", (3, 224, 224))[-1])
@@ -142,7 +145,7 @@ def build_2d(name: str = DEFAULT_2D, weights: str = "hub", size: int | None = No
         if pretrained
         else ("random" if weights == "random" else str(Path(weights).expanduser().resolve()))
     )
-    return Backbone("2d", name, model.eval(), int(model.num_features), side, mean, std, source)  # type: ignore[arg-type]
+    return Backbone("2d", name, model.eval(), int(num_features), side, mean, std, source)
 
 
 def build_3d(name: str = DEFAULT_3D, weights: str = "hub", size: int | None = None) -> Backbone:
@@ -219,7 +222,7 @@ def slow_r50(weights: str) -> Backbone:
         source = str(Path(weights).expanduser().resolve())
     mean = tuple(m * 255 for m in (0.45, 0.45, 0.45))
     std = tuple(s * 255 for s in (0.225, 0.225, 0.225))
-    return Backbone("3d", "slow_r50", model, 2048, 224, mean, std, source, frames=8, fps=30 / 8)  # type: ignore[arg-type]
+    return Backbone("3d", "slow_r50", model, 2048, 224, mean, std, source, frames=8, fps=30 / 8)
 
 
 def normalise_pixels(pixels: torch.Tensor, backbone: Backbone) -> torch.Tensor:

@@ -198,6 +198,181 @@ class _Reader(threading.Thread):
 # The run
 
 
+def _check_options(options: ExtractOptions) -> None:
+    """Refuse a dtype, batch size or reader count the run cannot use."""
+    if options.dtype not in ("float16", "float32"):
+        raise DecembertError(f"dtype {options.dtype!r}: use float16 or float32")
+    if options.batch_size < 1 or options.readers < 1:
+        raise DecembertError("--batch-size and --readers must be >= 1")
+
+
+def _relog(done: list[VideoJob], dirs: list[Path], videos_log: JobLog) -> None:
+    """Log lines for finished videos whose line is missing (killed between writing its files and its log line)."""
+    for job in done:
+        if job.video_id not in videos_log.ids:
+            counts = [int(np.load(d / f"{job.video_id}.npy", mmap_mode="r").shape[0]) for d in dirs]
+            videos_log.append(
+                {
+                    "video_id": job.video_id,
+                    "source": str(job.path),
+                    "features_2d": counts[0],
+                    "features_3d": counts[1],
+                    "recovered": True,
+                }
+            )
+
+
+def _to_device(backbones: list[Backbone], device: torch.device) -> None:
+    """Move the backbones to `device`; on GPU the 2D one goes channels-last."""
+    for backbone in backbones:
+        backbone.module.to(device)
+        if device.type == "cuda" and backbone.stream == "2d":
+            backbone.module.to(memory_format=torch.channels_last)
+
+
+def _start_readers(
+    todo: list[VideoJob], grids: list[Grid], options: ExtractOptions
+) -> tuple[list[_Reader], queue.Queue, threading.Event]:
+    """Start the reader threads on the jobs to do; (readers, their message queue, the event that stops them)."""
+    job_queue: queue.Queue = queue.Queue()
+    for job in todo:
+        job_queue.put(job)
+    messages: queue.Queue = queue.Queue(maxsize=4 * options.readers + 4)
+    stop = threading.Event()
+    readers = [
+        _Reader(job_queue, messages, grids, options, stop) for _ in range(min(options.readers, max(1, len(todo))))
+    ]
+    for reader in readers:
+        reader.start()
+    return readers, messages, stop
+
+
+@dataclass
+class _Collector:
+    """The main thread: batches the readers' items across videos per stream, runs the backbones on
+    them and writes each video as soon as all its features are in."""
+
+    backbones: list[Backbone]
+    dirs: list[Path]  # 2D, 3D
+    options: ExtractOptions
+    videos_log: JobLog
+    failures_log: JobLog
+    summary: ExtractSummary
+    on_video: Callable[[str, str], None] | None
+    features: dict[str, list[dict[int, np.ndarray]]] = field(default_factory=dict)  # per video and stream: k -> row
+    expected: dict[str, tuple[tuple[int, ...], dict]] = field(default_factory=dict)  # read to the end: counts, info
+    pending: list[list[tuple[str, list[int], torch.Tensor]]] = field(default_factory=lambda: [[], []])
+    failed_ids: set[str] = field(default_factory=set)
+
+    def drain(self, messages: queue.Queue, live: int) -> None:
+        """Handle the readers' messages until all `live` readers are done, then finish what is left."""
+        while live:
+            try:
+                message = messages.get(timeout=0.01 if any(self.pending) else 1.0)
+            except queue.Empty:
+                self.flush()  # the readers are behind: use the model on what is there
+                continue
+            if message[0] == "done":
+                live -= 1
+            else:
+                self.handle(message)
+        self.flush()
+
+    def flush(self) -> None:
+        """Run both streams on what is pending and write the videos that are complete."""
+        for s in range(2):
+            self.run_stream(s)
+        self.finish_ready()
+
+    def handle(self, message: tuple) -> None:
+        """Act on one reader message but "done": a chunk of items, a video read to its end, a failure."""
+        kind = message[0]
+        if kind == "items":
+            _, video_id, s, ks, pixels = message
+            if video_id in self.failed_ids:
+                return
+            self.features.setdefault(video_id, [{}, {}])
+            self.pending[s].append((video_id, ks, pixels))
+            if sum(len(k) for _, k, _ in self.pending[s]) >= self.options.batch_size:
+                self.run_stream(s)
+                self.finish_ready()
+        elif kind == "end":
+            _, video_id, counts, info = message
+            self.features.setdefault(video_id, [{}, {}])
+            self.expected[video_id] = (counts, info)
+            self.finish_ready()
+        elif kind == "fail":
+            self.fail(message[1])
+
+    def fail(self, failure: Failure) -> None:
+        """Drop a failed video's features and pending items (its later items are ignored) and log it."""
+        self.failed_ids.add(failure.video_id)
+        self.features.pop(failure.video_id, None)
+        for s in range(2):
+            self.pending[s] = [p for p in self.pending[s] if p[0] != failure.video_id]
+        self.summary.failed[failure.kind] += 1
+        self.failures_log.append(failure.as_dict())
+        if self.on_video is not None:
+            self.on_video(failure.video_id, "failed")
+
+    def run_stream(self, s: int) -> None:
+        """Run stream s's backbone on its pending items and file each output row under its video."""
+        batch = self.pending[s]
+        if not batch:
+            return
+        y = self._infer(s, torch.cat([p for _, _, p in batch]))
+        row = 0
+        for video_id, ks, _ in batch:
+            for k in ks:
+                if video_id in self.features:
+                    self.features[video_id][s][k] = y[row]
+                row += 1
+        batch.clear()
+
+    def _infer(self, s: int, pixels: torch.Tensor) -> np.ndarray:
+        """Stream s's features (rows, D) of a batch of pixels, as float32 on the CPU."""
+        options = self.options
+        pixels = pixels.to(options.device, non_blocking=True)
+        t0 = time.perf_counter()
+        with torch.inference_mode(), autocast(options.device, options.autocast):
+            x = normalise_pixels(pixels, self.backbones[s])
+            if options.device.type == "cuda" and s == 0:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = self.backbones[s].module(x).float()
+            if options.l2_normalise:
+                y = torch.nn.functional.normalize(y, dim=-1)
+            y = y.cpu().numpy()
+        self.summary.infer_s += time.perf_counter() - t0
+        return y
+
+    def finish_ready(self) -> None:
+        """Write every video read to its end whose items of both streams are all in."""
+        for video_id in [v for v in self.expected if v in self.features]:
+            counts, info = self.expected[video_id]
+            got = self.features[video_id]
+            if any(len(got[s]) < counts[s] for s in range(2)):
+                continue
+            self._write(video_id, [self._stack(video_id, s, got[s], counts[s]) for s in range(2)], counts, info)
+
+    def _stack(self, video_id: str, s: int, got: dict[int, np.ndarray], count: int) -> np.ndarray:
+        """Stream s's rows of one video in order, in the store's dtype; every item 0..count-1 must be there."""
+        if sorted(got) != list(range(count)):
+            raise RuntimeError(f"{video_id}: stream {s} items {sorted(got)[:5]}... are not 0..{count - 1}")
+        return np.stack([got[k] for k in range(count)]).astype(self.options.dtype)
+
+    def _write(self, video_id: str, arrays: list[np.ndarray], counts: tuple[int, ...], info: dict) -> None:
+        """Write one finished video's two .npy files and its log line, count it and forget it."""
+        write_features(self.dirs[1] / f"{video_id}.npy", arrays[1])  # 2D last: both present = finished
+        write_features(self.dirs[0] / f"{video_id}.npy", arrays[0])
+        self.videos_log.append({"video_id": video_id, **info, "features_2d": counts[0], "features_3d": counts[1]})
+        self.summary.extracted += 1
+        self.summary.seconds += float(info["duration"])
+        self.summary.frames_decoded += int(info["frames_decoded"])
+        del self.features[video_id], self.expected[video_id]
+        if self.on_video is not None:
+            self.on_video(video_id, "done")
+
+
 def extract(
     inputs: Iterable[Path],
     backbone_2d: Backbone,
@@ -215,10 +390,7 @@ def extract(
     """
     started = time.perf_counter()
     out = Path(options.out).expanduser()
-    if options.dtype not in ("float16", "float32"):
-        raise DecembertError(f"dtype {options.dtype!r}: use float16 or float32")
-    if options.batch_size < 1 or options.readers < 1:
-        raise DecembertError("--batch-size and --readers must be >= 1")
+    _check_options(options)
     grids = grids_for(backbone_2d, backbone_3d, options.layout)
     check_writable(out)
     dirs = [out / "2d", out / "3d"]
@@ -233,129 +405,15 @@ def extract(
     summary = ExtractSummary(
         videos=plan.videos, already_done=len(plan.done), failed=plan.failed, ignored_files=plan.ignored
     )
-    todo = plan.todo
-    for job in plan.done:
-        if job.video_id not in videos_log.ids:  # killed between writing its files and its log line
-            counts = [int(np.load(d / f"{job.video_id}.npy", mmap_mode="r").shape[0]) for d in dirs]
-            videos_log.append(
-                {
-                    "video_id": job.video_id,
-                    "source": str(job.path),
-                    "features_2d": counts[0],
-                    "features_3d": counts[1],
-                    "recovered": True,
-                }
-            )
+    _relog(plan.done, dirs, videos_log)
     if on_start is not None:
-        on_start(len(todo))
+        on_start(len(plan.todo))
 
-    for backbone in backbones:
-        backbone.module.to(options.device)
-        if options.device.type == "cuda" and backbone.stream == "2d":
-            backbone.module.to(memory_format=torch.channels_last)
-
-    job_queue: queue.Queue = queue.Queue()
-    for job in todo:
-        job_queue.put(job)
-    messages: queue.Queue = queue.Queue(maxsize=4 * options.readers + 4)
-    stop = threading.Event()
-    readers = [
-        _Reader(job_queue, messages, grids, options, stop) for _ in range(min(options.readers, max(1, len(todo))))
-    ]
-    for reader in readers:
-        reader.start()
-
-    features: dict[str, list[dict[int, np.ndarray]]] = {}
-    expected: dict[str, tuple[tuple[int, ...], dict]] = {}
-    pending: list[list[tuple[str, list[int], torch.Tensor]]] = [[], []]
-    failed_ids: set[str] = set()
-
-    def run_stream(s: int) -> None:
-        batch = pending[s]
-        if not batch:
-            return
-        pixels = torch.cat([p for _, _, p in batch]).to(options.device, non_blocking=True)
-        t0 = time.perf_counter()
-        with torch.inference_mode(), autocast(options.device, options.autocast):
-            x = normalise_pixels(pixels, backbones[s])
-            if options.device.type == "cuda" and s == 0:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = backbones[s].module(x).float()
-            if options.l2_normalise:
-                y = torch.nn.functional.normalize(y, dim=-1)
-            y = y.cpu().numpy()
-        summary.infer_s += time.perf_counter() - t0
-        row = 0
-        for video_id, ks, _ in batch:
-            for k in ks:
-                if video_id in features:
-                    features[video_id][s][k] = y[row]
-                row += 1
-        batch.clear()
-
-    def finish_ready() -> None:
-        for video_id in [v for v in expected if v in features]:
-            counts, info = expected[video_id]
-            got = features[video_id]
-            if any(len(got[s]) < counts[s] for s in range(2)):
-                continue
-            arrays = []
-            for s in range(2):
-                if sorted(got[s]) != list(range(counts[s])):
-                    raise RuntimeError(
-                        f"{video_id}: stream {s} items {sorted(got[s])[:5]}... are not 0..{counts[s] - 1}"
-                    )
-                arrays.append(np.stack([got[s][k] for k in range(counts[s])]).astype(options.dtype))
-            write_features(dirs[1] / f"{video_id}.npy", arrays[1])  # 2D last: both present = finished
-            write_features(dirs[0] / f"{video_id}.npy", arrays[0])
-            videos_log.append({"video_id": video_id, **info, "features_2d": counts[0], "features_3d": counts[1]})
-            summary.extracted += 1
-            summary.seconds += float(info["duration"])
-            summary.frames_decoded += int(info["frames_decoded"])
-            del features[video_id], expected[video_id]
-            if on_video is not None:
-                on_video(video_id, "done")
-
-    live = len(readers)
+    _to_device(backbones, options.device)
+    collector = _Collector(backbones, dirs, options, videos_log, failures_log, summary, on_video)
+    readers, messages, stop = _start_readers(plan.todo, grids, options)
     try:
-        while live:
-            try:
-                message = messages.get(timeout=0.01 if any(pending) else 1.0)
-            except queue.Empty:
-                for s in range(2):  # the readers are behind: use the model on what is there
-                    run_stream(s)
-                finish_ready()
-                continue
-            kind = message[0]
-            if kind == "done":
-                live -= 1
-            elif kind == "items":
-                _, video_id, s, ks, pixels = message
-                if video_id in failed_ids:
-                    continue
-                features.setdefault(video_id, [{}, {}])
-                pending[s].append((video_id, ks, pixels))
-                if sum(len(k) for _, k, _ in pending[s]) >= options.batch_size:
-                    run_stream(s)
-                    finish_ready()
-            elif kind == "end":
-                _, video_id, counts, info = message
-                features.setdefault(video_id, [{}, {}])
-                expected[video_id] = (counts, info)
-                finish_ready()
-            elif kind == "fail":
-                failure: Failure = message[1]
-                failed_ids.add(failure.video_id)
-                features.pop(failure.video_id, None)
-                for s in range(2):
-                    pending[s] = [p for p in pending[s] if p[0] != failure.video_id]
-                summary.failed[failure.kind] += 1
-                failures_log.append(failure.as_dict())
-                if on_video is not None:
-                    on_video(failure.video_id, "failed")
-        for s in range(2):
-            run_stream(s)
-        finish_ready()
+        collector.drain(messages, len(readers))
     finally:
         stop.set()
         for reader in readers:

@@ -161,14 +161,16 @@ def load_hara_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], so
             )
         if tuple(value.shape) != tuple(own[target].shape):
             raise DecembertError(
-                f"{source}: key '{key}' has shape {tuple(value.shape)}, the backbone expects {tuple(own[target].shape)} "
+                f"{source}: key '{key}' has shape {tuple(value.shape)}, "
+                f"the backbone expects {tuple(own[target].shape)} "
                 f"for '{target}'; check --backbone-3d"
             )
         mapped[target] = value
     missing = [k for k in own if k not in mapped and not k.endswith("num_batches_tracked")]
     if missing:
         raise DecembertError(
-            f"{source}: no weights for '{missing[0]}' ({len(missing)} missing); the checkpoint is incomplete or for another architecture"
+            f"{source}: no weights for '{missing[0]}' ({len(missing)} missing); "
+            "the checkpoint is incomplete or for another architecture"
         )
     for key in own:  # checkpoints from PyTorch < 0.4 have no BN step counters
         if key not in mapped:

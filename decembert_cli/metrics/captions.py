@@ -28,7 +28,8 @@ def check_java() -> None:
     """One clear message when Java, which PTBTokenizer and METEOR need, is missing."""
     if shutil.which("java") is None:
         raise DecembertError(
-            "caption metrics need Java (pycocoevalcap's PTBTokenizer and METEOR are Java programs) and `java` is not on PATH; "
+            "caption metrics need Java (pycocoevalcap's PTBTokenizer and METEOR are Java programs) "
+            "and `java` is not on PATH; "
             "install a Java runtime (Debian/Ubuntu: apt-get install default-jre-headless) and run again"
         )
 

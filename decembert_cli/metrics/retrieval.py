@@ -56,7 +56,8 @@ def _check(scores: np.ndarray, video_of_text: np.ndarray) -> tuple[np.ndarray, n
     video_of_text = np.asarray(video_of_text, dtype=np.int64)
     if scores.ndim != 2 or video_of_text.shape != (scores.shape[0],):
         raise DecembertError(
-            f"retrieval scores must be (texts, videos) with one video per text; got {scores.shape} and {video_of_text.shape}"
+            "retrieval scores must be (texts, videos) with one video per text; "
+            f"got {scores.shape} and {video_of_text.shape}"
         )
     if len(video_of_text) and (video_of_text.min() < 0 or video_of_text.max() >= scores.shape[1]):
         raise DecembertError(f"a text's video index is outside the {scores.shape[1]} videos")

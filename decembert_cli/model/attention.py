@@ -160,14 +160,18 @@ def _score_blocks(
     v = ctx.num_video
     cols = ctx.cand_index.reshape(b, 1, 1, n * lc)
 
-    def rows_vs(rows_q: torch.Tensor, row_index: torch.Tensor | slice, keys: torch.Tensor | None) -> torch.Tensor:
-        """Scores of some query rows against `keys` ((B, h, K, d); None = every key, needed for probs)."""
+    def rows_vs(
+        rows_q: torch.Tensor | None, row_index: torch.Tensor | slice, keys: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Scores of some query rows against `keys` ((B, h, K, d); None = every key, needed for probs).
+        `rows_q` (the rows' queries) is needed only without the full logits."""
         if full is not None:
             if isinstance(row_index, slice):
                 block = full[:, :, row_index]
             else:
                 block = full.gather(2, row_index[:, None, :, None].expand(b, h, -1, full.shape[-1]))
         else:
+            assert rows_q is not None
             block = torch.matmul(rows_q, (key if keys is None else keys).transpose(2, 3)) * scaling
         return block
 
@@ -194,7 +198,16 @@ def _score_blocks(
     ctx.scores_t2v.append(candidate_scores(block_t2v, ctx.cand_mask, ctx.video_mask))
 
 
-def _eager(module, query, key, value, attention_mask, scaling, dropout, ctx):  # type: ignore[no-untyped-def]
+def _eager(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float,
+    ctx: ConstrainedAttention | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     logits = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, h, L, L)
     additive = _additive(attention_mask, logits.dtype)
     if ctx is not None and ctx.compute_loss and ctx.cand_index.numel():

@@ -68,15 +68,12 @@ class EncoderOutput:
     mask: torch.Tensor  # (B, V+Lt) bool: real tokens
     pooled: torch.Tensor  # (B, H) mean over real tokens
     num_video: int  # V: where the text block starts
-    candidate_u: torch.Tensor | None = (
-        None  # (B, layers, heads, n) attention distribution u over candidates (video -> text)
-    )
-    attention_entropy: torch.Tensor | None = (
-        None  # (B,) the constrained loss per sample: entropy of u, mean over layers and heads
-    )
-    u_entropy: torch.Tensor | None = (
-        None  # (B,) entropy of the video -> text u alone (= attention_entropy unless both directions)
-    )
+    # (B, layers, heads, n) attention distribution u over candidates (video -> text)
+    candidate_u: torch.Tensor | None = None
+    # (B,) the constrained loss per sample: entropy of u, mean over layers and heads
+    attention_entropy: torch.Tensor | None = None
+    # (B,) entropy of the video -> text u alone (= attention_entropy unless both directions)
+    u_entropy: torch.Tensor | None = None
     candidate_valid: torch.Tensor | None = None  # (B, n) bool: candidate j exists
     attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, heads, L, L) maps (eager path)
     logits: list[torch.Tensor] | None = None  # per layer (B, heads, L, L) raw logits (eager + keep_logits)
@@ -97,12 +94,55 @@ def separate_candidates(mask: torch.Tensor, caption_id: torch.Tensor) -> torch.T
     b, lt = caption_id.shape
     v = mask.shape[1] - lt
     previous = torch.cat([caption_id.new_full((b, 1), -1), caption_id[:, :-1]], dim=1)
-    group = torch.where(
-        (caption_id < 0) & (previous >= 0), previous, caption_id
-    )  # a candidate's [SEP] follows its last token
+    # a candidate's [SEP] follows its last token
+    group = torch.where((caption_id < 0) & (previous >= 0), previous, caption_id)
     group = torch.cat([group.new_full((b, v), -1), group], dim=1)  # (B, L)
     other = (group[:, :, None] >= 0) & (group[:, None, :] >= 0) & (group[:, :, None] != group[:, None, :])  # (B, L, L)
     return (mask[:, None, :] & ~other)[:, None]
+
+
+def _attention_masks(batch: VideoTextBatch, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(real tokens (B, L), the mask the attention uses (B, 1, 1|L, L)): `attention_mask` if given, else
+    the padding mask, and candidates that share positions kept apart."""
+    mask = torch.cat([batch.video_mask, batch.text_mask], dim=1)  # (B, L)
+    if batch.text_pos is not None:  # candidates that share positions must not see each other
+        apart = separate_candidates(mask, batch.caption_id)
+        attention_mask = apart if attention_mask is None else attention_mask & apart
+    mask4d = attention_mask if attention_mask is not None else mask[:, None, None, :]  # (B, 1, 1|L, L)
+    return mask, mask4d
+
+
+def _attention_context(
+    batch: VideoTextBatch, eager: bool, constrained: bool, keep_logits: bool, scores: str, direction: str
+) -> ConstrainedAttention:
+    """What the attention layers record: full maps (eager), the scores over the candidate captions
+    (constrained), the raw logits (keep_logits)."""
+    v = batch.video_mask.shape[1]
+    cand_index, cand_mask = candidate_layout(batch.caption_id, offset=v)
+    return ConstrainedAttention(
+        num_video=v,
+        video_mask=batch.video_mask,
+        cand_index=cand_index,
+        cand_mask=cand_mask,
+        eager=eager,
+        compute_loss=constrained,
+        keep_logits=keep_logits,
+        probs=scores == "probs",
+        both=direction == "both",
+    )
+
+
+def _add_constrained_loss(result: EncoderOutput, ctx: ConstrainedAttention) -> None:
+    """Fill in u over the candidates, its entropy (the constrained loss) and which candidates exist."""
+    z = torch.stack(ctx.scores, dim=1)  # (B, layers, heads, n)
+    u, entropy = attention_entropy(z)
+    result.candidate_u = u
+    result.u_entropy = entropy.mean(dim=(1, 2))  # (B,)
+    result.attention_entropy = result.u_entropy
+    if ctx.scores_t2v:
+        _, entropy_t2v = attention_entropy(torch.stack(ctx.scores_t2v, dim=1))
+        result.attention_entropy = 0.5 * result.u_entropy + 0.5 * entropy_t2v.mean(dim=(1, 2))
+    result.candidate_valid = ctx.cand_mask.any(-1)
 
 
 class DecembertEncoder(nn.Module):
@@ -117,7 +157,8 @@ class DecembertEncoder(nn.Module):
         self.video = VideoEmbedding(dim_2d, dim_3d, bert_config.hidden_size, bert_config.hidden_dropout_prob)
         if max_video_tokens > bert_config.max_position_embeddings:
             raise DecembertError(
-                f"model.max_video_tokens={max_video_tokens} exceeds the encoder's {bert_config.max_position_embeddings} positions"
+                f"model.max_video_tokens={max_video_tokens} exceeds the encoder's "
+                f"{bert_config.max_position_embeddings} positions"
             )
         self.max_video_tokens = max_video_tokens
         self.eager = eager  # the reference path: full attention matrices
@@ -151,45 +192,17 @@ class DecembertEncoder(nn.Module):
         e.g. the seq2seq mask of captioning; padding is still excluded from pooling.
         cache: a transformers `DynamicCache` that keeps every layer's keys and values (generation).
         """
-        b, v = batch.video_mask.shape
-        lt = batch.text_ids.shape[1]
+        v = batch.video_mask.shape[1]
         if v > self.max_video_tokens:
             raise DecembertError(
                 f"{v} video tokens in a batch; the encoder takes at most {self.max_video_tokens} (collate down-samples)"
             )
-        device = batch.text_ids.device
-        video = self.video(batch.video_2d, batch.video_3d)  # (B, V, H)
-        text = self.word_embeddings(batch.text_ids)  # (B, Lt, H)
-        inputs = torch.cat([video.to(text.dtype), text], dim=1)  # (B, L, H)
-        types = torch.cat(
-            [torch.full((b, v), int(TokenType.VIDEO), device=device, dtype=torch.long), batch.text_type], dim=1
-        )
-        video_pos = torch.arange(v, device=device)
-        if batch.text_pos is None:
-            positions = torch.cat([video_pos, torch.arange(lt, device=device)])[None]  # (1, L)
-        else:  # candidate captions share positions (data.batch.text_positions)
-            positions = torch.cat([video_pos.expand(b, v), batch.text_pos], dim=1)  # (B, L)
-        mask = torch.cat([batch.video_mask, batch.text_mask], dim=1)  # (B, L)
-        if batch.text_pos is not None:  # candidates that share positions must not see each other
-            apart = separate_candidates(mask, batch.caption_id)
-            attention_mask = apart if attention_mask is None else attention_mask & apart
-        mask4d = attention_mask if attention_mask is not None else mask[:, None, None, :]  # (B, 1, 1|L, L)
-
+        inputs, types, positions = self._embed(batch)
+        mask, mask4d = _attention_masks(batch, attention_mask)
         eager = self.eager or output_attentions or keep_logits
         ctx = None
         if constrained or eager:
-            cand_index, cand_mask = candidate_layout(batch.caption_id, offset=v)
-            ctx = ConstrainedAttention(
-                num_video=v,
-                video_mask=batch.video_mask,
-                cand_index=cand_index,
-                cand_mask=cand_mask,
-                eager=eager,
-                compute_loss=constrained,
-                keep_logits=keep_logits,
-                probs=scores == "probs",
-                both=direction == "both",
-            )
+            ctx = _attention_context(batch, eager, constrained, keep_logits, scores, direction)
         out = self.bert(
             inputs_embeds=inputs,
             token_type_ids=types,
@@ -204,18 +217,28 @@ class DecembertEncoder(nn.Module):
         pooled = (seq * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, H)
         result = EncoderOutput(sequence=seq, mask=mask, pooled=pooled, num_video=v, attentions=out.attentions)
         if ctx is not None and constrained and ctx.scores:
-            z = torch.stack(ctx.scores, dim=1)  # (B, layers, heads, n)
-            u, entropy = attention_entropy(z)
-            result.candidate_u = u
-            result.u_entropy = entropy.mean(dim=(1, 2))  # (B,)
-            result.attention_entropy = result.u_entropy
-            if ctx.scores_t2v:
-                _, entropy_t2v = attention_entropy(torch.stack(ctx.scores_t2v, dim=1))
-                result.attention_entropy = 0.5 * result.u_entropy + 0.5 * entropy_t2v.mean(dim=(1, 2))
-            result.candidate_valid = ctx.cand_mask.any(-1)
+            _add_constrained_loss(result, ctx)
         if ctx is not None and keep_logits:
             result.logits = ctx.logits
         return result
+
+    def _embed(self, batch: VideoTextBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The input embeddings (B, L, H) of video then text, their token types (B, L) and positions
+        ((1, L), or (B, L) when candidate captions share positions)."""
+        b, v = batch.video_mask.shape
+        lt = batch.text_ids.shape[1]
+        device = batch.text_ids.device
+        video = self.video(batch.video_2d, batch.video_3d)  # (B, V, H)
+        text = self.word_embeddings(batch.text_ids)  # (B, Lt, H)
+        inputs = torch.cat([video.to(text.dtype), text], dim=1)  # (B, L, H)
+        video_types = torch.full((b, v), int(TokenType.VIDEO), device=device, dtype=torch.long)
+        types = torch.cat([video_types, batch.text_type], dim=1)
+        video_pos = torch.arange(v, device=device)
+        if batch.text_pos is None:
+            positions = torch.cat([video_pos, torch.arange(lt, device=device)])[None]  # (1, L)
+        else:  # candidate captions share positions (data.batch.text_positions)
+            positions = torch.cat([video_pos.expand(b, v), batch.text_pos], dim=1)  # (B, L)
+        return inputs, types, positions
 
     def extend(
         self, token_ids: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor, cache: Any

@@ -51,9 +51,8 @@ def seq2seq_mask(video_mask: torch.Tensor, text_mask: torch.Tensor, caption_star
     b, lt = text_mask.shape
     v = video_mask.shape[1]
     text_pos = torch.arange(lt, device=text_mask.device)[None]  # (1, Lt)
-    is_caption = torch.cat(
-        [torch.zeros_like(video_mask), text_mask & (text_pos >= caption_start[:, None])], dim=1
-    )  # (B, L)
+    caption_tokens = text_mask & (text_pos >= caption_start[:, None])  # (B, Lt)
+    is_caption = torch.cat([torch.zeros_like(video_mask), caption_tokens], dim=1)  # (B, L)
     real = torch.cat([video_mask, text_mask], dim=1)  # (B, L)
     is_context = real & ~is_caption
     order = torch.arange(v + lt, device=text_mask.device)
@@ -64,7 +63,8 @@ def seq2seq_mask(video_mask: torch.Tensor, text_mask: torch.Tensor, caption_star
 
 
 def _context(encoder: Any, batch: VideoTextBatch, cache: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Encode the context; (hidden state of each sample's last context token (B, H), context key mask (B, Lc), context text lengths (B,))."""
+    """Encode the context; (hidden state of each sample's last context token (B, H), context key mask
+    (B, Lc), context text lengths (B,))."""
     if batch.text_pos is not None:  # the caption continues the context's positions (see `extend`)
         raise ValueError("a caption context holds no candidate captions: its text positions must be sequential")
     out = encoder(batch, cache=cache)
@@ -125,6 +125,144 @@ def _ban_repeats(logp: torch.Tensor, history: list[list[int]], n: int) -> torch.
     return logp
 
 
+@dataclass
+class _BeamEncoder:
+    """Encodes each step's new tokens of the B x K beam rows and gives the next token's log-probabilities."""
+
+    encoder: Any
+    lm_head: Any
+    allowed: torch.Tensor | None
+    cache: Any  # a DynamicCache (use_cache), else None: the whole sequence is encoded again
+    beams: VideoTextBatch | None  # each sample K times (without a cache)
+    key_mask: torch.Tensor  # (B*K, Lc) the context's keys
+    lengths: torch.Tensor  # (B*K,) context text lengths
+    device: torch.device
+
+    @classmethod
+    def start(
+        cls, encoder: Any, lm_head: Any, batch: VideoTextBatch, decoding: Decoding, allowed: torch.Tensor | None
+    ) -> tuple[_BeamEncoder, torch.Tensor]:
+        """Encode the context once and repeat it per beam; also the first token's log-probabilities (B*K, vocab)."""
+        from transformers import DynamicCache
+
+        k = decoding.beam_size
+        cache = DynamicCache(config=encoder.bert.config) if decoding.use_cache else None
+        hidden, key_mask, lengths = _context(encoder, batch, cache)
+        logp = _log_probs(lm_head, hidden, allowed).repeat_interleave(k, dim=0)  # (B*K, vocab)
+        if cache is not None:
+            cache.batch_repeat_interleave(k)
+        key_mask, lengths = key_mask.repeat_interleave(k, dim=0), lengths.repeat_interleave(k, dim=0)
+        beams = _repeat(batch, k) if cache is None else None
+        return cls(encoder, lm_head, allowed, cache, beams, key_mask, lengths, batch.text_ids.device), logp
+
+    def next_log_probs(
+        self, next_rows: list[int], next_tokens: list[int], history: list[list[int]], t: int
+    ) -> torch.Tensor:
+        """Row r of the new beams continues row next_rows[r] with next_tokens[r]; the log-probabilities after it."""
+        rows = torch.tensor(next_rows, device=self.device)
+        tokens = torch.tensor(next_tokens, device=self.device)
+        if self.cache is not None:
+            self.cache.reorder_cache(rows)
+            ones = torch.ones(self.key_mask.shape[0], t + 1, dtype=torch.bool, device=self.device)
+            step_mask = torch.cat([self.key_mask, ones], dim=1)[:, None, None]
+            hidden = self.encoder.extend(tokens[:, None], (self.lengths + t)[:, None], step_mask, self.cache)[:, 0]
+        else:
+            assert self.beams is not None  # kept whenever there is no cache
+            generated = torch.tensor(history, device=self.device, dtype=torch.long)
+            hidden = _full_step(self.encoder, self.beams, self.lengths, generated)
+        return _log_probs(self.lm_head, hidden, self.allowed)
+
+
+@dataclass
+class _Beams:
+    """Beam search bookkeeping for B videos x K beams; rows i*K .. i*K+K-1 are video i's hypotheses."""
+
+    b: int
+    k: int
+    vocab: int
+    alpha: float  # length penalty
+    eos_id: int
+    device: torch.device
+    scores: torch.Tensor  # (B, K) summed log-probabilities of the open hypotheses; -inf = dead row
+    history: list[list[int]]  # per row: its tokens so far
+    finished: list[list[tuple[float, list[int]]]]  # per video: (length-penalised score, tokens) ended with [SEP]
+    done: list[bool]
+
+    @classmethod
+    def start(cls, b: int, k: int, vocab: int, alpha: float, eos_id: int, device: torch.device) -> _Beams:
+        """K empty hypotheses per video, only the first of them open."""
+        scores = torch.full((b, k), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # the k copies start identical: expand the first only
+        history: list[list[int]] = [[] for _ in range(b * k)]
+        return cls(b, k, vocab, alpha, eos_id, device, scores, history, [[] for _ in range(b)], [False] * b)
+
+    def step(self, logp: torch.Tensor, t: int) -> tuple[list[int], list[int]]:
+        """Extend every video's beams by one token (step t); (parent row, token) of each new row."""
+        k = self.k
+        total = (self.scores.view(-1, 1) + logp).view(self.b, k * self.vocab)
+        top_scores, top_index = total.topk(min(2 * k, k * self.vocab), dim=1)
+        next_rows, next_tokens, next_scores = [], [], []
+        for i in range(self.b):
+            chosen = self._choose(i, top_scores[i].tolist(), top_index[i].tolist(), t)
+            self._check_done(i, chosen, t)
+            for row, token, score in chosen:
+                next_rows.append(row)
+                next_tokens.append(token)
+                next_scores.append(score if not self.done[i] else float("-inf"))
+        self.history = [self.history[r] + [tok] for r, tok in zip(next_rows, next_tokens)]
+        self.scores = torch.tensor(next_scores, device=self.device).view(self.b, k)
+        return next_rows, next_tokens
+
+    def _choose(self, i: int, top_scores: list[float], top_index: list[int], t: int) -> list[tuple[int, int, float]]:
+        """Video i's K best continuations (row, token, score) among its 2K best candidates; a [SEP] among
+        the K best ends its hypothesis (into `finished`). Padded with dead rows when too few."""
+        k = self.k
+        chosen = []
+        for rank, (score, index) in enumerate(zip(top_scores, top_index)):
+            if score == float("-inf"):
+                break
+            beam, token = divmod(index, self.vocab)
+            row = i * k + beam
+            if token == self.eos_id:
+                if not self.done[i] and rank < k:  # an end among the k best candidates (as transformers)
+                    self.finished[i].append((score / (t + 1) ** self.alpha, self.history[row]))
+                continue
+            chosen.append((row, token, score))
+            if len(chosen) == k:
+                break
+        while len(chosen) < k:  # too few continuations: dead rows
+            chosen.append((i * k, self.eos_id, float("-inf")))
+        return chosen
+
+    def _check_done(self, i: int, chosen: list[tuple[int, int, float]], t: int) -> None:
+        """Video i is done when no hypothesis is open, or (transformers' rule) when the K-th best
+        finished one beats the best open one scored at today's length."""
+        best_open = max(s for _, _, s in chosen)
+        if best_open == float("-inf"):
+            self.done[i] = True
+        elif len(self.finished[i]) >= self.k:
+            kth_best = sorted((f[0] for f in self.finished[i]), reverse=True)[self.k - 1]
+            self.done[i] = self.done[i] or kth_best >= best_open / (t + 1) ** self.alpha
+
+    def results(self) -> list[tuple[list[int], float]]:
+        """Per video: the best hypothesis' tokens (without [SEP]) and its score."""
+        k, alpha = self.k, self.alpha
+        results = []
+        for i in range(self.b):
+            candidates = list(self.finished[i])
+            # at max_length the open hypotheses end where they are, without [SEP] (as transformers)
+            if not self.done[i]:
+                candidates += [
+                    (float(self.scores[i, j]) / len(self.history[i * k + j]) ** alpha, self.history[i * k + j])
+                    for j in range(k)
+                    if self.scores[i, j] > float("-inf")
+                ]
+            candidates.sort(key=lambda c: -c[0])
+            score, tokens = candidates[0] if candidates else (float("-inf"), [])
+            results.append((list(tokens), score))
+        return results
+
+
 def generate(
     encoder: Any,
     lm_head: Any,
@@ -138,89 +276,18 @@ def generate(
     [SEP]) and its score. `allowed` (vocab,) bool restricts the tokens that may be generated."""
     if decoding.beam_size < 1 or decoding.max_length < 1:
         raise ValueError("beam_size and max_length must be at least 1")
-    from transformers import DynamicCache
-
-    k = decoding.beam_size
-    b = batch.batch_size
-    device = batch.text_ids.device
-    cache = DynamicCache(config=encoder.bert.config) if decoding.use_cache else None
-    hidden, key_mask, lengths = _context(encoder, batch, cache)
-    logp = _log_probs(lm_head, hidden, allowed).repeat_interleave(k, dim=0)  # (B*K, vocab)
-    if cache is not None:
-        cache.batch_repeat_interleave(k)
-    key_mask, lengths = key_mask.repeat_interleave(k, dim=0), lengths.repeat_interleave(k, dim=0)
-    beams = _repeat(batch, k) if cache is None else None
-    scores = torch.full((b, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # the k copies start identical: expand the first only
-    history: list[list[int]] = [[] for _ in range(b * k)]
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
-    done = [False] * b
-    vocab = logp.shape[-1]
-    alpha = decoding.length_penalty
+    steps, logp = _BeamEncoder.start(encoder, lm_head, batch, decoding, allowed)
+    beams = _Beams.start(
+        batch.batch_size, decoding.beam_size, logp.shape[-1], decoding.length_penalty, eos_id, batch.text_ids.device
+    )
     for t in range(decoding.max_length):
         if decoding.no_repeat_ngram > 0:
-            logp = _ban_repeats(logp, history, decoding.no_repeat_ngram)
-        total = (scores.view(-1, 1) + logp).view(b, k * vocab)
-        top_scores, top_index = total.topk(min(2 * k, k * vocab), dim=1)
-        next_rows, next_tokens, next_scores = [], [], []
-        for i in range(b):
-            chosen = []
-            for rank, (score, index) in enumerate(zip(top_scores[i].tolist(), top_index[i].tolist())):
-                if score == float("-inf"):
-                    break
-                beam, token = divmod(index, vocab)
-                row = i * k + beam
-                if token == eos_id:
-                    if not done[i] and rank < k:  # an end among the k best candidates (as transformers)
-                        finished[i].append((score / (t + 1) ** alpha, history[row]))
-                    continue
-                chosen.append((row, token, score))
-                if len(chosen) == k:
-                    break
-            while len(chosen) < k:  # too few continuations: dead rows
-                chosen.append((i * k, eos_id, float("-inf")))
-            best_open = max(s for _, _, s in chosen)
-            if best_open == float("-inf"):
-                done[i] = True
-            elif (
-                len(finished[i]) >= k
-            ):  # transformers' rule: the k-th best finished beats the best open one at today's length
-                done[i] = (
-                    done[i] or sorted((f[0] for f in finished[i]), reverse=True)[k - 1] >= best_open / (t + 1) ** alpha
-                )
-            for row, token, score in chosen:
-                next_rows.append(row)
-                next_tokens.append(token)
-                next_scores.append(score if not done[i] else float("-inf"))
-        history = [history[r] + [tok] for r, tok in zip(next_rows, next_tokens)]
-        scores = torch.tensor(next_scores, device=device).view(b, k)
-        if all(done) or t == decoding.max_length - 1:
+            logp = _ban_repeats(logp, beams.history, decoding.no_repeat_ngram)
+        next_rows, next_tokens = beams.step(logp, t)
+        if all(beams.done) or t == decoding.max_length - 1:
             break
-        rows = torch.tensor(next_rows, device=device)
-        tokens = torch.tensor(next_tokens, device=device)
-        if cache is not None:
-            cache.reorder_cache(rows)
-            step_mask = torch.cat([key_mask, torch.ones(b * k, t + 1, dtype=torch.bool, device=device)], dim=1)[
-                :, None, None
-            ]
-            hidden = encoder.extend(tokens[:, None], (lengths + t)[:, None], step_mask, cache)[:, 0]
-        else:
-            generated = torch.tensor(history, device=device, dtype=torch.long)
-            hidden = _full_step(encoder, beams, lengths, generated)  # type: ignore[arg-type]
-        logp = _log_probs(lm_head, hidden, allowed)
-    results = []
-    for i in range(b):
-        candidates = list(finished[i])
-        if not done[i]:  # at max_length the open hypotheses end where they are, without [SEP] (as transformers)
-            candidates += [
-                (float(scores[i, j]) / len(history[i * k + j]) ** alpha, history[i * k + j])
-                for j in range(k)
-                if scores[i, j] > float("-inf")
-            ]
-        candidates.sort(key=lambda c: -c[0])
-        score, tokens = candidates[0] if candidates else (float("-inf"), [])
-        results.append((list(tokens), score))
-    return results
+        logp = steps.next_log_probs(next_rows, next_tokens, beams.history, t)
+    return beams.results()
 
 
 def greedy(

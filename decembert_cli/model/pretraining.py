@@ -21,6 +21,8 @@ from decembert_cli.model.heads import MLMHead, VTMHead
 
 @dataclass
 class PretrainOutput:
+    """A `decembert_cli.protocols.ModelOutput` (what the training loop reads), with the encoder's output."""
+
     encoder: EncoderOutput  # sequence, pooled, u over candidates, optional attention maps
     losses: dict[str, torch.Tensor]  # batch means: "mlm", "vtm", "constrained" (those that apply) and "total"
     sums: dict[str, torch.Tensor] = field(default_factory=dict)  # per loss: sum over its targets
@@ -29,9 +31,8 @@ class PretrainOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)  # detached summable counts for metrics
 
 
-COLLAPSE_ENTROPY = (
-    0.1  # nats: below this (with one offset taking COLLAPSE_SHARE of argmax u) the attention has collapsed
-)
+# nats: below this (with one offset taking COLLAPSE_SHARE of argmax u) the attention has collapsed
+COLLAPSE_ENTROPY = 0.1
 COLLAPSE_SHARE = 0.9
 
 
@@ -54,7 +55,8 @@ def collapse_warning(metrics: dict[str, float]) -> str | None:
     offset, share = max(shares.items(), key=lambda kv: kv[1])
     if entropy < COLLAPSE_ENTROPY and share > COLLAPSE_SHARE:
         return (
-            f"constrained attention collapsed: entropy {entropy:.3f} nats and argmax u on s_i{offset if offset != '+0' else ''} "
+            f"constrained attention collapsed: entropy {entropy:.3f} nats and argmax u on "
+            f"s_i{offset if offset != '+0' else ''} "
             f"for {100 * share:.0f}% of positives (see the loss settings in `decembert pretrain --print-config`)"
         )
     return None
@@ -83,7 +85,8 @@ class DecembertForPretraining(nn.Module):
         super().__init__()
         if not constrained_warmup >= 0:
             raise DecembertError(
-                f"loss.constrained_warmup = {constrained_warmup}: use 0 (no warm-up), a share of the run below 1, or steps"
+                f"loss.constrained_warmup = {constrained_warmup}: use 0 (no warm-up), a share of the run below 1, "
+                "or steps"
             )
         config = encoder.bert.config
         self.encoder = encoder
@@ -202,6 +205,7 @@ class DecembertForPretraining(nn.Module):
         """Does the model read the video? MLM on the masked ASR tokens of VTM positives, once more with
         every sample's video features replaced by the next sample's (dense captions kept): the drop
         in accuracy is what the video contributes. 0 means the video stream is ignored."""
+        assert batch.mlm_labels is not None and batch.vtm_labels is not None, "needs MLM and VTM targets"
         swapped = replace(
             batch,
             video_2d=batch.video_2d.roll(1, 0),

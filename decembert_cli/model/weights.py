@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -115,10 +115,15 @@ def load_pretrained_bert(source: str, dropout: float) -> PretrainedBert:
     location = str(minilm_dir()) if source == MINILM_PACKAGE else source
     try:
         with _quiet_transformers():
-            model, info = BertForMaskedLM.from_pretrained(location, output_loading_info=True)
+            # with output_loading_info, from_pretrained returns (model, loading info); its annotation says model only
+            model, info = cast(
+                tuple[BertForMaskedLM, dict[str, Any]],
+                BertForMaskedLM.from_pretrained(location, output_loading_info=True),
+            )
     except (OSError, ValueError, KeyError) as exc:
         raise DecembertError(
-            f"cannot load BERT weights from model.init='{source}' ({exc.__class__.__name__}: {str(exc).splitlines()[0]}). "
+            f"cannot load BERT weights from model.init='{source}' "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0]}). "
             f"Use a local directory with config.json and weights, '{MINILM_PACKAGE}' (offline), or 'none'"
         ) from exc
     if model.config.model_type != "bert":

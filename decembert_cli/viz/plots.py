@@ -5,16 +5,19 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from decembert_cli.io import atomic_write_bytes
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 DPI = 100
 
 
-def _figure(width: float, height: float):  # type: ignore[no-untyped-def]
+def _figure(width: float, height: float) -> Figure:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -23,7 +26,7 @@ def _figure(width: float, height: float):  # type: ignore[no-untyped-def]
     return plt.figure(figsize=(width, height), dpi=DPI)
 
 
-def _save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
+def _save(fig: Figure, path: Path) -> Path:
     import io
 
     import matplotlib.pyplot as plt
@@ -56,7 +59,8 @@ def attention(examples: Sequence[Any], path: Path, layer: int | None = None, tit
         )
         title = titles[col] if col < len(titles) else Path(ex.checkpoint).parent.parent.name
         top.set_title(
-            f"{title}: {ex.video_id} clip {ex.clip}, step {ex.step}\nvideo -> candidate captions (each head: s_i-k .. s_i+k)",
+            f"{title}: {ex.video_id} clip {ex.clip}, step {ex.step}\n"
+            "video -> candidate captions (each head: s_i-k .. s_i+k)",
             fontsize=8,
         )
         fig.colorbar(image, ax=top, fraction=0.03)
@@ -76,7 +80,8 @@ def attention(examples: Sequence[Any], path: Path, layer: int | None = None, tit
 
 
 def curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """Every logged number against the step: training lines, validation points; runs overlaid. 4 x 3 inches per metric, 3 per row."""
+    """Every logged number against the step: training lines, validation points; runs overlaid.
+    4 x 3 inches per metric, 3 per row."""
     keys: list[str] = []
     for records in runs.values():
         for r in records:
@@ -169,11 +174,3 @@ def video_frames(
         ax.set_xlabel("second", fontsize=8)
         ax.legend(fontsize=7)
     return _save(fig, path)
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    """(width, height) in pixels from a PNG's header."""
-    header = Path(path).read_bytes()[:24]
-    if header[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError(f"{path} is not a PNG")
-    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")

@@ -78,7 +78,8 @@ def frame_at(video: Path, t: float) -> np.ndarray | None:
     except VideoError:
         return None
     found = None
-    try:  # the grid's item 1 is at t; a video shorter than t has only item 0 (its first frame): keep the last frame seen
+    # the grid's item 1 is at t; a video shorter than t has only item 0 (its first frame): keep the last frame seen
+    try:
         for item in sample(decoder, [frame_grid(t if t > 0 else 1.0)], Decoded()):
             found = item.pixels[0]
             if t <= 0 or item.k >= 1:
@@ -111,7 +112,8 @@ def task_examples(run_dir: Path, out: Path, count: int = 6) -> Path:
     meta = info["meta"]
     if meta.get("kind") != "finetune":
         raise DecembertError(
-            f"{run_dir} is a {meta.get('kind') or 'unknown'} run; `visualize task` shows fine-tuned tasks (its `visualize run` shows curves)"
+            f"{run_dir} is a {meta.get('kind') or 'unknown'} run; "
+            "`visualize task` shows fine-tuned tasks (its `visualize run` shows curves)"
         )
     evals = sorted(Path(run_dir).glob("eval-*/predictions.jsonl"), key=lambda p: p.stat().st_mtime)
     if not evals:
@@ -205,8 +207,12 @@ def _table(title: str, metrics: dict[str, Any]) -> str:
     return f"<h3>{html.escape(title)}</h3><table>{cells}</table>"
 
 
-STYLE = """body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}img{max-width:100%;border:1px solid #ddd;margin:.5em 0}
-table{border-collapse:collapse;margin:.5em 0}td{border:1px solid #ccc;padding:2px 8px;font-size:13px}h2{border-bottom:1px solid #ccc}"""
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}"
+    "img{max-width:100%;border:1px solid #ddd;margin:.5em 0}\n"
+    "table{border-collapse:collapse;margin:.5em 0}td{border:1px solid #ccc;padding:2px 8px;font-size:13px}"
+    "h2{border-bottom:1px solid #ccc}"
+)
 
 
 def report(run_dirs: list[Path], video: str | None = None) -> Path:
@@ -229,7 +235,8 @@ def report(run_dirs: list[Path], video: str | None = None) -> Path:
         info = _run_meta(run)
         meta = info["meta"]
         parts = [
-            f"<h2>{html.escape(run.name)}: {html.escape(str(meta.get('kind')))} {html.escape(str(meta.get('task') or meta.get('corpus') or ''))}</h2>"
+            f"<h2>{html.escape(run.name)}: {html.escape(str(meta.get('kind')))} "
+            f"{html.escape(str(meta.get('task') or meta.get('corpus') or ''))}</h2>"
         ]
         parts.append(f"<p>checkpoint {html.escape(str(info['file']))}</p>")
         log = read_log(run)
@@ -266,7 +273,8 @@ def report(run_dirs: list[Path], video: str | None = None) -> Path:
         sections.append("\n".join(parts))
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>decembert report: {html.escape(home.name)}</title>"
-        f"<style>{STYLE}</style></head><body><h1>decembert report: {html.escape(str(home))}</h1>{''.join(sections)}</body></html>\n"
+        f"<style>{STYLE}</style></head><body><h1>decembert report: {html.escape(str(home))}</h1>"
+        f"{''.join(sections)}</body></html>\n"
     )
     return atomic_write_text(folder / "index.html", page)
 

@@ -37,14 +37,16 @@ def read_csv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, 
     missing = [c for c in columns if header is None or c not in header]
     if missing:
         raise DecembertError(f"{path}, line 1: the header needs the column(s) {', '.join(missing)}; it has {header}")
+    if header is None:  # an empty file, and no column asked for
+        return []
     rows = []
     for row in reader:
         if not row or all(not cell.strip() for cell in row):
             continue
         line = reader.line_num
-        if len(row) != len(header):  # type: ignore[arg-type]
-            raise DecembertError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}")  # type: ignore[arg-type]
-        rows.append((line, dict(zip(header, row))))  # type: ignore[arg-type]
+        if len(row) != len(header):
+            raise DecembertError(f"{path}, line {line}: {len(row)} fields, the header has {len(header)}")
+        rows.append((line, dict(zip(header, row))))
     return rows
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -58,7 +59,7 @@ def test_print_config_prints_resolved_yaml() -> None:
     assert "forward+backward" not in result.stdout  # it stops after printing
 
 
-def test_check_runs_and_its_options_take_effect(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_check_runs_and_its_options_take_effect(tmp_path: Path) -> None:
     result = runner.invoke(
         app,
         [
@@ -104,7 +105,7 @@ def test_seed_changes_the_generated_batch_and_weights() -> None:
     assert losses(1) != losses(2)
 
 
-def test_extract_features_command(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_extract_features_command(tmp_path: Path) -> None:
     from tests.videos import write_video
 
     write_video(tmp_path / "clip.avi", 24, 60)

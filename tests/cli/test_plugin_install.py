@@ -15,7 +15,7 @@ PLUGIN = ROOT / "plugins" / "decembert-mc"
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The plugin pip-installed into its own folder (not into the environment), put on PYTHONPATH."""
     import shutil
 

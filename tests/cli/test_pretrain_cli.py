@@ -108,7 +108,9 @@ def test_lambda_warmup_and_epoch_unit_reach_the_run(corpus: Path, tmp_path: Path
     assert {"entropy", "argmax_u_offset+0", "alignment_prev_caption"} <= set(val[-1])
 
 
-def test_a_collapse_is_a_warning_in_the_log_and_on_screen(corpus: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_collapse_is_a_warning_in_the_log_and_on_screen(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from decembert_cli.model import pretraining
 
     monkeypatch.setattr(pretraining, "COLLAPSE_ENTROPY", 1e9)  # any entropy counts as "near zero"

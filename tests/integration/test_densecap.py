@@ -50,16 +50,14 @@ def test_oracle_captions_the_rendered_sample_corpus_and_pretraining_reads_them(t
             if boxes:
                 x1, y1, x2, y2 = boxes.pop()
                 ys, xs = np.nonzero(differs)
-                assert (
-                    x1 - 3 <= xs.min() and xs.max() <= x2 + 3 and y1 - 3 <= ys.min() and ys.max() <= y2 + 3
-                )  # holds it
+                # holds it
+                assert x1 - 3 <= xs.min() and xs.max() <= x2 + 3 and y1 - 3 <= ys.min() and ys.max() <= y2 + 3
                 assert x2 - x1 <= xs.max() - xs.min() + 6 and y2 - y1 <= ys.max() - ys.min() + 6  # and is tight
                 checked += 1
         video.close()
     assert checked > 20
-    frames, interval = read_dense_captions(
-        root / "dense_captions" / "sample_0000.json", 2.0
-    )  # as pre-training reads it
+    # as pre-training reads it
+    frames, interval = read_dense_captions(root / "dense_captions" / "sample_0000.json", 2.0)
     assert interval == 2.0 and all("<unk>" not in c for f in frames for c in f)
 
 
@@ -115,6 +113,7 @@ def test_killed_and_rerun_every_video_is_captioned_exactly_once(tiny_florence: P
 
 
 def test_a_video_whose_frames_break_the_captioner_is_failed_and_not_stored(tmp_path: Path) -> None:
+    from decembert_cli.densecap.backends import Frame
     from decembert_cli.densecap.pipeline import CaptionOptions, caption_videos
     from decembert_cli.densecap.regions import Region
 
@@ -122,7 +121,7 @@ def test_a_video_whose_frames_break_the_captioner_is_failed_and_not_stored(tmp_p
         def meta(self) -> dict:
             return {"backend": "fragile", "model": None, "model_sha256": None}
 
-        def caption(self, frames):  # type: ignore[no-untyped-def]
+        def caption(self, frames: list[Frame]) -> list[list[Region]]:
             if any(f.video_id == "bad" and f.time == 0.0 for f in frames):
                 raise ValueError("cannot caption this frame")
             return [[Region("a thing", (0.0, 0.0, 1.0, 1.0))] for _ in frames]

@@ -13,7 +13,8 @@ import torch
 from decembert_cli import checkpoint as ckpt
 from decembert_cli.config import Config, load_config
 from decembert_cli.data.sample.corpus import generate
-from decembert_cli.engine.pretrain import prepare, pretrain
+from decembert_cli.engine.loop import TrainResult
+from decembert_cli.engine.pretrain import PretrainSetup, prepare, pretrain
 from decembert_cli.errors import DecembertError
 
 DIM = 16
@@ -45,7 +46,9 @@ def _config(root: Path, *extra: str) -> Config:
     )
 
 
-def _run(root: Path, out: Path, *extra: str, resume: bool = False, stop_after: int | None = None):  # type: ignore[no-untyped-def]
+def _run(
+    root: Path, out: Path, *extra: str, resume: bool = False, stop_after: int | None = None
+) -> tuple[TrainResult, PretrainSetup]:
     config = _config(root, *extra)
     setup = prepare(config, "sample", out)
     return pretrain(setup, config, resume=resume, stop_after=stop_after, progress=False), setup
@@ -94,9 +97,8 @@ def test_checkpoint_holds_what_resume_needs(sample_root: Path, tmp_path: Path) -
     assert {"model", "optimizer", "scheduler", "scaler", "step", "rng", "config", "meta"} <= set(state)
     bert_config = state["meta"].pop("bert_config")
     assert state["config"]["data"]["root"] and state["meta"] == {"kind": "pretrain", "corpus": "sample", "world": 1}
-    assert (
-        bert_config["hidden_size"] == state["model"]["encoder.bert.embeddings.word_embeddings.weight"].shape[1]
-    )  # the encoder's own config
+    # the encoder's own config
+    assert bert_config["hidden_size"] == state["model"]["encoder.bert.embeddings.word_embeddings.weight"].shape[1]
     assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))
 
 
@@ -162,7 +164,9 @@ def test_worker_processes_load_the_same_data_and_validation_runs_periodically(
     assert [r["step"] for r in lines if r.get("split") == "val"] == [2, 4, 6]
 
 
-def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(sample_root: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
+    sample_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     reference = tmp_path / "reference"
     _run(sample_root, reference, *NO_DROPOUT)
     run = tmp_path / "run"
@@ -200,8 +204,8 @@ def test_a_foreign_pickle_is_refused_without_weights_only_advice(tmp_path: Path)
 
 
 def test_a_video_found_bad_while_training_is_skipped_and_counted_unless_strict(
-    sample_root: Path, tmp_path: Path, capsys
-) -> None:  # type: ignore[no-untyped-def]
+    sample_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     import numpy as np

@@ -15,14 +15,15 @@ import torch
 from typer.testing import CliRunner
 
 from decembert_cli.app import app
-from decembert_cli.viz.plots import DPI, png_size
+from decembert_cli.viz.plots import DPI
+from tests.helpers import png_size
 
 runner = CliRunner()
 DIM = 16
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A rendered sample corpus with oracle dense captions, a tiny pre-training run and an evaluated QA run."""
     from decembert_cli.data.sample.corpus import generate
 
@@ -133,7 +134,7 @@ def test_attention_picture_and_its_numbers_are_the_models_eager_attention(runs: 
     records, _ = open_corpus("sample", cfg.data, (cfg.model.feature_dim_2d, cfg.model.feature_dim_3d), strict=False)
     record = next(r for r in records if r.video_id == "sample_0002")
     tok = build_tokenizer(cfg.model)
-    ds = PretrainDataset([record], tok, cfg.data, dims=(DIM, DIM), seed=cfg.seed, shuffle_candidates=False)
+    ds = PretrainDataset([record], tok, cfg.data, seed=cfg.seed, shuffle_candidates=False)
     sample, _ = ds.build(0, 3)
     assert sample.candidate_offsets == sorted(sample.candidate_offsets)  # the picture's candidates are in time order
     encoder, _ = build_encoder(cfg.model)
@@ -177,9 +178,8 @@ def test_run_task_and_video_pictures(runs: dict[str, Path], tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     assert png_size(examples) == (10 * DPI, int(3 * 2.2 * DPI))
     rows = [json.loads(x) for x in (runs["qa"] / "eval-test" / "predictions.jsonl").read_text().splitlines()]
-    assert all(
-        len(r["top5"]) == 5 and abs(sum(p for _, p in r["top5"])) <= 1.0 + 1e-6 for r in rows
-    )  # what the picture prints
+    # what the picture prints
+    assert all(len(r["top5"]) == 5 and abs(sum(p for _, p in r["top5"])) <= 1.0 + 1e-6 for r in rows)
     frames = tmp_path / "frames.png"
     video = runs["root"] / "videos" / "sample_0001.mp4"
     result = runner.invoke(

@@ -265,7 +265,9 @@ def _tree(folder: Path) -> set[Path]:
 
 
 @pytest.mark.parametrize(("argv", "setup", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_a_bad_input_is_one_clear_error(corpus: Path, tmp_path: Path, argv: list[str], setup, needle: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_input_is_one_clear_error(
+    corpus: Path, tmp_path: Path, argv: list[str], setup: Callable[[Path], None] | None, needle: str
+) -> None:
     work = tmp_path / "w"
     work.mkdir()
     if setup is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -14,6 +15,9 @@ from decembert_cli.app import app
 from decembert_cli.config import ModelConfig
 from decembert_tasks.captioning import MSRVTTCaption, MSRVTTCaptionConfig, YouCook2Caption, YouCook2CaptionConfig
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 runner = CliRunner()
 DIM = 16
 MODEL = ModelConfig(arch="tiny", init="none", feature_dim_2d=DIM, feature_dim_3d=DIM, dropout=0.0)
@@ -21,7 +25,7 @@ needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="caption me
 
 
 @pytest.fixture(scope="module")
-def sample_root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from decembert_cli.data.sample.corpus import generate
 
     return generate(
@@ -29,7 +33,7 @@ def sample_root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     )
 
 
-def test_each_position_predicts_the_next_caption_token(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_each_position_predicts_the_next_caption_token(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     from decembert_cli.model import build_encoder
 
     task = MSRVTTCaption(MSRVTTCaptionConfig(root=str(sample_root / "msrvtt")))
@@ -40,7 +44,7 @@ def test_each_position_predicts_the_next_caption_token(sample_root: Path, tokeni
     head = task.head(encoder)
     captured = {}
     original = head.lm.forward
-    head.lm.forward = lambda hidden: captured.setdefault("n", hidden.shape[0]) and original(hidden)  # type: ignore[method-assign]
+    head.lm.forward = lambda hidden: captured.setdefault("n", hidden.shape[0]) and original(hidden)
     out = head(encoder(batch, **head.encoder_kwargs(batch)), batch)
     caption_ids = [tokenizer(data.pairs[i][1], add_special_tokens=False)["input_ids"][:30] for i in (0, 25, 50)]
     assert captured["n"] == sum(len(c) + 1 for c in caption_ids)  # every caption token and the closing [SEP]
@@ -88,9 +92,8 @@ def test_finetune_evaluate_and_score_the_predictions_file(sample_root: Path, tmp
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
     rows = [json.loads(x) for x in (run / "eval-test" / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 8 and all(
-        len(r["references"]) == 20 for r in rows
-    )  # every test clip, against its 20 references
+    # every test clip, against its 20 references
+    assert len(rows) == 8 and all(len(r["references"]) == 20 for r in rows)
     assert {"BLEU@4", "ROUGE-L", "CIDEr-D"} <= set(metrics["metrics"]) and "beam 2" in metrics["protocol"]["decoding"]
     again = runner.invoke(
         app,
@@ -125,7 +128,7 @@ def test_finetune_evaluate_and_score_the_predictions_file(sample_root: Path, tmp
     assert bad.exit_code == 2 and "bad.jsonl, line 2: no clip video1234" in bad.output
 
 
-def test_missing_java_is_one_clear_message(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_missing_java_is_one_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
     from decembert_cli.errors import DecembertError
     from decembert_cli.metrics import captions
 
@@ -185,9 +188,8 @@ def test_real_youcook2_predictions_per_segment_score_as_pycocoevalcap_directly(t
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     scored = json.loads(path.with_name("predictions.metrics.json").read_text())
-    assert (
-        scored["items"] == 3492 and scored["protocol"]["predicted"] == 3492
-    )  # oJZUxU9szWA's two segments of one window both count
+    # oJZUxU9szWA's two segments of one window both count
+    assert scored["items"] == 3492 and scored["protocol"]["predicted"] == 3492
     for key in ("BLEU@4", "ROUGE-L", "CIDEr-D"):
         assert scored["metrics"][key] == pytest.approx(direct[key], rel=1e-9), key
     by_window = tmp_path / "by_window.jsonl"  # without segment ids, rows are matched by window

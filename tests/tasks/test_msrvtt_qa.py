@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -14,12 +15,15 @@ from decembert_cli.config import ModelConfig
 from decembert_cli.data.batch import VideoTextBatch
 from decembert_tasks.qa import MSRVTTQA, MSRVTTQAConfig, QAMetric
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 runner = CliRunner()
 DIM = 16
 
 
 @pytest.fixture(scope="module")
-def sample_root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("qa") / "corpus"
     result = runner.invoke(
         app, ["sample-data", str(root), "--videos", "12", "--clips", "40", "--feature-dim", str(DIM), "--no-render"]
@@ -32,14 +36,14 @@ def _sets(*pairs: str) -> list[str]:
     return [x for p in pairs for x in ("--set", p)]
 
 
-def _model(**kw) -> ModelConfig:  # type: ignore[no-untyped-def]
+def _model(**kw: Any) -> ModelConfig:
     return ModelConfig(arch="tiny", init="none", feature_dim_2d=DIM, feature_dim_3d=DIM, **kw)
 
 
 def test_metric_by_hand_out_of_vocabulary_answers_count_as_wrong() -> None:
     metric = QAMetric(["couch", "man", "run"])
     logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0], [5.0, 0, 0]])  # predicts couch, man, run, couch
-    extras = {
+    extras: dict[str, Any] = {
         "answer": torch.tensor([0, 0, 2, -1]),
         "answer_text": ["couch", "couch", "run", "sofa"],
         "qid": torch.tensor([1, 2, 3, 4]),
@@ -47,7 +51,7 @@ def test_metric_by_hand_out_of_vocabulary_answers_count_as_wrong() -> None:
         "video_id": ["video1"] * 4,
         "question": ["q"] * 4,
     }
-    batch = VideoTextBatch(*(torch.zeros(1),) * 7, extras=extras)  # type: ignore[arg-type]
+    batch = VideoTextBatch(*(torch.zeros(1),) * 7, extras=extras)
     metric.update({"logits": logits}, batch)
     out = metric.compute()
     assert out["accuracy"] == 50.0  # 2 of 4: the out-of-vocabulary "sofa" counts, as wrong
@@ -55,7 +59,9 @@ def test_metric_by_hand_out_of_vocabulary_answers_count_as_wrong() -> None:
     assert [p["prediction"] for p in metric.predictions()] == ["couch", "man", "run", "couch"]
 
 
-def test_training_drops_out_of_vocabulary_answers_evaluation_keeps_them(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_training_drops_out_of_vocabulary_answers_evaluation_keeps_them(
+    sample_root: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
     config = MSRVTTQAConfig(root=str(sample_root / "msrvtt"), answers=5)
     task = MSRVTTQA(config)
     adapter = task.adapter()
@@ -168,7 +174,7 @@ def test_print_config_shows_the_task_keys_without_reading_data(tmp_path: Path) -
     assert "answers: 7" in result.output and "epochs: 10.0" in result.output and not (tmp_path / "run").exists()
 
 
-def test_train_fraction_cuts_the_training_split_only(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_train_fraction_cuts_the_training_split_only(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     root = str(sample_root / "msrvtt")
     full, part = (
         MSRVTTQA(MSRVTTQAConfig(root=root)).adapter(),
@@ -185,8 +191,8 @@ def test_train_fraction_cuts_the_training_split_only(sample_root: Path, tokenize
 
 
 def test_training_videos_without_features_are_reported_or_stop_with_strict(
-    sample_root: Path, tokenizer, capsys
-) -> None:  # type: ignore[no-untyped-def]
+    sample_root: Path, tokenizer: PreTrainedTokenizerBase, capsys: pytest.CaptureFixture[str]
+) -> None:
     from decembert_cli.errors import DecembertError
 
     root = sample_root / "msrvtt"

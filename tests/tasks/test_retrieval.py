@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -17,13 +18,16 @@ from decembert_cli.metrics.retrieval import retrieval_metrics
 from decembert_cli.model import build_encoder
 from decembert_tasks.retrieval import MSRVTTRetrieval, MSRVTTRetrievalConfig, YouCook2Retrieval, YouCook2RetrievalConfig
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 runner = CliRunner()
 DIM = 16
 MODEL = ModelConfig(arch="tiny", init="none", feature_dim_2d=DIM, feature_dim_3d=DIM, dropout=0.0)
 
 
 @pytest.fixture(scope="module")
-def sample_root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from decembert_cli.data.sample.corpus import generate
 
     return generate(
@@ -31,19 +35,18 @@ def sample_root(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     )
 
 
-def _model(task) -> TaskModel:  # type: ignore[no-untyped-def]
+def _model(task: MSRVTTRetrieval | YouCook2Retrieval) -> TaskModel:
     torch.manual_seed(0)
     encoder, _ = build_encoder(MODEL)
     return TaskModel(encoder, task.head(encoder)).eval()
 
 
-def test_batched_scores_equal_one_pair_at_a_time(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_batched_scores_equal_one_pair_at_a_time(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     task = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(sample_root / "msrvtt")))
     data = task.dataset("test", tokenizer, MODEL, train=False)
     pairs = data.pairs
-    assert (
-        len(pairs.texts) == len(pairs.clips) == 8 and len(data) == 64
-    )  # every test clip, one caption each (1k-A layout)
+    # every test clip, one caption each (1k-A layout)
+    assert len(pairs.texts) == len(pairs.clips) == 8 and len(data) == 64
     model = _model(task)
     metric = task.metric("test")
     score_split(task, model, data, metric, 24, torch.device("cpu"))  # batches cut across texts
@@ -66,7 +69,7 @@ def test_batched_scores_equal_one_pair_at_a_time(sample_root: Path, tokenizer) -
     }
 
 
-def test_rerank_k(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_rerank_k(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     full_task = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(sample_root / "msrvtt")))
     model = _model(full_task)
     results = {}
@@ -86,8 +89,8 @@ def test_rerank_k(sample_root: Path, tokenizer) -> None:  # type: ignore[no-unty
 
 
 def test_youcook2_clips_are_segments_and_a_clip_list_sets_the_gallery(
-    sample_root: Path, tokenizer, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    sample_root: Path, tokenizer: PreTrainedTokenizerBase, tmp_path: Path
+) -> None:
     settings = YouCook2Retrieval.sample_settings(sample_root)
     task = YouCook2Retrieval(YouCook2RetrievalConfig(**settings))
     annotations = json.loads((sample_root / settings["annotations"]).read_text())["database"]
@@ -139,7 +142,9 @@ def test_msrvtt_trains_on_the_7k_list_by_default(tmp_path: Path) -> None:
     ).has_split("train")
 
 
-def test_train_fraction_keeps_a_fixed_share_of_the_training_videos(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_train_fraction_keeps_a_fixed_share_of_the_training_videos(
+    sample_root: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
     root = str(sample_root / "msrvtt")
     full = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root)).dataset("train", tokenizer, MODEL, train=True)
     part = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root, train_fraction=0.25)).dataset(

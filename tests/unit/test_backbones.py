@@ -85,9 +85,8 @@ def hara_checkpoint(tmp_path_factory):
 
 def test_hara_checkpoint_loads_strictly_and_computes_the_same_features(hara_checkpoint):
     reference, state, path = hara_checkpoint
-    assert (
-        len(state) == 1 + 4 + sum(n * 15 + 5 for n in (3, 4, 23, 3)) + 2 == 522
-    )  # conv1, bn1, blocks, downsamples, fc
+    # conv1, bn1, blocks, downsamples, fc
+    assert len(state) == 1 + 4 + sum(n * 15 + 5 for n in (3, 4, 23, 3)) + 2 == 522
     backbone = B.build_3d("resnext101", str(path))
     assert (backbone.dim, backbone.size, backbone.frames, backbone.fps) == (2048, 112, 16, 24.0)
     clip = torch.randn(2, 3, 16, 112, 112)
@@ -196,7 +195,5 @@ def test_pytorchvideo_slow_r50_gives_pooled_features():
     slow = B.build_3d("slow_r50", "random")
     assert (slow.dim, slow.size, slow.frames, slow.fps) == (2048, 224, 8, 30 / 8)
     with torch.inference_mode():
-        assert slow.module(torch.randn(1, 3, 8, 64, 64)).shape == (
-            1,
-            2048,
-        )  # Kinetics logits replaced by the pooled vector
+        # Kinetics logits replaced by the pooled vector
+        assert slow.module(torch.randn(1, 3, 8, 64, 64)).shape == (1, 2048)

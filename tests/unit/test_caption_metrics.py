@@ -119,9 +119,8 @@ def test_cider_d_of_a_prediction_equal_to_one_reference() -> None:
     refs["a"].append("a cat is sitting")
     hyps = {"a": "the cat sat on the mat", "b": "a dog ran in the park"}
     ours = caption_scores(refs, hyps, meteor=False)["CIDEr-D"]
-    assert (
-        ours == pytest.approx(_cider_d(refs, hyps), rel=1e-9) and ours < 1000.0
-    )  # the other reference of "a" is not matched
+    # the other reference of "a" is not matched
+    assert ours == pytest.approx(_cider_d(refs, hyps), rel=1e-9) and ours < 1000.0
 
 
 def test_meteor_is_scored_and_missing_predictions_score_as_empty() -> None:
@@ -151,10 +150,8 @@ def test_paragraphs_as_mart_on_a_real_youcook2_validation_video() -> None:
 
 
 def test_repetition_at_4_counts_within_sentences_over_the_video() -> None:
-    assert repetition_at_4(["add the oil to the pan", "add the oil to the pan."]) == pytest.approx(
-        3 / 6
-    )  # 3 4-grams twice
+    # 3 4-grams twice
+    assert repetition_at_4(["add the oil to the pan", "add the oil to the pan."]) == pytest.approx(3 / 6)
     assert repetition_at_4(["add the oil", "to the pan"]) == 0.0  # no sentence has 4 words; grams never cross sentences
-    assert repetition_at_4(["cut, cut, cut, cut, cut"]) == pytest.approx(
-        1 / 2
-    )  # "," read as a space: 2 identical 4-grams
+    # "," read as a space: 2 identical 4-grams
+    assert repetition_at_4(["cut, cut, cut, cut, cut"]) == pytest.approx(1 / 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -14,10 +15,11 @@ def test_defaults_and_frozen() -> None:
     cfg = load_config(Config)
     assert cfg.model.arch == "small" and cfg.model.max_video_tokens == 100
     with pytest.raises(dataclasses.FrozenInstanceError):
+        # the assignment a frozen dataclass refuses is what is tested
         cfg.seed = 3  # type: ignore[misc]
 
 
-def test_yaml_scientific_notation_becomes_float(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_yaml_scientific_notation_becomes_float(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("loss:\n  constrained_lambda: 1e-4\n")
     cfg = load_config(Config, str(path))
@@ -26,7 +28,7 @@ def test_yaml_scientific_notation_becomes_float(tmp_path) -> None:  # type: igno
     assert load_config(Config, None, ["loss.constrained_lambda=2"]).loss.constrained_lambda == 2.0
 
 
-def test_unknown_key_names_file_line_and_valid_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_key_names_file_line_and_valid_keys(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("seed: 1\nmodel:\n  arch: tiny\n  hiden_size: 3\n")
     with pytest.raises(ConfigError) as err:
@@ -35,7 +37,7 @@ def test_unknown_key_names_file_line_and_valid_keys(tmp_path) -> None:  # type: 
     assert f"{path} line 4" in message and "model.hiden_size" in message and "model.max_video_tokens" in message
 
 
-def test_unknown_section_and_wrong_types(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_section_and_wrong_types(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("optim:\n  lr: 1\n")
     with pytest.raises(ConfigError, match="line 1: unknown key 'optim'"):
@@ -78,7 +80,7 @@ def test_packaged_presets_and_missing_file() -> None:
         load_config(Config, "no-such-config.yaml")
 
 
-def test_saved_config_loads_back_identical(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_saved_config_loads_back_identical(tmp_path: Path) -> None:
     cfg = load_config(Config, "tiny", ["loss.constrained_lambda=1e-4", "model.attention=eager"])
     path = save_config(cfg, tmp_path / "run" / "config.yaml")
     assert load_config(Config, str(path)) == cfg
@@ -112,7 +114,7 @@ def test_out_of_range_settings_are_refused_when_loaded(override: str, message: s
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
-def test_out_of_range_in_a_file_names_its_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_out_of_range_in_a_file_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("train:\n  batch_size: 16\n  lr: -3\n")
     with pytest.raises(ConfigError, match=r"bad.yaml line 3: train.lr: -3 is out of range; use a value > 0"):

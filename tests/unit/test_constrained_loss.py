@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from decembert_cli.data.batch import collate
+from decembert_cli.data.batch import VideoTextBatch, collate
 from decembert_cli.model.attention import attention_entropy, candidate_layout, candidate_scores
 from tests.helpers import build_pretraining, random_batch, random_samples, tiny_bert_config
 
 
 def naive_constrained_loss(
-    scores: list[torch.Tensor], batch, takes_part: torch.Tensor, both: bool = False
-) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    scores: list[torch.Tensor], batch: VideoTextBatch, takes_part: torch.Tensor, both: bool = False
+) -> torch.Tensor:
     """DESIGN.md §1 written out with loops over samples, layers, heads and candidates.
 
     scores: per layer (B, h, L, L) logits (the paper) or attention probabilities (the released code's
@@ -57,7 +58,7 @@ def naive_constrained_loss(
 
 
 @pytest.mark.parametrize("neighbours", [1, 2, 3, 4, [1, 4, 2, 3, 1]])
-def test_fused_equals_naive_reference_with_gradients(neighbours) -> None:  # type: ignore[no-untyped-def]
+def test_fused_equals_naive_reference_with_gradients(neighbours: int | list[int]) -> None:
     torch.manual_seed(0)
     model = build_pretraining(tiny_bert_config(layers=3, heads=4), on_negatives=True).double().eval()
     with torch.no_grad():  # sharpen attention so that u is far from uniform
@@ -121,9 +122,8 @@ def test_released_code_variants_fused_equal_naive(scores: str, direction: str) -
     fused = model(batch).losses["constrained"]
     eager = model(batch, keep_logits=True, output_attentions=True)
     assert torch.allclose(eager.losses["constrained"], fused, atol=1e-10)
-    maps = (
-        eager.encoder.attentions if scores == "probs" else eager.encoder.logits
-    )  # probabilities: softmax with the masks
+    # probabilities: softmax with the masks
+    maps = eager.encoder.attentions if scores == "probs" else eager.encoder.logits
     takes_part = batch.video_mask.any(-1) & (eager.encoder.candidate_valid.sum(-1) >= 2)
     naive = naive_constrained_loss(list(maps), batch, takes_part, both=direction == "both")
     assert torch.allclose(fused, naive, atol=1e-8), (fused.item(), naive.item())
@@ -220,9 +220,8 @@ def test_validation_reports_choices_by_time_offset() -> None:
     assert "align_count" not in model(batch).stats  # no diagnostics (host synchronisations) in training steps
     assert collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.95, "argmax_u_offset+0": 0.05}) is not None
     assert "s_i-1 for 95%" in collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.95, "argmax_u_offset+0": 0.05})
-    assert (
-        collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.5, "argmax_u_offset+0": 0.5}) is None
-    )  # confident, but by content
+    # confident, but by content
+    assert collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.5, "argmax_u_offset+0": 0.5}) is None
     assert collapse_warning({"entropy": 0.5, "argmax_u_offset-1": 0.95}) is None
 
 
@@ -310,7 +309,7 @@ def test_lambda_weights_the_total() -> None:
     assert torch.allclose(diag.losses["total"], out0.losses["total"])
 
 
-def test_no_full_attention_matrix_in_fused_path(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_no_full_attention_matrix_in_fused_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fused path never builds an (L x L) logits tensor: every matmul output is checked."""
     torch.manual_seed(0)
     model = build_pretraining(tiny_bert_config(layers=2, heads=2)).eval()
@@ -319,7 +318,7 @@ def test_no_full_attention_matrix_in_fused_path(monkeypatch) -> None:  # type: i
     shapes: list[tuple[int, ...]] = []
     real_matmul = torch.matmul
 
-    def spy(a, b, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(a: torch.Tensor, b: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         out = real_matmul(a, b, *args, **kwargs)
         shapes.append(tuple(out.shape))
         return out
@@ -355,7 +354,7 @@ def test_validation_measures_what_the_video_contributes() -> None:
             seg.ids = [4 if label != IGNORE_INDEX else x for x, label in zip(seg.ids, seg.labels or [])]
     batch = collate(samples, cls_id=2, sep_id=3, pad_id=0)
 
-    def predictions(b):  # type: ignore[no-untyped-def]
+    def predictions(b: VideoTextBatch) -> tuple[torch.Tensor, torch.Tensor]:
         selected = b.mlm_labels != IGNORE_INDEX
         with torch.no_grad():
             return model.mlm(model.encoder(b).text[selected]).argmax(-1), b.text_type[selected] == int(TokenType.ASR)

@@ -8,6 +8,7 @@ import math
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -22,7 +23,11 @@ from decembert_cli.data.corpus import (
     split_videos,
 )
 from decembert_cli.data.sample.corpus import generate, open_sample
+from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.errors import DecembertError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 DIM = 16
 DIMS = (DIM, DIM)
@@ -142,13 +147,13 @@ def test_split_is_by_video_deterministic_and_capped(sample_root: Path) -> None:
     assert split_videos(records, 0)[1] == []
 
 
-def _dataset(root: Path, tokenizer, **changes: object) -> PretrainDataset:  # type: ignore[no-untyped-def]
+def _dataset(root: Path, tokenizer: PreTrainedTokenizerBase, **changes: object) -> PretrainDataset:
     config = _config(root, **changes)
     records = open_sample(config, DataReport(), DIMS)
-    return PretrainDataset(records, tokenizer, config, dims=DIMS, seed=3)
+    return PretrainDataset(records, tokenizer, config, seed=3)
 
 
-def test_mlm_and_negative_rates(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_mlm_and_negative_rates(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     data = _dataset(sample_root, tokenizer)
     selected: Counter[TokenType] = Counter()
     tokens: Counter[TokenType] = Counter()
@@ -174,7 +179,7 @@ def test_mlm_and_negative_rates(sample_root: Path, tokenizer) -> None:  # type: 
     assert abs(kinds["same-video"] / negatives - 0.5) < 4 * (0.25 / negatives) ** 0.5
 
 
-def test_mask_replace_setting_reaches_the_samples(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_mask_replace_setting_reaches_the_samples(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     def masked_inputs(data: PretrainDataset) -> Counter[str]:
         seen: Counter[str] = Counter()
         for index in range(0, len(data)):
@@ -195,7 +200,7 @@ def test_mask_replace_setting_reaches_the_samples(sample_root: Path, tokenizer) 
     )
 
 
-def test_sample_construction_follows_the_paper(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_sample_construction_follows_the_paper(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     data = _dataset(sample_root, tokenizer, neighbours=2)
     seen_aligned = 0
     for index in range(0, len(data), 3):
@@ -217,7 +222,9 @@ def test_sample_construction_follows_the_paper(sample_root: Path, tokenizer) -> 
         # the candidates are s_{i-k} .. s_{i+k} in a shuffled order; offsets say which slot holds which
         assert sorted(sample.candidate_offsets) == list(range(lo - source_clip, hi - source_clip + 1))
         for seg, offset in zip(asr, sample.candidate_offsets):
-            expected = data._tokens([captions.text[source_clip + offset]])[0]
+            (expected,) = tokenize_captions(
+                data.tokenizer, [captions.text[source_clip + offset]], data.config.max_caption_tokens
+            )
             assert [t if label == IGNORE_INDEX else label for t, label in zip(seg.ids, seg.labels)] == expected
         if info.negative is None:
             assert sample.vtm_label == 1 and sample.candidate_offsets[sample.own_candidate] == 0
@@ -231,9 +238,11 @@ def test_sample_construction_follows_the_paper(sample_root: Path, tokenizer) -> 
     assert seen_aligned > 0
 
 
-def test_candidates_are_shuffled_per_sample_and_share_positions(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_candidates_are_shuffled_per_sample_and_share_positions(
+    sample_root: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
     data = _dataset(sample_root, tokenizer, neighbours=1, negative_prob=0.0)
-    in_order = PretrainDataset(data.records, tokenizer, data.config, dims=DIMS, seed=3, shuffle_candidates=False)
+    in_order = PretrainDataset(data.records, tokenizer, data.config, seed=3, shuffle_candidates=False)
     own_slots: Counter[int] = Counter()
     samples = []
     for index in range(0, len(data), 2):
@@ -241,9 +250,8 @@ def test_candidates_are_shuffled_per_sample_and_share_positions(sample_root: Pat
         if len(sample.candidate_offsets) == 3:
             own_slots[sample.own_candidate] += 1
             samples.append(sample)
-        assert in_order.build(0, index)[0].candidate_offsets == sorted(
-            sample.candidate_offsets
-        )  # time order without shuffling
+        # time order without shuffling
+        assert in_order.build(0, index)[0].candidate_offsets == sorted(sample.candidate_offsets)
     assert all(n > 0.25 * sum(own_slots.values()) for n in own_slots.values()) and len(own_slots) == 3
     batch = data.collate(samples[:8])
     for b in range(8):
@@ -252,19 +260,18 @@ def test_candidates_are_shuffled_per_sample_and_share_positions(sample_root: Pat
             c = int(batch.caption_id[b, t])
             if c >= 0:
                 slot_start.setdefault(c, int(batch.text_pos[b, t]))
-        assert (
-            len(slot_start) == 3 and len(set(slot_start.values())) == 1
-        )  # every candidate starts at the same position
+        # every candidate starts at the same position
+        assert len(slot_start) == 3 and len(set(slot_start.values())) == 1
         dense = batch.text_type[b] == int(TokenType.DENSE)
         assert int(batch.text_pos[b][dense].max()) < min(slot_start.values())  # dense captions come first, sequentially
         assert batch.candidate_offset[b].tolist() == samples[b].candidate_offsets
 
 
-def test_an_epoch_of_videos_draws_one_clip_per_video(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_an_epoch_of_videos_draws_one_clip_per_video(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     config = _config(sample_root)
     records = open_sample(config, DataReport(), DIMS)
-    by_video = PretrainDataset(records, tokenizer, config, dims=DIMS, seed=3, epoch_unit="video")
-    by_clip = PretrainDataset(records, tokenizer, config, dims=DIMS, seed=3)
+    by_video = PretrainDataset(records, tokenizer, config, seed=3, epoch_unit="video")
+    by_clip = PretrainDataset(records, tokenizer, config, seed=3)
     assert len(by_video) == len(records) and len(by_clip) == sum(len(r.captions) for r in records) > 8 * len(by_video)
     drawn = {e: [by_video.clip_index(e, v) for v in range(len(records))] for e in range(4)}
     for clips in drawn.values():
@@ -277,14 +284,14 @@ def test_an_epoch_of_videos_draws_one_clip_per_video(sample_root: Path, tokenize
     assert [by_clip.clip_index(2, c) for c in range(5)] == list(range(5))
 
 
-def test_samples_are_deterministic_per_epoch_and_index(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_samples_are_deterministic_per_epoch_and_index(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     data = _dataset(sample_root, tokenizer)
     a, b = data.build(2, 5)[0], data.build(2, 5)[0]
     assert [s.ids for s in a.segments] == [s.ids for s in b.segments]
     assert any([s.ids for s in data.build(e, 5)[0].segments] != [s.ids for s in a.segments] for e in range(3, 8))
 
 
-def test_ablation_switches_change_the_samples(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_ablation_switches_change_the_samples(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     no_neighbours = _dataset(sample_root, tokenizer, neighbours=0, negative_prob=0.0)
     no_dense = _dataset(sample_root, tokenizer, use_dense=False)
     for index in range(0, 40, 4):
@@ -293,7 +300,7 @@ def test_ablation_switches_change_the_samples(sample_root: Path, tokenizer) -> N
         assert not [s for s in no_dense.build(0, index)[0].segments if s.kind == TokenType.DENSE]
 
 
-def test_text_budget_is_checked(sample_root: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_text_budget_is_checked(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     with pytest.raises(DecembertError, match="data.neighbours=10 with data.max_caption_tokens=40"):
         _dataset(sample_root, tokenizer, neighbours=10)
 

@@ -53,7 +53,7 @@ def test_paper_masking_replaces_every_selected_token_with_mask() -> None:
     assert abs(selected.mean() - 0.20) < 0.01
     assert (inputs_a[selected] == 103).all() and (inputs_a[~selected] == ids_a[~selected]).all()
     assert (labels_a[selected] == ids_a[selected]).all()
-    with pytest.raises(ValueError, match="mask or bert"):
+    with pytest.raises(ValueError, match="mask or bert"):  # a value outside the Literal, on purpose
         mask_tokens(ids[:5], 0.2, np.random.default_rng(0), mask_id=103, vocab_size=30522, replace="other")  # type: ignore[arg-type]
 
 

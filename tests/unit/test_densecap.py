@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,22 +14,22 @@ from decembert_cli.data.densecap import normalise_frames, read_paper_npy
 from decembert_cli.data.howto100m import BadVideo
 
 
-def _object_array(frames):  # type: ignore[no-untyped-def]
+def _object_array(frames: list[Any]) -> np.ndarray:
     array = np.empty(len(frames), dtype=object)
     for i, frame in enumerate(frames):
         array[i] = frame
     return array
 
 
-def test_reads_the_papers_object_arrays(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_reads_the_papers_object_arrays(tmp_path: Path) -> None:
     frames = [["a man <unk> a knife", "white plate"], [], ["white plate", "red onion"]]
     np.save(tmp_path / "vid.npy", _object_array(frames), allow_pickle=True)
     assert read_paper_npy(tmp_path / "vid.npy") == frames
 
 
-def test_refuses_pickles_that_would_run_code(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_refuses_pickles_that_would_run_code(tmp_path: Path) -> None:
     class Evil:
-        def __reduce__(self):  # type: ignore[no-untyped-def]
+        def __reduce__(self) -> tuple[Callable[[str], int], tuple[str]]:
             return (os.system, ("touch " + str(tmp_path / "pwned"),))
 
     np.save(tmp_path / "evil.npy", _object_array([[Evil()]]), allow_pickle=True)
@@ -35,7 +38,7 @@ def test_refuses_pickles_that_would_run_code(tmp_path) -> None:  # type: ignore[
     assert not (tmp_path / "pwned").exists()
 
 
-def test_bad_files_are_bad_videos(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_files_are_bad_videos(tmp_path: Path) -> None:
     (tmp_path / "junk.npy").write_bytes(b"not an npy file")
     with pytest.raises(BadVideo, match="unreadable"):
         read_paper_npy(tmp_path / "junk.npy")
@@ -63,7 +66,7 @@ def test_normalisation_drops_unk_case_and_contiguous_repeats() -> None:
     ]
 
 
-def test_our_json_store_and_the_paper_layout_read_alike(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_our_json_store_and_the_paper_layout_read_alike(tmp_path: Path) -> None:
     import json
 
     from decembert_cli.data.densecap import STORE_FORMAT, read_dense_captions

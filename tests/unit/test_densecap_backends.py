@@ -25,9 +25,8 @@ def test_parser_on_hand_written_generations():
     assert [r.caption for r in regions] == ["a red car", "door", "wheel", "wheel"]  # a caption with two boxes
     assert regions[0].box == (54.5, 187.75, 906.5, 353.75)  # bin centres: (b + 0.5) / 1000 * size
     assert regions[3].box == (0.5, 0.25, 999.5, 499.75)  # the trailing lone <loc_5> is dropped
-    assert (
-        parse_florence2("</s><s><loc_1><loc_2><loc_3><loc_4>  a  cup <loc_1></s>", (100, 100)) == []
-    )  # no caption / no box
+    # no caption / no box
+    assert parse_florence2("</s><s><loc_1><loc_2><loc_3><loc_4>  a  cup <loc_1></s>", (100, 100)) == []
     assert parse_florence2("</s><s>A green car parked in front of a building.</s>", (100, 100)) == []
     assert dequantise(1500, 10) == pytest.approx(9.995)  # out-of-range bins are clamped
 

@@ -238,9 +238,8 @@ def test_one_bad_entry_fails_that_video_only(tmp_path: Path) -> None:
     (tmp_path / "dc.json").write_text(json.dumps(data))
     (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
     summary = _run([tmp_path / "dc.json", tmp_path / "deep.json"], tmp_path / "out")
-    assert (
-        summary.captioned == 1 and (tmp_path / "out" / "video7.json").is_file()
-    )  # the good video of the file still imported
+    # the good video of the file still imported
+    assert summary.captioned == 1 and (tmp_path / "out" / "video7.json").is_file()
     failures = {
         f["video_id"]: f for f in map(json.loads, (tmp_path / "out" / "failures.jsonl").read_text().splitlines())
     }

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from decembert_cli.config import Config, load_config
-from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, collate
+from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
 from decembert_cli.model.encoder import separate_candidates
 from tests.helpers import build_pretraining, random_batch, tiny_bert_config
 
 
-def _text_only_batch(ids: torch.Tensor, mask: torch.Tensor, dim: int = 2048):  # type: ignore[no-untyped-def]
+def _text_only_batch(ids: torch.Tensor, mask: torch.Tensor, dim: int = 2048) -> VideoTextBatch:
     samples = []
     for row, m in zip(ids.tolist(), mask.tolist()):
         n = int(sum(m))
@@ -22,7 +24,7 @@ def _text_only_batch(ids: torch.Tensor, mask: torch.Tensor, dim: int = 2048):  #
     return collate(samples, cls_id=int(ids[0, 0]), sep_id=int(ids[0, int(mask[0].sum()) - 1]), pad_id=0)
 
 
-def test_text_only_output_equals_bert_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_text_only_output_equals_bert_model(tmp_path: Path) -> None:
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
     from decembert_cli.config import ModelConfig
@@ -211,7 +213,7 @@ def test_too_many_video_tokens_is_a_clear_error() -> None:
         model(random_batch(0, batch_size=2, neighbours=1))
 
 
-def test_bad_init_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_init_is_a_clear_error(tmp_path: Path) -> None:
     from decembert_cli.config import ModelConfig
     from decembert_cli.errors import DecembertError
     from decembert_cli.model import build_encoder
@@ -220,7 +222,7 @@ def test_bad_init_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped
         build_encoder(ModelConfig(init=str(tmp_path / "missing")))
 
 
-def test_tokenizer_option_loads_from_a_directory(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_tokenizer_option_loads_from_a_directory(tmp_path: Path) -> None:
     import shutil
 
     from decembert_cli.config import ModelConfig

@@ -1,4 +1,5 @@
-"""Caption generation: the seq2seq mask, cached = recomputed decoding, beam 1 = greedy, beam search is exact when exhaustive."""
+"""Caption generation: the seq2seq mask, cached = recomputed decoding, beam 1 = greedy,
+beam search is exact when exhaustive."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, collate
+from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
 from decembert_cli.model.encoder import DecembertEncoder
 from decembert_cli.model.generation import Decoding, generate, greedy, seq2seq_mask
 from decembert_cli.model.heads import MLMHead
@@ -20,7 +21,7 @@ EOS = SEP
 
 
 @pytest.fixture(scope="module")
-def model():  # type: ignore[no-untyped-def]
+def model() -> tuple[DecembertEncoder, MLMHead]:
     torch.manual_seed(0)
     config = tiny_bert_config(layers=2, hidden=32)
     config.vocab_size = 120
@@ -47,16 +48,16 @@ def _contexts(n: int, seed: int = 0) -> list[EncoderSample]:
     return samples
 
 
-def _batch(samples):  # type: ignore[no-untyped-def]
+def _batch(samples: list[EncoderSample]) -> VideoTextBatch:
     return collate(samples, cls_id=CLS, sep_id=SEP, pad_id=PAD, max_video_tokens=20)
 
 
 def _sequence_score(
-    model,
+    model: tuple[DecembertEncoder, MLMHead],
     sample: EncoderSample,
     caption: list[int],
     allowed: torch.Tensor | None,
-    alpha: float,  # type: ignore[no-untyped-def]
+    alpha: float,
     ended: bool = True,
 ) -> float:
     """Teacher forcing over [context][caption + SEP] with the training mask: sum log p / length ** alpha
@@ -98,7 +99,9 @@ def test_seq2seq_mask() -> None:
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
-def test_cached_decoding_equals_recomputing_and_beam_1_equals_greedy(model, alpha: float) -> None:  # type: ignore[no-untyped-def]
+def test_cached_decoding_equals_recomputing_and_beam_1_equals_greedy(
+    model: tuple[DecembertEncoder, MLMHead], alpha: float
+) -> None:
     encoder, head = model
     batch = _batch(_contexts(5))
     with torch.no_grad():
@@ -125,7 +128,7 @@ def test_cached_decoding_equals_recomputing_and_beam_1_equals_greedy(model, alph
         )
 
 
-def test_exhaustive_beam_finds_the_best_sequence(model) -> None:  # type: ignore[no-untyped-def]
+def test_exhaustive_beam_finds_the_best_sequence(model: tuple[DecembertEncoder, MLMHead]) -> None:
     allowed = torch.zeros(120, dtype=torch.bool)
     words = [7, 8, 9]
     allowed[words + [EOS]] = True
@@ -141,17 +144,18 @@ def test_exhaustive_beam_finds_the_best_sequence(model) -> None:  # type: ignore
     for sample, (tokens, score) in zip(samples, found):
         every = [list(c) for n in range(3) for c in itertools.product(words, repeat=n)]  # up to 2 words, then [SEP]
         scored = {tuple(c): _sequence_score(model, sample, c, allowed, 0.0) for c in every}
+        # cut
         scored.update(
             {
                 c: _sequence_score(model, sample, list(c), allowed, 0.0, ended=False)
                 for c in itertools.product(words, repeat=3)
             }
-        )  # cut
+        )
         best = max(scored, key=scored.get)
         assert tuple(tokens) == best and score == pytest.approx(scored[best], rel=1e-4, abs=1e-5)
 
 
-def test_no_repeat_ngram(model) -> None:  # type: ignore[no-untyped-def]
+def test_no_repeat_ngram(model: tuple[DecembertEncoder, MLMHead]) -> None:
     allowed = torch.zeros(120, dtype=torch.bool)
     allowed[[7, 8, EOS]] = True
     with torch.no_grad():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import zipfile
 from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -13,12 +15,14 @@ from decembert_cli.data.howto100m import (
     BadVideo,
     VideoCaptions,
     clean_captions,
-    iter_clean,
     load_features,
     open_captions,
     trim_overlap,
 )
 from decembert_cli.errors import DecembertError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 CAPTIONS = {
     "vidA": {"start": [1.15, 3.5, 6.0], "end": [3.5, 6.0, 9.2], "text": ["end day", "chop onions", "fry them"]},
@@ -26,14 +30,14 @@ CAPTIONS = {
 }
 
 
-def _write_csv_folder(folder, captions) -> None:  # type: ignore[no-untyped-def]
+def _write_csv_folder(folder: Path, captions: dict[str, dict[str, list[Any]]]) -> None:
     folder.mkdir()
     for vid, c in captions.items():
         rows = ["start,end,text"] + [f"{s},{e},{t}" for s, e, t in zip(c["start"], c["end"], c["text"])]
         (folder / f"{vid}.csv").write_text("\n".join(rows) + "\n")
 
 
-def test_all_three_caption_forms_read_the_same(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_all_three_caption_forms_read_the_same(tmp_path: Path) -> None:
     (tmp_path / "caption.json").write_text(json.dumps(CAPTIONS))
     _write_csv_folder(tmp_path / "howto100m_captions", CAPTIONS)
     with zipfile.ZipFile(tmp_path / "howto100m_captions.zip", "w") as zf:
@@ -71,7 +75,7 @@ def test_messy_captions_are_normalised() -> None:
     }
 
 
-def test_real_non_ascii_caption_lines_are_kept_and_tokenise_to_words(tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_real_non_ascii_caption_lines_are_kept_and_tokenise_to_words(tokenizer: PreTrainedTokenizerBase) -> None:
     lines = [
         "stitch ½ inch away raw edge fabric second",
         "fjällräven giveaway",
@@ -88,9 +92,8 @@ def test_real_non_ascii_caption_lines_are_kept_and_tokenise_to_words(tokenizer) 
     for line in lines:
         tokens = tokenizer.tokenize(line)
         assert tokens and sum(t != tokenizer.unk_token for t in tokens) >= len(line.split()) - 1
-    assert tokenizer.tokenize("córdoba") == tokenizer.tokenize(
-        "cordoba"
-    )  # the tokenizer strips accents as has_word assumes
+    # the tokenizer strips accents as has_word assumes
+    assert tokenizer.tokenize("córdoba") == tokenizer.tokenize("cordoba")
 
 
 @pytest.mark.parametrize(
@@ -121,17 +124,20 @@ def test_rolling_asr_overlap_is_trimmed() -> None:
     assert clean_captions(raw, trim_rolling=False).text == raw.text
 
 
-def test_iter_clean_reports_bad_videos(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_caption_records_are_badvideo(tmp_path: Path) -> None:
     data = dict(CAPTIONS)
     data["vidC"] = {"start": [0.0, 1.0], "end": [1.0], "text": ["a", "b"]}
     data["vidD"] = {"start": [0.0]}
     (tmp_path / "caption.json").write_text(json.dumps(data))
-    results = dict(iter_clean(open_captions(tmp_path / "caption.json"), trim_rolling=False))
-    assert isinstance(results["vidA"], VideoCaptions)
-    assert "unequal length" in str(results["vidC"]) and "lacks end, text" in str(results["vidD"])
+    source = open_captions(tmp_path / "caption.json")
+    assert isinstance(clean_captions(source.get("vidA"), trim_rolling=False), VideoCaptions)
+    with pytest.raises(BadVideo, match="unequal length"):
+        clean_captions(source.get("vidC"), trim_rolling=False)
+    with pytest.raises(BadVideo, match="lacks end, text"):
+        clean_captions(source.get("vidD"), trim_rolling=False)
 
 
-def test_unreadable_caption_files_are_clear_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_unreadable_caption_files_are_clear_errors(tmp_path: Path) -> None:
     bad = tmp_path / "caption.json"
     bad.write_text('{"vidA": {"start": [1,\n}')
     with pytest.raises(DecembertError, match=r"caption.json, line 2, column \d+: not valid JSON"):
@@ -147,7 +153,7 @@ def test_unreadable_caption_files_are_clear_errors(tmp_path) -> None:  # type: i
         open_captions(tmp_path / "csv").get("w")
 
 
-def test_features_are_aligned_on_the_one_second_grid(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_features_are_aligned_on_the_one_second_grid(tmp_path: Path) -> None:
     seconds = 20
     f2 = np.arange(seconds, dtype=np.float16)[:, None].repeat(8, 1)  # value = second
     f3 = (np.arange(30, dtype=np.float16) / 1.5)[:, None].repeat(4, 1)  # 1.5 per second: value = time
@@ -164,7 +170,7 @@ def test_features_are_aligned_on_the_one_second_grid(tmp_path) -> None:  # type:
     assert a.shape[0] == b.shape[0] == 6
 
 
-def test_bad_feature_files_raise_bad_video(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_feature_files_raise_bad_video(tmp_path: Path) -> None:
     good = tmp_path / "good.npy"
     np.save(good, np.ones((10, 8), dtype=np.float32))
     np.save(tmp_path / "wide.npy", np.ones((10, 16), dtype=np.float32))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +14,7 @@ from decembert_cli.registry import Registry
 GROUP = "decembert.testing-plugins"
 
 
-def _install_fake_dist(root, name: str, version: str, entry_points: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def _install_fake_dist(root: Path, name: str, version: str, entry_points: dict[str, str]) -> None:
     info = root / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
@@ -21,7 +23,7 @@ def _install_fake_dist(root, name: str, version: str, entry_points: dict[str, st
 
 
 @pytest.fixture
-def plugin_path(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+def plugin_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "good_plugin.py").write_text("LOADS = []\nclass Thing:\n    pass\nLOADS.append(1)\n")
     (tmp_path / "broken_plugin.py").write_text("raise ImportError('needs a missing dependency')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -30,7 +32,7 @@ def plugin_path(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
         sys.modules.pop(mod, None)
 
 
-def test_discovers_without_importing_and_loads_lazily(plugin_path) -> None:  # type: ignore[no-untyped-def]
+def test_discovers_without_importing_and_loads_lazily(plugin_path: Path) -> None:
     _install_fake_dist(plugin_path, "good-pkg", "1.2.3", {"good": "good_plugin:Thing"})
     registry = Registry(GROUP, "thing")
     info = registry.available()["good"]
@@ -41,7 +43,7 @@ def test_discovers_without_importing_and_loads_lazily(plugin_path) -> None:  # t
     assert registry.load("good") is thing
 
 
-def test_broken_plugin_is_named_and_others_still_work(plugin_path) -> None:  # type: ignore[no-untyped-def]
+def test_broken_plugin_is_named_and_others_still_work(plugin_path: Path) -> None:
     _install_fake_dist(plugin_path, "good-pkg", "1.0", {"good": "good_plugin:Thing"})
     _install_fake_dist(plugin_path, "broken-pkg", "0.1", {"broken": "broken_plugin:Thing"})
     registry = Registry(GROUP, "thing")
@@ -52,7 +54,7 @@ def test_broken_plugin_is_named_and_others_still_work(plugin_path) -> None:  # t
         registry.load("nope")
 
 
-def test_duplicate_names_are_an_error_naming_both_packages(plugin_path) -> None:  # type: ignore[no-untyped-def]
+def test_duplicate_names_are_an_error_naming_both_packages(plugin_path: Path) -> None:
     _install_fake_dist(plugin_path, "first-pkg", "1.0", {"same": "good_plugin:Thing"})
     _install_fake_dist(plugin_path, "second-pkg", "1.0", {"same": "broken_plugin:Thing"})
     with pytest.raises(

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -33,6 +34,9 @@ from decembert_cli.data.sample.corpus import (
 )
 from decembert_cli.errors import DecembertError
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 DIM = 32
 
 
@@ -49,7 +53,7 @@ def _truth(root: Path) -> dict:
     return json.loads((root / "alignment.json").read_text())["videos"]
 
 
-def test_vocabulary_is_single_wordpiece_tokens(tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_vocabulary_is_single_wordpiece_tokens(tokenizer: PreTrainedTokenizerBase) -> None:
     for word in OBJECTS + ACTIONS:
         assert tokenizer.tokenize(word) == [word]
     assert 20 <= len(set(OBJECTS)) == len(OBJECTS) <= 40 and 12 <= len(set(ACTIONS)) == len(ACTIONS) <= 30
@@ -89,7 +93,7 @@ def test_domains_have_disjoint_objects_and_videos_stay_in_their_domain(tmp_path:
     assert len(seen) == len(DOMAINS)  # 40 videos draw from every domain
 
 
-def test_the_captioner_names_only_its_own_objects(tmp_path: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+def test_the_captioner_names_only_its_own_objects(tmp_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     assert all(len(tokenizer.tokenize(w)) == 1 for w in GENERIC_NOUNS) and not set(GENERIC_NOUNS) & set(OBJECTS)
     for d in DOMAINS:  # half of every domain's objects
         assert abs(2 * sum(o in CAPTIONER_OBJECTS for o in d.objects) - len(d.objects)) <= 1
@@ -320,7 +324,7 @@ def test_sample_data_command(tmp_path: Path) -> None:
 def test_rendered_videos_last_as_long_as_the_plan_and_show_its_objects(tmp_path: Path) -> None:
     import cv2
 
-    from decembert_cli.data import sample_video
+    from decembert_cli.data.sample import video as sample_video
     from decembert_cli.data.sample.corpus import OBJECTS, _plan_video
 
     root = generate(tmp_path / "c", videos=2, render=True, features="none")
@@ -346,7 +350,7 @@ def test_rendered_videos_last_as_long_as_the_plan_and_show_its_objects(tmp_path:
 
 
 def test_every_object_and_action_looks_different() -> None:
-    from decembert_cli.data import sample_video
+    from decembert_cli.data.sample import video as sample_video
     from decembert_cli.data.sample.corpus import ACTIONS, OBJECTS
 
     looks = [sample_video.object_look(i) for i in range(len(OBJECTS))]

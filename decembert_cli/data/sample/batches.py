@@ -7,12 +7,16 @@ plumbing data, not a learnable corpus (the `sample` corpus plants a signal).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
 from decembert_cli.data.masking import mask_tokens
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 _OBJECTS = ["onion", "pan", "knife", "bowl", "tomato", "dough", "bread", "egg", "pepper", "garlic"]
 _ACTIONS = ["cut", "stir", "pour", "fold", "slice", "whisk", "press", "roll", "heat", "rinse"]
@@ -37,7 +41,9 @@ def _sentence(rng: np.random.Generator, words: int) -> str:
     return " ".join(filler[: len(filler) // 2] + core + filler[len(filler) // 2 :])
 
 
-def random_batch(tokenizer: object, shape: BatchShape, *, seed: int = 0, max_video_tokens: int = 100) -> VideoTextBatch:
+def random_batch(
+    tokenizer: PreTrainedTokenizerBase, shape: BatchShape, *, seed: int = 0, max_video_tokens: int = 100
+) -> VideoTextBatch:
     """A batch with video, dense captions, 2k+1 candidate ASR captions, MLM labels and VTM labels."""
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)

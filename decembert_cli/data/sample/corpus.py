@@ -41,7 +41,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -68,9 +68,8 @@ from .vocabulary import (
     UNKNOWN,
 )
 
-SAMPLE_FORMAT = (
-    "decembert.sample/4"  # 4: the captioner names only CAPTIONER_OBJECTS; 3: dense captions seeded per frame time
-)
+# 4: the captioner names only CAPTIONER_OBJECTS; 3: dense captions seeded per frame time
+SAMPLE_FORMAT = "decembert.sample/4"
 
 FPS_3D = 24 / 16  # like HowTo100M's 3D features: one per 16 frames at 24 fps
 DENSE_STEP_S = 2  # one dense-caption frame every 2 s (index int(t // 2))
@@ -332,8 +331,8 @@ def _features(
     t3 = math.ceil((t - 1) * FPS_3D) + 1  # load_features keeps floor((t3 - 1) / 1.5) + 1 = t seconds
     seg_2d = _segment_at(np.arange(t) + 0.5, segments)
     seg_3d = _segment_at((np.arange(t3) + 0.5) / FPS_3D, segments)
-    style_2d = STYLE_WEIGHT * _unit_rows(rng.standard_normal(objects.shape[1]))
-    style_3d = STYLE_WEIGHT * _unit_rows(rng.standard_normal(actions.shape[1]))
+    style_2d = STYLE_WEIGHT * _unit_rows(rng.standard_normal(int(objects.shape[1])))
+    style_3d = STYLE_WEIGHT * _unit_rows(rng.standard_normal(int(actions.shape[1])))
     f2 = _stream(np.where(seg_2d >= 0, obj_index[seg_2d], -1), objects, style_2d, noise, rng)
     f3 = _stream(np.where(seg_3d >= 0, act_index[seg_3d], -1), actions, style_3d, noise, rng)
     return f2, f3
@@ -372,7 +371,10 @@ def scene_regions(
         regions.append((plan["background"][1], whole))
     if rng.random() < 0.3:
         regions.append((str(rng.choice(UNKNOWN)), whole))
-    return [(c, tuple(round(v, 2) for v in b)) for c, b in regions]  # type: ignore[misc]
+    return [
+        (c, (round(left, 2), round(top, 2), round(right, 2), round(bottom, 2)))
+        for c, (left, top, right, bottom) in regions
+    ]
 
 
 def _captioner_name(obj: str, rng: np.random.Generator) -> str:
@@ -438,6 +440,54 @@ def generate(
     `progress(done, total)` is called after each video.
     """
     out_dir = Path(out_dir)
+    arguments: dict[str, Any] = {
+        "videos": videos,
+        "seed": seed,
+        "feature_dim_2d": feature_dim_2d,
+        "feature_dim_3d": feature_dim_3d,
+        "misaligned": misaligned,
+        "irrelevant": irrelevant,
+        "noise": noise,
+        "render": render,
+        "features": features,
+        "clips": clips,
+    }
+    _check_arguments(**arguments)
+    if _prepare(out_dir, arguments):
+        return out_dir
+    from . import downstream as sample_downstream
+
+    plans = [_plan_video(i, seed, misaligned, irrelevant) for i in range(videos)]
+    clip_plans = sample_downstream.clip_plans(seed, clips)
+    if out_dir.exists():
+        _remove_leftovers(out_dir, {p["id"] for p in plans + clip_plans})
+    _write_index(out_dir, plans)
+    write_video = _video_writer(seed, feature_dim_2d, feature_dim_3d, noise, features, render)
+    for done, plan in enumerate(plans, start=1):
+        write_video(plan, out_dir)
+        if progress is not None:
+            progress(done, videos)
+    _write_downstream(out_dir, plans, clip_plans, seed, write_video)
+    _write_truth(out_dir, plans)
+    # last: marks the corpus complete
+    atomic_write_text(out_dir / "meta.json", json.dumps(_meta(arguments, plans), indent=2) + "\n")
+    return out_dir
+
+
+def _check_arguments(
+    *,
+    videos: int,
+    seed: int,
+    feature_dim_2d: int,
+    feature_dim_3d: int,
+    misaligned: float,
+    irrelevant: float,
+    noise: float,
+    render: bool,
+    features: str,
+    clips: int,
+) -> None:
+    """Raise DecembertError for arguments `generate` cannot honour."""
     if videos < 1:
         raise DecembertError(f"videos = {videos}: the sample corpus needs at least one video")
     if seed < 0:
@@ -456,32 +506,20 @@ def generate(
         raise DecembertError(f"clips = {clips}: use 0 or more")
     if features == "none" and not render:
         raise DecembertError("a corpus without features needs its videos: render them, or write synthetic features")
-    arguments = {
-        "videos": videos,
-        "seed": seed,
-        "feature_dim_2d": feature_dim_2d,
-        "feature_dim_3d": feature_dim_3d,
-        "misaligned": misaligned,
-        "irrelevant": irrelevant,
-        "noise": noise,
-        "render": render,
-        "features": features,
-        "clips": clips,
-    }
-    if _prepare(out_dir, arguments):
-        return out_dir
-    from . import downstream as sample_downstream
 
-    plans = [_plan_video(i, seed, misaligned, irrelevant) for i in range(videos)]
-    clip_plans = sample_downstream.clip_plans(seed, clips)
-    if out_dir.exists():
-        _remove_leftovers(out_dir, {p["id"] for p in plans + clip_plans})
 
+def _write_index(out_dir: Path, plans: list[dict]) -> None:
+    """Write task_ids.csv and HowTo100M_v1.csv (one row per video: categories, rank, task)."""
     atomic_write_text(out_dir / "task_ids.csv", _csv_text([[tid, name] for tid, name, _ in TASKS], delimiter="\t"))
     rows: list[list[object]] = [["video_id", "category_1", "category_2", "rank", "task_id"]]
     rows += [[p["id"], *p["category"], p["rank"], p["task_id"]] for p in plans]
     atomic_write_text(out_dir / "HowTo100M_v1.csv", _csv_text(rows))
 
+
+def _video_writer(
+    seed: int, feature_dim_2d: int, feature_dim_3d: int, noise: float, features: str, render: bool
+) -> Callable[[dict, Path], None]:
+    """`write_video(plan, folder)`: writes one planned video's files under `folder` (corpus root or msrvtt/)."""
     objects, actions = prototypes(seed, feature_dim_2d, feature_dim_3d)
     object_index = {o: i for i, o in enumerate(OBJECTS)}
     action_index = {a: i for i, a in enumerate(ACTIONS)}
@@ -500,15 +538,23 @@ def generate(
             (folder / "videos").mkdir(parents=True, exist_ok=True)
             render_video(plan, seed, folder / "videos" / f"{plan['id']}.mp4", object_index, action_index)
 
-    for done, plan in enumerate(plans, start=1):
-        write_video(plan, out_dir)
-        if progress is not None:
-            progress(done, videos)
+    return write_video
+
+
+def _write_downstream(
+    out_dir: Path, plans: list[dict], clip_plans: list[dict], seed: int, write_video: Callable[[dict, Path], None]
+) -> None:
+    """Write msrvtt/ (the clips and their MSR-VTT annotations) and youcook2/ (annotations of the corpus' videos)."""
+    from . import downstream as sample_downstream
+
     sample_downstream.write(out_dir, clip_plans, write_video)
     atomic_write_text(
         out_dir / "youcook2" / sample_downstream.YOUCOOK2_FILE, sample_downstream.youcook2_annotations(plans, seed)
     )
 
+
+def _write_truth(out_dir: Path, plans: list[dict]) -> None:
+    """Write caption.json (the ASR captions) and alignment.json (segments and what each caption describes)."""
     atomic_write_text(out_dir / "caption.json", json.dumps({p["id"]: p["captions"] for p in plans}))
     alignment = {
         p["id"]: {
@@ -519,11 +565,18 @@ def generate(
         for p in plans
     }
     atomic_write_text(out_dir / "alignment.json", json.dumps({"format": SAMPLE_FORMAT, "videos": alignment}))
+
+
+def _meta(arguments: dict[str, Any], plans: list[dict]) -> dict[str, Any]:
+    """The content of meta.json: format, arguments, counts and what each folder holds."""
+    videos, clips = arguments["videos"], arguments["clips"]
+    features, render = arguments["features"], arguments["render"]
     kinds = [k for p in plans for k in p["caption_kind"]]
-    meta = {
+    return {
         "format": SAMPLE_FORMAT,
         "description": (
-            "Synthetic HowTo100M-layout corpus of videos in 4 task domains with disjoint objects: 2D features encode each segment's object, 3D features its "
+            "Synthetic HowTo100M-layout corpus of videos in 4 task domains with disjoint objects: "
+            "2D features encode each segment's object, 3D features its "
             "action; captions are timed to segments, some swapped with a neighbour (shifted) or replaced "
             "by chatter (irrelevant); alignment.json holds the truth."
         ),
@@ -554,21 +607,24 @@ def generate(
             if features == "synthetic"
             else {"layout": "none: run `decembert dense-caption videos --backend oracle --out dense_captions`"}
         ),
-        "vocabulary": {
-            "objects": list(OBJECTS),
-            "captioner_objects": sorted(CAPTIONER_OBJECTS),
-            "actions": list(ACTIONS),
-            "domains": [
-                {
-                    "category_1": d.category_1,
-                    "category_2": d.category_2,
-                    "task_ids": [t for t, _ in d.tasks],
-                    "objects": list(d.objects),
-                    "actions": list(d.actions),
-                }
-                for d in DOMAINS
-            ],
-        },
+        "vocabulary": _meta_vocabulary(),
     }
-    atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")  # last: marks the corpus complete
-    return out_dir
+
+
+def _meta_vocabulary() -> dict[str, Any]:
+    """meta.json's vocabulary: objects, the captioner's objects, actions and the domains."""
+    return {
+        "objects": list(OBJECTS),
+        "captioner_objects": sorted(CAPTIONER_OBJECTS),
+        "actions": list(ACTIONS),
+        "domains": [
+            {
+                "category_1": d.category_1,
+                "category_2": d.category_2,
+                "task_ids": [t for t, _ in d.tasks],
+                "objects": list(d.objects),
+                "actions": list(d.actions),
+            }
+            for d in DOMAINS
+        ],
+    }

@@ -28,7 +28,9 @@ import csv
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -118,7 +120,9 @@ def clip_split(n: int, clips: int) -> str:
 def annotation_files(plans: list[dict]) -> dict[str, str]:
     """Relative path -> text of every annotation file of `msrvtt/`."""
     clips = len(plans)
-    videos, sentences, qa = [], [], {"train": [], "validate": [], "test": []}
+    videos: list[dict[str, Any]] = []
+    sentences: list[dict[str, Any]] = []
+    qa: dict[str, list[dict[str, Any]]] = {"train": [], "validate": [], "test": []}
     qid = 0
     for n, plan in enumerate(plans):
         split = clip_split(n, clips)
@@ -165,7 +169,7 @@ def _csv(rows: list[list[object]]) -> str:
     return buffer.getvalue()
 
 
-def write(out_dir: Path, plans: list[dict], write_clip) -> None:  # type: ignore[no-untyped-def]
+def write(out_dir: Path, plans: list[dict], write_clip: Callable[[dict, Path], None]) -> None:
     """Write `msrvtt/`: every clip through `write_clip(plan, folder)`, then the annotation files."""
     from decembert_cli.io import atomic_write_text
 

@@ -154,7 +154,7 @@ def render(plan: dict, seed: int, path: Path, object_index: dict[str, int], acti
     frames = max(1, round(plan["seconds"] * FPS))
     bg = background(seed, plan["index"])
     segments = [(s0 / 100, s1 / 100, object_index[o], action_index[a]) for s0, s1, o, a in plan["segments"]]
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (w, h))
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), FPS, (w, h))
     if not writer.isOpened():
         raise DecembertError(f"OpenCV cannot write {tmp} (no MPEG-4 encoder?); reinstall opencv-python-headless")
     try:

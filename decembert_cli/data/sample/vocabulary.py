@@ -52,9 +52,8 @@ DOMAINS = (
     ),
 )
 OBJECTS = tuple(o for d in DOMAINS for o in d.objects)
-CAPTIONER_OBJECTS = frozenset(
-    o for d in DOMAINS for o in d.objects[::2]
-)  # what the dense captioner can name: half of each domain's
+# what the dense captioner can name: half of each domain's
+CAPTIONER_OBJECTS = frozenset(o for d in DOMAINS for o in d.objects[::2])
 GENERIC_NOUNS = ("object", "thing", "item")  # what it says of the other objects
 ACTIONS = tuple(dict.fromkeys(a for d in DOMAINS for a in d.actions))
 # (task id, task name, its domain); a video of a task shows 4-6 of its domain's objects

@@ -11,6 +11,7 @@ decembert's video store, and fits decembert's Task contract (decembert_cli.proto
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,22 +20,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
-from decembert_cli.errors import DecembertError
-from decembert_cli.protocols import DataCheck
-from decembert_tasks.datasets.msrvtt import read_msrvtt_data
-from decembert_tasks.datasets.videos import VideoSettings, VideoStore, under
+from decembert_cli.api import (
+    Count,
+    DataCheck,
+    DecembertError,
+    EncoderSample,
+    Task,
+    TaskHead,
+    TaskMetric,
+    TaskSettings,
+    TextSegment,
+    TokenType,
+    VideoStore,
+    VideoTextBatch,
+    collate_with,
+    dataset_file,
+    tokenize_captions,
+)
 
 __version__ = "0.1.0"
 SPLITS = {"train": "train", "test": "test"}  # our split -> MSR-VTT's
 
 
 @dataclass(frozen=True)
-class MCConfig(VideoSettings):
+class MCConfig(TaskSettings):
     data: str = "MSRVTT_data.json"  # MSR-VTT videos, splits and captions
-    choices: int = 5  # candidates per question (the right one included)
+    choices: Count = 5  # candidates per question (the right one included)
     seed: int = 0  # draws the wrong candidates and the order
-    use_dense: bool = True  # feed each video's dense captions before the candidate
+    max_text_tokens: Count = 30  # WordPiece tokens kept per candidate caption
 
 
 @dataclass(frozen=True)
@@ -44,15 +57,30 @@ class Question:
     answer: int
 
 
-def questions(config: MCConfig, split: str) -> list[Question]:
-    if not config.root:
+def read_msrvtt(path: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The split of each video id and its captions in file order, from MSR-VTT's MSRVTT_data.json."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        splits = {str(v["video_id"]): str(v["split"]) for v in data["videos"]}
+        captions: dict[str, list[str]] = {}
+        for sentence in data["sentences"]:
+            captions.setdefault(str(sentence["video_id"]), []).append(sentence["caption"].strip())
+    except FileNotFoundError:
+        raise DecembertError(f"{path} not found: set task.root (and task.data) to MSR-VTT's annotation file") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DecembertError(
-            "task.root is not set: --set task.root=DIR (the folder with MSRVTT_data.json and features)"
-        )
-    videos, sentences = read_msrvtt_data(under(Path(config.root).expanduser(), config.data))
-    ids = sorted(
-        (v for v, info in videos.items() if info.split == SPLITS[split] and v in sentences), key=lambda v: int(v[5:])
-    )
+            f'{path}: expected MSR-VTT\'s {{"videos": [{{"video_id", "split"}}], "sentences": [{{"video_id", '
+            f'"caption"}}]}} ({exc.__class__.__name__}: {exc})'
+        ) from None
+    odd = next((v for v in splits if not (v.startswith("video") and v[5:].isdigit())), None)
+    if odd is not None:
+        raise DecembertError(f"{path}: video id {odd!r} is not MSR-VTT's video<n>")
+    return splits, captions
+
+
+def questions(config: MCConfig, split: str) -> list[Question]:
+    splits, sentences = read_msrvtt(dataset_file(config, config.data))
+    ids = sorted((v for v, s in splits.items() if s == SPLITS[split] and v in sentences), key=lambda v: int(v[5:]))
     if len(ids) < config.choices:
         raise DecembertError(f"{split}: {len(ids)} videos, fewer than task.choices = {config.choices}")
     rng = np.random.default_rng([config.seed, list(SPLITS).index(split)])
@@ -87,18 +115,9 @@ class PairData(torch.utils.data.Dataset):
         q, k = divmod(int(index), self.config.choices)
         item = self.items[q]
         v2, v3 = self.store.features(item.video_id)
-        tok = self.tokenizer
-        dense = self.store.dense(item.video_id, None, None) if self.config.use_dense else []
-        segments = (
-            [
-                TextSegment(ids or [tok.unk_token_id], TokenType.DENSE)
-                for ids in tok(dense, add_special_tokens=False, truncation=True, max_length=30)["input_ids"]
-            ]
-            if dense
-            else []
-        )
-        text = tok(item.candidates[k], add_special_tokens=False, truncation=True, max_length=30)["input_ids"]
-        segments.append(TextSegment(text or [tok.unk_token_id], TokenType.ASR))
+        dense = self.store.dense_tokens(self.tokenizer, item.video_id, None, None)
+        (text,) = tokenize_captions(self.tokenizer, [item.candidates[k]], self.config.max_text_tokens)
+        segments = [TextSegment(ids, TokenType.DENSE) for ids in dense] + [TextSegment(text, TokenType.ASR)]
         return EncoderSample(
             torch.from_numpy(v2),
             torch.from_numpy(v3),
@@ -107,14 +126,7 @@ class PairData(torch.utils.data.Dataset):
         )
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch:
-        tok = self.tokenizer
-        return collate(
-            samples,
-            cls_id=tok.cls_token_id,
-            sep_id=tok.sep_token_id,
-            pad_id=tok.pad_token_id,
-            max_video_tokens=self.max_video_tokens,
-        )
+        return collate_with(self.tokenizer, samples, self.max_video_tokens)
 
 
 class Adapter:
@@ -122,15 +134,11 @@ class Adapter:
         self.config = config
 
     def has_split(self, split: str) -> bool:
-        return (
-            split in SPLITS
-            and bool(self.config.root)
-            and under(Path(self.config.root).expanduser(), self.config.data).is_file()
-        )
+        return split in SPLITS and bool(self.config.root) and dataset_file(self.config, self.config.data).is_file()
 
     def check(self) -> DataCheck:
         report = DataCheck()
-        path = under(Path(self.config.root).expanduser(), self.config.data)
+        path = dataset_file(self.config, self.config.data)
         report.files["data"] = str(path) if path.is_file() else f"missing: {path}"
         if path.is_file():
             store = VideoStore(self.config)
@@ -151,7 +159,7 @@ class Adapter:
         return PairData(items, store, tokenizer, self.config, model.max_video_tokens)
 
 
-class Head(nn.Module):
+class Head(TaskHead):
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
         self.score = nn.Sequential(nn.Dropout(0.1), nn.Linear(hidden_size, 1))
@@ -166,7 +174,7 @@ class Head(nn.Module):
         }
 
 
-class Accuracy:
+class Accuracy(TaskMetric):
     """Accuracy (%) of picking the right candidate: the highest score among a question's candidates."""
 
     def __init__(self, choices: int) -> None:
@@ -200,7 +208,7 @@ class Accuracy:
         ]
 
 
-class MSRVTTMultipleChoice:
+class MSRVTTMultipleChoice(Task):
     name = "msrvtt-mc"
     version = __version__
     Config = MCConfig

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from decembert_cli.data.sample.corpus import generate
-from decembert_cli.testing import check_task
+from pathlib import Path
+
+from decembert_cli.api import check_task, generate_sample_corpus
 from decembert_mc import MSRVTTMultipleChoice, questions
 
 
-def test_contract(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    root = generate(tmp_path / "corpus", videos=2, clips=40, feature_dim_2d=16, feature_dim_3d=16)
+def test_contract(tmp_path: Path) -> None:
+    root = generate_sample_corpus(tmp_path / "corpus", videos=2, clips=40, feature_dim_2d=16, feature_dim_3d=16)
     result = check_task(
         MSRVTTMultipleChoice, MSRVTTMultipleChoice.sample_settings(root), feature_dims=(16, 16), items=5
     )
     assert result.metrics["questions"] == 8  # the 8 test clips, each a question
 
 
-def test_questions_hold_the_right_caption_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_questions_hold_the_right_caption_once(tmp_path: Path) -> None:
     from decembert_mc import MCConfig
 
-    root = generate(tmp_path / "corpus", videos=2, clips=40, feature_dim_2d=16, feature_dim_3d=16)
+    root = generate_sample_corpus(tmp_path / "corpus", videos=2, clips=40, feature_dim_2d=16, feature_dim_3d=16)
     items = questions(MCConfig(root=str(root / "msrvtt")), "test")
     assert len(items) == 8 and all(len(set(q.candidates)) == 5 and 0 <= q.answer < 5 for q in items)
     assert {q.answer for q in items} != {items[0].answer}  # the right caption is not always in one place
