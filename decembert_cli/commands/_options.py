@@ -69,6 +69,17 @@ def video_run(decoder: str, precision: str, device: str, shard: str) -> tuple[An
 
 
 @contextlib.contextmanager
+def counting_progress(console: Any, label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar (on a terminal only) that yields `progress(done, total)` to report with."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@contextlib.contextmanager
 def video_progress(console: Any, verb: str) -> Iterator[tuple[Callable[[int], None], Callable[[str, str], None]]]:
     """A progress bar over videos: yields (on_start(total), on_video(video_id, "done" | "failed"))."""
     from rich.progress import (

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from decembert_cli.commands._options import counting_progress
+
 
 def sample_data(
     out: Path = typer.Argument(
@@ -37,22 +39,12 @@ def sample_data(
     --set task.root=OUT/msrvtt). Re-running on the same corpus does nothing.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from decembert_cli.data.sample.corpus import generate, read_meta
 
     console = Console()
     existed = read_meta(out) is not None
-    with Progress(
-        TextColumn("writing videos"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
-        task = bar.add_task("videos", total=videos)
+    with counting_progress(console, "writing videos") as progress:
         root = generate(
             out,
             videos=videos,
@@ -62,7 +54,7 @@ def sample_data(
             render=render,
             features=features,
             clips=clips,
-            progress=lambda done, _total: bar.update(task, completed=done),
+            progress=progress,
         )
     counts = (read_meta(root) or {}).get("counts", {})
     state = "already there, unchanged" if existed else "written"

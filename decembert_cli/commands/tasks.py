@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from decembert_cli.commands._options import ConfigOption, SetOption
+from decembert_cli.commands._options import ConfigOption, SetOption, counting_progress
 
 
 def list_tasks() -> None:
@@ -150,18 +150,7 @@ def evaluate(
         result = score_predictions(task, predictions, out, split=split, overrides=overrides)
     else:
         assert checkpoint is not None  # exactly one of the two was given
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(
-            TextColumn("evaluating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,
-        ) as bar:
-            job = bar.add_task("items", total=None)
+        with counting_progress(console, "evaluating") as progress:
             result = run_evaluate(
                 task,
                 checkpoint,
@@ -170,7 +159,7 @@ def evaluate(
                 overrides=overrides,
                 batch_size=batch_size,
                 device=device,
-                progress=lambda done, total: bar.update(job, completed=done, total=total),
+                progress=progress,
             )
     _print_evaluation(console, task, result)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
+from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate_with
 from decembert_cli.data.masking import mask_tokens
 
 if TYPE_CHECKING:
@@ -69,10 +69,4 @@ def random_batch(
                 vtm_label=int(rng.integers(0, 2)),
             )
         )
-    return collate(
-        samples,
-        cls_id=tokenizer.cls_token_id,
-        sep_id=tokenizer.sep_token_id,
-        pad_id=tokenizer.pad_token_id,
-        max_video_tokens=max_video_tokens,
-    )
+    return collate_with(tokenizer, samples, max_video_tokens)
