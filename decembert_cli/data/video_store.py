@@ -160,26 +160,26 @@ class VideoStore:
         candidates = (self.dense_dir / f"{video_id}.json", self.dense_dir / f"{video_id}.npy")
         return next((p for p in candidates if p.is_file()), None)
 
-    def seconds(self, video_id: str) -> int:
-        """Length of the video's 1 s feature grid, from the file headers only. Raises BadVideo."""
+    def _widths(self) -> tuple[int, int]:
         if self.dims is None:
             raise DecembertError("VideoStore was opened without the model's feature widths")
-        path_2d, path_3d = self.feature_files(video_id)
-        return feature_seconds(path_2d, path_3d, dim_2d=self.dims[0], dim_3d=self.dims[1], fps_3d=self.fps_3d)
+        return self.dims
+
+    def seconds(self, video_id: str) -> int:
+        """Length of the video's 1 s feature grid, from the file headers only. Raises BadVideo."""
+        (dim_2d, dim_3d), (path_2d, path_3d) = self._widths(), self.feature_files(video_id)
+        return feature_seconds(path_2d, path_3d, dim_2d=dim_2d, dim_3d=dim_3d, fps_3d=self.fps_3d)
 
     def read_features(self, video_id: str, window: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(T, D2), (T, D3) float32 on the 1 s grid, for seconds [floor(start), ceil(end)) of `window`
         (at least one; all the video when None). Raises BadVideo."""
-        if self.dims is None:
-            raise DecembertError("VideoStore was opened without the model's feature widths")
+        dim_2d, dim_3d = self._widths()
         grid = None
         if window is not None:
             first = math.floor(window[0])
             grid = (first, max(first + 1, math.ceil(window[1])))
         path_2d, path_3d = self.feature_files(video_id)
-        return load_features(
-            path_2d, path_3d, dim_2d=self.dims[0], dim_3d=self.dims[1], fps_3d=self.fps_3d, window=grid
-        )
+        return load_features(path_2d, path_3d, dim_2d=dim_2d, dim_3d=dim_3d, fps_3d=self.fps_3d, window=grid)
 
     def features(self, video_id: str, window: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`read_features`, with a problem raised as a DecembertError naming the video and folder."""

@@ -427,10 +427,8 @@ def score_predictions(
     metric.reset()
     try:
         metric.load(rows, str(path))
-    except PredictionsNotSupported:
-        raise DecembertError(
-            f"task {task_name} cannot score a predictions file; evaluate a checkpoint instead (--checkpoint)"
-        ) from None
+    except PredictionsNotSupported as exc:
+        raise DecembertError(f"task {task_name} {exc}") from None
     metrics = metric.compute()
     seconds = time.perf_counter() - started
     protocol = metric.protocol() or {"split": split}

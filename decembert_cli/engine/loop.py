@@ -370,10 +370,9 @@ def _optimiser_step(
             local_counts[name] = local_counts.get(name, 0) + n
     global_counts = all_sum(local_counts, world)
     normalisers = {k: (v / world).float() for k, v in global_counts.items()}
+    ddp = run.wrapped if isinstance(run.wrapped, nn.parallel.DistributedDataParallel) else None  # world > 1
     for m, b in enumerate(micro):
-        ddp = run.wrapped if isinstance(run.wrapped, nn.parallel.DistributedDataParallel) else None
-        defer_sync = ddp is not None and m < len(micro) - 1  # (a DDP wrapper exactly when world > 1)
-        with ddp.no_sync() if ddp is not None and defer_sync else contextlib.nullcontext():
+        with ddp.no_sync() if ddp is not None and m < len(micro) - 1 else contextlib.nullcontext():
             with autocast(run.device, run.dtype):
                 out: ModelOutput = run.wrapped(b, normalisers=normalisers)
             run.scaler.scale(out.losses["total"]).backward()

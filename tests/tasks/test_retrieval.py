@@ -234,3 +234,15 @@ def test_print_config_shows_the_papers_protocol_defaults() -> None:
     assert "train_list: 7k" in result.output and "train_fraction: 1.0" in result.output
     result = runner.invoke(app, ["finetune", "youcook2-retrieval", "--print-config"])
     assert result.exit_code == 0 and "clip_list: auto" in result.output
+
+
+def test_text_and_dense_caption_lengths_are_settings(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    root = str(sample_root / "msrvtt")
+    full = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root)).dataset("test", tokenizer, MODEL, train=False)
+    short = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=root, max_text_tokens=2, dense_caption_tokens=1)).dataset(
+        "test", tokenizer, MODEL, train=False
+    )
+    assert max(len(ids) for ids in full.text_ids) > 2 and max(len(ids) for ids in short.text_ids) == 2
+    assert [ids[:2] for ids in full.text_ids] == short.text_ids
+    assert max(len(ids) for d in full.dense for ids in d) > 1
+    assert all(len(ids) == 1 for d in short.dense for ids in d) and any(short.dense)

@@ -79,8 +79,6 @@ def test_a_bad_video_is_badvideo_for_pretraining_and_a_named_error_for_tasks(roo
         store.read_features("missing_video")
     with pytest.raises(DecembertError, match=r"video missing_video \(.*features/2d\)"):
         store.features("missing_video")
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
     (tmp_path / "dense_captions").mkdir()
     (tmp_path / "dense_captions" / "v.json").write_text("{not json")
     broken = VideoStore(TaskSettings(root=str(tmp_path)), (DIM, DIM))
