@@ -61,20 +61,26 @@ def read_msrvtt(path: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
     """The split of each video id and its captions in file order, from MSR-VTT's MSRVTT_data.json."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        splits = {str(v["video_id"]): str(v["split"]) for v in data["videos"]}
-        captions: dict[str, list[str]] = {}
-        for sentence in data["sentences"]:
-            captions.setdefault(str(sentence["video_id"]), []).append(sentence["caption"].strip())
     except FileNotFoundError:
         raise DecembertError(f"{path} not found: set task.root (and task.data) to MSR-VTT's annotation file") from None
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DecembertError(
-            f'{path}: expected MSR-VTT\'s {{"videos": [{{"video_id", "split"}}], "sentences": [{{"video_id", '
-            f'"caption"}}]}} ({exc.__class__.__name__}: {exc})'
-        ) from None
-    odd = next((v for v in splits if not (v.startswith("video") and v[5:].isdigit())), None)
-    if odd is not None:
-        raise DecembertError(f"{path}: video id {odd!r} is not MSR-VTT's video<n>")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # json's message names the line and column
+        raise DecembertError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("videos", "sentences")):
+        raise DecembertError(f'{path}: expected MSR-VTT\'s {{"videos": [...], "sentences": [...]}}')
+    splits: dict[str, str] = {}
+    for i, video in enumerate(data["videos"]):
+        key = video.get("video_id") if isinstance(video, dict) else None
+        if not (isinstance(key, str) and key.startswith("video") and key[5:].isdigit()):
+            raise DecembertError(f'{path}: videos[{i}] needs "video_id" as MSR-VTT\'s video<n>, got {video!r:.80}')
+        if not isinstance(video.get("split"), str):
+            raise DecembertError(f'{path}: videos[{i}] ({key}) needs a "split"')
+        splits[key] = video["split"]
+    captions: dict[str, list[str]] = {}
+    for i, sentence in enumerate(data["sentences"]):
+        ok = isinstance(sentence, dict) and isinstance(sentence.get("caption"), str)
+        if not ok or sentence.get("video_id") not in splits:
+            raise DecembertError(f'{path}: sentences[{i}] needs a "caption" and a "video_id" of the file\'s videos')
+        captions.setdefault(sentence["video_id"], []).append(sentence["caption"].strip())
     return splits, captions
 
 
