@@ -1,23 +1,33 @@
-"""How opening a HowTo100M-layout corpus scales with its size: seconds and peak memory per process.
+"""How opening a HowTo100M-layout corpus scales with its size: the in-memory scan vs the persistent index.
 
-Synthesises N videos in HowTo100M's layouts (caption.json with `--captions` lines per video of
-ASR-like text, and per-video 2D/3D .npy feature files of `--seconds` x `--feature-dim`), then, in a
-fresh subprocess per N, opens the corpus as `decembert pretrain --data howto100m` does at start-up
-(`open_corpus`: parse caption.json, clean every video's captions, read every feature header) and the
-held-out split and the training dataset, and records wall seconds and the peak resident memory of
-that process. Fits time and memory linearly in N and projects them to HowTo100M's 1.22M videos.
+For each N, synthesises N videos in HowTo100M's layouts (caption.json with `--captions` lines of
+ASR-like text per video, per-video 2D/3D .npy feature files of `--seconds` rows), then measures,
+each in a fresh process, in the same run:
 
-This measures the current in-memory path: the baseline for a persistent index (issue 17).
+- `memory`: the in-memory path (every caption source parsed, every video's captions cleaned,
+  every feature header read, every caption tokenised) + held-out split + training dataset: seconds
+  and peak RSS. This is what every start of a run paid before the index (without the tokenising);
+- `build wN`: `decembert data index howto100m --workers N` from scratch: seconds and peak RSS;
+- `index`: opening the built index + split + datasets, as `pretrain` does at start-up;
+- `pretrain 1 rank` / `pretrain 2 ranks`: `decembert pretrain --data howto100m` with a tiny model and
+  `train.max_steps=1` (start-up, one step, an 8-sample validation, a checkpoint), once alone and
+  once under `torchrun --nproc-per-node 2` (gloo): wall seconds and the peak RSS of the largest process.
 
-    python benchmarks/corpus_scale.py --videos 1000 5000 10000
+Peak RSS counts the index pages a process touched (memory-mapped, shared between processes through
+the page cache, so it overstates what two ranks cost together). Lines are fitted in N and projected
+to HowTo100M's 1.22M videos (an estimate from the measured points).
+
+    python benchmarks/corpus_scale.py --videos 10000 100000
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +37,14 @@ from pathlib import Path
 import numpy as np
 
 HOWTO100M_VIDEOS = 1_220_000
+HOWTO100M_CLIPS = 136_000_000
 WORDS = "so now we cut the onion and then you want to stir the pan a little bit more okay next we pour oil".split()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def synthesise(root: Path, videos: int, captions: int, seconds: int, dim: int, seed: int = 0) -> None:
@@ -35,99 +52,208 @@ def synthesise(root: Path, videos: int, captions: int, seconds: int, dim: int, s
     rng = np.random.default_rng(seed)
     (root / "features" / "2d").mkdir(parents=True, exist_ok=True)
     (root / "features" / "3d").mkdir(parents=True, exist_ok=True)
-    f2 = np.zeros((seconds, dim), dtype=np.float32)
-    f3 = np.zeros((int(seconds * 1.5), dim), dtype=np.float32)
-    data = {}
-    for v in range(videos):
-        video_id = f"v{v:07d}"
-        starts = np.sort(rng.uniform(0, seconds - 5, size=captions)).round(2)
-        texts = [" ".join(rng.choice(WORDS, size=int(rng.integers(4, 12)))) for _ in range(captions)]
-        data[video_id] = {"start": starts.tolist(), "end": (starts + 4).round(2).tolist(), "text": texts}
-        np.save(root / "features" / "2d" / f"{video_id}.npy", f2)
-        np.save(root / "features" / "3d" / f"{video_id}.npy", f3)
-    (root / "caption.json").write_text(json.dumps(data), encoding="utf-8")
+    f2 = _npy(np.zeros((seconds, dim), dtype=np.float32))
+    f3 = _npy(np.zeros((int(seconds * 1.5), dim), dtype=np.float32))
+    words = np.array(WORDS)
+    with open(root / "caption.json", "w", encoding="utf-8") as out:
+        out.write("{")
+        for v in range(videos):
+            video_id = f"v{v:07d}"
+            starts = np.sort(rng.uniform(0, seconds - 5, size=captions)).round(2)
+            lengths = rng.integers(4, 12, size=captions)
+            picked = words[rng.integers(len(words), size=int(lengths.sum()))]
+            texts = [" ".join(x) for x in np.split(picked, np.cumsum(lengths)[:-1])]
+            entry = {"start": starts.tolist(), "end": (starts + 4).round(2).tolist(), "text": texts}
+            out.write(("," if v else "") + json.dumps(video_id) + ":" + json.dumps(entry))
+            (root / "features" / "2d" / f"{video_id}.npy").write_bytes(f2)
+            (root / "features" / "3d" / f"{video_id}.npy").write_bytes(f3)
+        out.write("}")
 
 
-MEASURE = """
+OPEN = """
 import json, resource, sys, time
 started = time.perf_counter()
-from decembert_cli.config import DataConfig
-from decembert_cli.data.corpus import PretrainDataset, open_corpus, split_videos
+from decembert_cli.config import DataConfig, ModelConfig
+from decembert_cli.data.clip_table import ClipTable, split_videos
+from decembert_cli.data.corpus import PretrainDataset
+from decembert_cli.data.scan import DataReport
+from decembert_cli.data.corpus_index import howto100m, open_index
 from decembert_cli.model import build_tokenizer
-from decembert_cli.config import ModelConfig
+tokenizer = build_tokenizer(ModelConfig(arch="tiny", init="none"))
 imported = time.perf_counter()
-root, dim = sys.argv[1], int(sys.argv[2])
+path, root, dim = sys.argv[1], sys.argv[2], int(sys.argv[3])
 config = DataConfig(root=root, use_dense=False, videos_csv="")
-records, report = open_corpus("howto100m", config, (dim, dim), strict=False)
+if path == "memory":
+    records = howto100m(config, DataReport(), (dim, dim))
+    scanned = time.perf_counter()
+    table = ClipTable.from_records(records, tokenizer)
+else:
+    table, _, _ = open_index(howto100m, config, (dim, dim), tokenizer)
+    scanned = time.perf_counter()
 opened = time.perf_counter()
-train, val = split_videos(records, config.val_videos)
-data = PretrainDataset(train, build_tokenizer(ModelConfig(arch="tiny", init="none")), config, seed=0)
+train, val = split_videos(table, config.val_videos)
+data = PretrainDataset(table, tokenizer, config, videos=train, seed=0)
+held_out = PretrainDataset(table, tokenizer, config, videos=val, seed=0)
+data[0], data[len(data) - 1]
 ready = time.perf_counter()
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"videos_used": report.videos_used, "clips": int(len(data.clips)),
-                  "import_s": imported - started, "open_s": opened - imported, "dataset_s": ready - opened,
-                  "startup_s": ready - started, "peak_rss_mb": peak_mb}))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"videos": len(table), "clips": table.n_clips, "import_s": imported - started,
+                  "scan_s": scanned - imported, "open_s": opened - imported, "dataset_s": ready - opened,
+                  "startup_s": ready - started, "peak_rss_mb": peak}))
+"""
+
+# runs a command and reports its wall time and the peak RSS of its largest process (ranks included)
+WRAP = """
+import json, resource, subprocess, sys, time
+started = time.perf_counter()
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+if done.returncode:
+    sys.exit(done.stdout[-3000:] + done.stderr[-3000:])
+print(json.dumps({"wall_s": time.perf_counter() - started,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
 
-def measure(root: Path, dim: int) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(root), str(dim)], check=True, capture_output=True, text=True, env=env
-    )
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _last_json(command: list[str]) -> dict:
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=_env())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def open_corpus_in(path: str, root: Path, dim: int) -> dict:
+    return _last_json([sys.executable, "-c", OPEN, path, str(root), str(dim)])
+
+
+def timed(command: list[str]) -> dict:
+    return _last_json([sys.executable, "-c", WRAP, *command])
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "decembert_cli", *args]
+
+
+def pretrain_args(root: Path, dim: int, out: Path) -> list[str]:
+    sets = {
+        "data.root": str(root),
+        "data.use_dense": "false",
+        "data.videos_csv": "",
+        "data.workers": "0",
+        "data.val_samples": "8",
+        "model.arch": "tiny",
+        "model.init": "none",
+        "model.feature_dim_2d": str(dim),
+        "model.feature_dim_3d": str(dim),
+        "train.max_steps": "1",
+        "train.batch_size": "8",
+        "train.validate_every": "0",
+    }
+    return [
+        "pretrain",
+        "--data",
+        "howto100m",
+        "--out",
+        str(out),
+        *[x for k, v in sets.items() for x in ("--set", f"{k}={v}")],
+    ]
+
+
+def measure(root: Path, dim: int, workers: list[int]) -> dict:
+    row: dict = {"memory": open_corpus_in("memory", root, dim)}
+    for n, w in enumerate(workers):
+        rebuild = ["--rebuild"] if n else []
+        build = timed(
+            cli(
+                "data",
+                "index",
+                "howto100m",
+                "--set",
+                f"data.root={root}",
+                "--set",
+                "data.use_dense=false",
+                "--set",
+                "data.videos_csv=",
+                "--workers",
+                str(w),
+                *rebuild,
+            )
+        )
+        manifest = json.loads((root / "decembert-index" / "manifest.json").read_text())
+        row[f"build_w{w}"] = {**build, "build_s": manifest["build_seconds"]}
+    row["index"] = open_corpus_in("index", root, dim)
+    with tempfile.TemporaryDirectory() as runs:
+        row["pretrain_1rank"] = timed(cli(*pretrain_args(root, dim, Path(runs) / "one")))
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "decembert_cli"]
+        row["pretrain_2ranks"] = timed(torchrun + pretrain_args(root, dim, Path(runs) / "two"))
+    return row
+
+
 def _fit(xs: list[int], ys: list[float]) -> tuple[float, float]:
-    """Least-squares line y = a + b x."""
+    """Least-squares line y = a + b x (through both points when there are two)."""
     b, a = np.polyfit(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), 1)
     return float(a), float(b)
 
 
+def _rounded(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 3) if isinstance(value, float) else value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", type=int, nargs="+", default=[1000, 5000, 10000])
+    parser.add_argument("--videos", type=int, nargs="+", default=[10000, 100000])
     parser.add_argument("--captions", type=int, default=60, help="caption lines per video (HowTo100M: ~110 on average)")
     parser.add_argument("--seconds", type=int, default=300, help="feature rows per video (2D; 3D has 1.5x)")
     parser.add_argument("--feature-dim", type=int, default=8)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="index builds, from scratch each")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "corpus_scale_cpu2.json")
     args = parser.parse_args()
 
     rows = []
     for n in args.videos:
-        with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tempfile.mkdtemp(prefix="corpus-scale-"))
+        try:
             started = time.perf_counter()
-            synthesise(Path(tmp), n, args.captions, args.seconds, args.feature_dim)
-            made = time.perf_counter() - started
-            row = {"videos": n, "synthesis_s": round(made, 1), **measure(Path(tmp), args.feature_dim)}
-        rows.append({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
+            synthesise(tmp, n, args.captions, args.seconds, args.feature_dim)
+            row = {"videos": n, "synthesis_s": time.perf_counter() - started}
+            row.update(measure(tmp, args.feature_dim, args.workers))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        rows.append(_rounded(row))
         print(json.dumps(rows[-1]), flush=True)
     result: dict = {
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "path": "in-memory (open_corpus)",
         "captions_per_video": args.captions,
         "feature_rows": args.seconds,
         "runs": rows,
     }
     if len(rows) >= 2:
-        # the scan (open + split + dataset) grows with N; Python and library imports do not
         xs = [r["videos"] for r in rows]
-        t0, t1 = _fit(xs, [r["open_s"] + r["dataset_s"] for r in rows])
-        m0, m1 = _fit(xs, [r["peak_rss_mb"] for r in rows])
-        imports = min(r["import_s"] for r in rows)
-        result["fit"] = {
-            "scan_s": [t0, t1],
-            "peak_rss_mb": [m0, m1],
-            "ms_per_video": round(1000 * t1, 3),
-            "kb_per_video": round(1024 * m1, 2),
-        }
+        per_video = {}
+        for key, series in {
+            "memory_startup_s": [r["memory"]["startup_s"] for r in rows],
+            "memory_peak_rss_mb": [r["memory"]["peak_rss_mb"] for r in rows],
+            "index_startup_s": [r["index"]["startup_s"] for r in rows],
+            "index_peak_rss_mb": [r["index"]["peak_rss_mb"] for r in rows],
+            "pretrain_2ranks_s": [r["pretrain_2ranks"]["wall_s"] for r in rows],
+            "pretrain_2ranks_peak_rss_mb": [r["pretrain_2ranks"]["peak_rss_mb"] for r in rows],
+            f"build_w{args.workers[-1]}_s": [r[f"build_w{args.workers[-1]}"]["build_s"] for r in rows],
+        }.items():
+            a, b = _fit(xs, series)
+            per_video[key] = {"fixed": a, "per_video": b, "at_1.22M": a + b * HOWTO100M_VIDEOS}
+        # an epoch's permutation of clips lives in each rank's sampler: int32 per clip (not in the corpus runs above)
+        permutation_mb = HOWTO100M_CLIPS * 4 / 2**20
         result["projection_1.22M"] = {
-            "startup_min": round((imports + t0 + t1 * HOWTO100M_VIDEOS) / 60, 1),
-            "peak_rss_gb": round((m0 + m1 * HOWTO100M_VIDEOS) / 1024, 1),
-            "note": "linear extrapolation of the measured points: an estimate",
+            **_rounded(per_video),
+            "sampler_permutation_mb_at_136M_clips": round(permutation_mb),
+            "note": "linear fits through the measured points: estimates. The runs have 60 captions per video; "
+            "HowTo100M has ~110, so clip-proportional terms (the sampler's permutation) are added separately",
         }
-        print(json.dumps(result["projection_1.22M"]))
+        print(json.dumps(result["projection_1.22M"], indent=1))
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {args.out}")
 

@@ -30,7 +30,7 @@ from decembert_cli.errors import DecembertError
 if TYPE_CHECKING:
     from decembert_cli.config.schema import DataConfig, ModelConfig
     from decembert_cli.data.batch import EncoderSample, VideoTextBatch
-    from decembert_cli.data.corpus import DataReport, VideoRecord
+    from decembert_cli.data.scan import DataReport, VideoRecord
 
 
 @dataclass
@@ -238,7 +238,9 @@ class CorpusOpener(Protocol):
     raises under --strict) and left out; lines fixed are counted with `report.fix`. `dims` are the
     (2D, 3D) feature widths the model expects. `progress(done, total)` may be called while scanning.
     A `VideoRecord` subclass may override `features()` and `dense_captions()` to read other layouts;
-    everything after this call (split, sampling, masking, negatives) is shared.
+    everything after this call (tokenising into a `ClipTable`, split, sampling, masking, negatives)
+    is shared. A corpus in HowTo100M's own layout can instead register an `IndexedCorpus`
+    (decembert_cli.data.corpus_index), which pre-training reads through a persistent index.
     """
 
     def __call__(

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from decembert_cli.commands._options import ConfigOption, PrintConfigOption, SetOption, resolve
+from decembert_cli.commands._options import ConfigOption, PrintConfigOption, SetOption, counting_progress, resolve
 
 if TYPE_CHECKING:  # imported when the command runs, so that `decembert --help` stays instant
     from rich.console import Console
     from rich.table import Table
 
-    from decembert_cli.data.corpus import DataReport
+    from decembert_cli.data.scan import DataReport
 
 
 def pretrain(
@@ -53,8 +53,8 @@ def pretrain(
     cfg = resolve(Config, config, overrides, print_config)
     main = int(os.environ.get("RANK", "0")) == 0
     console = Console(quiet=not main)
-    with console.status(f"reading the {data} corpus and building the {cfg.model.arch} model"):
-        setup = prepare(cfg, data, out, strict=strict)
+    with counting_progress(console, f"indexing the {data} corpus (once)") as progress:
+        setup = prepare(cfg, data, out, strict=strict, progress=progress)
     report = setup.report
     console.print(
         f"corpus {data}: {report.videos_used} of {report.videos_seen} videos usable; "

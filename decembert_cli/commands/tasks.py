@@ -224,17 +224,20 @@ def data_check(
             console.print(f"[yellow]problem:[/yellow] {problem}", highlight=False, soft_wrap=True)
         return
     if name in corpora.available():
+        from decembert_cli.commands._options import counting_progress
         from decembert_cli.config import Config, load_config
         from decembert_cli.data.corpus import open_corpus
+        from decembert_cli.model import build_tokenizer
 
         cfg = load_config(Config, config, overrides)
-        records, report = open_corpus(
-            name, cfg.data, (cfg.model.feature_dim_2d, cfg.model.feature_dim_3d), strict=False
-        )
+        dims = (cfg.model.feature_dim_2d, cfg.model.feature_dim_3d)
+        with counting_progress(console, "indexing videos") as progress:
+            clips, report = open_corpus(
+                name, cfg.data, dims, build_tokenizer(cfg.model), strict=False, progress=progress
+            )
         console.print(
-            f"corpus {name}: {report.videos_used or len(records)} of {report.videos_seen} videos usable, "
-            f"{sum(len(r.captions) for r in records):,} clips, "
-            f"{sum(r.store.dense_file(r.video_id) is not None for r in records)} with dense captions",
+            f"corpus {name}: {report.videos_used or len(clips)} of {report.videos_seen} videos usable, "
+            f"{clips.n_clips:,} clips, {clips.has_dense()} with dense captions",
             highlight=False,
         )
         console.print(json.dumps(report.as_dict(), indent=2), highlight=False)
@@ -245,3 +248,58 @@ def data_check(
         f"'{name}' is neither an installed task ({', '.join(tasks.available()) or 'none'}) "
         f"nor a corpus ({', '.join(corpora.available())})"
     )
+
+
+def data_index(
+    name: str = typer.Argument(..., help="A pre-training corpus in HowTo100M's layout (howto100m, sample)."),
+    config: str | None = ConfigOption,
+    overrides: list[str] = SetOption,
+    workers: int = typer.Option(
+        0, "--workers", min=0, help="Processes that build the index (0: one per CPU, at most 8)."
+    ),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Rescan every video instead of updating the index."),
+    part_videos: int = typer.Option(1000, "--part-videos", min=1, help="Videos per resumable part of the build."),
+) -> None:
+    """Build or update the corpus index that pre-training reads: every video's captions cleaned and
+    tokenised and its feature length, in memory-mapped columns. Interrupted, it resumes; run again
+    after adding videos, it examines only the new ones (and those skipped before)."""
+    import json
+
+    from rich.console import Console
+
+    from decembert_cli.commands._options import counting_progress
+    from decembert_cli.config import Config, load_config
+    from decembert_cli.data.corpus_index import IndexedCorpus, open_index
+    from decembert_cli.errors import DecembertError
+    from decembert_cli.model import build_tokenizer
+    from decembert_cli.registry import corpora
+
+    console = Console()
+    cfg = load_config(Config, config, overrides)
+    corpus = corpora.load(name)
+    if not isinstance(corpus, IndexedCorpus):
+        raise DecembertError(
+            f"corpus '{name}' is not in HowTo100M's layout and has no index; pretrain reads it directly"
+        )
+    dims = (cfg.model.feature_dim_2d, cfg.model.feature_dim_3d)
+    with counting_progress(console, "indexing videos") as progress:
+        table, report, folder = open_index(
+            corpus,
+            cfg.data,
+            dims,
+            build_tokenizer(cfg.model),
+            name=name,
+            mode="rebuild" if rebuild else "update",
+            workers=workers,
+            part_videos=part_videos,
+            progress=progress,
+        )
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    console.print(
+        f"index {folder}: {len(table):,} videos, {table.n_clips:,} clips, {len(table.tokens):,} caption tokens; "
+        f"{manifest.get('examined', 0):,} videos examined in {manifest.get('build_seconds', 0)} s "
+        f"(of {report['videos_seen']:,} seen)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(json.dumps(report, indent=2), highlight=False)

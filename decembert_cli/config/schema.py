@@ -114,6 +114,8 @@ class DataConfig(VideoSettings):
     # trim rolling-ASR overlap between lines; auto: on for raw_caption.json
     trim_overlap: Literal["auto", "on", "off"] = "auto"
     videos_csv: str = "HowTo100M_v1.csv"  # optional list of videos to use (video_id column); ignored when absent
+    # the corpus index folder (howto100m, sample): empty = ROOT/decembert-index; built on first use
+    index: str = ""
     neighbours: NonNegativeInt = 1  # k: ASR captions s_{i-k}..s_{i+k} are the candidates (Table 6 ablation: 0)
     max_caption_tokens: Count = 40  # WordPiece tokens kept per ASR caption
     mask_prob: Probability = 0.2  # MLM probability on ASR and dense-caption tokens

@@ -9,14 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from decembert_cli.config import Config, save_config, to_dict
-from decembert_cli.data.corpus import (
-    VAL_EPOCH,
-    DataReport,
-    PretrainDataset,
-    open_corpus,
-    split_videos,
-    validation_indices,
-)
+from decembert_cli.data.clip_table import split_videos
+from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, open_corpus, validation_indices
+from decembert_cli.data.scan import DataReport
 from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text
@@ -50,11 +45,11 @@ def prepare(
     from decembert_cli.model.pretraining import collapse_warning
 
     dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
-    records, report = open_corpus(corpus, config.data, dims, strict=strict, progress=progress)
-    train_records, val_records = split_videos(records, config.data.val_videos)
+    tokenizer = build_tokenizer(config.model)
+    table, report = open_corpus(corpus, config.data, dims, tokenizer, strict=strict, progress=progress)
+    train_videos, val_videos = split_videos(table, config.data.val_videos)
     torch.manual_seed(config.seed)
     model = build_pretraining_model(config)
-    tokenizer = build_tokenizer(config.model)
     check_vocabulary(tokenizer, model.encoder)
     common: dict[str, Any] = dict(
         seed=config.seed,
@@ -62,8 +57,10 @@ def prepare(
         strict=strict,
         skip_log=run_dir / SKIP_LOG,
     )
-    train_data = PretrainDataset(train_records, tokenizer, config.data, epoch_unit=config.train.epoch_unit, **common)
-    val_data = PretrainDataset(val_records, tokenizer, config.data, **common) if val_records else None
+    train_data = PretrainDataset(
+        table, tokenizer, config.data, videos=train_videos, epoch_unit=config.train.epoch_unit, **common
+    )
+    val_data = PretrainDataset(table, tokenizer, config.data, videos=val_videos, **common) if len(val_videos) else None
     val_keys = [(VAL_EPOCH, i) for i in validation_indices(len(val_data), config.data.val_samples)] if val_data else []
     if len(train_data) == 0:
         raise DecembertError(f"corpus '{corpus}' has no training clips")
@@ -85,9 +82,9 @@ def prepare(
     return PretrainSetup(
         job=job,
         report=report,
-        train_videos=len(train_records),
-        val_videos=len(val_records),
-        train_clips=len(train_data.clips),
+        train_videos=len(train_videos),
+        val_videos=len(val_videos),
+        train_clips=train_data.n_clips,
         val_clips=len(val_keys),
         train_items=len(train_data),
     )

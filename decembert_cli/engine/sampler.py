@@ -47,13 +47,17 @@ class StepBatches:
         self.steps_per_epoch = size // global_batch  # the incomplete last batch of an epoch is dropped
 
     def permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, 1_000_003, epoch]).permutation(self.size)
+        """`Generator.permutation(size)` (the same numbers: it shuffles an arange), held as int32 below
+        2^31 items: HowTo100M's 136M clips then cost 0.55 GB per rank instead of 1.1 GB."""
+        order = np.arange(self.size, dtype=np.int32 if self.size < 2**31 else np.int64)
+        np.random.default_rng([self.seed, 1_000_003, epoch]).shuffle(order)
+        return order
 
     def __len__(self) -> int:
         return (self.total_steps - self.start_step) * self.accumulation
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        cached_epoch, perm = -1, np.empty(0, dtype=np.int64)
+        cached_epoch, perm = -1, np.empty(0, dtype=np.int32)
         for step in range(self.start_step, self.total_steps):
             epoch, b = divmod(step, self.steps_per_epoch)
             if epoch != cached_epoch:

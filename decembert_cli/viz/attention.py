@@ -24,7 +24,7 @@ from decembert_cli.errors import DecembertError
 
 if TYPE_CHECKING:
     from decembert_cli.config import Config
-    from decembert_cli.data.corpus import VideoRecord
+    from decembert_cli.data.clip_table import ClipTable
 
 
 @dataclass
@@ -66,43 +66,53 @@ def attention_example(
     video_id: str,
     clip: int | None = None,
     overrides: Sequence[str] = (),
-    records: list | None = None,
+    table: ClipTable | None = None,
 ) -> AttentionExample:
     """Figure 4's data for `video_id`'s clip `clip` (default: its middle clip) under a pre-training
-    checkpoint; `records`: the corpus' videos when already opened (else the checkpoint's corpus is read)."""
+    checkpoint; `table`: the corpus when already opened (else the checkpoint's corpus is read)."""
     from decembert_cli import checkpoint as ckpt
-    from decembert_cli.data.corpus import open_corpus
     from decembert_cli.model import build_tokenizer
 
     file = ckpt.resolve(checkpoint)
     payload = ckpt.load_checkpoint(file)
-    meta = payload.get("meta", {})
     config = _pretrain_config(file, payload, overrides)
-    if records is None:
-        records, _report = open_corpus(
-            meta.get("corpus", "howto100m"),
-            config.data,
-            (config.model.feature_dim_2d, config.model.feature_dim_3d),
-            strict=False,
-        )
-    record = _find_record(records, video_id)
-    n = len(record.captions)
+    tokenizer = build_tokenizer(config.model)
+    if table is None:
+        table = run_corpus(config, payload.get("meta", {}), tokenizer)
+    v = _find_video(table, video_id)
+    n = table.clip_count(v)
     clip = n // 2 if clip is None else clip
     if not 0 <= clip < n:
         raise DecembertError(f"--clip {clip}: video {video_id} has clips 0 to {n - 1}")
-    tokenizer = build_tokenizer(config.model)
-    sample = _clip_sample(record, clip, config, tokenizer)
+    sample = _clip_sample(table, v, clip, config, tokenizer)
     batch, attentions = _encode(sample, payload, config, tokenizer)
     k = config.data.neighbours
     lo, hi = max(0, clip - k), min(n - 1, clip + k)
-    candidates = list(record.captions.text[lo : hi + 1])
-    aligned = _aligned_candidate(record, clip, lo, hi)
+    # the candidates as the model read them (an index keeps WordPiece ids, not the raw text)
+    candidates = [
+        cast(str, tokenizer.decode(table.caption_ids(v, j, config.data.max_caption_tokens))) for j in range(lo, hi + 1)
+    ]
+    aligned = sample.aligned if sample.own_candidate >= 0 else -1
     # one sequence of ids decodes to one string (decode is annotated str | list[str] for batches too)
     dense = [cast(str, tokenizer.decode(seg.ids)) for seg in sample.segments if seg.kind == TokenType.DENSE]
     mass = candidate_mass(attentions, batch.video_mask, batch.caption_id, len(candidates))
     return AttentionExample(
         video_id, clip, mass, candidates, clip - lo, aligned, dense, str(file), int(payload.get("step", 0))
     )
+
+
+def run_corpus(config: Config, meta: dict[str, Any], tokenizer: Any) -> ClipTable:
+    """The corpus a pre-training run read (its index when it has one)."""
+    from decembert_cli.data.corpus import open_corpus
+
+    table, _report = open_corpus(
+        meta.get("corpus", "howto100m"),
+        config.data,
+        (config.model.feature_dim_2d, config.model.feature_dim_3d),
+        tokenizer,
+        strict=False,
+    )
+    return table
 
 
 def _pretrain_config(file: Path, payload: dict[str, Any], overrides: Sequence[str]) -> Config:
@@ -126,33 +136,33 @@ def _pretrain_config(file: Path, payload: dict[str, Any], overrides: Sequence[st
     )
 
 
-def _find_record(records: list, video_id: str) -> VideoRecord:
-    """The corpus record of `video_id`; DecembertError naming a few others when it is not there."""
-    record = next((r for r in records if r.video_id == video_id), None)
-    if record is None:
-        shown = ", ".join(r.video_id for r in records[:5])
+def _find_video(table: ClipTable, video_id: str) -> int:
+    """The table row of `video_id`; DecembertError naming a few others when it is not there."""
+    v = table.find(video_id)
+    if v is None:
+        shown = ", ".join(table.video_ids[:5])
         raise DecembertError(
-            f"video '{video_id}' is not among the corpus' {len(records)} usable videos (e.g. {shown}); "
+            f"video '{video_id}' is not among the corpus' {len(table)} usable videos (e.g. {shown}); "
             "pass one of them with --video"
         )
-    return record
+    return v
 
 
-def _clip_sample(record: VideoRecord, clip: int, config: Config, tokenizer: Any) -> EncoderSample:
-    """The pre-training sample of the record's clip `clip`, candidates kept in time order."""
+def _clip_sample(table: ClipTable, v: int, clip: int, config: Config, tokenizer: Any) -> EncoderSample:
+    """The pre-training sample of video v's clip `clip`, candidates kept in time order."""
     from decembert_cli.data.corpus import PretrainDataset
 
     # the picture keeps time order (the model sees no order: candidates share positions)
     data = PretrainDataset(
-        [record],
+        table,
         tokenizer,
         config.data,
+        videos=np.array([v]),
         seed=config.seed,
         max_video_tokens=config.model.max_video_tokens,
         shuffle_candidates=False,
     )
-    index = int(np.flatnonzero(data.clips[:, 1] == clip)[0])
-    sample, _info = data.build(0, index)
+    sample, _info = data.build(0, clip)
     return sample
 
 
@@ -177,12 +187,3 @@ def _encode(
     with torch.no_grad():
         out = encoder(batch, output_attentions=True)
     return batch, out.attentions
-
-
-def _aligned_candidate(record: VideoRecord, clip: int, lo: int, hi: int) -> int:
-    """Index among candidates lo .. hi of the one caption truly describing `clip`; -1 when unknown or not one."""
-    aligned = -1
-    if record.aligned_to is not None:
-        matches = [c for c, j in enumerate(range(lo, hi + 1)) if record.aligned_to[j] == clip]
-        aligned = matches[0] if len(matches) == 1 else -1
-    return aligned

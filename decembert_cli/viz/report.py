@@ -11,13 +11,16 @@ import html
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import METRICS_LOG, atomic_write_text, read_jsonl
 from decembert_cli.viz import plots
+
+if TYPE_CHECKING:
+    from decembert_cli.data.clip_table import ClipTable
 
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
@@ -251,9 +254,8 @@ def report(run_dirs: list[Path], video: str | None = None) -> Path:
         parts.append(_image(run_curves([run], folder / f"{run.name}-curves.png")))
         if meta.get("kind") == "pretrain":
             try:
-                records = _corpus(info["config"], meta)
-                chosen = video or (records[0].video_id if records else "")
-                example = attention_example(run, chosen, records=records)
+                table = _corpus(info["config"], meta)
+                example = attention_example(run, video or table.video_ids[0], table=table)
                 parts.append(
                     _image(plots.attention([example], folder / f"{run.name}-attention.png", titles=[run.name]))
                 )
@@ -279,16 +281,12 @@ def report(run_dirs: list[Path], video: str | None = None) -> Path:
     return atomic_write_text(folder / "index.html", page)
 
 
-def _corpus(config: dict[str, Any], meta: dict[str, Any]) -> list:
-    """The usable videos of a pre-training run's corpus (read once for the report)."""
+def _corpus(config: dict[str, Any], meta: dict[str, Any]) -> ClipTable:
+    """A pre-training run's corpus (opened once for the report)."""
     from decembert_cli.config import Config
     from decembert_cli.config.loader import from_dict
-    from decembert_cli.data.corpus import open_corpus
+    from decembert_cli.model import build_tokenizer
+    from decembert_cli.viz.attention import run_corpus
 
     cfg = from_dict(Config, config)
-    records, _ = open_corpus(
-        meta.get("corpus", "howto100m"), cfg.data, (cfg.model.feature_dim_2d, cfg.model.feature_dim_3d), strict=False
-    )
-    if not records:
-        raise DecembertError("the run's corpus has no usable video")
-    return records
+    return run_corpus(cfg, meta, build_tokenizer(cfg.model))

@@ -115,7 +115,7 @@ def test_same_features_whatever_the_batching(videos, backbones, tmp_path):
 
 def test_howto100m_layout_and_the_corpus_reads_both(videos, backbones, tmp_path):
     from decembert_cli.config.schema import DataConfig
-    from decembert_cli.data.corpus import DataReport, open_howto100m
+    from decembert_cli.data.scan import DataReport, open_howto100m
 
     P.extract([videos / "a.avi"], *backbones, _options(tmp_path / "ours"))
     P.extract([videos / "a.avi"], *backbones, _options(tmp_path / "h100m", layout="howto100m", l2_normalise=True))

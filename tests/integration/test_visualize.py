@@ -131,10 +131,11 @@ def test_attention_picture_and_its_numbers_are_the_models_eager_attention(runs: 
         model=dataclasses.replace(cfg.model, init="none", attention="eager"),
         data=dataclasses.replace(cfg.data, mask_prob=0.0, negative_prob=0.0),
     )
-    records, _ = open_corpus("sample", cfg.data, (cfg.model.feature_dim_2d, cfg.model.feature_dim_3d), strict=False)
-    record = next(r for r in records if r.video_id == "sample_0002")
     tok = build_tokenizer(cfg.model)
-    ds = PretrainDataset([record], tok, cfg.data, seed=cfg.seed, shuffle_candidates=False)
+    dims = (cfg.model.feature_dim_2d, cfg.model.feature_dim_3d)
+    table, _ = open_corpus("sample", cfg.data, dims, tok, strict=False)
+    row = table.find("sample_0002")
+    ds = PretrainDataset(table, tok, cfg.data, videos=np.array([row]), seed=cfg.seed, shuffle_candidates=False)
     sample, _ = ds.build(0, 3)
     assert sample.candidate_offsets == sorted(sample.candidate_offsets)  # the picture's candidates are in time order
     encoder, _ = build_encoder(cfg.model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -15,14 +16,10 @@ import pytest
 
 from decembert_cli.config import DataConfig
 from decembert_cli.data.batch import IGNORE_INDEX, TokenType
-from decembert_cli.data.corpus import (
-    DataReport,
-    PretrainDataset,
-    clip_window,
-    open_howto100m,
-    split_videos,
-)
-from decembert_cli.data.sample.corpus import generate, open_sample
+from decembert_cli.data.clip_table import ClipTable, split_videos
+from decembert_cli.data.corpus import PretrainDataset
+from decembert_cli.data.sample.corpus import generate, sample
+from decembert_cli.data.scan import DataReport, open_howto100m
 from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.errors import DecembertError
 
@@ -136,21 +133,26 @@ def test_dense_captions_missing_for_a_video_skips_it_unless_dense_is_off(sample_
     assert len(open_howto100m(_config(root, use_dense=False), DataReport(), DIMS)) == 24
 
 
-def test_split_is_by_video_deterministic_and_capped(sample_root: Path) -> None:
+def test_split_is_by_video_deterministic_and_capped(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     records = open_howto100m(_config(sample_root), DataReport(), DIMS)
-    train, val = split_videos(records, 10000)
+    table = ClipTable.from_records(records, tokenizer)
+    train, val = split_videos(table, 10000)
     assert len(val) == 2 and len(train) == 22  # at most a tenth of the corpus
-    assert not {r.video_id for r in train} & {r.video_id for r in val}
-    again = split_videos(list(reversed(records)), 10000)[1]
-    assert {r.video_id for r in again} == {r.video_id for r in val}
-    assert split_videos(records, 1)[1][0].video_id == val[0].video_id or len(split_videos(records, 1)[1]) == 1
-    assert split_videos(records, 0)[1] == []
+    assert not set(train) & set(val) and sorted([*train, *val]) == list(range(24))
+    # the held-out videos are those first by sha1 of their id, whatever the order of the table
+    by_hash = sorted(records, key=lambda r: hashlib.sha1(r.video_id.encode()).hexdigest())
+    assert {table.video_ids[v] for v in val} == {r.video_id for r in by_hash[:2]}
+    reversed_table = ClipTable.from_records(records[::-1], tokenizer)
+    again = split_videos(reversed_table, 10000)[1]
+    assert {reversed_table.video_ids[v] for v in again} == {table.video_ids[v] for v in val}
+    assert table.video_ids[split_videos(table, 1)[1][0]] == by_hash[0].video_id
+    assert len(split_videos(table, 0)[1]) == 0
 
 
 def _dataset(root: Path, tokenizer: PreTrainedTokenizerBase, **changes: object) -> PretrainDataset:
     config = _config(root, **changes)
-    records = open_sample(config, DataReport(), DIMS)
-    return PretrainDataset(records, tokenizer, config, seed=3)
+    records = sample(config, DataReport(), DIMS)  # the in-memory path (test_corpus_index: the same as the index's)
+    return PretrainDataset(ClipTable.from_records(records, tokenizer), tokenizer, config, seed=3)
 
 
 def test_mlm_and_negative_rates(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -205,8 +207,9 @@ def test_sample_construction_follows_the_paper(sample_root: Path, tokenizer: Pre
     seen_aligned = 0
     for index in range(0, len(data), 3):
         sample, info = data.build(0, index)
-        record = data.records[info.video]
-        first, end = clip_window(record.captions, info.clip, record.seconds)
+        assert data.table.records is not None
+        record = data.table.records[int(data.videos[info.video])]
+        first, end = data.table.window(int(data.videos[info.video]), info.clip)
         assert first == math.floor(record.captions.start[info.clip])
         assert sample.video_2d.shape == (end - first, DIM) and end > first
         asr = [s for s in sample.segments if s.kind == TokenType.ASR]
@@ -216,7 +219,7 @@ def test_sample_construction_follows_the_paper(sample_root: Path, tokenizer: Pre
         frames = [f for f in range(math.ceil(first / 2), math.ceil(end / 2))] or [first // 2]
         assert len(dense) <= 2 * len(frames)
         source_video, source_clip = info.source
-        captions = data.records[source_video].captions
+        captions = data.table.records[int(data.videos[source_video])].captions
         lo, hi = max(0, source_clip - 2), min(len(captions) - 1, source_clip + 2)
         assert len(asr) == hi - lo + 1
         # the candidates are s_{i-k} .. s_{i+k} in a shuffled order; offsets say which slot holds which
@@ -242,7 +245,7 @@ def test_candidates_are_shuffled_per_sample_and_share_positions(
     sample_root: Path, tokenizer: PreTrainedTokenizerBase
 ) -> None:
     data = _dataset(sample_root, tokenizer, neighbours=1, negative_prob=0.0)
-    in_order = PretrainDataset(data.records, tokenizer, data.config, seed=3, shuffle_candidates=False)
+    in_order = PretrainDataset(data.table, tokenizer, data.config, seed=3, shuffle_candidates=False)
     own_slots: Counter[int] = Counter()
     samples = []
     for index in range(0, len(data), 2):
@@ -269,13 +272,14 @@ def test_candidates_are_shuffled_per_sample_and_share_positions(
 
 def test_an_epoch_of_videos_draws_one_clip_per_video(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     config = _config(sample_root)
-    records = open_sample(config, DataReport(), DIMS)
-    by_video = PretrainDataset(records, tokenizer, config, seed=3, epoch_unit="video")
-    by_clip = PretrainDataset(records, tokenizer, config, seed=3)
+    records = sample(config, DataReport(), DIMS)
+    table = ClipTable.from_records(records, tokenizer)
+    by_video = PretrainDataset(table, tokenizer, config, seed=3, epoch_unit="video")
+    by_clip = PretrainDataset(table, tokenizer, config, seed=3)
     assert len(by_video) == len(records) and len(by_clip) == sum(len(r.captions) for r in records) > 8 * len(by_video)
     drawn = {e: [by_video.clip_index(e, v) for v in range(len(records))] for e in range(4)}
     for clips in drawn.values():
-        assert [int(by_video.clips[c][0]) for c in clips] == list(range(len(records)))  # item v draws a clip of video v
+        assert [by_video.locate(c)[0] for c in clips] == list(range(len(records)))  # item v draws a clip of video v
     assert len({tuple(c) for c in drawn.values()}) > 1  # another clip per video each epoch
     assert drawn[0] == [by_video.clip_index(0, v) for v in range(len(records))]  # deterministic
     first = by_video[(1, 0)]

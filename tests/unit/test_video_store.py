@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from decembert_cli.config import DataConfig, TaskSettings, VideoSettings
-from decembert_cli.data.corpus import DataReport, PretrainDataset, clip_window, open_howto100m
+from decembert_cli.data.clip_table import ClipTable, clip_window
+from decembert_cli.data.corpus import PretrainDataset
 from decembert_cli.data.howto100m import BadVideo
 from decembert_cli.data.sample.corpus import generate
+from decembert_cli.data.scan import DataReport, open_howto100m
 from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.data.video_store import VideoStore, dataset_file
 from decembert_cli.errors import DecembertError
@@ -53,14 +55,14 @@ def test_pretraining_reads_a_clip_through_the_store(root: Path, tokenizer: PreTr
     config = DataConfig(root=str(root))
     records = open_howto100m(config, DataReport(), (DIM, DIM))
     record = records[0]
-    window = clip_window(record.captions, 1, record.seconds)
+    window = clip_window(record.captions.start[1], record.captions.end[1], record.seconds)
     store = VideoStore(TaskSettings(root=str(root)), (DIM, DIM))
     for ours, theirs in zip(record.features(window), store.features(record.video_id, window)):
         np.testing.assert_array_equal(ours, theirs)
     assert len(record.features(window)[0]) == window[1] - window[0]
     picked = record.dense_captions(window, np.random.default_rng(0))
     assert picked == store.dense(record.video_id, window, np.random.default_rng(0)) and picked
-    sample = PretrainDataset(records, tokenizer, config, seed=0)[0]
+    sample = PretrainDataset(ClipTable.from_records(records, tokenizer), tokenizer, config, seed=0)[0]
     assert sample.video_2d.shape[1] == DIM
 
 

@@ -33,7 +33,6 @@ folder without it is an interrupted run, which the generator may overwrite.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -45,13 +44,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from decembert_cli.data.corpus_index import IndexedCorpus
 from decembert_cli.data.feature_store import npy_bytes
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from decembert_cli.config.schema import DataConfig
-    from decembert_cli.data.corpus import DataReport, VideoRecord
 
 from .vocabulary import (
     ACTIONS,
@@ -157,29 +156,24 @@ def load_alignment(root: Path) -> dict[str, list[int]]:
     return {vid: [int(s) for s in entry["caption_segment"]] for vid, entry in data["videos"].items()}
 
 
-def open_sample(
-    config: DataConfig,
-    report: DataReport,
-    dims: tuple[int, int],
-    progress: Callable[[int, int], None] | None = None,
-) -> list[VideoRecord]:
+class SampleCorpus(IndexedCorpus):
     """The built-in synthetic corpus: generated on first use, read as HowTo100M, with its true alignment."""
-    from decembert_cli.data.corpus import open_howto100m
 
-    root = Path(config.root).expanduser() if config.root else default_sample_dir(dims)
-    if not is_sample_corpus(root):
-        if dims[0] != dims[1]:
-            raise DecembertError(
-                "the sample corpus has equal 2D and 3D widths; set model.feature_dim_2d = model.feature_dim_3d"
-            )
-        generate(root, feature_dim_2d=dims[0], feature_dim_3d=dims[1])
-    records = open_howto100m(dataclasses.replace(config, root=str(root)), report, dims, progress)
-    alignment = load_alignment(root)
-    for record in records:
-        truth = alignment.get(record.video_id)
-        if truth is not None and len(truth) == len(record.captions):
-            record.aligned_to = list(truth)
-    return records
+    def root(self, config: DataConfig, dims: tuple[int, int]) -> Path:
+        root = Path(config.root).expanduser() if config.root else default_sample_dir(dims)
+        if not is_sample_corpus(root):
+            if dims[0] != dims[1]:
+                raise DecembertError(
+                    "the sample corpus has equal 2D and 3D widths; set model.feature_dim_2d = model.feature_dim_3d"
+                )
+            generate(root, feature_dim_2d=dims[0], feature_dim_3d=dims[1])
+        return root
+
+    def alignment(self, root: Path) -> tuple[dict[str, list[int]], Path] | None:
+        return load_alignment(root), root / "alignment.json"
+
+
+sample = SampleCorpus()
 
 
 def default_sample_dir(dims: tuple[int, int]) -> Path:

@@ -1,0 +1,167 @@
+"""The persistent corpus index: the same samples as the in-memory path, staleness, updates, resuming."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+import torch
+
+from decembert_cli.config import DataConfig
+from decembert_cli.data import corpus_index
+from decembert_cli.data.clip_table import ClipTable, split_videos
+from decembert_cli.data.corpus import PretrainDataset, open_corpus
+from decembert_cli.data.corpus_index import COLUMNS, howto100m, open_index
+from decembert_cli.data.sample.corpus import generate, sample
+from decembert_cli.data.scan import DataReport
+from decembert_cli.errors import DecembertError
+from tests.unit.test_corpus import _broken_copy
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+DIM = 16
+DIMS = (DIM, DIM)
+
+
+@pytest.fixture(scope="module")
+def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("corpus") / "sample", videos=24, feature_dim_2d=DIM, feature_dim_3d=DIM)
+
+
+def _config(root: Path, **changes: Any) -> DataConfig:
+    return dataclasses.replace(DataConfig(root=str(root)), **changes)
+
+
+def _copy(sample_root: Path, tmp_path: Path, name: str = "c") -> Path:
+    root = tmp_path / name
+    shutil.copytree(sample_root, root, ignore=shutil.ignore_patterns("decembert-index"))
+    return root
+
+
+def _arrays(folder: Path) -> dict[str, np.ndarray]:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {c: np.load(folder / manifest["version"] / f"{c}.npy") for c in COLUMNS}
+
+
+def _batches(table: ClipTable, tokenizer: PreTrainedTokenizerBase, config: DataConfig, unit: str) -> list[Any]:
+    train, val = split_videos(table, 3)
+    out = []
+    for videos, epoch in ((train, 1), (val, 2**31 - 1)):
+        data = PretrainDataset(table, tokenizer, config, videos=videos, seed=5, epoch_unit=unit)
+        keys = [(epoch, i) for i in range(len(data))]
+        for first in range(0, len(keys), 8):
+            out.append(data.collate([data[k] for k in keys[first : first + 8]]))
+    return out
+
+
+@pytest.mark.parametrize("unit", ["clip", "video"])
+def test_the_index_gives_the_batches_of_the_in_memory_path(
+    sample_root: Path, tmp_path: Path, tokenizer: PreTrainedTokenizerBase, unit: str
+) -> None:
+    config = _config(_copy(sample_root, tmp_path))
+    memory = ClipTable.from_records(sample(config, DataReport(), DIMS), tokenizer)
+    indexed, _report, _ = open_index(sample, config, DIMS, tokenizer, name="sample")
+    assert isinstance(indexed.tokens, np.memmap) and indexed.records is None  # nothing per clip in Python objects
+    assert list(indexed.video_ids) == list(memory.video_ids) and (indexed.aligned >= 0).any()
+    a, b = _batches(memory, tokenizer, config, unit), _batches(indexed, tokenizer, config, unit)
+    assert len(a) == len(b) >= 4
+    for x, y in zip(a, b, strict=True):
+        for field in dataclasses.fields(x):
+            u, v = getattr(x, field.name), getattr(y, field.name)
+            assert torch.equal(u, v) if isinstance(u, torch.Tensor) else u == v, field.name
+
+
+def test_the_index_report_is_the_scan_report(sample_root: Path, tmp_path: Path, tokenizer: Any) -> None:
+    root = _broken_copy(sample_root, tmp_path)
+    scanned = DataReport()
+    howto100m(_config(root, videos_csv=""), scanned, DIMS)
+    table, report = open_corpus("howto100m", _config(root, videos_csv=""), DIMS, tokenizer, strict=False)
+    assert report.as_dict() == scanned.as_dict() and len(table) == scanned.videos_used == 25
+    with pytest.raises(DecembertError, match=r"video bad_\w+: .*--strict"):
+        open_corpus("howto100m", _config(root, videos_csv=""), DIMS, tokenizer, strict=True)
+
+
+def test_workers_and_parts_do_not_change_the_index(sample_root: Path, tmp_path: Path, tokenizer: Any) -> None:
+    root = _copy(sample_root, tmp_path)
+    one = open_index(howto100m, _config(root, index="one"), DIMS, tokenizer, workers=1)[2]
+    two = open_index(howto100m, _config(root, index="two"), DIMS, tokenizer, workers=2, part_videos=5)[2]
+    a, b = _arrays(one), _arrays(two)
+    assert all(np.array_equal(a[c], b[c]) for c in COLUMNS)
+
+
+def test_a_stale_or_foreign_index_is_refused_and_an_update_adds_only_new_videos(
+    sample_root: Path, tmp_path: Path, tokenizer: Any
+) -> None:
+    root = _copy(sample_root, tmp_path)
+    config = _config(root)
+    (root / "features/3d/sample_0005.npy").rename(tmp_path / "held-back.npy")  # sample_0005 skipped: no 3D features
+    table, report, folder = open_index(howto100m, config, DIMS, tokenizer)
+    assert len(table) == 23 and report["skipped"] == {"3D feature file missing": 1}
+    (tmp_path / "held-back.npy").rename(root / "features/3d/sample_0005.npy")
+    with pytest.raises(
+        DecembertError, match=r"out of date: data.features_3d \(changed\).*decembert data index howto100m"
+    ):
+        open_index(howto100m, config, DIMS, tokenizer)
+    table, report, _ = open_index(howto100m, config, DIMS, tokenizer, mode="update")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["examined"] == 1 and len(table) == 24 and report["skipped"] == {}
+    fresh = open_index(howto100m, _config(root, index="fresh"), DIMS, tokenizer)[2]
+    assert all(np.array_equal(_arrays(folder)[c], _arrays(fresh)[c]) for c in COLUMNS)
+    assert [p.name for p in folder.iterdir() if p.name.startswith("v")] == [manifest["version"]]  # old one removed
+
+    with pytest.raises(DecembertError, match=r"other settings \(min_clips: 2 -> 3\).*--rebuild"):
+        open_index(howto100m, _config(root, min_clips=3), DIMS, tokenizer, mode="update")
+    other = _copy(sample_root, tmp_path, "other")
+    (other / "caption.json").write_text((other / "caption.json").read_text() + " ")
+    with pytest.raises(DecembertError, match="indexes another corpus"):
+        open_index(howto100m, _config(other, index=str(folder)), DIMS, tokenizer)
+
+
+def test_a_corpus_moved_with_its_index_keeps_it(sample_root: Path, tmp_path: Path, tokenizer: Any) -> None:
+    root = _copy(sample_root, tmp_path)
+    open_index(howto100m, _config(root), DIMS, tokenizer)
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved)  # copies mtimes, as rsync -a does
+    table, _, folder = open_index(howto100m, _config(moved), DIMS, tokenizer)
+    assert folder == moved / "decembert-index" and len(table) == 24
+
+
+def test_an_interrupted_build_resumes_without_redoing_finished_parts(
+    sample_root: Path, tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _copy(sample_root, tmp_path)
+    real = corpus_index._index_part
+    built: list[int] = []
+
+    def interrupted(n: int) -> int:
+        if len(built) == 3:
+            raise KeyboardInterrupt  # as if killed after three parts
+        built.append(n)
+        return real(n)
+
+    monkeypatch.setattr(corpus_index, "_index_part", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        open_index(howto100m, _config(root), DIMS, tokenizer, workers=1, part_videos=5)
+    folder = root / "decembert-index"
+    assert not (folder / "manifest.json").exists() and len(list((folder / "build").glob("part-*"))) == 3
+    first = {p.name: p.stat().st_mtime_ns for p in (folder / "build").glob("part-*")}
+    built.clear()
+    monkeypatch.setattr(corpus_index, "_index_part", lambda n: built.append(n) or real(n))
+    table, _, _ = open_index(howto100m, _config(root), DIMS, tokenizer, workers=1, part_videos=5)
+    assert built == [3, 4] and len(table) == 24 and not (folder / "build").exists()
+    assert first  # the three finished parts were reused, not rebuilt
+    fresh = open_index(howto100m, _config(root, index="fresh"), DIMS, tokenizer)[2]
+    assert all(np.array_equal(_arrays(folder)[c], _arrays(fresh)[c]) for c in COLUMNS)
+
+
+def test_an_unwritable_index_folder_names_the_setting(sample_root: Path, tmp_path: Path, tokenizer: Any) -> None:
+    root = _copy(sample_root, tmp_path)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(DecembertError, match="cannot write the corpus index to .*data.index=DIR"):
+        open_index(howto100m, _config(root, index=str(tmp_path / "a-file" / "index")), DIMS, tokenizer)
