@@ -135,51 +135,39 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "decembert_cli", *args]
 
 
-def pretrain_args(root: Path, dim: int, out: Path) -> list[str]:
-    sets = {
+def _sets(root: Path, dim: int) -> dict[str, str]:
+    return {
         "data.root": str(root),
         "data.use_dense": "false",
         "data.videos_csv": "",
+        "model.feature_dim_2d": str(dim),
+        "model.feature_dim_3d": str(dim),
+    }
+
+
+def _args(sets: dict[str, str]) -> list[str]:
+    return [x for k, v in sets.items() for x in ("--set", f"{k}={v}")]
+
+
+def pretrain_args(root: Path, dim: int, out: Path) -> list[str]:
+    sets = {
+        **_sets(root, dim),
         "data.workers": "0",
         "data.val_samples": "8",
         "model.arch": "tiny",
         "model.init": "none",
-        "model.feature_dim_2d": str(dim),
-        "model.feature_dim_3d": str(dim),
         "train.max_steps": "1",
         "train.batch_size": "8",
         "train.validate_every": "0",
     }
-    return [
-        "pretrain",
-        "--data",
-        "howto100m",
-        "--out",
-        str(out),
-        *[x for k, v in sets.items() for x in ("--set", f"{k}={v}")],
-    ]
+    return ["pretrain", "--data", "howto100m", "--out", str(out), *_args(sets)]
 
 
 def measure(root: Path, dim: int, workers: list[int]) -> dict:
     row: dict = {"memory": open_corpus_in("memory", root, dim)}
     for n, w in enumerate(workers):
         rebuild = ["--rebuild"] if n else []
-        build = timed(
-            cli(
-                "data",
-                "index",
-                "howto100m",
-                "--set",
-                f"data.root={root}",
-                "--set",
-                "data.use_dense=false",
-                "--set",
-                "data.videos_csv=",
-                "--workers",
-                str(w),
-                *rebuild,
-            )
-        )
+        build = timed(cli("data", "index", "howto100m", *_args(_sets(root, dim)), "--workers", str(w), *rebuild))
         manifest = json.loads((root / "decembert-index" / "manifest.json").read_text())
         row[f"build_w{w}"] = {**build, "build_s": manifest["build_seconds"]}
     row["index"] = open_corpus_in("index", root, dim)

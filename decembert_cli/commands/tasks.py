@@ -298,7 +298,7 @@ def data_index(
     console.print(
         f"index {folder}: {len(table):,} videos, {table.n_clips:,} clips, {len(table.tokens):,} caption tokens; "
         f"{manifest.get('examined', 0):,} videos examined in {manifest.get('build_seconds', 0)} s "
-        f"(of {report['videos_seen']:,} seen)",
+        f"(of {report['videos_seen']:,} seen; parts: {manifest.get('parts')})",
         highlight=False,
         soft_wrap=True,
     )

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # WordPiece ids kept per caption in a table: BERT's 512 positions less [CLS] and [SEP]. Captions are
 # cut to data.max_caption_tokens when a sample is drawn, so that setting never invalidates an index.
 STORED_TOKENS = 510
+TOKENIZE_CHUNK = 8192  # captions per tokenizer call
 
 
 class Strings(Sequence[str]):
@@ -64,14 +65,19 @@ def id_rank(video_id: str) -> int:
 def tokenize_all(tokenizer: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(offsets (n + 1,), ids) of every text's WordPiece ids (no special tokens, at most STORED_TOKENS;
     [UNK] for a text that gives none, as `tokenize_captions` does)."""
-    encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=STORED_TOKENS)["input_ids"]
-    unk = [tokenizer.unk_token_id]
-    encoded = [ids if ids else unk for ids in encoded]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(ids) for ids in encoded], out=offsets[1:])
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.int32
-    flat = np.fromiter((t for ids in encoded for t in ids), dtype=dtype, count=int(offsets[-1]))
-    return offsets, flat
+    lengths: list[int] = []
+    chunks: list[np.ndarray] = []
+    for first in range(0, len(texts), TOKENIZE_CHUNK):  # in chunks: a tokenizer's output for millions is GBs
+        encoded = tokenizer(
+            texts[first : first + TOKENIZE_CHUNK], add_special_tokens=False, truncation=True, max_length=STORED_TOKENS
+        )["input_ids"]
+        encoded = [ids if ids else [tokenizer.unk_token_id] for ids in encoded]
+        lengths.extend(len(ids) for ids in encoded)
+        chunks.append(np.fromiter((t for ids in encoded for t in ids), dtype=dtype, count=sum(map(len, encoded))))
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets, np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
 
 
 @dataclass

@@ -337,12 +337,13 @@ def _build(
         work.mkdir(parents=True)
         atomic_write_text(plan_file, json.dumps(plan, indent=1) + "\n")
     parts = [todo[k : k + part_videos] for k in range(0, len(todo), part_videos)]
-    _run_parts(job, source, work, parts, workers, progress)
+    reused = _run_parts(job, source, work, parts, workers, progress)
     versions = [int(p.name[1:]) for p in folder.glob("v*") if p.name[1:].isdigit()]
     version = f"v{max(versions, default=0) + 1}"  # a new folder: the current one stays valid until the manifest moves
     manifest = _merge(job, folder, work, len(parts), base, kept, version)
     manifest["build_seconds"] = round(time.perf_counter() - began, 2)
     manifest["examined"] = len(todo)
+    manifest["parts"] = {"built": len(parts) - reused, "reused from an interrupted build": reused}
     atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     for old_version in folder.glob("v*"):
         if old_version.name != version:
@@ -361,7 +362,8 @@ def _run_parts(
     parts: list[list[str]],
     workers: int,
     progress: Callable[[int, int], None] | None,
-) -> None:
+) -> int:
+    """Build the parts not yet built (in worker processes); how many were already there."""
     global _JOB
     left = [n for n in range(len(parts)) if not (work / f"part-{n:06d}").is_dir()]
     total = sum(len(p) for p in parts)
@@ -377,7 +379,7 @@ def _run_parts(
                 done += len(parts[n])
                 if progress is not None:
                     progress(done, total)
-            return
+            return len(parts) - len(left)
         import multiprocessing
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers tokenise on their own
@@ -386,6 +388,7 @@ def _run_parts(
                 done += len(parts[n])
                 if progress is not None:
                     progress(done, total)
+        return len(parts) - len(left)
     finally:
         _JOB = None
 

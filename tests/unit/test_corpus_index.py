@@ -155,6 +155,8 @@ def test_an_interrupted_build_resumes_without_redoing_finished_parts(
     monkeypatch.setattr(corpus_index, "_index_part", lambda n: built.append(n) or real(n))
     table, _, _ = open_index(howto100m, _config(root), DIMS, tokenizer, workers=1, part_videos=5)
     assert built == [3, 4] and len(table) == 24 and not (folder / "build").exists()
+    parts = json.loads((folder / "manifest.json").read_text())["parts"]
+    assert parts == {"built": 2, "reused from an interrupted build": 3}
     assert first  # the three finished parts were reused, not rebuilt
     fresh = open_index(howto100m, _config(root, index="fresh"), DIMS, tokenizer)[2]
     assert all(np.array_equal(_arrays(folder)[c], _arrays(fresh)[c]) for c in COLUMNS)
