@@ -17,25 +17,16 @@ from decembert_cli.data import corpus_index
 from decembert_cli.data.clip_table import ClipTable, split_videos
 from decembert_cli.data.corpus import PretrainDataset, open_corpus
 from decembert_cli.data.corpus_index import COLUMNS, howto100m, open_index
-from decembert_cli.data.sample.corpus import generate, sample
+from decembert_cli.data.sample.corpus import sample
 from decembert_cli.data.scan import DataReport
 from decembert_cli.errors import DecembertError
-from tests.unit.test_corpus import _broken_copy
+from tests.unit import test_corpus as corpus_tests
+from tests.unit.test_corpus import DIMS, _broken_copy, _config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-DIM = 16
-DIMS = (DIM, DIM)
-
-
-@pytest.fixture(scope="module")
-def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate(tmp_path_factory.mktemp("corpus") / "sample", videos=24, feature_dim_2d=DIM, feature_dim_3d=DIM)
-
-
-def _config(root: Path, **changes: Any) -> DataConfig:
-    return dataclasses.replace(DataConfig(root=str(root)), **changes)
+sample_root = corpus_tests.sample_root  # the same 24-video corpus (a module-scoped fixture)
 
 
 def _copy(sample_root: Path, tmp_path: Path, name: str = "c") -> Path:
