@@ -48,7 +48,7 @@ app = typer.Typer(
     help="DeCEMBERT: video-and-language pre-training on noisy instructional videos, and its downstream tasks.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish, PowerShell)
 )
 
 

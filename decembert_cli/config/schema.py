@@ -149,6 +149,8 @@ class TrainConfig:
     validate_every: NonNegativeInt = 500  # steps between validations (0: only at the end)
     checkpoint_every: NonNegativeInt = 500  # steps between checkpoints (and one at the end)
     keep_checkpoints: Count = 2  # newest checkpoints kept in RUN_DIR/checkpoints
+    # where metrics go besides RUN_DIR/metrics.jsonl (always written): tensorboard, wandb (optional extras)
+    log_to: tuple[Literal["jsonl", "tensorboard", "wandb"], ...] = ("jsonl",)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ steps), so a global batch gives the same update however it is split.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,9 +25,10 @@ from decembert_cli import checkpoint as ckpt
 from decembert_cli.config.schema import TrainConfig
 from decembert_cli.engine.distributed import DistInfo, all_sum, barrier, gather_objects, setup
 from decembert_cli.engine.optim import build_optimizer, build_scheduler
+from decembert_cli.engine.run_log import RunLog
 from decembert_cli.engine.sampler import StepBatches
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import METRICS_LOG, append_jsonl, atomic_write_text, read_jsonl
+from decembert_cli.io import METRICS_LOG
 from decembert_cli.precision import autocast, autocast_dtype
 from decembert_cli.protocols import ModelOutput, TaskDataset, TrainableModel
 
@@ -94,28 +95,6 @@ def _progress(enabled: bool) -> Any:
     )
 
 
-class _Log:
-    """The run's JSONL metrics log (main process only)."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path = path
-        self.enabled = enabled
-
-    def keep_until(self, step: int) -> str | None:
-        """On resume: drop lines written after the checkpoint's step (they will be written again) and
-        a torn last line; returns a note when there was one."""
-        if not self.enabled or not self.path.exists():
-            return None
-        rows, note = read_jsonl(self.path)
-        kept = [row for row in rows if row.get("step", 0) <= step]
-        atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in kept))
-        return note
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            append_jsonl(self.path, record)
-
-
 def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
     """The checkpoint to resume from (None for a fresh run); refuses to overwrite an existing run."""
     found = ckpt.list_checkpoints(run_dir)
@@ -178,7 +157,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    log: _Log
+    log: RunLog
     steps_per_epoch: int
     total_steps: int  # of the whole run
     start: int = 0  # the step resumed after (0: from the beginning)
@@ -245,7 +224,7 @@ def train(
     last_path: Path | None = None
     run.model.train()
     step = run.start
-    with run.bar:
+    with run.bar, contextlib.closing(run.log):
         for step in range(run.start + 1, run.end_step + 1):
             tick = time.perf_counter()
             try:
@@ -264,8 +243,8 @@ def train(
                 validation = _validate(run, step)
             if (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == run.end_step:
                 last_path = _save(run, step)
-    if step == run.total_steps and step > run.start:
-        validation = _validate(run, step)
+        if step == run.total_steps and step > run.start:
+            validation = _validate(run, step)
     return TrainResult(
         steps=step,
         total_steps=run.total_steps,
@@ -297,9 +276,10 @@ def _set_up(job: Job, resume: bool, stop_after: int | None, progress: bool) -> _
     total_steps = cfg.max_steps if cfg.max_steps > 0 else max(1, math.ceil(cfg.epochs * max(1, steps_per_epoch)))
     scheduler = build_scheduler(optimizer, total_steps, cfg.warmup)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    log = _Log(job.run_dir / METRICS_LOG, dist_info.main)
+    log = RunLog(job.run_dir, dist_info.main, cfg.log_to)
     run = _Run(job, dist_info, device, dtype, model, optimizer, scheduler, scaler, log, steps_per_epoch, total_steps)
     run.start = _resume(run, resume_from)
+    run.log.open(run.start, job.saved_config)
     if dist_info.world > 1:
         run.wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     batches = StepBatches(
@@ -437,6 +417,13 @@ def _validate(run: _Run, step: int) -> dict[str, float]:
     )
     warning = job.diagnose(metrics) if job.diagnose is not None else None
     run.log.write({"step": step, "split": "val", **metrics, **({"warning": warning} if warning else {})})
+    if run.log.shows_images:
+        from decembert_cli.viz.plots import metrics_table
+
+        with tempfile.TemporaryDirectory() as tmp:
+            run.log.image(
+                "val/metrics", metrics_table(metrics, Path(tmp) / "val.png", f"validation at step {step}"), step
+            )
     if warning and main:
         run.bar.console.print(f"[yellow]warning at step {step}:[/] {warning}", highlight=False)
     description = f"{run.description} [yellow](see warning)[/]" if warning else run.description

@@ -135,6 +135,20 @@ def examples(rows: list[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
+def metrics_table(metrics: dict[str, float], path: Path, title: str) -> Path:
+    """A table of metric names and values (validation, for the image panels of TensorBoard and W&B). 6 inches wide."""
+    rows = [[key, f"{value:.4g}"] for key, value in metrics.items()]
+    fig = _figure(6.0, 0.6 + 0.22 * max(1, len(rows)))
+    ax = fig.add_axes((0.02, 0.02, 0.96, 0.96 - 0.35 / fig.get_figheight()))
+    ax.axis("off")
+    ax.set_title(title, fontsize=9, loc="left")
+    if rows:
+        table = ax.table(cellText=rows, colLabels=["metric", "value"], loc="upper left", cellLoc="left")
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+    return _save(fig, path)
+
+
 def video_frames(
     frames: list[tuple[float, np.ndarray, list[dict[str, Any]]]],
     path: Path,

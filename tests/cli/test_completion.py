@@ -1,0 +1,26 @@
+"""Shell completion (Typer's --install-completion / --show-completion) completes subcommands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def _run(*args: str, **env: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "decembert_cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.stdout
+
+
+def test_bash_completion_script_and_its_answers() -> None:
+    assert "_DECEMBERT_COMPLETE=complete_bash" in _run("--show-completion", "bash")
+    words = _run(_DECEMBERT_COMPLETE="complete_bash", COMP_WORDS="decembert data ", COMP_CWORD="2").split()
+    assert words == ["check", "index"]
+    top = _run(_DECEMBERT_COMPLETE="complete_bash", COMP_WORDS="decembert pre", COMP_CWORD="1").split()
+    assert top == ["pretrain"]
