@@ -51,6 +51,8 @@ class Job:
     eval_kwargs: dict[str, Any] = field(default_factory=dict)  # extra forward arguments when validating
     # validation metrics -> a warning to log and show, or None
     diagnose: Callable[[dict[str, float]], str | None] | None = None
+    # pictures of the model at a validation (tag -> PNG written into the folder), for TensorBoard and W&B
+    pictures: Callable[[nn.Module, int, Path], dict[str, Path]] | None = None
 
 
 @dataclass
@@ -421,9 +423,10 @@ def _validate(run: _Run, step: int) -> dict[str, float]:
         from decembert_cli.viz.plots import metrics_table
 
         with tempfile.TemporaryDirectory() as tmp:
-            run.log.image(
-                "val/metrics", metrics_table(metrics, Path(tmp) / "val.png", f"validation at step {step}"), step
-            )
+            table = metrics_table(metrics, Path(tmp) / "val.png", f"validation at step {step}")
+            run.log.image("val/metrics", table, step)
+            for tag, png in (job.pictures(run.model, step, Path(tmp)) if job.pictures else {}).items():
+                run.log.image(tag, png, step)
     if warning and main:
         run.bar.console.print(f"[yellow]warning at step {step}:[/] {warning}", highlight=False)
     description = f"{run.description} [yellow](see warning)[/]" if warning else run.description

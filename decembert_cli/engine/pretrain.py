@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from decembert_cli.config import Config, save_config, to_dict
-from decembert_cli.data.clip_table import split_videos
+from decembert_cli.data.clip_table import ClipTable, split_videos
 from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, open_corpus, validation_indices
 from decembert_cli.data.scan import DataReport
 from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
@@ -78,6 +78,7 @@ def prepare(
         workers=config.data.workers,
         eval_kwargs={"constrained": True},  # u and the entropy are reported even when lambda = 0
         diagnose=collapse_warning,
+        pictures=_attention_picture(config, table, val_videos if len(val_videos) else train_videos, tokenizer),
     )
     return PretrainSetup(
         job=job,
@@ -88,6 +89,24 @@ def prepare(
         val_clips=len(val_keys),
         train_items=len(train_data),
     )
+
+
+def _attention_picture(
+    config: Config, table: ClipTable, videos: Any, tokenizer: Any
+) -> Callable[[Any, int, Path], dict[str, Path]]:
+    """Figure 4 of the model being trained, for the first held-out video's middle clip (nothing masked)."""
+    import dataclasses
+
+    shown = dataclasses.replace(config, data=dataclasses.replace(config.data, mask_prob=0.0, negative_prob=0.0))
+
+    def picture(model: Any, step: int, folder: Path) -> dict[str, Path]:
+        from decembert_cli.viz.attention import clip_attention
+        from decembert_cli.viz.plots import attention
+
+        example = clip_attention(model.encoder, table, int(videos[0]), None, shown, tokenizer, "training", step)
+        return {"val/attention": attention([example], folder / "attention.png", titles=[f"step {step}"])}
+
+    return picture
 
 
 def pretrain(setup: PretrainSetup, config: Config, *, resume: bool = False, **kwargs: Any) -> TrainResult:

@@ -79,13 +79,30 @@ def attention_example(
     tokenizer = build_tokenizer(config.model)
     if table is None:
         table = run_corpus(config, payload.get("meta", {}), tokenizer)
-    v = _find_video(table, video_id)
+    encoder = _checkpoint_encoder(payload, config)
+    return clip_attention(
+        encoder, table, _find_video(table, video_id), clip, config, tokenizer, str(file), int(payload.get("step", 0))
+    )
+
+
+def clip_attention(
+    encoder: torch.nn.Module,
+    table: ClipTable,
+    v: int,
+    clip: int | None,
+    config: Config,
+    tokenizer: Any,
+    source: str,
+    step: int,
+) -> AttentionExample:
+    """Figure 4's data for table row v's clip `clip` (default: the middle one) under `encoder`
+    (`config.data` with nothing masked and no negative); `source` and `step` label the picture."""
     n = table.clip_count(v)
     clip = n // 2 if clip is None else clip
     if not 0 <= clip < n:
-        raise DecembertError(f"--clip {clip}: video {video_id} has clips 0 to {n - 1}")
+        raise DecembertError(f"--clip {clip}: video {table.video_ids[v]} has clips 0 to {n - 1}")
     sample = _clip_sample(table, v, clip, config, tokenizer)
-    batch, attentions = _encode(sample, payload, config, tokenizer)
+    batch, attentions = _encode(encoder, sample, config, tokenizer)
     k = config.data.neighbours
     lo, hi = max(0, clip - k), min(n - 1, clip + k)
     # the candidates as the model read them (an index keeps WordPiece ids, not the raw text)
@@ -96,9 +113,7 @@ def attention_example(
     # one sequence of ids decodes to one string (decode is annotated str | list[str] for batches too)
     dense = [cast(str, tokenizer.decode(seg.ids)) for seg in sample.segments if seg.kind == TokenType.DENSE]
     mass = candidate_mass(attentions, batch.video_mask, batch.caption_id, len(candidates))
-    return AttentionExample(
-        video_id, clip, mass, candidates, clip - lo, aligned, dense, str(file), int(payload.get("step", 0))
-    )
+    return AttentionExample(table.video_ids[v], clip, mass, candidates, clip - lo, aligned, dense, source, step)
 
 
 def run_corpus(config: Config, meta: dict[str, Any], tokenizer: Any) -> ClipTable:
@@ -166,17 +181,21 @@ def _clip_sample(table: ClipTable, v: int, clip: int, config: Config, tokenizer:
     return sample
 
 
-def _encode(
-    sample: EncoderSample, payload: dict[str, Any], config: Config, tokenizer: Any
-) -> tuple[VideoTextBatch, tuple[torch.Tensor, ...]]:
-    """(batch, attentions): the sample collated and run through the checkpoint's encoder on the eager path."""
-    from decembert_cli.data.batch import collate
+def _checkpoint_encoder(payload: dict[str, Any], config: Config) -> torch.nn.Module:
     from decembert_cli.model import build_encoder
 
     encoder, _ = build_encoder(config.model)
     state = {k[len("encoder.") :]: v for k, v in payload["model"].items() if k.startswith("encoder.")}
     encoder.load_state_dict(state)
-    encoder.eval()
+    return encoder
+
+
+def _encode(
+    encoder: torch.nn.Module, sample: EncoderSample, config: Config, tokenizer: Any
+) -> tuple[VideoTextBatch, tuple[torch.Tensor, ...]]:
+    """(batch, attentions): the sample collated and run through the encoder (in eval mode, restored after)."""
+    from decembert_cli.data.batch import collate
+
     batch = collate(
         [sample],
         cls_id=tokenizer.cls_token_id,
@@ -184,6 +203,12 @@ def _encode(
         pad_id=tokenizer.pad_token_id,
         max_video_tokens=config.model.max_video_tokens,
     )
-    with torch.no_grad():
-        out = encoder(batch, output_attentions=True)
-    return batch, out.attentions
+    device = next(encoder.parameters()).device
+    training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            out = encoder(batch.to(device), output_attentions=True)
+    finally:
+        encoder.train(training)
+    return batch, tuple(a.float().cpu() for a in out.attentions)

@@ -42,7 +42,7 @@ def test_tensorboard_holds_the_scalars_of_metrics_jsonl(sample_root: Path, tmp_p
     assert values.keys() == expected.keys()
     for tag, points in expected.items():
         assert values[tag] == pytest.approx(points, rel=1e-6), tag  # event files keep float32
-    assert images == ["val/metrics"]
+    assert sorted(images) == ["val/attention", "val/metrics"]  # the validation table and Figure 4
 
 
 def test_a_resumed_run_continues_its_event_files_without_duplicates(sample_root: Path, tmp_path: Path) -> None:
