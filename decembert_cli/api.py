@@ -13,6 +13,11 @@ uses nothing else (a test checks it).
   uses); `dataset_file` resolves a file setting under `task.root`.
 - Samples: `EncoderSample` with `TextSegment`s of a `TokenType`, `tokenize_captions`, and
   `collate_with` (a list of samples -> `VideoTextBatch`); heads receive an `EncoderOutput`.
+- Corpora: a `CorpusOpener` returns records; a corpus in HowTo100M's layout can register an
+  `IndexedCorpus` instead, read through the persistent corpus index.
+- Models: `load_pretrained(FOLDER_OR_HUB_ID)` returns a `Pretrained` (model, encoder, tokenizer,
+  config, task) from a `decembert export` folder (safetensors), a checkpoint or a run;
+  `export_model` writes such a folder.
 - Errors: raise `DecembertError` with a message naming the file, key or value and how to fix it.
 - Tests: `check_task` checks a Task class against the contract on a tiny dataset;
   `generate_sample_corpus` writes the built-in sample corpus (with MSR-VTT-format clips in msrvtt/).
@@ -32,10 +37,12 @@ from decembert_cli.config.schema import (
     VideoSettings,
 )
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate, collate_with
+from decembert_cli.data.corpus_index import IndexedCorpus
 from decembert_cli.data.sample.corpus import generate as generate_sample_corpus
 from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.data.video_store import VideoStore, dataset_file, resolve
 from decembert_cli.errors import DecembertError
+from decembert_cli.export import Pretrained, export_model, load_pretrained
 from decembert_cli.model.encoder import EncoderOutput
 from decembert_cli.protocols import (
     CorpusOpener,
@@ -57,11 +64,13 @@ __all__ = [
     "DecembertError",
     "EncoderOutput",
     "EncoderSample",
+    "IndexedCorpus",
     "Fraction",
     "NonNegative",
     "NonNegativeInt",
     "Positive",
     "PredictionsNotSupported",
+    "Pretrained",
     "Probability",
     "Share",
     "Task",
@@ -78,7 +87,9 @@ __all__ = [
     "collate",
     "collate_with",
     "dataset_file",
+    "export_model",
     "generate_sample_corpus",
+    "load_pretrained",
     "resolve",
     "tokenize_captions",
 ]

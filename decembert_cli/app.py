@@ -78,6 +78,7 @@ def _register() -> None:
     app.command(name="tasks")(tasks.list_tasks)
     app.command(name="finetune")(tasks.finetune)
     app.command(name="evaluate")(tasks.evaluate)
+    app.command(name="export")(tasks.export)
     data = typer.Typer(help="Check datasets and corpora; index a pre-training corpus.", no_args_is_help=True)
     data.command(name="check")(tasks.data_check)
     data.command(name="index")(tasks.data_index)

@@ -3,6 +3,10 @@
 A checkpoint holds the model, optimiser, scheduler and gradient-scaler states, the step, every
 process's RNG states, the resolved config and run metadata. It is written to a temporary file and
 renamed, so an interruption leaves the previous checkpoint intact and never half a new one.
+
+An exported model folder (`decembert export`: model.safetensors, config.json, tokenizer files; no
+pickle) reads back as a checkpoint without the training state, so whatever takes a checkpoint to
+start from or to score (`finetune --checkpoint`, `evaluate --checkpoint`) takes an export too.
 """
 
 from __future__ import annotations
@@ -40,9 +44,41 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+EXPORT_FORMAT = "decembert.export/1"
+EXPORT_WEIGHTS = "model.safetensors"
+
+
+def is_export(path: Path) -> bool:
+    return path.is_dir() and (path / EXPORT_WEIGHTS).is_file() and (path / "config.json").is_file()
+
+
+def read_export(folder: Path) -> dict[str, Any]:
+    """An exported folder as a checkpoint payload (model state, config, meta, step); its tokenizer is its own."""
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        described = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        ours = described["decembert"]
+        if ours.get("format") != EXPORT_FORMAT:
+            raise KeyError("format")
+        state = load_file(str(folder / EXPORT_WEIGHTS))
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+        raise CorruptCheckpoint(
+            f"{folder} is not a readable decembert export ({EXPORT_FORMAT}: {exc.__class__.__name__}: {exc})"
+        ) from None
+    config = ours["config"]
+    config = {**config, "model": {**config["model"], "tokenizer": str(folder), "init": "none"}}
+    return {"format": FORMAT, "model": state, "config": config, "meta": ours["meta"], "step": ours["step"]}
+
+
 def resolve(path: Path) -> Path:
-    """A checkpoint file as given, or the newest checkpoint of a run folder."""
+    """A checkpoint file as given, an exported model folder, or the newest checkpoint of a run folder."""
     path = Path(path).expanduser()
+    if is_export(path):
+        return path
     if path.is_dir():
         found = list_checkpoints(path)
         if not found:
@@ -110,6 +146,14 @@ def load_checkpoint(
     path: Path, map_location: str | torch.device = "cpu", required: tuple[str, ...] = ("model", "config")
 ) -> dict[str, Any]:
     """A checkpoint's contents; `required` keys must be there (RESUME_KEYS to continue training)."""
+    if is_export(Path(path)):
+        data = read_export(Path(path))
+        missing = [key for key in required if key not in data]
+        if missing:
+            raise DecembertError(
+                f"{path} is an exported model, without {', '.join(missing)}: training resumes from a run"
+            )
+        return data
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:

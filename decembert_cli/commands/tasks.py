@@ -303,3 +303,23 @@ def data_index(
         soft_wrap=True,
     )
     console.print(json.dumps(report, indent=2), highlight=False)
+
+
+def export(
+    source: Path = typer.Argument(..., help="A run folder (its newest checkpoint) or a checkpoint file."),
+    out: Path = typer.Option(..., "--out", help="The folder to write (must not exist)."),
+) -> None:
+    """Export a pre-training or fine-tuned model as a Hugging Face-style folder: model.safetensors,
+    config.json, the tokenizer files and a model card (README.md). No pickle; load it with
+    decembert_cli.api.load_pretrained, or pass it to finetune/evaluate --checkpoint."""
+    import shlex
+    import sys
+
+    from rich.console import Console
+
+    from decembert_cli.export import export_model
+
+    command = "decembert " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    folder = export_model(source, out, command)
+    files = ", ".join(sorted(p.name for p in folder.iterdir()))
+    Console().print(f"exported {source} -> {folder} ({files})", highlight=False, soft_wrap=True)

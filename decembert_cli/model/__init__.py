@@ -52,10 +52,11 @@ def build_encoder(cfg: ModelConfig, bert_config: dict | None = None) -> tuple[De
     return encoder, (pretrained.mlm_state if pretrained else {})
 
 
-def build_pretraining_model(config: Config) -> DecembertForPretraining:
+def build_pretraining_model(config: Config, bert_config: dict | None = None) -> DecembertForPretraining:
+    """The pre-training model; `bert_config`: a saved model's architecture (its weights are loaded afterwards)."""
     from decembert_cli.model.pretraining import DecembertForPretraining
 
-    encoder, mlm_state = build_encoder(config.model)
+    encoder, mlm_state = build_encoder(config.model, bert_config=bert_config)
     model = DecembertForPretraining(
         encoder,
         constrained_lambda=config.loss.constrained_lambda,

@@ -1,0 +1,212 @@
+"""Models in the Hugging Face ecosystem's format: `decembert export` and `load_pretrained`.
+
+An exported folder holds
+
+    model.safetensors   the weights (no pickle): the pre-training model (encoder, MLM, VTM heads) or
+                        a fine-tuned task model (encoder and the task's head)
+    config.json         the encoder's BertConfig, and under "decembert" the resolved run config
+                        (video settings, feature widths, the task's settings), the run metadata (the
+                        task, its plugin version and state, e.g. the QA answer vocabulary) and the step
+    vocab.txt, tokenizer.json, tokenizer_config.json, special_tokens_map.json   the tokenizer
+    README.md           a model card: training data, config, metrics and the command that made it
+
+It can be pushed to the Hub as it is. `load_pretrained(FOLDER or HUB_ID)` reads it back with
+safetensors; `finetune --checkpoint` and `evaluate --checkpoint` take it as they take a checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from decembert_cli import checkpoint as ckpt
+from decembert_cli.errors import DecembertError
+from decembert_cli.io import atomic_write_text, read_jsonl
+
+
+@dataclass
+class Pretrained:
+    """A loaded model: `model` is the pre-training model (kind "pretrain") or the task model
+    (encoder + head, kind "finetune", with its `task`); `encoder` is the shared encoder in both."""
+
+    model: nn.Module
+    encoder: nn.Module
+    tokenizer: Any
+    config: Any  # the resolved Config (pre-training) or the task's config
+    kind: str
+    task: Any = None
+    source: str = ""
+
+
+def _config_and_model(payload: dict[str, Any]) -> tuple[Any, nn.Module, nn.Module, Any]:
+    """(config, model, encoder, task) built from a checkpoint payload and loaded with its weights."""
+    from decembert_cli.config import Config
+    from decembert_cli.config.loader import from_dict
+    from decembert_cli.model import build_encoder, build_pretraining_model
+    from decembert_cli.model.weights import resolve_tokenizer
+
+    meta = payload.get("meta", {})
+    kind = meta.get("kind")
+    task: Any = None
+    if kind == "pretrain":
+        config: Any = from_dict(Config, payload["config"])
+    elif kind == "finetune":
+        from decembert_cli.engine.finetune import config_class, load_task
+
+        task_cls, _info = load_task(meta["task"])
+        config = from_dict(config_class(task_cls), payload["config"])
+        task = task_cls(config.task, state=meta.get("task_state"))
+    else:
+        raise DecembertError(f"a {kind or 'unknown'} checkpoint cannot be loaded as a model")
+    # the weights are the checkpoint's: nothing is downloaded; the tokenizer is the one it was trained with
+    model_cfg = dataclasses.replace(config.model, init="none", tokenizer=resolve_tokenizer(config.model))
+    config = dataclasses.replace(config, model=model_cfg)
+    model: nn.Module
+    if kind == "pretrain":
+        model = build_pretraining_model(config, bert_config=meta.get("bert_config"))
+        encoder = model.encoder
+    else:
+        from decembert_cli.engine.finetune import TaskModel
+
+        encoder, _ = build_encoder(config.model, bert_config=meta.get("bert_config"))
+        model = TaskModel(encoder, task.head(encoder))
+    model.load_state_dict(payload["model"])
+    return config, model, encoder, task
+
+
+def load_pretrained(source: str | Path, *, device: str | torch.device = "cpu") -> Pretrained:
+    """A model from an exported folder, a Hub id of one (downloaded once into the Hub cache), a
+    checkpoint file or a run folder; in eval mode on `device`."""
+    from decembert_cli.model import build_tokenizer
+
+    path = Path(source).expanduser()
+    if not path.exists():
+        if str(source).count("/") != 1 or str(source).startswith((".", "/", "~")):
+            raise DecembertError(
+                f"{source}: no such folder or file (give an exported folder, a Hub id or a checkpoint)"
+            )
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(str(source)))
+    file = ckpt.resolve(path)
+    config, model, encoder, task = _config_and_model(ckpt.load_checkpoint(file))
+    model.to(device).eval()
+    kind = "pretrain" if task is None else "finetune"
+    return Pretrained(model, encoder, build_tokenizer(config.model), config, kind, task, str(file))
+
+
+def export_model(source: Path, out: Path, command: str = "") -> Path:
+    """Write `source` (a checkpoint file or a run folder's newest checkpoint) as an exported folder `out`.
+    `out` must not exist yet: it is written beside it and renamed into place when complete."""
+    from safetensors.torch import save_file
+
+    from decembert_cli.model import build_tokenizer
+
+    out = Path(out).expanduser()
+    if out.exists():
+        raise DecembertError(f"--out {out} exists; choose a new folder (an export never overwrites one)")
+    file = ckpt.resolve(source)
+    payload = ckpt.load_checkpoint(file)
+    config, model, _encoder, _task = _config_and_model(payload)  # refuses what cannot be loaded back
+    meta = payload.get("meta", {})
+    partial = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        # tied weights (MLM decoder = word embeddings) are stored once per name: safetensors refuses shared storage
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(partial / ckpt.EXPORT_WEIGHTS), metadata={"format": "pt"})
+        build_tokenizer(config.model).save_pretrained(str(partial))
+        described = {
+            **(meta.get("bert_config") or {}),
+            "architectures": ["DecembertForPretraining" if meta.get("kind") == "pretrain" else "DecembertTaskModel"],
+            "decembert": {
+                "format": ckpt.EXPORT_FORMAT,
+                "kind": meta.get("kind"),
+                "step": int(payload.get("step", 0)),
+                "config": payload["config"],
+                "meta": meta,
+            },
+        }
+        atomic_write_text(partial / "config.json", json.dumps(described, indent=2) + "\n")
+        atomic_write_text(partial / "README.md", model_card(file, payload, command))
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return out
+
+
+def _last_validation(file: Path) -> dict[str, Any]:
+    log = file.parent.parent / "metrics.jsonl"
+    if not log.is_file():
+        return {}
+    rows, _ = read_jsonl(log)
+    val = [r for r in rows if r.get("split") == "val"]
+    evaluations = sorted(file.parent.parent.glob("eval-*/metrics.json"))
+    found = {k: v for k, v in val[-1].items() if k != "split"} if val else {}
+    for path in evaluations:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        found[f"{record.get('split')} ({path.parent.name})"] = record.get("metrics")
+    return found
+
+
+def model_card(file: Path, payload: dict[str, Any], command: str) -> str:
+    """The folder's README.md: what the model is, what it was trained on, its config and metrics."""
+    import yaml
+
+    meta, config = payload.get("meta", {}), payload["config"]
+    kind = meta.get("kind")
+    if kind == "pretrain":
+        what = f"DeCEMBERT pre-trained on the `{meta.get('corpus')}` corpus"
+        data = {k: config["data"][k] for k in ("root", "neighbours", "use_dense", "mask_prob", "negative_prob")}
+    else:
+        what = f"DeCEMBERT fine-tuned for `{meta.get('task')}` ({meta.get('task_package')} {meta.get('task_version')})"
+        data = {k: v for k, v in config.get("task", {}).items() if k in ("root", "train_fraction", "answers")}
+    metrics = _last_validation(file)
+    lines = [
+        "---",
+        "library_name: decembert",
+        "tags: [video-text, decembert, " + ("pretraining" if kind == "pretrain" else str(meta.get("task"))) + "]",
+        "---",
+        "",
+        f"# {what}",
+        "",
+        f"Step {payload.get('step', 0)} of `{file}`, exported by `decembert export`.",
+        "",
+        "```python",
+        "from decembert_cli.api import load_pretrained",
+        'model = load_pretrained("THIS_FOLDER_OR_HUB_ID")',
+        "```",
+        "",
+        "## Training data",
+        "",
+        "```yaml",
+        yaml.safe_dump(data, sort_keys=False).strip(),
+        "```",
+        "",
+        "## Metrics",
+        "",
+        "```json",
+        json.dumps(metrics, indent=2) if metrics else "(none recorded next to the checkpoint)",
+        "```",
+        "",
+        "## Config",
+        "",
+        "```yaml",
+        yaml.safe_dump(config, sort_keys=False).strip(),
+        "```",
+        "",
+        "## Made by",
+        "",
+        f"`{command or 'decembert export'}`",
+        "",
+    ]
+    return "\n".join(lines)
