@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 
-from decembert_cli.data.batch import EncoderSample, TokenType, VideoTextBatch
+from decembert_cli.data.batch import EncoderSample, TokenType
 from decembert_cli.errors import DecembertError
 
 if TYPE_CHECKING:
@@ -102,7 +102,9 @@ def clip_attention(
     if not 0 <= clip < n:
         raise DecembertError(f"--clip {clip}: video {table.video_ids[v]} has clips 0 to {n - 1}")
     sample = _clip_sample(table, v, clip, config, tokenizer)
-    batch, attentions = _encode(encoder, sample, config, tokenizer)
+    from decembert_cli.inference import encode_attentions
+
+    batch, attentions = encode_attentions(encoder, tokenizer, config.model.max_video_tokens, sample)
     k = config.data.neighbours
     lo, hi = max(0, clip - k), min(n - 1, clip + k)
     # the candidates as the model read them (an index keeps WordPiece ids, not the raw text)
@@ -188,27 +190,3 @@ def _checkpoint_encoder(payload: dict[str, Any], config: Config) -> torch.nn.Mod
     state = {k[len("encoder.") :]: v for k, v in payload["model"].items() if k.startswith("encoder.")}
     encoder.load_state_dict(state)
     return encoder
-
-
-def _encode(
-    encoder: torch.nn.Module, sample: EncoderSample, config: Config, tokenizer: Any
-) -> tuple[VideoTextBatch, tuple[torch.Tensor, ...]]:
-    """(batch, attentions): the sample collated and run through the encoder (in eval mode, restored after)."""
-    from decembert_cli.data.batch import collate
-
-    batch = collate(
-        [sample],
-        cls_id=tokenizer.cls_token_id,
-        sep_id=tokenizer.sep_token_id,
-        pad_id=tokenizer.pad_token_id,
-        max_video_tokens=config.model.max_video_tokens,
-    )
-    device = next(encoder.parameters()).device
-    training = encoder.training
-    encoder.eval()
-    try:
-        with torch.no_grad():
-            out = encoder(batch.to(device), output_attentions=True)
-    finally:
-        encoder.train(training)
-    return batch, tuple(a.float().cpu() for a in out.attentions)

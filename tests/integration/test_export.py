@@ -38,7 +38,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     sets = _sets(f"task.root={corpus / 'msrvtt'}", *common)
     result = runner.invoke(app, ["finetune", "msrvtt-qa", "--checkpoint", str(pre), *sets, "--out", str(qa)])
     assert result.exit_code == 0, result.output
-    return {"corpus": corpus, "pre": pre, "qa": qa, "home": home}
+    ret = home / "ret"
+    result = runner.invoke(app, ["finetune", "msrvtt-retrieval", "--checkpoint", str(pre), *sets, "--out", str(ret)])
+    assert result.exit_code == 0, result.output
+    return {"corpus": corpus, "pre": pre, "qa": qa, "ret": ret, "home": home}
 
 
 def _export(run: Path, out: Path) -> Path:
@@ -112,3 +115,28 @@ def test_finetuning_starts_from_an_export(runs: dict[str, Path], tmp_path: Path)
     pre = load_pretrained(runs["pre"]).encoder.state_dict()
     assert all(torch.equal(v, pre[k]) for k, v in setup.job.model.encoder.state_dict().items())
     assert setup.config.model.tokenizer == str(folder)  # the export's own tokenizer files
+
+
+def test_the_readme_python_example_runs(runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    code = readme.split("<!-- python-api -->\n```python\n", 1)[1].split("```", 1)[0]
+    for theirs, ours in {
+        '"runs/h100m"': repr(str(runs["pre"])),
+        '"runs/qa"': repr(str(runs["qa"])),
+        '"runs/ret"': repr(str(runs["ret"])),
+        '"data/msrvtt"': repr(str(runs["corpus"] / "msrvtt")),
+        "(2048, 2048)": f"({DIM}, {DIM})",
+        '"video7"': '"video1"',
+    }.items():
+        assert theirs in code
+        code = code.replace(theirs, ours)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 and printed[0].startswith("torch.Size([1,")
+    assert namespace["mass"].shape[-1] == 2 and namespace["out"].candidate_u.shape[-1] == 2
+    assert isinstance(namespace["answer"](namespace["qa"], namespace["video_2d"], namespace["video_3d"], "who?"), str)
+    score = float(printed[3])
+    assert score == namespace["retrieval_score"](
+        namespace["ret"], namespace["video_2d"], namespace["video_3d"], "a man is cooking"
+    )
