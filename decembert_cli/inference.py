@@ -80,11 +80,25 @@ def attention_to_captions(
     model: Pretrained, video_2d: Any, video_3d: Any, captions: Sequence[str], dense: Sequence[str] = ()
 ) -> np.ndarray:
     """Figure 4: (layers, heads, captions), the attention mass the video tokens put on each candidate caption."""
-    from decembert_cli.viz.attention import candidate_mass
-
     one = sample(model, video_2d, video_3d, list(captions), dense)
     batch, attentions = encode_attentions(model.encoder, model.tokenizer, model.config.model.max_video_tokens, one)
     return candidate_mass(attentions, batch.video_mask, batch.caption_id, len(captions))
+
+
+def candidate_mass(
+    attentions: tuple[torch.Tensor, ...], video_mask: torch.Tensor, caption_id: torch.Tensor, candidates: int
+) -> np.ndarray:
+    """(layers, heads, candidates) for sample 0: per layer (1, heads, L, L) maps with the video block first."""
+    v = video_mask.shape[1]
+    rows = video_mask[0].nonzero().squeeze(-1)  # real video tokens
+    out = []
+    for att in attentions:
+        a = att[0][:, rows].float()  # (heads, V_real, L)
+        per_candidate = [
+            a[:, :, v:][:, :, caption_id[0] == j].sum(-1).mean(-1) for j in range(candidates)
+        ]  # each (heads,)
+        out.append(torch.stack(per_candidate, dim=-1))  # (heads, candidates)
+    return torch.stack(out).cpu().numpy()
 
 
 @torch.no_grad()

@@ -45,22 +45,6 @@ class AttentionExample:
         return out
 
 
-def candidate_mass(
-    attentions: tuple[torch.Tensor, ...], video_mask: torch.Tensor, caption_id: torch.Tensor, candidates: int
-) -> np.ndarray:
-    """(layers, heads, candidates) for sample 0: per layer (1, heads, L, L) maps with the video block first."""
-    v = video_mask.shape[1]
-    rows = video_mask[0].nonzero().squeeze(-1)  # real video tokens
-    out = []
-    for att in attentions:
-        a = att[0][:, rows].float()  # (heads, V_real, L)
-        per_candidate = [
-            a[:, :, v:][:, :, caption_id[0] == j].sum(-1).mean(-1) for j in range(candidates)
-        ]  # each (heads,)
-        out.append(torch.stack(per_candidate, dim=-1))  # (heads, candidates)
-    return torch.stack(out).cpu().numpy()
-
-
 def attention_example(
     checkpoint: Path,
     video_id: str,
@@ -102,7 +86,7 @@ def clip_attention(
     if not 0 <= clip < n:
         raise DecembertError(f"--clip {clip}: video {table.video_ids[v]} has clips 0 to {n - 1}")
     sample = _clip_sample(table, v, clip, config, tokenizer)
-    from decembert_cli.inference import encode_attentions
+    from decembert_cli.inference import candidate_mass, encode_attentions
 
     batch, attentions = encode_attentions(encoder, tokenizer, config.model.max_video_tokens, sample)
     k = config.data.neighbours

@@ -15,6 +15,7 @@ def _run(*args: str, **env: str) -> str:
         text=True,
         timeout=120,
     )
+    assert done.returncode == 0, done.stderr
     return done.stdout
 
 
