@@ -68,7 +68,16 @@ def _root(
 
 
 def _register() -> None:
-    from decembert_cli.commands import check, dense_caption, extract_features, pretrain, sample_data, tasks, visualize
+    from decembert_cli.commands import (
+        check,
+        dense_caption,
+        extract_features,
+        pretrain,
+        recipe,
+        sample_data,
+        tasks,
+        visualize,
+    )
 
     app.command(name="extract-features")(extract_features.extract_features)
     app.command(name="dense-caption")(dense_caption.dense_caption)
@@ -79,6 +88,7 @@ def _register() -> None:
     app.command(name="finetune")(tasks.finetune)
     app.command(name="evaluate")(tasks.evaluate)
     app.command(name="export")(tasks.export)
+    app.command(name="recipe")(recipe.recipe)
     data = typer.Typer(help="Check datasets and corpora; index a pre-training corpus.", no_args_is_help=True)
     data.command(name="check")(tasks.data_check)
     data.command(name="index")(tasks.data_index)

@@ -1,0 +1,130 @@
+"""`decembert recipe`: the chain behind a paper table, its cost, and the resumable runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from decembert_cli import recipes
+from decembert_cli.app import app
+from decembert_cli.errors import DecembertError
+
+runner = CliRunner()
+
+
+def test_table6_dry_run_prints_the_chain_and_the_estimate(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["recipe", "table6", "--dry-run", "--root", str(tmp_path)], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    for row in ("full", "no-dense", "no-neighbours", "lambda-0"):
+        assert f"pretrain:{row}" in out
+    assert "data.use_dense=false" in out and "loss.constrained_lambda=0" in out and "data.neighbours=0" in out
+    assert "extract-features" in out and "dense-caption" in out and "data index howto100m" in out
+    assert "total:" in out and "hours" in out and "an estimate" in out
+    assert "measured: H200" in out  # the pre-training rate's source
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+def test_unknown_table_lists_the_known_ones() -> None:
+    result = runner.invoke(app, ["recipe", "table9"])
+    assert result.exit_code == 2
+    assert "unknown table 'table9'" in result.stderr
+    for name in ("table3", "table4", "table5", "table6"):
+        assert name in result.stderr
+
+
+@pytest.mark.parametrize("table", sorted(recipes.TABLES))
+def test_every_step_is_a_valid_command_line(tmp_path: Path, table: str) -> None:
+    """Each command parses with the real CLI (options exist, arguments fit), so the chain cannot drift from it."""
+    cli = typer.main.get_command(app)
+    plan = recipes.build(table, tmp_path)
+    assert plan.steps and len({s.name for s in plan.steps}) == len(plan.steps)
+    for step in plan.steps:
+        ctx = cli.make_context("decembert", list(step.args), resilient_parsing=False)
+        name, command, rest = cli.resolve_command(ctx, list(step.args))
+        while hasattr(command, "resolve_command"):  # a group (typer's own click classes): descend
+            ctx = command.make_context(name, rest, parent=ctx)
+            name, command, rest = command.resolve_command(ctx, rest)
+        assert command is not None, step.args
+        command.make_context(name, rest, parent=ctx)  # raises on an unknown option or a missing argument
+
+
+def test_estimates_follow_the_config_and_the_measured_rate(tmp_path: Path) -> None:
+    paper = recipes.build("table5", tmp_path)
+    step = next(s for s in paper.steps if s.name == "pretrain:full")
+    # the paper preset: 20 epochs of one clip per video over 1.22M videos at the measured 1,010.5 samples/s
+    assert step.work == pytest.approx(20 * 1_220_000)
+    assert step.hours == pytest.approx(20 * 1_220_000 / 1010.5 / 3600)
+    clips = recipes.build("table5", tmp_path, overrides=["train.epoch_unit=clip", "train.epochs=1"])
+    assert next(s for s in clips.steps if s.name == "pretrain:full").work == pytest.approx(136_000_000)
+    assert paper.paper == {"msrvtt-qa": {"accuracy": 37.4}}
+    assert not paper.all_measured()
+
+
+def _dataset_folders(root: Path) -> None:
+    for name in ("howto100m", "msrvtt", "youcook2"):
+        (root / name / "videos").mkdir(parents=True)
+
+
+def test_run_resumes_after_a_failure_and_continues_interrupted_training(tmp_path: Path) -> None:
+    _dataset_folders(tmp_path)
+    plan = recipes.build("table5", tmp_path)
+    calls: list[list[str]] = []
+
+    def fail_at_finetune(args: list[str]) -> int:
+        calls.append(args)
+        if args[0] == "finetune":
+            (tmp_path / "runs" / "msrvtt-qa" / "checkpoints").mkdir(parents=True)  # it got as far as a checkpoint
+            return 1
+        return 0
+
+    with pytest.raises(DecembertError, match="step finetune:msrvtt-qa failed"):
+        recipes.run(plan, runner=fail_at_finetune, announce=lambda _: None)
+    names = [s.name for s in plan.steps]
+    finetune_at = names.index("finetune:msrvtt-qa")
+    assert [c[0] for c in calls] == [s.args[0] for s in plan.steps[: finetune_at + 1]]
+    state = json.loads((tmp_path / "runs" / recipes.STATE_FILE).read_text())
+    assert sorted(state["done"]) == sorted(names[:finetune_at])
+
+    calls.clear()
+    recipes.run(plan, runner=lambda args: calls.append(args) or 0, announce=lambda _: None)
+    assert calls[0] == [*plan.steps[finetune_at].args, "--resume"]  # continues the interrupted run
+    assert [c[0] for c in calls[1:]] == ["evaluate"]
+    calls.clear()
+    recipes.run(plan, runner=lambda args: calls.append(args) or 0, announce=lambda _: None)
+    assert calls == []  # everything done
+
+    # a finished step recorded with another command is refused, not silently reused
+    other = recipes.build("table5", tmp_path, overrides=["train.epochs=1"])
+    with pytest.raises(DecembertError, match="use another --runs folder"):
+        recipes.run(other, runner=lambda args: 0, announce=lambda _: None)
+
+
+def test_run_checks_inputs_first_and_skip_names_steps(tmp_path: Path) -> None:
+    plan = recipes.build("table3", tmp_path)
+    with pytest.raises(DecembertError, match="missing input .*howto100m/videos"):
+        recipes.run(plan, runner=lambda args: pytest.fail("nothing may run"), announce=lambda _: None)
+    with pytest.raises(DecembertError, match="--skip features:nope: recipe table3 has no such step"):
+        recipes.run(plan, runner=lambda args: 0, skip=["features:nope"], announce=lambda _: None)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_results_put_the_runs_numbers_beside_the_papers(tmp_path: Path) -> None:
+    plan = recipes.build("table5", tmp_path)
+    assert recipes.results(plan) == [("msrvtt-qa", "accuracy", None, 37.4)]
+    out = tmp_path / "runs" / "msrvtt-qa" / "eval-test"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps({"metrics": {"accuracy": 31.25}}))
+    assert recipes.results(plan) == [("msrvtt-qa", "accuracy", 31.25, 37.4)]
+    ablation = recipes.build("table6", tmp_path)
+    run = tmp_path / "runs" / "pretrain-no-dense"
+    run.mkdir(parents=True)
+    lines = [{"step": 5, "loss": 1.0}, {"step": 10, "split": "val", "mlm_acc_asr": 0.5, "vtm_acc": 0.75}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    rows = {(r, m): ours for r, m, ours, _ in recipes.results(ablation)}
+    assert rows[("no-dense", "mlm_acc_asr")] == 50.0 and rows[("no-dense", "vtm_acc")] == 75.0
+    assert rows[("no-dense", "mlm_acc_dense")] is None and rows[("full", "vtm_acc")] is None
