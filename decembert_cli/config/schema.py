@@ -50,8 +50,9 @@ class ModelConfig:
     init: str = "auto"
     # auto (from `init` when it has one, else the packaged BERT uncased vocab) | a hub id | a dir
     tokenizer: str = "auto"
-    # fused: SDPA + only the loss's logit blocks; eager: full maps (reference)
-    attention: Literal["fused", "eager"] = "fused"
+    # fused: SDPA + only the loss's logit blocks; eager: full maps (reference); auto: the faster path measured
+    # for the device type (model.encoder.AUTO_ATTENTION; today fused on CPUs and GPUs)
+    attention: Literal["auto", "fused", "eager"] = "auto"
     max_video_tokens: Count = 100  # longer feature sequences are uniformly down-sampled to this many tokens
     feature_dim_2d: Count = 2048  # width of the 2D appearance features (ResNet-152)
     feature_dim_3d: Count = 2048  # width of the 3D motion features (ResNeXt-101)
@@ -151,6 +152,10 @@ class TrainConfig:
     keep_checkpoints: Count = 2  # newest checkpoints kept in RUN_DIR/checkpoints
     # where metrics go besides RUN_DIR/metrics.jsonl (always written): tensorboard, wandb (optional extras)
     log_to: tuple[Literal["jsonl", "tensorboard", "wandb"], ...] = ("jsonl",)
+    compile: bool = False  # torch.compile the model (dynamic shapes); losses equal the eager run's to float tolerance
+    compile_backend: str = "inductor"  # torch.compile's backend (aot_eager: graph capture without code generation)
+    # the device's dense peak in TFLOP/s for the MFU in the log (0: from the GPU's name; unknown devices: no MFU)
+    peak_tflops: NonNegative = 0.0
 
 
 @dataclass(frozen=True)

@@ -72,11 +72,22 @@ class VideoTextBatch:
     aligned: torch.Tensor | None = None  # (B,) long, candidate index of the truly aligned caption, -1 unknown
     text_pos: torch.Tensor | None = None  # (B, Lt) long position ids of the text; None: 0 .. Lt-1 in every row
     candidate_offset: torch.Tensor | None = None  # (B, n) long time offset of candidate slot j (IGNORE_INDEX: none)
+    # Shapes the model would otherwise read from the data (a host synchronisation on a GPU), computed on
+    # the CPU by `collate`; None in a batch made another way (the model then computes them).
+    cand_index: torch.Tensor | None = None  # (B, n, Lc) sequence position of token t of candidate j (candidate_layout)
+    cand_mask: torch.Tensor | None = None  # (B, n, Lc) bool: that token exists
+    mlm_index: torch.Tensor | None = None  # (N,) flat (B * Lt, row-major) positions of the MLM targets
     extras: dict[str, Any] = field(default_factory=dict)  # per key: (B,) tensor of numbers, else a list
 
     @property
     def batch_size(self) -> int:
         return self.text_ids.shape[0]
+
+    def changed(self, **changes: Any) -> VideoTextBatch:
+        """A copy with some fields replaced; the precomputed layout is dropped (the model recomputes it)."""
+        from dataclasses import replace
+
+        return replace(self, **{"cand_index": None, "cand_mask": None, "mlm_index": None, **changes})
 
     def to(self, device: torch.device | str) -> VideoTextBatch:
         moved: dict[str, Any] = {}
@@ -87,6 +98,31 @@ class VideoTextBatch:
             k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in self.extras.items()
         }
         return VideoTextBatch(**moved)
+
+
+def candidate_layout(caption_id: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather layout of the candidate captions.
+
+    caption_id: (B, Lt) long, j >= 0 for a token of candidate caption j, -1 otherwise.
+    offset: sequence position of text token 0 (the text block follows the video block).
+    Returns cand_index (B, n, Lc) with sequence positions (0 where padded) and cand_mask (B, n, Lc).
+    """
+    batch, text_len = caption_id.shape
+    n = int(caption_id.max().item()) + 1 if caption_id.numel() else 0
+    if n <= 0:
+        empty = torch.zeros(batch, 0, 0, dtype=torch.long, device=caption_id.device)
+        return empty, empty.bool()
+    arange_n = torch.arange(n, device=caption_id.device)
+    member = caption_id[:, None, :] == arange_n[None, :, None]  # (B, n, Lt)
+    lengths = member.sum(-1)  # (B, n)
+    lc = int(lengths.max().item())
+    pos = torch.arange(text_len, device=caption_id.device).expand_as(member)
+    # members first, in order; non-members pushed behind them
+    sort_key = torch.where(member, pos, pos + text_len)
+    order = sort_key.argsort(dim=-1)[..., :lc]  # (B, n, Lc) text positions
+    cand_mask = torch.arange(lc, device=caption_id.device)[None, None, :] < lengths[..., None]
+    cand_index = torch.where(cand_mask, order + offset, torch.zeros_like(order))
+    return cand_index, cand_mask
 
 
 def uniform_indices(length: int, max_tokens: int) -> torch.Tensor:
@@ -118,8 +154,10 @@ def collate(
     video_2d, video_3d, video_mask = _pad_video(videos_2d, videos_3d)
     text_ids, text_type, text_mask, caption_id, mlm_labels, text_pos = _pad_text(texts, pad_id)
     vtm = _collate_vtm(samples)
-    has_mlm = bool((mlm_labels != IGNORE_INDEX).any())
+    targets = mlm_labels != IGNORE_INDEX
+    has_mlm = bool(targets.any())
     lt = text_ids.shape[1]  # text_pos is left out when every row is 0 .. lt-1
+    cand_index, cand_mask = candidate_layout(caption_id, offset=video_mask.shape[1])
     return VideoTextBatch(
         video_2d=video_2d,
         video_3d=video_3d,
@@ -134,6 +172,9 @@ def collate(
         aligned=torch.tensor([s.aligned for s in samples], dtype=torch.long),
         text_pos=None if bool((text_pos == torch.arange(lt)).all()) else text_pos,
         candidate_offset=_collate_offsets(samples),
+        cand_index=cand_index,
+        cand_mask=cand_mask,
+        mlm_index=targets.flatten().nonzero().squeeze(1) if has_mlm else None,
         extras=_collate_extras(samples),
     )
 

@@ -28,6 +28,7 @@ from decembert_cli.data.batch import VideoTextBatch
 from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text, read_jsonl
+from decembert_cli.model.flops import ModelShape, batch_flops
 from decembert_cli.protocols import PredictionsNotSupported, Task, TaskHead, TaskMetric
 
 VAL_ITEMS = 2000  # validation items scored during fine-tuning (spread evenly over the split)
@@ -249,8 +250,18 @@ def prepare(
         meta=meta,
         val_data=val_data,
         val_keys=val_keys,
+        cost=_cost(ModelShape.of(encoder.bert.config, config.model.feature_dim_2d, config.model.feature_dim_3d)),
     )
     return FinetuneSetup(job, task, config, len(train_data), len(val_keys), init)
+
+
+def _cost(shape: ModelShape) -> Callable[[Any], tuple[float, int]]:
+    """A task batch's training FLOPs and real tokens (the encoder and MLM-style targets; heads are small)."""
+
+    def cost(batch: Any) -> tuple[float, int]:
+        return batch_flops(shape, batch, constrained=False) if isinstance(batch, VideoTextBatch) else (0.0, 0)
+
+    return cost
 
 
 def finetune(setup: FinetuneSetup, *, resume: bool = False, **kwargs: Any) -> TrainResult:

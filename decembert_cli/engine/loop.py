@@ -29,6 +29,7 @@ from decembert_cli.engine.run_log import RunLog
 from decembert_cli.engine.sampler import StepBatches
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import METRICS_LOG
+from decembert_cli.model.flops import peak_flops
 from decembert_cli.precision import autocast, autocast_dtype
 from decembert_cli.protocols import ModelOutput, TaskDataset, TrainableModel
 
@@ -53,6 +54,8 @@ class Job:
     diagnose: Callable[[dict[str, float]], str | None] | None = None
     # pictures of the model at a validation (tag -> PNG written into the folder), for TensorBoard and W&B
     pictures: Callable[[nn.Module, int, Path], dict[str, Path]] | None = None
+    # a (CPU) batch -> (training FLOPs, real tokens), for tokens/s and MFU in the log (model/flops.py)
+    cost: Callable[[Any], tuple[float, int]] | None = None
 
 
 @dataclass
@@ -92,6 +95,7 @@ def _progress(enabled: bool) -> Any:
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.4f}"),
         TextColumn("{task.fields[rate]:.1f} samples/s"),
+        TextColumn("{task.fields[mfu]}"),
         TimeRemainingColumn(),
         disable=not enabled,
     )
@@ -160,6 +164,7 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     log: RunLog
+    peak: float | None  # the device's dense peak FLOP/s (None: unknown, no MFU)
     steps_per_epoch: int
     total_steps: int  # of the whole run
     start: int = 0  # the step resumed after (0: from the beginning)
@@ -198,9 +203,15 @@ class _Clock:
     busy: float = 0.0
     wait: float = 0.0
     samples: int = 0
+    flops: float = 0.0  # this process's training FLOPs (Job.cost)
+    tokens: int = 0  # this process's real (non-padding) tokens
 
     def rate(self) -> float:
         return self.samples / max(1e-9, self.busy)
+
+    def mfu(self, peak: float | None) -> float | None:
+        """Model FLOPs utilisation of this process's device: useful FLOPs/s over its peak."""
+        return self.flops / max(1e-9, self.busy) / peak if peak and self.flops else None
 
     def wait_share(self) -> float:
         return self.wait / max(1e-9, self.busy)
@@ -230,17 +241,23 @@ def train(
         for step in range(run.start + 1, run.end_step + 1):
             tick = time.perf_counter()
             try:
-                micro = [next(run.loader).to(run.device) for _ in range(cfg.accumulation)]
+                micro = [next(run.loader) for _ in range(cfg.accumulation)]
             except StopIteration:  # pragma: no cover - the sampler yields exactly the steps asked for
                 break
             clock.wait += time.perf_counter() - tick
+            if job.cost is not None:  # counted on the CPU copy: no synchronisation
+                for flops, tokens in map(job.cost, micro):
+                    clock.flops += flops
+                    clock.tokens += tokens
+            micro = [b.to(run.device) for b in micro]
             lr, grad_norm = _optimiser_step(run, step, micro, interval)
             clock.samples += cfg.batch_size
             clock.busy += time.perf_counter() - tick
             if step % cfg.log_every == 0 or step == run.end_step:
                 _log(run, step, interval, lr, grad_norm, clock)
                 interval = _Interval()
-            run.bar.update(run.bar_task, completed=step, rate=clock.rate())
+            mfu = clock.mfu(run.peak)
+            run.bar.update(run.bar_task, completed=step, rate=clock.rate(), mfu=f"MFU {100 * mfu:.0f}%" if mfu else "")
             if cfg.validate_every > 0 and step % cfg.validate_every == 0 and step != run.total_steps:
                 validation = _validate(run, step)
             if (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or step == run.end_step:
@@ -270,7 +287,7 @@ def _set_up(job: Job, resume: bool, stop_after: int | None, progress: bool) -> _
             print(f"note: removed {orphans} unfinished checkpoint file(s) of an interrupted write", file=sys.stderr)
     dtype = autocast_dtype(cfg.precision, device)
     model = job.model.to(device)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")
     size = len(job.train_data)
     if cfg.batch_size < 1 or cfg.accumulation < 1:
         raise DecembertError("train.batch_size and train.accumulation must be at least 1")
@@ -279,11 +296,18 @@ def _set_up(job: Job, resume: bool, stop_after: int | None, progress: bool) -> _
     scheduler = build_scheduler(optimizer, total_steps, cfg.warmup)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     log = RunLog(job.run_dir, dist_info.main, cfg.log_to)
-    run = _Run(job, dist_info, device, dtype, model, optimizer, scheduler, scaler, log, steps_per_epoch, total_steps)
+    peak = peak_flops(device, dtype, cfg.peak_tflops)
+    run = _Run(
+        job, dist_info, device, dtype, model, optimizer, scheduler, scaler, log, peak, steps_per_epoch, total_steps
+    )
     run.start = _resume(run, resume_from)
     run.log.open(run.start, job.saved_config)
     if dist_info.world > 1:
         run.wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.compile:
+        run.wrapped = cast(nn.Module, torch.compile(run.wrapped, dynamic=True, backend=cfg.compile_backend))
+    if dist_info.main:
+        print(f"note: {_path_note(model, device, cfg.compile, peak)}", file=sys.stderr)
     batches = StepBatches(
         size,
         global_batch=cfg.batch_size,
@@ -300,9 +324,23 @@ def _set_up(job: Job, resume: bool, stop_after: int | None, progress: bool) -> _
     run.bar = _progress(dist_info.main and progress)
     run.description = "pre-training" if job.meta.get("kind") == "pretrain" else "training"
     run.bar_task = run.bar.add_task(
-        run.description, total=total_steps, completed=run.start, loss=float("nan"), rate=0.0
+        run.description, total=total_steps, completed=run.start, loss=float("nan"), rate=0.0, mfu=""
     )
     return run
+
+
+def _path_note(model: nn.Module, device: torch.device, compiled: bool, peak: float | None) -> str:
+    """What the run chose for this device: the attention path, compilation, the peak FLOP/s behind MFU."""
+    from decembert_cli.model.encoder import DecembertEncoder
+
+    encoder = next((m for m in model.modules() if isinstance(m, DecembertEncoder)), None)
+    parts = [f"training on {device}"]
+    if encoder is not None:
+        path = "eager" if encoder.uses_eager(device) else "fused"
+        parts.append(f"attention {path}" + (" (model.attention auto)" if encoder.eager is None else ""))
+    parts.append("torch.compile" if compiled else "not compiled")
+    parts.append(f"MFU against {peak / 1e12:.0f} TFLOP/s" if peak else "no MFU (peak unknown: train.peak_tflops)")
+    return ", ".join(parts)
 
 
 def _resume(run: _Run, resume_from: Path | None) -> int:
@@ -394,6 +432,12 @@ def _log(
         "samples_per_s": clock.rate(),
         "data_wait": clock.wait_share(),
     }
+    if clock.flops:
+        world = run.dist_info.world
+        record["tokens_per_s"] = clock.tokens * world / max(1e-9, clock.busy)  # real tokens, all processes
+        record["tflops_per_s"] = clock.flops / max(1e-9, clock.busy) / 1e12  # this process's device
+        if (mfu := clock.mfu(run.peak)) is not None:
+            record["mfu"] = mfu
     run.log.write(record)
     if run.dist_info.main and run.on_log is not None:
         run.on_log(record)

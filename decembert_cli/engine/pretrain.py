@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from decembert_cli.data.scan import DataReport
 from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text
+from decembert_cli.model.flops import ModelShape, batch_flops
 
 SKIP_LOG = "skipped_videos.jsonl"  # videos found bad while drawing samples (PretrainDataset)
 
@@ -79,6 +81,11 @@ def prepare(
         eval_kwargs={"constrained": True},  # u and the entropy are reported even when lambda = 0
         diagnose=collapse_warning,
         pictures=_attention_picture(config, table, val_videos if len(val_videos) else train_videos, tokenizer),
+        cost=partial(
+            batch_flops,
+            ModelShape.of(model.encoder.bert.config, config.model.feature_dim_2d, config.model.feature_dim_3d),
+            constrained=config.loss.constrained_lambda > 0,
+        ),
     )
     return PretrainSetup(
         job=job,

@@ -33,7 +33,7 @@ def build_encoder(cfg: ModelConfig, bert_config: dict | None = None) -> tuple[De
             dim_2d=cfg.feature_dim_2d,
             dim_3d=cfg.feature_dim_3d,
             max_video_tokens=cfg.max_video_tokens,
-            eager=cfg.attention == "eager",
+            eager={"auto": None, "eager": True, "fused": False}[cfg.attention],
         )
         return encoder, {}
     init = resolve_init(cfg)
@@ -44,7 +44,7 @@ def build_encoder(cfg: ModelConfig, bert_config: dict | None = None) -> tuple[De
         dim_2d=cfg.feature_dim_2d,
         dim_3d=cfg.feature_dim_3d,
         max_video_tokens=cfg.max_video_tokens,
-        eager=cfg.attention == "eager",
+        eager={"auto": None, "eager": True, "fused": False}[cfg.attention],
     )
     if pretrained:
         copy_bert_weights(encoder.bert, pretrained.encoder_state)

@@ -31,6 +31,10 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from decembert_cli.data.batch import candidate_layout
+
+__all__ = ["ConstrainedAttention", "attention_entropy", "candidate_layout", "candidate_scores", "decembert_attention"]
+
 ATTENTION_NAME = "decembert"
 
 
@@ -38,7 +42,8 @@ ATTENTION_NAME = "decembert"
 class ConstrainedAttention:
     """Per-forward context handed to every layer's attention call (and filled by it).
 
-    The candidate layout is built once per forward by `candidate_layout`; layers append their
+    The candidate layout comes with the batch (built on the CPU by `collate`, or by `candidate_layout`
+    for a batch made another way); layers append their
     per-(sample, head, candidate) scores z to `scores`.
     """
 
@@ -54,31 +59,6 @@ class ConstrainedAttention:
     scores: list[torch.Tensor] = field(default_factory=list)  # z: one (B, h, n) tensor per layer
     scores_t2v: list[torch.Tensor] = field(default_factory=list)  # both: z of the text-to-video direction, per layer
     logits: list[torch.Tensor] = field(default_factory=list)  # eager + keep_logits: (B, h, L, L) per layer
-
-
-def candidate_layout(caption_id: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather layout of the candidate captions.
-
-    caption_id: (B, Lt) long, j >= 0 for a token of candidate caption j, -1 otherwise.
-    offset: sequence position of text token 0 (the text block follows the video block).
-    Returns cand_index (B, n, Lc) with sequence positions (0 where padded) and cand_mask (B, n, Lc).
-    """
-    batch, text_len = caption_id.shape
-    n = int(caption_id.max().item()) + 1 if caption_id.numel() else 0
-    if n <= 0:
-        empty = torch.zeros(batch, 0, 0, dtype=torch.long, device=caption_id.device)
-        return empty, empty.bool()
-    arange_n = torch.arange(n, device=caption_id.device)
-    member = caption_id[:, None, :] == arange_n[None, :, None]  # (B, n, Lt)
-    lengths = member.sum(-1)  # (B, n)
-    lc = int(lengths.max().item())
-    pos = torch.arange(text_len, device=caption_id.device).expand_as(member)
-    # members first, in order; non-members pushed behind them
-    sort_key = torch.where(member, pos, pos + text_len)
-    order = sort_key.argsort(dim=-1)[..., :lc]  # (B, n, Lc) text positions
-    cand_mask = torch.arange(lc, device=caption_id.device)[None, None, :] < lengths[..., None]
-    cand_index = torch.where(cand_mask, order + offset, torch.zeros_like(order))
-    return cand_index, cand_mask
 
 
 def candidate_scores(block: torch.Tensor, cand_mask: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:

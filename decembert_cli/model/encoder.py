@@ -62,6 +62,15 @@ class VideoEmbedding(nn.Module):
         return self.norm(self.mlp(feats))  # (B, V, H)
 
 
+# `model.attention: auto`: the faster attention path per device type, from measurements (training step,
+# MLM + VTM + constrained loss; benchmarks/encoder_step.py):
+# - cuda: fused 1.06x eager at batch 64 / 211 tokens and 1.54x at batch 128 / 311 tokens, 0.71x / 0.59x the
+#   memory (H200, bf16, BERT-base; benchmarks/results/encoder_step_h200_base_bf16_b64_k1.json, _b128_k2.json);
+# - cpu: fused 1.19x eager with MiniLM-L6 and 1.01x with BERT-base, batch 8, 212 tokens, 0.86x the memory
+#   (2 cores, fp32; benchmarks/results/attention_auto_cpu2.json, attention_auto_base_cpu2.json).
+AUTO_ATTENTION = {"cuda": "fused", "cpu": "fused"}
+
+
 @dataclass
 class EncoderOutput:
     sequence: torch.Tensor  # (B, V+Lt, H) last hidden states, video block first
@@ -118,7 +127,10 @@ def _attention_context(
     """What the attention layers record: full maps (eager), the scores over the candidate captions
     (constrained), the raw logits (keep_logits)."""
     v = batch.video_mask.shape[1]
-    cand_index, cand_mask = candidate_layout(batch.caption_id, offset=v)
+    if batch.cand_index is not None and batch.cand_mask is not None:
+        cand_index, cand_mask = batch.cand_index, batch.cand_mask  # from collate: no host synchronisation
+    else:
+        cand_index, cand_mask = candidate_layout(batch.caption_id, offset=v)
     return ConstrainedAttention(
         num_video=v,
         video_mask=batch.video_mask,
@@ -147,7 +159,7 @@ def _add_constrained_loss(result: EncoderOutput, ctx: ConstrainedAttention) -> N
 
 class DecembertEncoder(nn.Module):
     def __init__(
-        self, bert_config: BertConfig, *, dim_2d: int, dim_3d: int, max_video_tokens: int, eager: bool
+        self, bert_config: BertConfig, *, dim_2d: int, dim_3d: int, max_video_tokens: int, eager: bool | None
     ) -> None:
         from transformers import BertModel
 
@@ -161,7 +173,12 @@ class DecembertEncoder(nn.Module):
                 f"{bert_config.max_position_embeddings} positions"
             )
         self.max_video_tokens = max_video_tokens
-        self.eager = eager  # the reference path: full attention matrices
+        self.eager = eager  # the reference path (full attention matrices); None: chosen by the device (auto)
+
+    def uses_eager(self, device: torch.device) -> bool:
+        """Whether a forward on `device` takes the eager path: as configured, or (`model.attention: auto`)
+        the path AUTO_ATTENTION gives for the device type."""
+        return self.eager if self.eager is not None else AUTO_ATTENTION.get(device.type, "fused") == "eager"
 
     @property
     def hidden_size(self) -> int:
@@ -199,7 +216,7 @@ class DecembertEncoder(nn.Module):
             )
         inputs, types, positions = self._embed(batch)
         mask, mask4d = _attention_masks(batch, attention_mask)
-        eager = self.eager or output_attentions or keep_logits
+        eager = self.uses_eager(batch.text_ids.device) or output_attentions or keep_logits
         ctx = None
         if constrained or eager:
             ctx = _attention_context(batch, eager, constrained, keep_logits, scores, direction)

@@ -24,7 +24,7 @@ and compete with the finished ones. With beam 1 this is greedy decoding (tested 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -83,8 +83,7 @@ def _full_step(encoder: Any, batch: VideoTextBatch, lengths: torch.Tensor, gener
     text_mask = torch.arange(text_ids.shape[1], device=generated.device)[None] < (lengths + t)[:, None]
     text_type = torch.cat([batch.text_type, torch.zeros_like(pad)], dim=1).masked_fill(~text_mask, 0)
     caption_id = torch.full_like(text_ids, -1)
-    full = replace(
-        batch,
+    full = batch.changed(
         text_ids=text_ids,
         text_mask=text_mask,
         text_type=text_type,
@@ -103,7 +102,7 @@ def _repeat(batch: VideoTextBatch, k: int) -> VideoTextBatch:
     changes = {}
     for name in ("video_2d", "video_3d", "video_mask", "text_ids", "text_type", "text_mask", "caption_id"):
         changes[name] = getattr(batch, name).repeat_interleave(k, dim=0)
-    return replace(batch, mlm_labels=None, vtm_labels=None, own_candidate=None, aligned=None, extras={}, **changes)
+    return batch.changed(mlm_labels=None, vtm_labels=None, own_candidate=None, aligned=None, extras={}, **changes)
 
 
 def _log_probs(lm_head: Any, hidden: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:

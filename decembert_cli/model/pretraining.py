@@ -62,13 +62,31 @@ def collapse_warning(metrics: dict[str, float]) -> str | None:
     return None
 
 
-def candidate_count(caption_id: torch.Tensor) -> torch.Tensor:
-    """(B,) number of distinct candidate captions per sample (candidate ids are 0..n-1)."""
+def candidate_count(batch: VideoTextBatch) -> torch.Tensor:
+    """(B,) number of distinct candidate captions per sample (candidate ids are 0..n-1); from the layout
+    `collate` computed when there is one (no host synchronisation)."""
+    if batch.cand_mask is not None:
+        return batch.cand_mask.any(-1).sum(-1)
+    caption_id = batch.caption_id
     n = int(caption_id.max().item()) + 1 if caption_id.numel() else 0
     if n <= 0:
         return torch.zeros(caption_id.shape[0], dtype=torch.long, device=caption_id.device)
     present = caption_id.unsqueeze(-1) == torch.arange(n, device=caption_id.device)  # (B, Lt, n)
     return present.any(1).sum(-1)
+
+
+def _mlm_targets(
+    batch: VideoTextBatch, text: torch.Tensor, selected: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The hidden states (N, H), targets (N,) and token types (N,) of the masked tokens, in row-major
+    order. With `collate`'s precomputed positions this is a gather of a known size; a boolean index
+    would make the GPU report N to the host first."""
+    assert batch.mlm_labels is not None
+    if batch.mlm_index is None:
+        return text[selected], batch.mlm_labels[selected], batch.text_type[selected]
+    index = batch.mlm_index
+    flat = text.reshape(-1, text.shape[-1])
+    return flat.index_select(0, index), batch.mlm_labels.reshape(-1)[index], batch.text_type.reshape(-1)[index]
 
 
 class DecembertForPretraining(nn.Module):
@@ -109,7 +127,7 @@ class DecembertForPretraining(nn.Module):
         A sample takes part if it has video and at least two candidate captions (with one, the
         entropy is 0 whatever the attention does) and, unless configured, is a VTM positive.
         """
-        takes_part = batch.video_mask.any(-1) & (candidate_count(batch.caption_id) >= 2)
+        takes_part = batch.video_mask.any(-1) & (candidate_count(batch) >= 2)
         if batch.vtm_labels is not None and not self.constrained_on_negatives:
             takes_part = takes_part & (batch.vtm_labels == 1)
         return takes_part
@@ -120,7 +138,7 @@ class DecembertForPretraining(nn.Module):
         if batch.mlm_labels is not None:
             counts["mlm"] = (batch.mlm_labels != IGNORE_INDEX).sum()
         if batch.vtm_labels is not None:
-            counts["vtm"] = torch.tensor(batch.batch_size, device=batch.text_ids.device)
+            counts["vtm"] = torch.full((), batch.batch_size, device=batch.text_ids.device)
         if self.constrained_lambda > 0:
             counts["constrained"] = self.constrained_participants(batch).sum()
         return counts
@@ -152,16 +170,14 @@ class DecembertForPretraining(nn.Module):
 
         if batch.mlm_labels is not None:
             selected = batch.mlm_labels != IGNORE_INDEX  # (B, Lt)
-            logits = self.mlm(enc.text[selected])  # (N, vocab)
-            targets = batch.mlm_labels[selected]
+            hidden, targets, kinds = _mlm_targets(batch, enc.text, selected)
+            logits = self.mlm(hidden)  # (N, vocab)
             sums["mlm"] = F.cross_entropy(logits.float(), targets, reduction="sum")
             counts["mlm"] = selected.sum()
             weights["mlm"] = 1.0
             with torch.no_grad():
                 correct = logits.argmax(-1) == targets
-                kinds = batch.text_type[selected]
-                for kind in (TokenType.ASR, TokenType.DENSE):
-                    name = kind.name.lower()
+                for name, kind in (("asr", int(TokenType.ASR)), ("dense", int(TokenType.DENSE))):
                     stats[f"mlm_correct_{name}"] = (correct & (kinds == kind)).sum()
                     stats[f"mlm_count_{name}"] = (kinds == kind).sum()
             if not self.training and batch.vtm_labels is not None and batch.batch_size > 1:
@@ -172,7 +188,7 @@ class DecembertForPretraining(nn.Module):
             sums["vtm"] = F.binary_cross_entropy_with_logits(
                 vtm_logits.float(), batch.vtm_labels.float(), reduction="sum"
             )
-            counts["vtm"] = torch.tensor(batch.batch_size, device=vtm_logits.device)
+            counts["vtm"] = torch.full((), batch.batch_size, device=vtm_logits.device)
             weights["vtm"] = 1.0
             with torch.no_grad():
                 stats["vtm_correct"] = ((vtm_logits > 0).long() == batch.vtm_labels).sum()

@@ -226,3 +226,28 @@ def test_a_video_found_bad_while_training_is_skipped_and_counted_unless_strict(
     with pytest.raises(DecembertError, match=r"video sample_000[01]: .*leave out --strict"):
         config = _config(root, "train.max_steps=4")
         pretrain(prepare(config, "sample", tmp_path / "strict", strict=True), config, progress=False)
+
+
+def test_compiled_training_equals_eager_and_logs_throughput(sample_root: Path, tmp_path: Path) -> None:
+    """train.compile (AOTAutograd graphs of forward and backward; backend aot_eager, which captures the
+    graphs inductor would compile, without the minutes of C++ code generation on a CPU) gives the
+    losses of the uncompiled run; the log has real tokens/s, and MFU once the peak is known."""
+    common = ("model.dropout=0.0", "train.max_steps=3", "train.checkpoint_every=0")
+    _run(sample_root, tmp_path / "plain", *common)
+    _run(
+        sample_root,
+        tmp_path / "compiled",
+        *common,
+        "train.compile=true",
+        "train.compile_backend=aot_eager",
+        "train.peak_tflops=1",
+    )
+    plain, compiled = _step_losses(tmp_path / "plain"), _step_losses(tmp_path / "compiled")
+    assert sorted(plain) == sorted(compiled) == [1, 2, 3]
+    for step, losses in plain.items():
+        assert compiled[step] == pytest.approx(losses, rel=1e-5, abs=1e-6), step
+    lines = [json.loads(x) for x in (tmp_path / "compiled" / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [r for r in lines if "split" not in r]
+    assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 for r in train_lines)
+    plain_lines = [json.loads(x) for x in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
+    assert all("mfu" not in r and r["tflops_per_s"] > 0 for r in plain_lines if "split" not in r)  # CPU: no peak

@@ -162,9 +162,20 @@ def test_model_config_switches_change_the_model() -> None:
 
     base = load_config(Config, "tiny")
     model = build_pretraining_model(base)
-    assert model.encoder.bert.config.hidden_size == 64 and not model.encoder.eager
+    assert model.encoder.bert.config.hidden_size == 64 and model.encoder.eager is None  # auto
+    assert not model.encoder.uses_eager(torch.device("cpu")) and not model.encoder.uses_eager(torch.device("cuda"))
     eager = build_pretraining_model(load_config(Config, "tiny", ["model.attention=eager"]))
-    assert eager.encoder.eager
+    assert eager.encoder.eager and eager.encoder.uses_eager(torch.device("cuda"))
+    fused = build_pretraining_model(load_config(Config, "tiny", ["model.attention=fused"]))
+    assert not fused.encoder.uses_eager(torch.device("cpu"))
+    from decembert_cli.model import encoder as encoder_module
+
+    measured = dict(encoder_module.AUTO_ATTENTION)
+    try:  # auto follows the table of measurements
+        encoder_module.AUTO_ATTENTION["cpu"] = "eager"
+        assert model.encoder.uses_eager(torch.device("cpu")) and not fused.encoder.uses_eager(torch.device("cpu"))
+    finally:
+        encoder_module.AUTO_ATTENTION.update(measured)
     dims = build_pretraining_model(
         load_config(Config, "tiny", ["model.feature_dim_2d=512", "model.feature_dim_3d=256"])
     )
