@@ -152,6 +152,9 @@ class TrainConfig:
     keep_checkpoints: Count = 2  # newest checkpoints kept in RUN_DIR/checkpoints
     # where metrics go besides RUN_DIR/metrics.jsonl (always written): tensorboard, wandb (optional extras)
     log_to: tuple[Literal["jsonl", "tensorboard", "wandb"], ...] = ("jsonl",)
+    # length-aware batching: runs of this many global batches are sorted by (estimated) item length and cut
+    # into batches again, in shuffled order, so a batch holds similar lengths (less padding); 0: off
+    bucket_batches: NonNegativeInt = 0
     compile: bool = False  # torch.compile the model (dynamic shapes); losses equal the eager run's to float tolerance
     compile_backend: str = "inductor"  # torch.compile's backend (aot_eager: graph capture without code generation)
     # the device's dense peak in TFLOP/s for the MFU in the log (0: from the GPU's name; unknown devices: no MFU)

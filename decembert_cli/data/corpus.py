@@ -98,6 +98,9 @@ class SampleInfo:
     source: tuple[int, int]  # (dataset video, caption) around which the ASR captions were taken
 
 
+DENSE_TOKENS_ESTIMATE = 8  # WordPiece tokens of a dense region caption, for length estimates ("a red mug on a table")
+
+
 class PretrainDataset(torch.utils.data.Dataset):
     """Clips of some videos of a `ClipTable` as DeCEMBERT samples; item key = (epoch, index) or index."""
 
@@ -164,6 +167,44 @@ class PretrainDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.videos) if self.epoch_unit == "video" else self.n_clips
+
+    def item_lengths(self, dense_tokens: int = DENSE_TOKENS_ESTIMATE) -> np.ndarray:
+        """(len(self),) uint16 estimated sequence length of every item, for length-aware batching: the
+        clip's video tokens (its seconds, at most max_video_tokens), [CLS] and the ASR candidates
+        s_i-k .. s_i+k with their [SEP]s, and its dense captions (dense_per_frame per captioned frame,
+        at most max_dense_captions, `dense_tokens` + [SEP] each: an estimate, they are read per sample).
+        A video-unit item (one clip drawn per epoch) gets its clips' mean. Computed by blocks of videos."""
+        cfg, table, k = self.config, self.table, self.config.neighbours
+        out = np.empty(len(self), dtype=np.uint16)
+        dense = cfg.use_dense and table.has_dense() > 0
+        block = 50_000
+        for first in range(0, len(self.videos), block):
+            rows = self.videos[first : first + block]
+            lo, hi = np.asarray(table.clip_offsets)[rows], np.asarray(table.clip_offsets)[rows + 1]
+            counts = hi - lo
+            clip = np.repeat(lo - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(int(counts.sum()))
+            start, end = np.asarray(table.start)[clip], np.asarray(table.end)[clip]
+            seconds = np.repeat(np.asarray(table.seconds)[rows], counts)
+            window = np.clip(np.ceil(end) - np.floor(start), 1, np.maximum(seconds, 1))
+            offsets = np.asarray(table.token_offsets)
+            caption = np.minimum(offsets[clip + 1] - offsets[clip], cfg.max_caption_tokens) + 1  # + [SEP]
+            csum = np.r_[0, np.cumsum(caption)]
+            local = np.arange(len(clip))  # position in this block
+            video_first = np.repeat(np.cumsum(np.r_[0, counts[:-1]]), counts)
+            video_last = video_first + np.repeat(counts, counts) - 1
+            a, b = np.maximum(local - k, video_first), np.minimum(local + k, video_last)
+            length = np.minimum(window, self.max_video_tokens) + 1 + csum[b + 1] - csum[a]
+            if dense:
+                frames = np.ceil(window / cfg.dense_interval) * cfg.dense_per_frame
+                length += np.minimum(frames, cfg.max_dense_captions) * (dense_tokens + 1)
+            length = np.minimum(length, np.iinfo(np.uint16).max)
+            if self.epoch_unit == "video":
+                means = np.add.reduceat(length, np.cumsum(np.r_[0, counts[:-1]])) / np.maximum(counts, 1)
+                out[first : first + len(rows)] = np.round(means)
+            else:
+                base = int(self.clip_offsets[first])
+                out[base : base + len(clip)] = length
+        return out
 
     def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
         epoch, index = (0, key) if isinstance(key, (int, np.integer)) else key

@@ -56,6 +56,8 @@ class Job:
     pictures: Callable[[nn.Module, int, Path], dict[str, Path]] | None = None
     # a (CPU) batch -> (training FLOPs, real tokens), for tokens/s and MFU in the log (model/flops.py)
     cost: Callable[[Any], tuple[float, int]] | None = None
+    # estimated length of every training item, for length-aware batching (train.bucket_batches)
+    lengths: Callable[[], Any] | None = None
 
 
 @dataclass
@@ -317,6 +319,8 @@ def _set_up(job: Job, resume: bool, stop_after: int | None, progress: bool) -> _
         seed=job.seed,
         start_step=run.start,
         total_steps=total_steps if stop_after is None else min(total_steps, stop_after),
+        lengths=job.lengths() if cfg.bucket_batches and job.lengths is not None else None,
+        window=cfg.bucket_batches,
     )
     run.end_step = batches.total_steps
     run.loader = iter(_loader(job.train_data, batches, job.collate, job.workers, device.type == "cuda"))

@@ -81,6 +81,7 @@ def prepare(
         eval_kwargs={"constrained": True},  # u and the entropy are reported even when lambda = 0
         diagnose=collapse_warning,
         pictures=_attention_picture(config, table, val_videos if len(val_videos) else train_videos, tokenizer),
+        lengths=train_data.item_lengths,
         cost=partial(
             batch_flops,
             ModelShape.of(model.encoder.bert.config, config.model.feature_dim_2d, config.model.feature_dim_3d),

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from decembert_cli.config import DataConfig
-from decembert_cli.data.batch import IGNORE_INDEX, TokenType
+from decembert_cli.data.batch import IGNORE_INDEX, EncoderSample, TokenType
 from decembert_cli.data.clip_table import ClipTable, split_videos
 from decembert_cli.data.corpus import PretrainDataset
 from decembert_cli.data.sample.corpus import generate, sample
@@ -326,3 +326,26 @@ def test_rolling_overlap_is_trimmed_for_raw_captions_only(sample_root: Path, tmp
     assert second_line() == original  # auto: raw_caption.json is trimmed
     assert second_line(trim_overlap="off") != original
     assert second_line(trim_overlap="on", captions="raw_caption.json") == original
+
+
+def _sequence_length(sample: EncoderSample) -> int:
+    """Video tokens (collate keeps at most 100), [CLS], every caption with its [SEP]."""
+    return min(sample.video_2d.shape[0], 100) + 1 + sum(len(s.ids) + 1 for s in sample.segments)
+
+
+def test_item_lengths_are_the_samples_lengths_without_the_random_parts(
+    sample_root: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """Without dense captions (read per sample) and negatives (another clip's captions), the estimate
+    is exact; with them it still orders items by length (length-aware batching needs no more)."""
+    exact = _dataset(sample_root, tokenizer, use_dense=False, negative_prob=0.0)
+    lengths = exact.item_lengths()
+    assert lengths.dtype == np.uint16 and len(lengths) == len(exact)
+    assert [int(x) for x in lengths] == [_sequence_length(exact[i]) for i in range(len(exact))]
+    full = _dataset(sample_root, tokenizer)
+    estimate = full.item_lengths().astype(float)
+    actual = np.array([_sequence_length(full[(0, i)]) for i in range(len(full))], dtype=float)
+    assert np.corrcoef(estimate, actual)[0, 1] > 0.7
+    by_video = PretrainDataset(exact.table, tokenizer, exact.config, seed=3, epoch_unit="video").item_lengths()
+    first = exact.clip_count(0)
+    assert len(by_video) == len(exact.videos) and by_video[0] == round(float(lengths[:first].mean()))
