@@ -45,6 +45,7 @@ def _one(args: argparse.Namespace, workers: int, corpus: Path, out: Path) -> dic
         "train.checkpoint_every=0",
         f"train.device={args.device}",
         f"train.precision={args.precision}",
+        *args.set,
     ]
     cmd = [sys.executable, "-m", "decembert_cli", "pretrain", "--data", "sample", "--out", str(out)]
     cmd += [x for s in sets for x in ("--set", s)]
@@ -52,7 +53,8 @@ def _one(args: argparse.Namespace, workers: int, corpus: Path, out: Path) -> dic
     if done.returncode != 0:
         raise SystemExit(f"workers={workers} failed:\n{done.stderr[-3000:]}")
     last = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"split"' not in x][-1]
-    return {"workers": workers, "samples_per_s": last["samples_per_s"], "data_wait": last["data_wait"]}
+    keys = ("samples_per_s", "data_wait", "tokens_per_s", "tflops_per_s", "mfu")
+    return {"workers": workers, **{k: last[k] for k in keys if k in last}}
 
 
 def loader_only(args: argparse.Namespace, corpus: Path) -> dict:
@@ -124,6 +126,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--corpus", type=Path, default=None, help="an existing sample corpus (else one is generated)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--set", action="append", default=[], help="another --set for every run (repeatable)")
     parser.add_argument("--loader-only", action="store_true", help="measure the data loader alone (no model)")
     parser.add_argument("--target", type=float, default=3500.0, help="samples/s the loader must feed (--loader-only)")
     args = parser.parse_args()

@@ -38,20 +38,25 @@ def main() -> None:
         "--naive-pairs", type=int, default=400, help="pairs timed for the naive loop (its rate is per pair)"
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tokenizer", default="auto", help="model.tokenizer (a folder where the package is absent)")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="autocast dtype of the scoring")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "retrieval_eval_cpu2.json")
     args = parser.parse_args()
 
     from decembert_cli.config import ModelConfig
+    from decembert_cli.data.batch import collate_with
     from decembert_cli.data.sample.corpus import generate
+    from decembert_cli.data.tokenizer import tokenize_captions
     from decembert_cli.engine.finetune import TaskModel, score_split
     from decembert_cli.model import build_encoder, build_tokenizer
-    from decembert_tasks.retrieval import MSRVTTRetrieval, MSRVTTRetrievalConfig, _collate, _sample, _tokens
+    from decembert_tasks.retrieval import MSRVTTRetrieval, MSRVTTRetrievalConfig, _sample
 
     torch.set_num_threads(torch.get_num_threads())
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         root = generate(Path(tmp) / "corpus", videos=2, clips=args.clips, feature_dim_2d=2048, feature_dim_3d=2048)
-        model_cfg = ModelConfig(arch=args.arch, init="auto" if args.arch == "small" else "none", dropout=0.0)
+        init = "auto" if args.arch == "small" and args.tokenizer == "auto" else "none"
+        model_cfg = ModelConfig(arch=args.arch, init=init, tokenizer=args.tokenizer, dropout=0.0)
         tokenizer = build_tokenizer(model_cfg)
         encoder, _ = build_encoder(model_cfg)
         results: dict = {
@@ -60,7 +65,9 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "platform": platform.platform(),
             "batch_size": args.batch_size,
+            "dtype": args.dtype,
         }
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
 
         def run(k: int) -> tuple[float, int, object]:
             task = MSRVTTRetrieval(MSRVTTRetrievalConfig(root=str(root / "msrvtt"), rerank_k=k))
@@ -68,7 +75,8 @@ def main() -> None:
             started = time.perf_counter()
             data = task.dataset("test", tokenizer, model_cfg, train=False)
             metric = task.metric("test")
-            score_split(task, model, data, metric, args.batch_size, device)
+            with autocast:
+                score_split(task, model, data, metric, args.batch_size, device)
             return time.perf_counter() - started, len(data), (data, model)
 
         seconds, pairs, (data, model) = run(0)
@@ -89,13 +97,14 @@ def main() -> None:
         clips, texts = data.pairs.clips, data.pairs.texts
         n = min(args.naive_pairs, pairs)
         started = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             for index in range(n):  # the same sample layout, read from disk and tokenised for this pair alone
                 t, c = divmod(index, len(clips))
                 v2, v3 = store.features(clips[c].video_id, clips[c].window)
-                dense = _tokens(tokenizer, store.dense(clips[c].video_id, clips[c].window, None))
-                sample = _sample(tokenizer, v2, v3, dense, _tokens(tokenizer, [texts[t]])[0], {"text": t, "clip": c})
-                batch = _collate(tokenizer, [sample], model_cfg.max_video_tokens).to(device)
+                dense = store.dense_tokens(tokenizer, clips[c].video_id, clips[c].window, None)
+                text = tokenize_captions(tokenizer, [texts[t]], task.config.max_text_tokens)[0]
+                sample = _sample(v2, v3, dense, text, {"text": t, "clip": c})
+                batch = collate_with(tokenizer, [sample], model_cfg.max_video_tokens).to(device)
                 model.head(model.encoder(batch), batch)
         naive_s = time.perf_counter() - started
         results["naive"] = {"pairs_timed": n, "pairs_per_s": round(n / naive_s, 1)}

@@ -294,14 +294,11 @@ def build(
 
 
 def _read_state(path: Path) -> dict[str, Any]:
+    from decembert_cli.io import decode_json
+
     if not path.is_file():
         return {"done": {}}
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DecembertError(
-            f"{path}: not a recipe state file ({exc}); move it away to start the recipe again"
-        ) from None
+    state = decode_json(path.read_text(encoding="utf-8"), f"{path} (move it away to start the recipe again)")
     if not isinstance(state, dict) or not isinstance(state.get("done"), dict):
         raise DecembertError(f"{path}: not a recipe state file (no 'done' table); move it away to start again")
     return state

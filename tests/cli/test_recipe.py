@@ -128,3 +128,13 @@ def test_results_put_the_runs_numbers_beside_the_papers(tmp_path: Path) -> None:
     rows = {(r, m): ours for r, m, ours, _ in recipes.results(ablation)}
     assert rows[("no-dense", "mlm_acc_asr")] == 50.0 and rows[("no-dense", "vtm_acc")] == 75.0
     assert rows[("no-dense", "mlm_acc_dense")] is None and rows[("full", "vtm_acc")] is None
+
+
+def test_a_damaged_state_file_is_named_and_kept(tmp_path: Path) -> None:
+    _dataset_folders(tmp_path)
+    state = tmp_path / "runs" / recipes.STATE_FILE
+    state.parent.mkdir()
+    state.write_text("{not json")
+    with pytest.raises(DecembertError, match=r"recipe-state.json.*line 1"):
+        recipes.run(recipes.build("table5", tmp_path), runner=lambda args: 0, announce=lambda _: None)
+    assert state.read_text() == "{not json"  # nothing the user had is overwritten

@@ -46,7 +46,7 @@ def test_unknown_section_and_wrong_types(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="line 2: model.max_video_tokens: expected an integer"):
         load_config(Config, str(path))
     path.write_text("model:\n  attention: flash\n")
-    with pytest.raises(ConfigError, match="use one of: fused, eager"):
+    with pytest.raises(ConfigError, match="use one of: auto, fused, eager"):
         load_config(Config, str(path))
     path.write_text("model: [1, 2]\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
