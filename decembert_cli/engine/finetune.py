@@ -25,7 +25,7 @@ from decembert_cli.config import load_config, save_config, to_dict
 from decembert_cli.config.loader import from_dict
 from decembert_cli.config.schema import ModelConfig, NonNegativeInt, Positive, TrainConfig
 from decembert_cli.data.batch import VideoTextBatch
-from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
+from decembert_cli.engine.loop import Job, TrainResult, check_compile_backend, check_run_dir, train
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text, read_jsonl
 from decembert_cli.model.flops import ModelShape, batch_flops
@@ -270,6 +270,7 @@ def finetune(setup: FinetuneSetup, *, resume: bool = False, **kwargs: Any) -> Tr
     from decembert_cli.engine.distributed import teardown
 
     run_dir = setup.job.run_dir
+    check_compile_backend(setup.config.train)
     try:
         if not resume and int(os.environ.get("RANK", "0")) == 0:
             check_run_dir(run_dir, resume=False)

@@ -280,6 +280,7 @@ def _set_up(job: Job, resume: bool, stop_after: int | None, progress: bool) -> _
     """The process group, the run folder, the model with its optimiser and schedule on the device, their
     state when resuming, the data from the step after it, and the progress bar."""
     cfg = job.config
+    check_compile_backend(cfg)
     dist_info, device = setup(cfg.device)
     resume_from = check_run_dir(job.run_dir, resume)
     barrier(dist_info.world)  # every process has checked before the main one writes anything
@@ -310,6 +311,8 @@ def _set_up(job: Job, resume: bool, stop_after: int | None, progress: bool) -> _
         run.wrapped = cast(nn.Module, torch.compile(run.wrapped, dynamic=True, backend=cfg.compile_backend))
     if dist_info.main:
         print(f"note: {_path_note(model, device, cfg.compile, peak)}", file=sys.stderr)
+        if cfg.bucket_batches and job.lengths is None:
+            print("note: train.bucket_batches is ignored: this dataset gives no item lengths", file=sys.stderr)
     batches = StepBatches(
         size,
         global_batch=cfg.batch_size,
@@ -331,6 +334,16 @@ def _set_up(job: Job, resume: bool, stop_after: int | None, progress: bool) -> _
         run.description, total=total_steps, completed=run.start, loss=float("nan"), rate=0.0, mfu=""
     )
     return run
+
+
+def check_compile_backend(cfg: TrainConfig) -> None:
+    """An unknown torch.compile backend is a config error, found before the run folder is made."""
+    known = torch.compiler.list_backends(exclude_tags=())
+    if cfg.compile and cfg.compile_backend not in known:
+        raise DecembertError(
+            f"train.compile_backend = {cfg.compile_backend!r} is not a torch.compile backend; use one of: "
+            + ", ".join(known)
+        )
 
 
 def _path_note(model: nn.Module, device: torch.device, compiled: bool, peak: float | None) -> str:

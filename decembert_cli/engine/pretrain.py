@@ -13,7 +13,7 @@ from decembert_cli.config import Config, save_config, to_dict
 from decembert_cli.data.clip_table import ClipTable, split_videos
 from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, open_corpus, validation_indices
 from decembert_cli.data.scan import DataReport
-from decembert_cli.engine.loop import Job, TrainResult, check_run_dir, train
+from decembert_cli.engine.loop import Job, TrainResult, check_compile_backend, check_run_dir, train
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text
 from decembert_cli.model.flops import ModelShape, batch_flops
@@ -125,6 +125,7 @@ def pretrain(setup: PretrainSetup, config: Config, *, resume: bool = False, **kw
     from decembert_cli.engine.distributed import teardown
 
     run_dir = setup.job.run_dir
+    check_compile_backend(config.train)
     try:
         if not resume and int(os.environ.get("RANK", "0")) == 0:
             check_run_dir(run_dir, resume=False)  # refuse before writing anything into an existing run

@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from decembert_cli.model.pretraining import DecembertForPretraining
 
 
+# model.attention -> DecembertEncoder's `eager` (None: chosen per device, model.encoder.AUTO_ATTENTION)
+EAGER: dict[str, bool | None] = {"auto": None, "eager": True, "fused": False}
+
+
 def build_encoder(cfg: ModelConfig, bert_config: dict | None = None) -> tuple[DecembertEncoder, dict]:
     """The encoder described by `cfg`, initialised as `model.init` says.
 
@@ -33,7 +37,7 @@ def build_encoder(cfg: ModelConfig, bert_config: dict | None = None) -> tuple[De
             dim_2d=cfg.feature_dim_2d,
             dim_3d=cfg.feature_dim_3d,
             max_video_tokens=cfg.max_video_tokens,
-            eager={"auto": None, "eager": True, "fused": False}[cfg.attention],
+            eager=EAGER[cfg.attention],
         )
         return encoder, {}
     init = resolve_init(cfg)
@@ -44,7 +48,7 @@ def build_encoder(cfg: ModelConfig, bert_config: dict | None = None) -> tuple[De
         dim_2d=cfg.feature_dim_2d,
         dim_3d=cfg.feature_dim_3d,
         max_video_tokens=cfg.max_video_tokens,
-        eager={"auto": None, "eager": True, "fused": False}[cfg.attention],
+        eager=EAGER[cfg.attention],
     )
     if pretrained:
         copy_bert_weights(encoder.bert, pretrained.encoder_state)

@@ -31,10 +31,6 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from decembert_cli.data.batch import candidate_layout
-
-__all__ = ["ConstrainedAttention", "attention_entropy", "candidate_layout", "candidate_scores", "decembert_attention"]
-
 ATTENTION_NAME = "decembert"
 
 

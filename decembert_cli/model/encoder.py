@@ -13,14 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from decembert_cli.data.batch import TokenType, VideoTextBatch
+from decembert_cli.data.batch import TokenType, VideoTextBatch, candidate_layout
 from decembert_cli.errors import DecembertError
-from decembert_cli.model.attention import (
-    ATTENTION_NAME,
-    ConstrainedAttention,
-    attention_entropy,
-    candidate_layout,
-)
+from decembert_cli.model.attention import ATTENTION_NAME, ConstrainedAttention, attention_entropy
 
 if TYPE_CHECKING:
     from transformers import BertConfig

@@ -251,3 +251,21 @@ def test_compiled_training_equals_eager_and_logs_throughput(sample_root: Path, t
     assert all(r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1 for r in train_lines)
     plain_lines = [json.loads(x) for x in (tmp_path / "plain" / "metrics.jsonl").read_text().splitlines()]
     assert all("mfu" not in r and r["tflops_per_s"] > 0 for r in plain_lines if "split" not in r)  # CPU: no peak
+
+
+def test_an_unknown_compile_backend_is_one_message_before_anything_is_written(
+    sample_root: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(DecembertError, match=r"train.compile_backend = 'nope'.*inductor"):
+        _run(sample_root, tmp_path / "run", "train.compile=true", "train.compile_backend=nope")
+    assert not (tmp_path / "run").exists()
+
+
+def test_bucket_batches_changes_the_batches_of_a_run(sample_root: Path, tmp_path: Path) -> None:
+    """train.bucket_batches reaches the sampler: the same run with it draws other batches, so other losses
+    (tests/unit/test_sampler.py shows what the batches are)."""
+    _run(sample_root, tmp_path / "plain", "train.max_steps=3", "train.checkpoint_every=0")
+    _run(sample_root, tmp_path / "bucketed", "train.max_steps=3", "train.checkpoint_every=0", "train.bucket_batches=4")
+    plain, bucketed = _step_losses(tmp_path / "plain"), _step_losses(tmp_path / "bucketed")
+    assert sorted(plain) == sorted(bucketed) == [1, 2, 3]
+    assert any(plain[s]["loss_mlm"] != bucketed[s]["loss_mlm"] for s in plain)

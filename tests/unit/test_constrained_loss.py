@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from decembert_cli.data.batch import VideoTextBatch, collate
-from decembert_cli.model.attention import attention_entropy, candidate_layout, candidate_scores
+from decembert_cli.data.batch import VideoTextBatch, candidate_layout, collate
+from decembert_cli.model.attention import attention_entropy, candidate_scores
 from tests.helpers import build_pretraining, random_batch, random_samples, tiny_bert_config
 
 
