@@ -6,9 +6,10 @@ H200 and on disk, and the paper's numbers to compare with; `--run` executes it s
 resumably: finished steps are recorded in RUNS/recipe-state.json and skipped, an interrupted
 training step continues with --resume, the extraction and captioning steps skip finished videos.
 
-Which task each table holds (`TABLES`) follows the issue that asked for this command; DESIGN.md
-confirms Table 6 (the pre-training ablation) and the headline numbers, not the numbering of the
-downstream tables. Change it here, in one place.
+`TABLES` follows the paper (DESIGN.md §1): Tables 1-2 captioning (MSR-VTT, YouCook2), 3-4
+text-to-video retrieval (MSR-VTT 1k-A, YouCook2), 5 MSRVTT-QA, 6 the pre-training ablation and 7 the
+downstream ablation (MSR-VTT captioning and MSRVTT-QA on the val split, fine-tuned from each row of
+Table 6). The ablation rows are cumulative, as in the paper: each adds one component to the row above.
 
 Costs come from `RATES`: a measured rate where there is one (labelled "measured", with its file),
 otherwise an estimate that says what it assumes. Dataset sizes are the published ones.
@@ -136,31 +137,94 @@ DOWNSTREAM = {
     # MSRVTT-QA: 158,581 training and 72,821 test questions (Xu et al. 2017)
     "msrvtt-qa": Downstream("msrvtt-qa", MSRVTT, 158_581, 72_821, "score-pairs", {"accuracy": 37.4}),
     # 7k training clips x 20 captions; 1k-A test: 1,000 texts x 1,000 clips scored by the cross-encoder
-    "msrvtt-retrieval": Downstream("msrvtt-retrieval", MSRVTT, 140_200, 1e6, "score-pairs", {"t2v_R@1": 17.5}),
+    "msrvtt-retrieval": Downstream(
+        "msrvtt-retrieval",
+        MSRVTT,
+        140_200,
+        1e6,
+        "score-pairs",
+        {"t2v_R@1": 17.5, "t2v_R@5": 44.3, "t2v_R@10": 58.6, "t2v_MedR": 9},
+    ),
     # ~10,300 training clips; 3,350 validation clips scored all against all
     "youcook2-retrieval": Downstream(
-        "youcook2-retrieval", YOUCOOK2, 10_337, 3_350**2, "score-pairs", {"t2v_R@10": 59.8}
+        "youcook2-retrieval",
+        YOUCOOK2,
+        10_337,
+        3_350**2,
+        "score-pairs",
+        {"t2v_R@1": 17.0, "t2v_R@5": 43.8, "t2v_R@10": 59.8, "t2v_MedR": 9},
     ),
     # 6,513 training videos x 20 captions; 2,990 test videos captioned
-    "msrvtt-caption": Downstream("msrvtt-caption", MSRVTT, 130_260, 2_990, "generate", {"CIDEr-D": 52.3}),
+    "msrvtt-caption": Downstream(
+        "msrvtt-caption",
+        MSRVTT,
+        130_260,
+        2_990,
+        "generate",
+        {"BLEU@4": 45.2, "METEOR": 29.7, "ROUGE-L": 64.7, "CIDEr-D": 52.3},
+    ),
     # 10,337 training segments; 3,492 validation segments captioned (paragraphs of 457 videos)
-    "youcook2-caption": Downstream("youcook2-caption", YOUCOOK2, 10_337, 3_492, "generate", {"CIDEr-D": 58.02}),
+    "youcook2-caption": Downstream(
+        "youcook2-caption",
+        YOUCOOK2,
+        10_337,
+        3_492,
+        "generate",
+        {"BLEU@4": 11.92, "METEOR": 20.01, "ROUGE-L": 40.22, "CIDEr-D": 58.02},
+    ),
 }
 
-# The pre-training rows of Table 6 (README: Ablations of Table 6)
+# The pre-training rows of Tables 6 and 7, cumulative as in the paper: "MLM & Matching" (one ASR caption, no
+# dense captions, no constrained loss), "+ neighbouring ASR captions", "+ dense captions", "+ constrained loss"
+# (the full model).
 ABLATIONS = {
+    "mlm-matching": ["data.neighbours=0", "data.use_dense=false", "loss.constrained_lambda=0"],
+    "neighbours": ["data.use_dense=false", "loss.constrained_lambda=0"],
+    "dense": ["loss.constrained_lambda=0"],
     "full": [],
-    "no-dense": ["data.use_dense=false"],
-    "no-neighbours": ["data.neighbours=0"],
-    "lambda-0": ["loss.constrained_lambda=0"],
 }
 TABLE6_METRICS = ("mlm_acc_asr", "mlm_acc_dense", "vtm_acc")
+# The paper's Table 6 (10k held-out HowTo100M videos) and Table 7 (val splits), by row
+TABLE6_PAPER = {
+    "mlm-matching": {"mlm_acc_asr": 21.95, "vtm_acc": 61.63},
+    "neighbours": {"mlm_acc_asr": 48.42, "vtm_acc": 78.90},
+    "dense": {"mlm_acc_asr": 49.78, "mlm_acc_dense": 84.06, "vtm_acc": 80.02},
+    "full": {"mlm_acc_asr": 50.66, "mlm_acc_dense": 84.46, "vtm_acc": 80.32},
+}
+TABLE7_PAPER = {
+    "mlm-matching": {"BLEU@4": 41.3, "METEOR": 27.6, "ROUGE-L": 60.3, "CIDEr-D": 48.1, "accuracy": 35.7},
+    "neighbours": {"BLEU@4": 41.6, "METEOR": 28.0, "ROUGE-L": 60.5, "CIDEr-D": 47.8, "accuracy": 35.8},
+    "dense": {"BLEU@4": 43.5, "METEOR": 29.6, "ROUGE-L": 63.9, "CIDEr-D": 49.4, "accuracy": 36.7},
+    "full": {"BLEU@4": 44.6, "METEOR": 29.9, "ROUGE-L": 64.0, "CIDEr-D": 51.2, "accuracy": 37.0},
+}
 
-TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "table3": ("text-to-video retrieval (MSR-VTT 1k-A, YouCook2)", ("msrvtt-retrieval", "youcook2-retrieval")),
-    "table4": ("video captioning (MSR-VTT, YouCook2)", ("msrvtt-caption", "youcook2-caption")),
-    "table5": ("video question answering (MSRVTT-QA)", ("msrvtt-qa",)),
-    "table6": ("pre-training ablation: MLM accuracy on ASR and dense captions, VTM accuracy", ()),
+
+@dataclass(frozen=True)
+class Table:
+    """One of the paper's tables: the tasks fine-tuned, from which pre-training rows, scored on which split."""
+
+    title: str
+    tasks: tuple[str, ...] = ()  # downstream tasks (none: pre-training metrics only)
+    rows: tuple[str, ...] = ("full",)  # pre-training rows (ABLATIONS) run, and fine-tuned from when tasks are given
+    split: str = ""  # split evaluated ("": the task's test split)
+
+
+ALL_ROWS = tuple(ABLATIONS)
+TABLES: dict[str, Table] = {
+    "table1": Table("MSR-VTT video captioning (test)", ("msrvtt-caption",)),
+    "table2": Table("YouCook2 video captioning (val, paragraph level)", ("youcook2-caption",)),
+    "table3": Table("MSR-VTT 1k-A text-to-video retrieval", ("msrvtt-retrieval",)),
+    "table4": Table("YouCook2 text-to-video retrieval (val clips)", ("youcook2-retrieval",)),
+    "table5": Table("video question answering (MSRVTT-QA, test)", ("msrvtt-qa",)),
+    "table6": Table(
+        "pre-training ablation, cumulative rows: MLM accuracy on ASR and dense captions, VTM accuracy", rows=ALL_ROWS
+    ),
+    "table7": Table(
+        "downstream ablation: MSR-VTT captioning and MSRVTT-QA (val), fine-tuned from each Table 6 row",
+        ("msrvtt-caption", "msrvtt-qa"),
+        rows=ALL_ROWS,
+        split="val",
+    ),
 }
 
 
@@ -207,7 +271,7 @@ class Recipe:
 
 
 def known_tables() -> str:
-    return ", ".join(f"{name} ({title})" for name, (title, _) in TABLES.items())
+    return ", ".join(f"{name} ({table.title})" for name, table in TABLES.items())
 
 
 def _prepare(data: Dataset, root: Path) -> list[Step]:
@@ -262,7 +326,7 @@ def build(
     """The chain of commands for one table, with their costs."""
     if table not in TABLES:
         raise DecembertError(f"unknown table '{table}'; known: {known_tables()}")
-    title, tasks = TABLES[table]
+    spec = TABLES[table]
     runs = runs if runs is not None else root / "runs"
     steps = _prepare(HOWTO100M, root)
     index_args = ["data", "index", "howto100m", "--config", config, "--set", f"data.root={root / HOWTO100M.folder}"]
@@ -270,24 +334,37 @@ def build(
     steps.append(
         Step("index:howto100m", index_args, HOWTO100M.videos, "index", 0.0, note="once, on CPUs", needs=(howto,))
     )
-    rows = list(ABLATIONS) if table == "table6" else ["full"]
-    steps += [_pretrain(root, runs, row, config, overrides) for row in rows]
+    steps += [_pretrain(root, runs, row, config, overrides) for row in spec.rows]
     prepared = {s.name for s in steps}
-    paper: dict[str, dict[str, float]] = {}
-    for name in tasks:
+    paper: dict[str, dict[str, float]] = {row: TABLE6_PAPER[row] for row in spec.rows} if not spec.tasks else {}
+    for name in spec.tasks:
         task = DOWNSTREAM[name]
         steps += [s for s in _prepare(task.data, root) if s.name not in prepared]
         prepared |= {s.name for s in steps}
-        run = runs / name
-        finetune = ["finetune", name, "--checkpoint", str(runs / "pretrain-full")]
-        finetune += ["--set", f"task.root={root / task.data.folder}", "--out", str(run)]
-        cost = 10 * task.train_items  # 10 epochs, fine-tuning's default
-        data = (root / task.data.folder,)
-        steps.append(Step(f"finetune:{name}", finetune, cost, "finetune", CHECKPOINT_BYTES, run, needs=data))
-        evaluate = ["evaluate", name, "--checkpoint", str(run), "--out", str(run / "eval-test")]
-        steps.append(Step(f"evaluate:{name}", evaluate, task.eval_work, task.eval_rate))
-        paper[name] = task.paper
-    return Recipe(table, title, root, runs, steps, paper)
+        for row in spec.rows:
+            run, label = _task_run(runs, name, row, spec)
+            finetune = ["finetune", name, "--checkpoint", str(runs / f"pretrain-{row}")]
+            finetune += ["--set", f"task.root={root / task.data.folder}", "--out", str(run)]
+            cost = 10 * task.train_items  # 10 epochs, fine-tuning's default
+            data = (root / task.data.folder,)
+            steps.append(Step(f"finetune:{label}", finetune, cost, "finetune", CHECKPOINT_BYTES, run, needs=data))
+            split = ["--split", spec.split] if spec.split else []
+            evaluate = ["evaluate", name, "--checkpoint", str(run), *split, "--out", str(_eval_dir(run, spec))]
+            steps.append(Step(f"evaluate:{label}", evaluate, task.eval_work, task.eval_rate))
+            wanted = TABLE7_PAPER[row] if table == "table7" else task.paper
+            paper[label] = {k: v for k, v in wanted.items() if k in task.paper}
+    return Recipe(table, spec.title, root, runs, steps, paper)
+
+
+def _task_run(runs: Path, task: str, row: str, spec: Table) -> tuple[Path, str]:
+    """(run folder, step label) of fine-tuning `task` from pre-training row `row`."""
+    if spec.rows == ("full",):
+        return runs / task, task
+    return runs / f"{task}-{row}", f"{task}:{row}"
+
+
+def _eval_dir(run: Path, spec: Table) -> Path:
+    return run / f"eval-{spec.split or 'test'}"
 
 
 # ---- running -----------------------------------------------------------------------------------
@@ -377,18 +454,21 @@ def run(
 def results(recipe: Recipe) -> list[tuple[str, str, float | None, float | None]]:
     """(row, metric, ours, paper's) for every number of the table that its runs have produced so far."""
     rows: list[tuple[str, str, float | None, float | None]] = []
-    if recipe.table == "table6":
-        for row in ABLATIONS:
+    spec = TABLES[recipe.table]
+    if not spec.tasks:
+        for row in spec.rows:
             val = _last_validation(recipe.runs / f"pretrain-{row}")
             for key in TABLE6_METRICS:
                 value = val.get(key)
-                rows.append((row, key, 100 * value if value is not None else None, None))
+                rows.append((row, key, 100 * value if value is not None else None, recipe.paper[row].get(key)))
         return rows
-    for task, wanted in recipe.paper.items():
-        path = recipe.runs / task / "eval-test" / "metrics.json"
-        metrics = json.loads(path.read_text(encoding="utf-8"))["metrics"] if path.is_file() else {}
-        for key, paper_value in wanted.items():
-            rows.append((task, key, metrics.get(key), paper_value))
+    for task in spec.tasks:
+        for row in spec.rows:
+            run, label = _task_run(recipe.runs, task, row, spec)
+            path = _eval_dir(run, spec) / "metrics.json"
+            metrics = json.loads(path.read_text(encoding="utf-8"))["metrics"] if path.is_file() else {}
+            for key, paper_value in recipe.paper[label].items():
+                rows.append((label, key, metrics.get(key), paper_value))
     return rows
 
 

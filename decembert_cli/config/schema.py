@@ -54,6 +54,9 @@ class ModelConfig:
     # for the device type (model.encoder.AUTO_ATTENTION; today fused on CPUs and GPUs)
     attention: Literal["auto", "fused", "eager"] = "auto"
     max_video_tokens: Count = 100  # longer feature sequences are uniformly down-sampled to this many tokens
+    # position embeddings of the video tokens: shared (BERT's table, 0..V-1, as the text's 0..: video token 0
+    # shares [CLS]'s) | separate (a table of their own; BERT's is not added to them)
+    video_positions: Literal["shared", "separate"] = "shared"
     feature_dim_2d: Count = 2048  # width of the 2D appearance features (ResNet-152)
     feature_dim_3d: Count = 2048  # width of the 3D motion features (ResNeXt-101)
     dropout: Share = 0.1  # hidden and attention dropout of the transformer and the video MLP
@@ -72,6 +75,9 @@ class LossConfig:
     constrained_direction: Literal["v2t", "both"] = "v2t"
     # also apply it to VTM negatives (the released code does; the paper is silent)
     constrained_on_negatives: bool = False
+    # score MLM on the ASR text of VTM negatives too (the paper's code does): their words are about another
+    # clip, so the video cannot help with them. Off: masked as in positives (no VTM shortcut), not scored
+    mlm_on_negatives: bool = True
 
 
 @dataclass(frozen=True)
@@ -119,11 +125,17 @@ class DataConfig(VideoSettings):
     index: str = ""
     neighbours: NonNegativeInt = 1  # k: ASR captions s_{i-k}..s_{i+k} are the candidates (Table 6 ablation: 0)
     max_caption_tokens: Count = 40  # WordPiece tokens kept per ASR caption
-    mask_prob: Probability = 0.2  # MLM probability on ASR and dense-caption tokens
+    mask_prob: Probability = 0.2  # share of the ASR and dense-caption tokens masked for MLM
+    # what is masked: token (each WordPiece alone: the paper) | word (whole words) | concept (a content word at
+    # every mention in the sample's ASR candidates and dense captions, so the text cannot give it away)
+    mask_unit: Literal["token", "word", "concept"] = "token"
     # selected tokens: all [MASK] (the paper and its code) | BERT's 80% [MASK] / 10% random / 10% kept
     mask_replace: Literal["mask", "bert"] = "mask"
     negative_prob: Probability = 0.5  # probability that a sample's ASR captions are replaced by a negative
     same_video_negatives: Probability = 0.5  # share of negatives taken from other clips of the same video
+    # what a VTM negative replaces: asr (the ASR captions: the paper) | video (the video features; the text stays
+    # the clip's own, so it cannot tell a negative from a positive) | both (half of each)
+    negatives: Literal["asr", "video", "both"] = "asr"
     min_clips: Count = 2  # videos with fewer usable captions are skipped (and counted)
     val_videos: NonNegativeInt = 10000  # videos held out for validation (at most a tenth of the corpus)
     # validation clips scored at each validation (evenly spread over the held-out videos)

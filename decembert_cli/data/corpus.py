@@ -15,10 +15,14 @@ caption s_i):
 - dense captions: from the frames captioned every `dense_interval` s inside that window, at most
   `dense_per_frame` sampled per frame at each step (repeats on contiguous frames already dropped);
 - ASR captions: s_{i-k} .. s_{i+k} (those that exist), the candidates of the constrained loss;
-- with probability `negative_prob` the ASR captions are replaced by those around another clip:
-  `same_video_negatives` of the time a clip of the same video more than k captions away, else a
+- with probability `negative_prob` the ASR captions are replaced by those around another clip
+  (`negatives: video`: the video features are replaced by that clip's instead, so that the text alone
+  cannot tell a negative; `both`: half of each): `same_video_negatives` of the time a clip of the
+  same video more than k captions away, else a
   clip of another video (VTM label 0);
-- MLM: each ASR and dense-caption token is selected with probability `mask_prob`.
+- MLM: about `mask_prob` of the ASR and dense-caption tokens are masked, token by token (the paper),
+  by whole words or by concepts (`mask_unit`, data/masking.py); the masked ASR tokens of a negative
+  are scored only with `mlm_on_negatives`.
 
 Randomness comes from a generator seeded by (seed, epoch, index), so a sample does not depend on
 the worker, the process or the order that loads it: resumed and distributed runs see the same data.
@@ -37,10 +41,18 @@ import numpy as np
 import torch
 
 from decembert_cli.config.schema import DataConfig
-from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate, uniform_indices
+from decembert_cli.data.batch import (
+    IGNORE_INDEX,
+    EncoderSample,
+    TextSegment,
+    TokenType,
+    VideoTextBatch,
+    collate,
+    uniform_indices,
+)
 from decembert_cli.data.clip_table import ClipTable
 from decembert_cli.data.howto100m import BadVideo
-from decembert_cli.data.masking import mask_tokens
+from decembert_cli.data.masking import WordPieces, mask_segments
 from decembert_cli.data.scan import DataReport
 from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.errors import DecembertError
@@ -94,7 +106,8 @@ def open_corpus(
 class SampleInfo:
     video: int  # the dataset's video (row of `PretrainDataset.videos`)
     clip: int  # caption index of the clip within its video
-    negative: str | None  # None (positive), "same-video" or "other-video"
+    # None (positive), "same-video" or "other-video" (ASR replaced), "same-video video" or "other-video video"
+    negative: str | None
     source: tuple[int, int]  # (dataset video, caption) around which the ASR captions were taken
 
 
@@ -115,13 +128,15 @@ class PretrainDataset(torch.utils.data.Dataset):
         max_video_tokens: int = 100,
         epoch_unit: str = "clip",
         shuffle_candidates: bool = True,
+        mlm_on_negatives: bool = True,
         strict: bool = False,
         skip_log: Path | None = None,
     ) -> None:
         """videos: the table rows to draw from (default: all), e.g. one side of `split_videos`.
         epoch_unit: "clip" (an item per clip) or "video" (an item per video: one clip of it, drawn
         per epoch, as the released code counts epochs). shuffle_candidates: False keeps the
-        candidates in time order (attention pictures). A video found bad while drawing a sample
+        candidates in time order (attention pictures). mlm_on_negatives: False leaves the masked ASR
+        tokens of VTM negatives without labels (loss.mlm_on_negatives). A video found bad while drawing a sample
         (NaN features, an unreadable dense-caption file) stops the run when `strict`; otherwise its
         samples are drawn from the next good video, and it is noted once per process on stderr and
         in `skip_log` (JSON lines, merged into the run's data report)."""
@@ -151,11 +166,12 @@ class PretrainDataset(torch.utils.data.Dataset):
             raise DecembertError(f"train.epoch_unit = {epoch_unit!r}: use clip or video")
         self.epoch_unit = epoch_unit
         self.shuffle_candidates = shuffle_candidates
+        self.mlm_on_negatives = mlm_on_negatives
         self.cls_id = tokenizer.cls_token_id
         self.sep_id = tokenizer.sep_token_id
         self.pad_id = tokenizer.pad_token_id
         self.mask_id = tokenizer.mask_token_id
-        self.vocab_size = len(tokenizer)
+        self.pieces = WordPieces.of(tokenizer)
         self.strict = strict
         self.skip_log = skip_log
         self.bad_videos: set[int] = set()  # found bad by this process
@@ -293,6 +309,9 @@ class PretrainDataset(torch.utils.data.Dataset):
         source_v, source_i = v, i
         if rng.random() < cfg.negative_prob:
             negative, source_v, source_i = self._negative_source(rng, v, i)
+            if cfg.negatives == "video" or (cfg.negatives == "both" and rng.random() < 0.5):
+                video_2d, video_3d = self._other_video(v, source_v, source_i, (video_2d, video_3d))
+                negative, source_v, source_i = f"{negative} video", v, i  # the text stays the clip's own
         source_row = int(self.videos[source_v])
         lo, hi = max(0, source_i - cfg.neighbours), min(self.clip_count(source_v) - 1, source_i + cfg.neighbours)
         # candidate slot -> caption index: shuffled, so that no slot stands for a time offset
@@ -303,13 +322,13 @@ class PretrainDataset(torch.utils.data.Dataset):
         while dense_ids and sum(len(x) + 1 for x in dense_ids) > budget:
             dense_ids.pop()
 
-        segments: list[TextSegment] = []
-        masking = dict(mask_id=self.mask_id, vocab_size=self.vocab_size, replace=cfg.mask_replace)
-        for ids in dense_ids:
-            inputs, labels = mask_tokens(ids, cfg.mask_prob, rng, **masking)
-            segments.append(TextSegment(inputs, TokenType.DENSE, labels=labels))
-        for c, ids in enumerate(asr_ids):
-            inputs, labels = mask_tokens(ids, cfg.mask_prob, rng, **masking)
+        masked = mask_segments(
+            [*dense_ids, *asr_ids], cfg.mask_prob, rng, unit=cfg.mask_unit, pieces=self.pieces, replace=cfg.mask_replace
+        )
+        segments = [TextSegment(inputs, TokenType.DENSE, labels=labels) for inputs, labels in masked[: len(dense_ids)]]
+        for c, (inputs, labels) in enumerate(masked[len(dense_ids) :]):
+            if negative is not None and not self.mlm_on_negatives:
+                labels = [IGNORE_INDEX] * len(labels)  # masked all the same: masks must not tell a negative apart
             segments.append(TextSegment(inputs, TokenType.ASR, candidate=c, labels=labels))
 
         own, aligned = -1, -1
@@ -328,6 +347,21 @@ class PretrainDataset(torch.utils.data.Dataset):
             candidate_offsets=[int(j) - source_i for j in order],
         )
         return sample, SampleInfo(v, i, negative, (source_v, source_i))
+
+    def _other_video(
+        self, v: int, other_v: int, other_i: int, own: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The features of clip `other_i` of dataset video `other_v` (a video negative); the clip's own
+        (`own`, with a note) when that video is found bad."""
+        row = int(self.videos[other_v])
+        if other_v not in self.bad_videos:
+            try:
+                return self.table.features(row, self.table.window(row, other_i))
+            except BadVideo as problem:
+                if other_v == v:
+                    raise
+                self._found_bad(other_v, problem)
+        return own
 
 
 def validation_indices(n: int, limit: int) -> list[int]:

@@ -56,6 +56,7 @@ def prepare(
     common: dict[str, Any] = dict(
         seed=config.seed,
         max_video_tokens=config.model.max_video_tokens,
+        mlm_on_negatives=config.loss.mlm_on_negatives,
         strict=strict,
         skip_log=run_dir / SKIP_LOG,
     )

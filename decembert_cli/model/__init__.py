@@ -38,6 +38,7 @@ def build_encoder(cfg: ModelConfig, bert_config: dict | None = None) -> tuple[De
             dim_3d=cfg.feature_dim_3d,
             max_video_tokens=cfg.max_video_tokens,
             eager=EAGER[cfg.attention],
+            video_positions=cfg.video_positions,
         )
         return encoder, {}
     init = resolve_init(cfg)
@@ -49,6 +50,7 @@ def build_encoder(cfg: ModelConfig, bert_config: dict | None = None) -> tuple[De
         dim_3d=cfg.feature_dim_3d,
         max_video_tokens=cfg.max_video_tokens,
         eager=EAGER[cfg.attention],
+        video_positions=cfg.video_positions,
     )
     if pretrained:
         copy_bert_weights(encoder.bert, pretrained.encoder_state)

@@ -154,7 +154,14 @@ def _add_constrained_loss(result: EncoderOutput, ctx: ConstrainedAttention) -> N
 
 class DecembertEncoder(nn.Module):
     def __init__(
-        self, bert_config: BertConfig, *, dim_2d: int, dim_3d: int, max_video_tokens: int, eager: bool | None
+        self,
+        bert_config: BertConfig,
+        *,
+        dim_2d: int,
+        dim_3d: int,
+        max_video_tokens: int,
+        eager: bool | None,
+        video_positions: str = "shared",
     ) -> None:
         from transformers import BertModel
 
@@ -168,6 +175,13 @@ class DecembertEncoder(nn.Module):
                 f"{bert_config.max_position_embeddings} positions"
             )
         self.max_video_tokens = max_video_tokens
+        # model.video_positions = separate: the video tokens' own position table (BERT's initialisation)
+        self.video_positions: nn.Embedding | None = None
+        if video_positions == "separate":
+            self.video_positions = nn.Embedding(max_video_tokens, bert_config.hidden_size)
+            nn.init.normal_(self.video_positions.weight, std=bert_config.initializer_range)
+        elif video_positions != "shared":
+            raise DecembertError(f"model.video_positions = {video_positions!r}: use shared or separate")
         self.eager = eager  # the reference path (full attention matrices); None: chosen by the device (auto)
 
     def uses_eager(self, device: torch.device) -> bool:
@@ -241,11 +255,14 @@ class DecembertEncoder(nn.Module):
         lt = batch.text_ids.shape[1]
         device = batch.text_ids.device
         video = self.video(batch.video_2d, batch.video_3d)  # (B, V, H)
+        video_pos = torch.arange(v, device=device)
+        if self.video_positions is not None:  # BertEmbeddings adds its table to every token: take it away here
+            bert_table = self.bert.embeddings.position_embeddings
+            video = video + (self.video_positions(video_pos) - bert_table(video_pos))[None]
         text = self.word_embeddings(batch.text_ids)  # (B, Lt, H)
         inputs = torch.cat([video.to(text.dtype), text], dim=1)  # (B, L, H)
         video_types = torch.full((b, v), int(TokenType.VIDEO), device=device, dtype=torch.long)
         types = torch.cat([video_types, batch.text_type], dim=1)
-        video_pos = torch.arange(v, device=device)
         if batch.text_pos is None:
             positions = torch.cat([video_pos, torch.arange(lt, device=device)])[None]  # (1, L)
         else:  # candidate captions share positions (data.batch.text_positions)

@@ -20,7 +20,7 @@ def test_table6_dry_run_prints_the_chain_and_the_estimate(tmp_path: Path) -> Non
     result = runner.invoke(app, ["recipe", "table6", "--dry-run", "--root", str(tmp_path)], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.stderr
     out = result.stdout
-    for row in ("full", "no-dense", "no-neighbours", "lambda-0"):
+    for row in ("mlm-matching", "neighbours", "dense", "full"):  # cumulative, as the paper's rows
         assert f"pretrain:{row}" in out
     assert "data.use_dense=false" in out and "loss.constrained_lambda=0" in out and "data.neighbours=0" in out
     assert "extract-features" in out and "dense-caption" in out and "data index howto100m" in out
@@ -33,7 +33,7 @@ def test_unknown_table_lists_the_known_ones() -> None:
     result = runner.invoke(app, ["recipe", "table9"])
     assert result.exit_code == 2
     assert "unknown table 'table9'" in result.stderr
-    for name in ("table3", "table4", "table5", "table6"):
+    for name in ("table1", "table2", "table3", "table4", "table5", "table6", "table7"):
         assert name in result.stderr
 
 
@@ -121,13 +121,46 @@ def test_results_put_the_runs_numbers_beside_the_papers(tmp_path: Path) -> None:
     (out / "metrics.json").write_text(json.dumps({"metrics": {"accuracy": 31.25}}))
     assert recipes.results(plan) == [("msrvtt-qa", "accuracy", 31.25, 37.4)]
     ablation = recipes.build("table6", tmp_path)
-    run = tmp_path / "runs" / "pretrain-no-dense"
+    run = tmp_path / "runs" / "pretrain-neighbours"
     run.mkdir(parents=True)
     lines = [{"step": 5, "loss": 1.0}, {"step": 10, "split": "val", "mlm_acc_asr": 0.5, "vtm_acc": 0.75}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    rows = {(r, m): ours for r, m, ours, _ in recipes.results(ablation)}
-    assert rows[("no-dense", "mlm_acc_asr")] == 50.0 and rows[("no-dense", "vtm_acc")] == 75.0
-    assert rows[("no-dense", "mlm_acc_dense")] is None and rows[("full", "vtm_acc")] is None
+    rows = {(r, m): (ours, paper) for r, m, ours, paper in recipes.results(ablation)}
+    assert rows[("neighbours", "mlm_acc_asr")] == (50.0, 48.42) and rows[("neighbours", "vtm_acc")] == (75.0, 78.90)
+    assert rows[("neighbours", "mlm_acc_dense")] == (None, None) and rows[("full", "vtm_acc")] == (None, 80.32)
+
+
+def test_table7_fine_tunes_every_cumulative_row_and_scores_the_val_split(tmp_path: Path) -> None:
+    plan = recipes.build("table7", tmp_path)
+    names = [s.name for s in plan.steps]
+    for row, changes in recipes.ABLATIONS.items():
+        pretrain = next(s for s in plan.steps if s.name == f"pretrain:{row}")
+        assert all(c in pretrain.args for c in changes)
+        for task in ("msrvtt-caption", "msrvtt-qa"):
+            assert f"finetune:{task}:{row}" in names
+            evaluate = next(s for s in plan.steps if s.name == f"evaluate:{task}:{row}")
+            assert evaluate.args[evaluate.args.index("--split") + 1] == "val"
+            finetune = next(s for s in plan.steps if s.name == f"finetune:{task}:{row}")
+            assert str(tmp_path / "runs" / f"pretrain-{row}") in finetune.args
+    assert recipes.ABLATIONS["mlm-matching"] == [
+        "data.neighbours=0",
+        "data.use_dense=false",
+        "loss.constrained_lambda=0",
+    ]
+    out = tmp_path / "runs" / "msrvtt-qa-dense" / "eval-val"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps({"metrics": {"accuracy": 30.0}}))
+    rows = {(r, m): (ours, paper) for r, m, ours, paper in recipes.results(plan)}
+    assert rows[("msrvtt-qa:dense", "accuracy")] == (30.0, 36.7)
+    assert rows[("msrvtt-caption:full", "CIDEr-D")] == (None, 51.2)
+    assert rows[("msrvtt-caption:mlm-matching", "BLEU@4")] == (None, 41.3)
+
+
+def test_downstream_tables_carry_the_papers_numbers(tmp_path: Path) -> None:
+    assert recipes.build("table1", tmp_path).paper["msrvtt-caption"]["CIDEr-D"] == 52.3
+    assert recipes.build("table2", tmp_path).paper["youcook2-caption"]["BLEU@4"] == 11.92
+    assert recipes.build("table3", tmp_path).paper["msrvtt-retrieval"]["t2v_R@1"] == 17.5
+    assert recipes.build("table4", tmp_path).paper["youcook2-retrieval"]["t2v_R@10"] == 59.8
 
 
 def test_a_damaged_state_file_is_named_and_kept(tmp_path: Path) -> None:

@@ -269,3 +269,27 @@ def test_bucket_batches_changes_the_batches_of_a_run(sample_root: Path, tmp_path
     plain, bucketed = _step_losses(tmp_path / "plain"), _step_losses(tmp_path / "bucketed")
     assert sorted(plain) == sorted(bucketed) == [1, 2, 3]
     assert any(plain[s]["loss_mlm"] != bucketed[s]["loss_mlm"] for s in plain)
+
+
+def test_grounding_settings_reach_the_datasets_and_the_model(sample_root: Path, tmp_path: Path) -> None:
+    """loss.mlm_on_negatives, data.mask_unit, data.negatives and model.video_positions each reach what they change."""
+    paper = ("loss.mlm_on_negatives=true", "data.mask_unit=token", "data.negatives=asr", "model.video_positions=shared")
+    default = prepare(_config(sample_root, *paper), "sample", tmp_path / "a")
+    changed = prepare(
+        _config(
+            sample_root,
+            "loss.mlm_on_negatives=false",
+            "data.mask_unit=concept",
+            "data.negatives=video",
+            "model.video_positions=separate",
+        ),
+        "sample",
+        tmp_path / "b",
+    )
+    assert default.job.train_data.mlm_on_negatives and not changed.job.train_data.mlm_on_negatives
+    assert default.job.val_data is not None and changed.job.val_data is not None
+    assert not changed.job.val_data.mlm_on_negatives  # validation scores what training does
+    assert (default.job.train_data.config.mask_unit, changed.job.train_data.config.mask_unit) == ("token", "concept")
+    assert changed.job.train_data.config.negatives == "video"
+    assert default.job.model.encoder.video_positions is None
+    assert changed.job.model.encoder.video_positions is not None

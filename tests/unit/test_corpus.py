@@ -202,6 +202,103 @@ def test_mask_replace_setting_reaches_the_samples(sample_root: Path, tokenizer: 
     )
 
 
+def _masked_words(data: PretrainDataset, tokenizer: PreTrainedTokenizerBase, epochs: int = 3) -> dict[str, float]:
+    """Over every sample of a few epochs: the share of text tokens masked, the share of masked words cut
+    (some of their pieces masked, others not), and the share of masked concepts (content words) that
+    stay visible elsewhere in the same sample's text."""
+    from decembert_cli.data.masking import WordPieces
+
+    pieces = WordPieces.of(tokenizer)
+    tokens = masked = words = cut = concepts = visible = 0
+    for epoch in range(epochs):
+        for index in range(len(data)):
+            segments = data.build(epoch, index)[0].segments
+            shown: set[tuple[int, ...]] = set()
+            hidden: set[tuple[int, ...]] = set()
+            for seg in segments:
+                labels = seg.labels or []
+                original = [label if label != IGNORE_INDEX else token for token, label in zip(seg.ids, labels)]
+                tokens += len(original)
+                masked += sum(label != IGNORE_INDEX for label in labels)
+                for a, b in pieces.words(original):
+                    chosen = [labels[i] != IGNORE_INDEX for i in range(a, b)]
+                    word = tuple(original[a:b])
+                    if any(chosen):
+                        words += 1
+                        cut += not all(chosen)
+                    if pieces.is_concept(word):
+                        (hidden if all(chosen) else shown).add(word)
+            concepts += len(hidden)
+            visible += len(hidden & shown)
+    return {"share": masked / tokens, "cut": cut / max(words, 1), "visible": visible / max(concepts, 1)}
+
+
+def test_mask_units_keep_the_share_and_what_they_promise(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    token = _masked_words(_dataset(sample_root, tokenizer, mask_unit="token"), tokenizer)
+    word = _masked_words(_dataset(sample_root, tokenizer, mask_unit="word"), tokenizer)
+    concept = _masked_words(_dataset(sample_root, tokenizer, mask_unit="concept"), tokenizer)
+    for unit in (token, word, concept):  # data.mask_prob keeps meaning the share of masked tokens
+        assert abs(unit["share"] - 0.20) < 0.02, unit
+    assert word["cut"] == concept["cut"] == 0.0  # whole words only
+    assert concept["visible"] == 0.0  # a masked concept is masked at every mention
+    assert token["visible"] > 0.3  # token masking leaves most masked words readable elsewhere in the text
+
+
+def test_mlm_on_negatives_off_masks_negatives_alike_but_scores_nothing_of_their_asr(
+    sample_root: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    config = _config(sample_root)
+    table = ClipTable.from_records(sample(config, DataReport(), DIMS), tokenizer)
+    scored = PretrainDataset(table, tokenizer, config, seed=3)
+    unscored = PretrainDataset(table, tokenizer, config, seed=3, mlm_on_negatives=False)
+    negatives = 0
+    for index in range(len(scored)):
+        (a, info), (b, _) = scored.build(0, index), unscored.build(0, index)
+        assert [s.ids for s in a.segments] == [s.ids for s in b.segments]  # the same inputs, [MASK]s included
+        for sa, sb in zip(a.segments, b.segments):
+            if info.negative is not None and sa.kind == TokenType.ASR:
+                negatives += 1
+                assert set(sb.labels or []) == {IGNORE_INDEX}
+            else:
+                assert sa.labels == sb.labels
+    assert negatives > 50
+
+
+def test_video_negatives_keep_the_text_and_replace_the_video(
+    sample_root: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """data.negatives = video: a negative's text (dense and ASR captions) is the clip's own, its features are
+    another clip's; so no rule on the text alone can tell negatives from positives."""
+
+    def originals(sample: EncoderSample) -> list[list[int]]:
+        return [
+            [lab if lab != IGNORE_INDEX else t for t, lab in zip(seg.ids, seg.labels or [])] for seg in sample.segments
+        ]
+
+    config = _config(sample_root, negatives="video", mask_prob=0.0)
+    table = ClipTable.from_records(sample(config, DataReport(), DIMS), tokenizer)
+    video = PretrainDataset(table, tokenizer, config, seed=3, shuffle_candidates=False)
+    plain = PretrainDataset(
+        table, tokenizer, dataclasses.replace(config, negative_prob=0.0), seed=3, shuffle_candidates=False
+    )
+    kinds: Counter[str] = Counter()
+    for index in range(len(video)):
+        drawn, info = video.build(0, index)
+        own, _ = plain.build(0, index)
+        kinds[str(info.negative)] += 1
+        if info.negative is None:
+            continue
+        assert info.negative.endswith(" video") and drawn.vtm_label == 0
+        assert originals(drawn) == originals(own)  # the same text
+        if info.negative.startswith("other-video"):
+            n = min(len(drawn.video_2d), len(own.video_2d))
+            assert not np.allclose(drawn.video_2d.numpy()[:n], own.video_2d.numpy()[:n])
+    assert kinds["same-video video"] > 20 and kinds["other-video video"] > 20 and kinds["None"] > 50
+    both = PretrainDataset(table, tokenizer, dataclasses.replace(config, negatives="both"), seed=3)
+    mixed = Counter(str(both.build(0, i)[1].negative).endswith(" video") for i in range(len(both)))
+    assert mixed[True] > 20 and mixed[False] > 100  # positives and ASR negatives, and video negatives
+
+
 def test_sample_construction_follows_the_paper(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     data = _dataset(sample_root, tokenizer, neighbours=2)
     seen_aligned = 0

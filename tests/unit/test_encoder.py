@@ -266,3 +266,39 @@ def test_separate_candidates_keeps_each_caption_with_its_sep_and_hides_padding()
     for i in (0, cls, dense):  # video, [CLS] and other text see every candidate
         assert allowed[i, a[0]] and allowed[i, b] and allowed[i, sep_a] and allowed[i, sep_b]
     assert not allowed[:, 1].any() and not allowed[:, 10].any()  # padding is never attended
+
+
+def test_separate_video_positions_give_video_tokens_their_own_table() -> None:
+    """model.video_positions = separate: a video token's input is its own position row and none of BERT's
+    (changing BERT's rows changes only the text), shared: BERT's row of the same index (video token 0 gets [CLS]'s)."""
+    from decembert_cli.model.encoder import DecembertEncoder
+
+    batch = random_batch(0, batch_size=3, neighbours=1)
+    captured: list[torch.Tensor] = []
+
+    def embeddings(video_positions: str) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)
+        encoder = DecembertEncoder(
+            tiny_bert_config(), dim_2d=16, dim_3d=16, max_video_tokens=100, eager=True, video_positions=video_positions
+        ).eval()
+        hook = encoder.bert.embeddings.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        encoder(batch)
+        before = captured.pop()
+        with torch.no_grad():
+            table = encoder.bert.embeddings.position_embeddings.weight
+            table.add_(torch.randn_like(table))  # not a constant: the LayerNorm would take that away
+        encoder(batch)
+        hook.remove()
+        return before, captured.pop()
+
+    v = batch.video_mask.shape[1]
+    before, after = embeddings("separate")
+    assert torch.allclose(before[:, :v], after[:, :v], atol=1e-5)  # BERT's table no longer reaches the video
+    assert not torch.allclose(before[:, v:], after[:, v:], atol=1e-3)
+    before, after = embeddings("shared")
+    assert not torch.allclose(before[:, :v], after[:, :v], atol=1e-3)
+    assert "video_positions" in dict(
+        DecembertEncoder(
+            tiny_bert_config(), dim_2d=16, dim_3d=16, max_video_tokens=100, eager=True, video_positions="separate"
+        ).named_children()
+    )
