@@ -40,6 +40,7 @@ def pretrain(
     from rich.console import Console
 
     from decembert_cli.config import Config
+    from decembert_cli.config.loader import former_defaults
     from decembert_cli.engine.pretrain import prepare
     from decembert_cli.engine.pretrain import pretrain as run_pretraining
     from decembert_cli.errors import DecembertError
@@ -50,6 +51,7 @@ def pretrain(
         out = Path("runs") / f"pretrain-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
     if resume and config is None and (out / "config.yaml").is_file():
         config = str(out / "config.yaml")  # a resumed run starts from its own config; --set still applies
+        overrides = [*former_defaults(out / "config.yaml"), *overrides]  # a run from before a default changed
     cfg = resolve(Config, config, overrides, print_config)
     main = int(os.environ.get("RANK", "0")) == 0
     console = Console(quiet=not main)

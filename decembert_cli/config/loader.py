@@ -192,6 +192,27 @@ def _build(cls: type[T], data: Any, prefix: str, lines: dict[str, int] | None = 
     return cls(**kwargs)
 
 
+# Keys whose default changed, with the value a run written before the change used: a saved run config
+# (RUN_DIR/config.yaml, every key written out) that lacks one was written before the key existed.
+FORMER_DEFAULTS = {"data.mask_unit": "token"}
+
+
+def former_defaults(saved: Path) -> list[str]:
+    """`--set` assignments that keep a run written before a default changed as it was (see FORMER_DEFAULTS)."""
+    try:
+        data = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []  # loading it again reports the problem with its line
+    out = []
+    for dotted, value in FORMER_DEFAULTS.items():
+        node: Any = data
+        for part in dotted.split(".")[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and dotted.rsplit(".", 1)[1] not in node:
+            out.append(f"{dotted}={value}")
+    return out
+
+
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Build a config dataclass from a plain dict, strictly."""
     return _build(cls, data, "")

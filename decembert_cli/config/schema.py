@@ -127,8 +127,9 @@ class DataConfig(VideoSettings):
     max_caption_tokens: Count = 40  # WordPiece tokens kept per ASR caption
     mask_prob: Probability = 0.2  # share of the ASR and dense-caption tokens masked for MLM
     # what is masked: token (each WordPiece alone: the paper) | word (whole words) | concept (a content word at
-    # every mention in the sample's ASR candidates and dense captions, so the text cannot give it away)
-    mask_unit: Literal["token", "word", "concept"] = "token"
+    # every mention in the sample's ASR candidates and dense captions, so the text cannot give it away). Default
+    # concept: measured on the sample corpus, only then does the model read the video (README, Pre-training)
+    mask_unit: Literal["token", "word", "concept"] = "concept"
     # selected tokens: all [MASK] (the paper and its code) | BERT's 80% [MASK] / 10% random / 10% kept
     mask_replace: Literal["mask", "bert"] = "mask"
     negative_prob: Probability = 0.5  # probability that a sample's ASR captions are replaced by a negative

@@ -76,6 +76,9 @@ def test_packaged_presets_and_missing_file() -> None:
         load_config(Config, name)
     paper = load_config(Config, "paper")
     assert paper.model.arch == "base" and paper.model.init == "bert-base-uncased"
+    # the paper's forms of the grounding settings (the defaults differ: measured on the sample corpus)
+    assert (paper.data.mask_unit, paper.data.negatives, paper.loss.mlm_on_negatives) == ("token", "asr", True)
+    assert paper.model.video_positions == "shared"
     with pytest.raises(ConfigError, match="neither a file nor a packaged preset.*paper"):
         load_config(Config, "no-such-config.yaml")
 
@@ -130,3 +133,17 @@ def test_task_settings_have_ranges_too() -> None:
 
     with pytest.raises(ConfigError, match=r"task.train_fraction: 0 is out of range; use a value in \(0, 1\]"):
         resolve("msrvtt-qa", None, ["task.train_fraction=0"], None)
+
+
+def test_a_run_saved_before_a_default_changed_resumes_with_its_former_value(tmp_path: Path) -> None:
+    """data.mask_unit's default became concept: a run config written without the key used token masking."""
+    from decembert_cli.config.loader import former_defaults
+
+    new = tmp_path / "new.yaml"
+    save_config(Config(), new)
+    assert former_defaults(new) == []
+    old = tmp_path / "old.yaml"
+    old.write_text("\n".join(line for line in new.read_text().splitlines() if "mask_unit" not in line) + "\n")
+    assert former_defaults(old) == ["data.mask_unit=token"]
+    resumed = load_config(Config, str(old), former_defaults(old))
+    assert resumed.data.mask_unit == "token" and Config().data.mask_unit == "concept"

@@ -156,7 +156,7 @@ def _dataset(root: Path, tokenizer: PreTrainedTokenizerBase, **changes: object) 
 
 
 def test_mlm_and_negative_rates(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
-    data = _dataset(sample_root, tokenizer)
+    data = _dataset(sample_root, tokenizer, mask_unit="token")  # the paper: each token at mask_prob
     selected: Counter[TokenType] = Counter()
     tokens: Counter[TokenType] = Counter()
     kinds: Counter[str | None] = Counter()
