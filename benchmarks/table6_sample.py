@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, default=150, help="fine-tuning steps (batch 16)")
     parser.add_argument("--fraction", type=float, default=0.5, help="share of the downstream training clips")
     parser.add_argument("--split", default="val", help="downstream split scored (Table 7: val)")
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS), help="none: pre-training only")
     parser.add_argument("--dim", type=int, default=512, help="width of the synthetic 2D and 3D features")
     parser.add_argument("--videos", type=int, default=320, help="pre-training videos (a tenth held out)")
     parser.add_argument("--clips", type=int, default=480, help="downstream clips (split 70 / 10 / 20 per cent)")
