@@ -310,8 +310,10 @@ class PretrainDataset(torch.utils.data.Dataset):
         if rng.random() < cfg.negative_prob:
             negative, source_v, source_i = self._negative_source(rng, v, i)
             if cfg.negatives == "video" or (cfg.negatives == "both" and rng.random() < 0.5):
-                video_2d, video_3d = self._other_video(v, source_v, source_i, (video_2d, video_3d))
-                negative, source_v, source_i = f"{negative} video", v, i  # the text stays the clip's own
+                other = self._other_video(source_v, source_i)
+                if other is not None:  # else (a bad video) an ASR negative
+                    video_2d, video_3d = other
+                    negative, source_v, source_i = f"{negative} video", v, i  # the text stays the clip's own
         source_row = int(self.videos[source_v])
         lo, hi = max(0, source_i - cfg.neighbours), min(self.clip_count(source_v) - 1, source_i + cfg.neighbours)
         # candidate slot -> caption index: shuffled, so that no slot stands for a time offset
@@ -348,20 +350,17 @@ class PretrainDataset(torch.utils.data.Dataset):
         )
         return sample, SampleInfo(v, i, negative, (source_v, source_i))
 
-    def _other_video(
-        self, v: int, other_v: int, other_i: int, own: tuple[np.ndarray, np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The features of clip `other_i` of dataset video `other_v` (a video negative); the clip's own
-        (`own`, with a note) when that video is found bad."""
+    def _other_video(self, other_v: int, other_i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The features of clip `other_i` of dataset video `other_v` (a video negative); None, with the
+        video noted as bad, when they cannot be read."""
+        if other_v in self.bad_videos:
+            return None
         row = int(self.videos[other_v])
-        if other_v not in self.bad_videos:
-            try:
-                return self.table.features(row, self.table.window(row, other_i))
-            except BadVideo as problem:
-                if other_v == v:
-                    raise
-                self._found_bad(other_v, problem)
-        return own
+        try:
+            return self.table.features(row, self.table.window(row, other_i))
+        except BadVideo as problem:
+            self._found_bad(other_v, problem)
+            return None
 
 
 def validation_indices(n: int, limit: int) -> list[int]:

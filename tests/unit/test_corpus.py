@@ -299,6 +299,33 @@ def test_video_negatives_keep_the_text_and_replace_the_video(
     assert mixed[True] > 20 and mixed[False] > 100  # positives and ASR negatives, and video negatives
 
 
+def test_a_video_negative_whose_video_is_bad_becomes_an_asr_negative(
+    sample_root: Path, tokenizer: PreTrainedTokenizerBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The label stays true: the sample is still a negative, its ASR captions now another clip's."""
+    from decembert_cli.data.howto100m import BadVideo
+
+    config = _config(sample_root, negatives="video")
+    table = ClipTable.from_records(sample(config, DataReport(), DIMS), tokenizer)
+    data = PretrainDataset(table, tokenizer, config, seed=3)
+    index, info = next(
+        (i, info) for i in range(len(data)) if (info := data.build(0, i)[1]).negative == "other-video video"
+    )
+    read = table.features
+    # make every video but the clip's own unreadable (the negative's among them)
+    own_row = int(data.videos[info.video])
+
+    def features(row: int, window: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        if row != own_row:
+            raise BadVideo("unreadable", "unreadable feature file")
+        return read(row, window)
+
+    monkeypatch.setattr(table, "features", features)
+    drawn, again = data.build(0, index)
+    assert again.negative == "other-video" and drawn.vtm_label == 0  # an ASR negative, still labelled 0
+    assert again.source[0] != info.video and len(data.bad_videos) == 1
+
+
 def test_sample_construction_follows_the_paper(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     data = _dataset(sample_root, tokenizer, neighbours=2)
     seen_aligned = 0
