@@ -123,9 +123,11 @@ def mask_segments(
     concept: a budget of Binomial(tokens, prob) masked tokens for the whole sample (so `prob` keeps
     meaning the share of masked tokens); a word that would overshoot it is skipped, a concept is
     all-or-nothing (its last one may overshoot)."""
-    replacing = dict(mask_id=pieces.mask_id, vocab_size=pieces.vocab_size, replace=replace)
+    mask_id, vocab_size = pieces.mask_id, pieces.vocab_size
     if unit == "token":
-        return [mask_tokens(ids, prob, rng, **replacing) for ids in segments]  # type: ignore[arg-type]
+        return [
+            mask_tokens(ids, prob, rng, mask_id=mask_id, vocab_size=vocab_size, replace=replace) for ids in segments
+        ]
     if unit not in ("word", "concept"):
         raise ValueError(f"mask unit {unit!r}: use token, word or concept")
     words = [(s, a, b) for s, ids in enumerate(segments) for a, b in pieces.words(ids)]
@@ -155,4 +157,7 @@ def mask_segments(
         if not taken[w] and masked + (b - a) <= budget:
             selected[s][a:b] = True
             masked += b - a
-    return [_replace(ids, sel, rng, **replacing) for ids, sel in zip(segments, selected, strict=True)]  # type: ignore[arg-type]
+    return [
+        _replace(ids, sel, rng, mask_id=mask_id, vocab_size=vocab_size, replace=replace)
+        for ids, sel in zip(segments, selected, strict=True)
+    ]
