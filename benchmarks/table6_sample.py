@@ -117,6 +117,8 @@ def main() -> None:
         generate = ["sample-data", str(corpus), "--feature-dim", str(args.dim), "--videos", str(args.videos)]
         run([*generate, "--clips", str(args.clips), "--no-render"], args.work / "logs" / "sample-data.log")
     dims = [f"model.feature_dim_2d={args.dim}", f"model.feature_dim_3d={args.dim}"]
+    if not (corpus / "decembert-index" / "manifest.json").exists():  # with dense captions: every row can read it
+        run(["data", "index", "sample", *sets([f"data.root={corpus}", *dims])], args.work / "logs" / "index.log")
     started = time.perf_counter()
     for seed in args.seeds:
         for row in args.rows:

@@ -186,24 +186,34 @@ def _open(corpus: IndexedCorpus, config: DataConfig, dims: tuple[int, int], toke
             "min_clips": config.min_clips,
             "feature widths (model.feature_dim_2d, model.feature_dim_3d)": list(dims),
             "3D features per second": store.fps_3d,
-            "dense captions required (data.use_dense, data.dense_captions)": store.dense_dir is not None,
+            DENSE_REQUIRED: store.dense_dir is not None,
             "tokenizer (model.tokenizer)": _tokenizer_identity(tokenizer),
         },
     }
     return _Corpus(config, store, captions, trim, tokenizer, known[0] if known else {}, [], fingerprint)
 
 
+DENSE_REQUIRED = "dense captions required (data.use_dense, data.dense_captions)"
+
+
 def _differences(built: dict[str, Any], now: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(changed sources, changed settings), each named for a message."""
+    """(changed sources, changed settings), each named for a message.
+
+    A run without dense captions may read an index built for them: its videos (those with dense
+    captions) are then the same as the runs with dense captions read, which is what an ablation of
+    dense captions wants (Table 6). The other way round is refused: that index lacks the check."""
+    ignored: set[str] = set()
+    if built.get("settings", {}).get(DENSE_REQUIRED) is True and now["settings"].get(DENSE_REQUIRED) is False:
+        ignored = {DENSE_REQUIRED, "data.dense_captions"}
     sources = [
         f"{key} ({'added' if before is None else 'removed' if after is None else 'changed'})"
         for key in now["sources"]
-        if (before := built.get("sources", {}).get(key)) != (after := now["sources"][key])
+        if key not in ignored and (before := built.get("sources", {}).get(key)) != (after := now["sources"][key])
     ]
     settings = [
         f"{key}: {built.get('settings', {}).get(key)!r} -> {value!r}"
         for key, value in now["settings"].items()
-        if built.get("settings", {}).get(key) != value
+        if key not in ignored and built.get("settings", {}).get(key) != value
     ]
     return sources, settings
 

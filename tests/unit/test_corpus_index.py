@@ -158,3 +158,20 @@ def test_an_unwritable_index_folder_names_the_setting(sample_root: Path, tmp_pat
     (tmp_path / "a-file").write_text("")
     with pytest.raises(DecembertError, match="cannot write the corpus index to .*data.index=DIR"):
         open_index(howto100m, _config(root, index=str(tmp_path / "a-file" / "index")), DIMS, tokenizer)
+
+
+def test_a_run_without_dense_captions_reads_an_index_built_for_them(
+    sample_root: Path, tmp_path: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """Table 6's rows with and without dense captions share one index (the same videos); an index built
+    without the dense-caption check is refused to a run that needs dense captions."""
+    root = _copy(sample_root, tmp_path)
+    (root / "dense_captions" / "sample_0003.npy").unlink()  # a video without dense captions
+    with_dense, _r, folder = open_index(sample, _config(root), DIMS, tokenizer, name="sample")
+    without, _r, same = open_index(sample, _config(root, use_dense=False), DIMS, tokenizer, name="sample")
+    assert same == folder and list(without.video_ids) == list(with_dense.video_ids)
+    assert "sample_0003" not in list(without.video_ids)
+    other = _config(root, use_dense=False, index=str(tmp_path / "no-dense-index"))
+    open_index(sample, other, DIMS, tokenizer, name="sample")
+    with pytest.raises(DecembertError, match="dense captions required"):
+        open_index(sample, dataclasses.replace(other, use_dense=True), DIMS, tokenizer, name="sample")
