@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from decembert_cli.recipes import ABLATIONS, TABLE6_PAPER, TABLE7_PAPER  # noqa: E402
 
@@ -186,8 +188,9 @@ def collect(work: Path) -> dict:
         down: dict[str, list[float]] = {}
         seeds: set[int] = set()
         for run_dir in sorted(work.glob(f"pretrain-{row}-seed*")):
-            if not any(r.get("split") == "val" for r in _lines(run_dir)):
-                continue
+            steps = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["max_steps"]
+            if not pretrained(run_dir, steps):
+                continue  # not finished
             val = last_validation(run_dir)
             seeds.add(int(re.sub(r".*seed", "", run_dir.name)))
             for key in PRETRAIN_METRICS:
