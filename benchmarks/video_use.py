@@ -27,14 +27,13 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from table6_sample import last_validation, run, sets
+from table6_sample import PRETRAIN_METRICS, last_validation, run, sets, summary
 
 VARIANTS = {
     "token": ["data.mask_unit=token"],
@@ -46,16 +45,6 @@ VARIANTS = {
     "concept, separate video positions": ["data.mask_unit=concept", "model.video_positions=separate"],
     "token, separate video positions": ["data.mask_unit=token", "model.video_positions=separate"],
 }
-RUN_METRICS = (
-    "mlm_acc_asr",
-    "mlm_acc_dense",
-    "vtm_acc",
-    "mlm_acc_asr_positives",
-    "mlm_acc_asr_swapped_video",
-    "alignment_acc",
-    "alignment_own_caption",
-    "entropy",
-)
 
 
 def slug(name: str) -> str:
@@ -198,10 +187,6 @@ def oracle_target(sample: Any, tokenizer: Any) -> tuple[Any, bool] | None:
     return dataclasses.replace(sample, segments=segments), object_id[target] in CAPTIONER_OBJECTS
 
 
-def summary(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "spread": (max(values) - min(values)) / 2, "values": values}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="folder for the corpus and the runs (reused)")
@@ -246,7 +231,7 @@ def main() -> None:
                 resume = ["--resume"] if (run_dir / "checkpoints").is_dir() else []
                 run(cmd + resume, args.work / "logs" / f"{run_dir.name}.log")
             val = last_validation(run_dir)
-            found = {k: 100 * val[k] if k != "entropy" else val[k] for k in RUN_METRICS if k in val}
+            found = {k: 100 * val[k] if k != "entropy" else val[k] for k in PRETRAIN_METRICS if k in val}
             found.update(probe(run_dir))
             for key, value in found.items():
                 per_seed.setdefault(key, []).append(value)
