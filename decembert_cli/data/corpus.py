@@ -170,12 +170,15 @@ class PretrainDataset(torch.utils.data.Dataset):
         self.cls_id = tokenizer.cls_token_id
         self.sep_id = tokenizer.sep_token_id
         self.pad_id = tokenizer.pad_token_id
-        self.mask_id = tokenizer.mask_token_id
-        self.pieces = WordPieces.of(tokenizer)
+        self.pieces = WordPieces.of(tokenizer)  # word boundaries, concepts, [MASK] and the vocabulary size
         self.strict = strict
         self.skip_log = skip_log
         self.bad_videos: set[int] = set()  # found bad by this process
         self._dense_ids: dict[str, list[int]] = {}  # dense caption -> its ids (they repeat across frames)
+
+    @property
+    def mask_id(self) -> int:
+        return self.pieces.mask_id
 
     @property
     def n_clips(self) -> int:
