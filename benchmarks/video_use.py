@@ -44,6 +44,7 @@ VARIANTS = {
     "concept, video negatives": ["data.mask_unit=concept", "data.negatives=both"],
     "concept, separate video positions": ["data.mask_unit=concept", "model.video_positions=separate"],
     "token, separate video positions": ["data.mask_unit=token", "model.video_positions=separate"],
+    "concept, no gradient clipping": ["data.mask_unit=concept", "train.clip_grad=0"],
 }
 
 

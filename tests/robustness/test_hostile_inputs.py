@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +16,8 @@ import torch
 
 from decembert_cli.checkpoint import FORMAT
 from decembert_cli.data.sample.corpus import generate
+
+from .cli import assert_one_error, run_cli
 
 DIM = 16
 W = "{w}"  # the case's working folder
@@ -274,16 +274,9 @@ def test_a_bad_input_is_one_clear_error(
         setup(work)
     before = _tree(tmp_path)
     args = [a.replace(W, str(work)).replace(C, str(corpus)) for a in argv]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "400", "NO_COLOR": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "decembert_cli", *args], cwd=work, env=env, capture_output=True, text=True, timeout=300
-    )
-    output = done.stdout + done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert done.returncode == 2, output
-    assert "Traceback" not in output, output
-    assert len(errors) == 1 and needle in errors[0], output
-    assert "weights_only=False" not in output
+    done = run_cli(args, work)
+    assert_one_error(done, needle)
+    assert "weights_only=False" not in done.stdout + done.stderr
     created = _tree(tmp_path) - before
     allowed = work / "out"
     assert all(
