@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,20 @@ from typing import Any
 from decembert_cli.errors import DecembertError
 
 METRICS_LOG = "metrics.jsonl"  # a run folder's metrics log: one JSON object per line
+MAX_ID_BYTES = 200  # a video id names files ({id}.npy, .{id}.npy.XXXX.tmp): file names stay under 255 bytes
+_UNSAFE_ID = re.compile(r"(^\.|[/\\\x00-\x1f\x7f]|^$)")
+
+
+def safe_id(video_id: object) -> bool:
+    """Whether an id (of a video, a clip, a prediction) can name files in an output folder: a string with no
+    separator, no leading dot (hidden names, ".."), no control character, not empty, at most MAX_ID_BYTES in
+    UTF-8 (and encodable). Ids are names, never paths: every reader of ids from files checks it."""
+    if not isinstance(video_id, str) or _UNSAFE_ID.search(video_id):
+        return False
+    try:
+        return len(video_id.encode("utf-8")) <= MAX_ID_BYTES
+    except UnicodeEncodeError:  # a lone surrogate (from a file name that is not UTF-8)
+        return False
 
 
 def _umask() -> int:

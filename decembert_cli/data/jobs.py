@@ -11,7 +11,6 @@ import csv
 import json
 import os
 import queue
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -21,9 +20,7 @@ from typing import Any
 
 from decembert_cli.data.video import VIDEO_EXTENSIONS
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_bytes, atomic_write_text
-
-_UNSAFE_ID = re.compile(r"(^\.|[/\\\x00-\x1f]|^$)")
+from decembert_cli.io import atomic_write_bytes, atomic_write_text, safe_id
 
 
 @dataclass(frozen=True)
@@ -41,12 +38,6 @@ class Failure:
 
     def as_dict(self) -> dict[str, str]:
         return {"video_id": self.video_id, "path": self.path, "kind": self.kind, "reason": self.reason}
-
-
-def safe_id(video_id: str) -> bool:
-    """Whether a video id can name files in an output folder: no separator, no leading dot (hidden
-    names, ".."), no control character, not empty. Every command that writes per-video files checks it."""
-    return not _UNSAFE_ID.search(video_id) and ".." not in Path(video_id).parts
 
 
 def _read_list(path: Path) -> list[tuple[str, Path]]:

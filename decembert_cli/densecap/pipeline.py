@@ -35,14 +35,13 @@ from decembert_cli.data.jobs import (
     log_names,
     plan_work,
     put_until_stopped,
-    safe_id,
 )
 from decembert_cli.data.video import Decoded, Grid, VideoError, frame_grid, open_video, sample
 from decembert_cli.densecap.backends import Captioner, Frame, ImportBackend
 from decembert_cli.densecap.importers import FORMATS, ImportedVideo
 from decembert_cli.densecap.regions import Region
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_text
+from decembert_cli.io import atomic_write_text, safe_id
 
 SETTINGS_FILE = "densecap.json"
 
