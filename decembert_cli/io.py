@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,22 @@ def safe_id(video_id: object) -> bool:
         return len(video_id.encode("utf-8")) <= MAX_ID_BYTES
     except UnicodeEncodeError:  # a lone surrogate (from a file name that is not UTF-8)
         return False
+
+
+def regular_file(path: str | os.PathLike[str], what: str = "file") -> Path:
+    """`path` if it is a regular file (a symlink to one is fine); else one error naming it. Called before
+    any open() of an input: a FIFO or a device would block or never end."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DecembertError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise DecembertError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, a socket or a device)"
+        raise DecembertError(f"{what} {path} is {kind}; give a regular file")
+    return path
 
 
 def _umask() -> int:
