@@ -66,6 +66,7 @@ TASKS = {"msrvtt-caption": ("BLEU@4", "METEOR", "ROUGE-L", "CIDEr-D"), "msrvtt-q
 # the first logged training step whose loss is below LEFT_CHANCE (binary matching starts at ln 2 = 0.693)
 EXTRA_TASKS = {"msrvtt-retrieval": ("t2v_R@1", "t2v_R@5", "v2t_R@1", "left chance at step")}
 TASK_STEPS = {"msrvtt-retrieval": 400}  # fine-tuning steps where not --finetune-steps
+TASK_SPLITS = {"msrvtt-retrieval": "test"}  # MSR-VTT retrieval has only its 1k-A test split; not --split
 LEFT_CHANCE = 0.6
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
@@ -169,7 +170,8 @@ def pretrain_row(args: argparse.Namespace, corpus: Path, dims: list[str], row: s
 
 def finetune_row(args: argparse.Namespace, corpus: Path, dims: list[str], row: str, task: str, seed: int) -> None:
     ft = args.work / f"{task}-{row}-seed{seed}"
-    scored = ft / f"eval-{args.split}" / "metrics.json"
+    split = TASK_SPLITS.get(task, args.split)
+    scored = ft / f"eval-{split}" / "metrics.json"
     if scored.exists():
         return
     steps = TASK_STEPS.get(task, args.finetune_steps)
@@ -188,7 +190,7 @@ def finetune_row(args: argparse.Namespace, corpus: Path, dims: list[str], row: s
         if ft.exists():
             shutil.rmtree(ft)  # an unfinished fine-tuning run (minutes long): start it again
         run(["finetune", task, *init, *sets(common), "--out", str(ft)], args.work / "logs" / f"{ft.name}.log")
-    evaluate = ["evaluate", task, "--checkpoint", str(ft), "--split", args.split, "--out", str(scored.parent)]
+    evaluate = ["evaluate", task, "--checkpoint", str(ft), "--split", split, "--out", str(scored.parent)]
     run(evaluate, args.work / "logs" / f"{ft.name}-eval.log")
 
 

@@ -7,6 +7,7 @@ libraries (torch, transformers) only when they run, so `decembert --help` stays 
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,15 @@ if TYPE_CHECKING:
     from typer._click.core import Context
 
 USER_ERROR_EXIT = 2
+# what the machine refuses, never a bug of ours: one error line naming the path, whichever command wrote
+STORAGE_ERRORS = {
+    errno.ENOSPC: "free some space and run again",
+    errno.EDQUOT: "free some of your quota and run again",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.EACCES: "choose a folder you may write, or fix its permissions",
+    errno.EPERM: "choose a folder you may write, or fix its permissions",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
 
 
 def report_user_error(message: str) -> None:
@@ -31,14 +41,31 @@ def report_user_error(message: str) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
 
 
+def _own_message(exc: DecembertError) -> str:
+    """The error's message; for one raised in a data-loader worker, which torch raises again here with the
+    worker's traceback inside the message, only the worker's own message (its last line)."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = next((line for line in reversed(text.splitlines()) if line.strip()), text)
+    return last.split(f"{DecembertError.__name__}: ", 1)[-1].strip()
+
+
 class _Boundary(TyperGroup):
-    """Turns a DecembertError raised anywhere below into one message and exit code 2."""
+    """Turns a DecembertError raised anywhere below, and the storage errors of the machine (disk full,
+    read-only, no permission, a name too long), into one message and exit code 2."""
 
     def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except DecembertError as exc:
-            report_user_error(str(exc))
+            report_user_error(_own_message(exc))
+            raise typer.Exit(code=USER_ERROR_EXIT) from None
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRORS:
+                raise
+            where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None) or "a file"
+            report_user_error(f"{where}: {exc.strerror}; {STORAGE_ERRORS[exc.errno]}")
             raise typer.Exit(code=USER_ERROR_EXIT) from None
 
 

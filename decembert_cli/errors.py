@@ -9,3 +9,11 @@ class DecembertError(Exception):
 
 class ConfigError(DecembertError):
     """A bad config file, key or value."""
+
+
+def shown(value: object) -> str:
+    """A value as an error message quotes it (what a file held where something else was expected): a short
+    repr and its type, e.g. `[1, 2] (list)`; long values are cut."""
+    import reprlib
+
+    return f"{reprlib.repr(value)} ({type(value).__name__})"

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from torch import nn
 
 from decembert_cli import checkpoint as ckpt
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_text, read_jsonl
+from decembert_cli.io import FOLDER_MODE, METRICS_LOG, atomic_write_text, user_path
 
 
 @dataclass
@@ -45,26 +47,31 @@ class Pretrained:
     source: str = ""
 
 
-def _config_and_model(payload: dict[str, Any]) -> tuple[Any, nn.Module, nn.Module, Any]:
-    """(config, model, encoder, task) built from a checkpoint payload and loaded with its weights."""
+def _config_and_model(payload: dict[str, Any], file: Path) -> tuple[Any, nn.Module, nn.Module, Any]:
+    """(config, model, encoder, task) built from the payload of checkpoint `file` (checked by load_checkpoint)
+    and loaded with its weights."""
     from decembert_cli.config import Config
     from decembert_cli.config.loader import from_dict
+    from decembert_cli.errors import ConfigError
     from decembert_cli.model import build_encoder, build_pretraining_model
     from decembert_cli.model.weights import resolve_tokenizer
 
     meta = payload.get("meta", {})
     kind = meta.get("kind")
     task: Any = None
-    if kind == "pretrain":
-        config: Any = from_dict(Config, payload["config"])
-    elif kind == "finetune":
-        from decembert_cli.engine.finetune import config_class, load_task
+    try:
+        if kind == "pretrain":
+            config: Any = from_dict(Config, payload["config"], "config.")
+        elif kind == "finetune":
+            from decembert_cli.engine.finetune import config_class, load_task
 
-        task_cls, _info = load_task(meta["task"])
-        config = from_dict(config_class(task_cls), payload["config"])
-        task = task_cls(config.task, state=meta.get("task_state"))
-    else:
-        raise DecembertError(f"a {kind or 'unknown'} checkpoint cannot be loaded as a model")
+            task_cls, _info = load_task(meta["task"])
+            config = from_dict(config_class(task_cls), payload["config"], "config.")
+            task = task_cls(config.task, state=meta.get("task_state"))
+        else:
+            raise DecembertError(f"a {kind or 'unknown'} checkpoint cannot be loaded as a model")
+    except ConfigError as exc:  # name the file: the setting is the checkpoint's, not the user's
+        raise DecembertError(f"{file}: {exc}") from None
     # the weights are the checkpoint's: nothing is downloaded; the tokenizer is the one it was trained with
     model_cfg = dataclasses.replace(config.model, init="none", tokenizer=resolve_tokenizer(config.model))
     config = dataclasses.replace(config, model=model_cfg)
@@ -77,7 +84,7 @@ def _config_and_model(payload: dict[str, Any]) -> tuple[Any, nn.Module, nn.Modul
 
         encoder, _ = build_encoder(config.model, bert_config=meta.get("bert_config"))
         model = TaskModel(encoder, task.head(encoder))
-    model.load_state_dict(payload["model"])
+    ckpt.load_weights(model, payload["model"], file, "its settings and its task's state")
     return config, model, encoder, task
 
 
@@ -96,7 +103,7 @@ def load_pretrained(source: str | Path, *, device: str | torch.device = "cpu") -
 
         path = Path(snapshot_download(str(source)))
     file = ckpt.resolve(path)
-    config, model, encoder, task = _config_and_model(ckpt.load_checkpoint(file))
+    config, model, encoder, task = _config_and_model(ckpt.load_checkpoint(file), file)
     model.to(device).eval()
     kind = "pretrain" if task is None else "finetune"
     return Pretrained(model, encoder, build_tokenizer(config.model), config, kind, task, str(file))
@@ -109,16 +116,19 @@ def export_model(source: Path, out: Path, command: str = "") -> Path:
 
     from decembert_cli.model import build_tokenizer
 
-    out = Path(out).expanduser()
-    if out.exists():
+    out = user_path(out)
+    if out.exists() or out.is_symlink():
         raise DecembertError(f"--out {out} exists; choose a new folder (an export never overwrites one)")
     file = ckpt.resolve(source)
     payload = ckpt.load_checkpoint(file)
-    config, model, _encoder, _task = _config_and_model(payload)  # refuses what cannot be loaded back
+    config, model, _encoder, _task = _config_and_model(payload, file)  # refuses what cannot be loaded back
     meta = payload.get("meta", {})
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # a folder of our own beside `out` (random suffix: never a user's), renamed into place when complete
+        partial = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    except OSError as exc:
+        raise DecembertError(f"cannot write into {out.parent}: {exc.strerror}; choose a writable --out") from None
     try:
         # tied weights (MLM decoder = word embeddings) are stored once per name: safetensors refuses shared storage
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
@@ -137,6 +147,9 @@ def export_model(source: Path, out: Path, command: str = "") -> Path:
         }
         atomic_write_text(partial / "config.json", json.dumps(described, indent=2) + "\n")
         atomic_write_text(partial / "README.md", model_card(file, payload, command))
+        if out.exists() or out.is_symlink():  # made by someone else meanwhile: keep theirs
+            raise DecembertError(f"--out {out} appeared while exporting; nothing was written there")
+        os.chmod(partial, FOLDER_MODE)  # mkdtemp makes it private
         partial.rename(out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -145,16 +158,16 @@ def export_model(source: Path, out: Path, command: str = "") -> Path:
 
 
 def _last_validation(file: Path) -> dict[str, Any]:
-    log = file.parent.parent / "metrics.jsonl"
-    if not log.is_file():
+    """The run's last validation metrics and its evaluations (the run folder of checkpoint `file`), checked."""
+    from decembert_cli.engine.run_log import last_validation, read_evaluation
+
+    run = file.parent.parent
+    if not (run / METRICS_LOG).exists():
         return {}
-    rows, _ = read_jsonl(log)
-    val = [r for r in rows if r.get("split") == "val"]
-    evaluations = sorted(file.parent.parent.glob("eval-*/metrics.json"))
-    found = {k: v for k, v in val[-1].items() if k != "split"} if val else {}
-    for path in evaluations:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        found[f"{record.get('split')} ({path.parent.name})"] = record.get("metrics")
+    found = last_validation(run)
+    for path in sorted(run.glob("eval-*/metrics.json")):
+        record = read_evaluation(path)
+        found[f"{record.get('split')} ({path.parent.name})"] = record["metrics"]
     return found
 
 

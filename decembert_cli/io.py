@@ -1,13 +1,27 @@
-"""Files a run writes: atomic writes (a reader sees the old file or the new one, never half of one)
-and JSON-lines logs (appended line by line; a torn last line from a crash is dropped on reading)."""
+"""Files a command reads and writes, by the rules every command follows:
+
+- ids are names, never paths (`safe_id`); an input is a regular file before it is opened (`regular_file`);
+- outputs: an output that is, or would overwrite, one of the command's inputs is refused before any work,
+  and so is an existing file the command does not document that it replaces (`check_outputs`);
+- writes are atomic (a reader sees the old file or the new one, never half of one) through temporary files
+  with a random suffix in the same folder, which no user file can collide with (`atomic_write_bytes`);
+- one writer per output folder (`folder_lock`);
+- JSON-lines logs are appended line by line; a torn last line from a crash is dropped on reading.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
+import socket
 import stat
+import sys
 import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +60,179 @@ def regular_file(path: str | os.PathLike[str], what: str = "file") -> Path:
     return path
 
 
+MAX_NAME_BYTES = 255  # a file name's limit on every common file system
+
+
+def user_path(path: str | os.PathLike[str], what: str = "--out") -> Path:
+    """`path` with ~ expanded, checked to be a name the file system can hold: one error naming `what`
+    instead of a traceback for an unknown user (~nosuchuser) or a name over 255 bytes."""
+    text = os.fspath(path)
+    expanded = os.path.expanduser(text)
+    if expanded.startswith("~"):
+        raise DecembertError(f"{what} {text}: no such user's home folder; write the path out in full")
+    for part in Path(expanded).parts:
+        if len(os.fsencode(part)) > MAX_NAME_BYTES:
+            raise DecembertError(
+                f"{what}: the name {part[:40]}... is {len(os.fsencode(part))} bytes, over the file system's limit "
+                f"of {MAX_NAME_BYTES}; choose a shorter name"
+            )
+    return Path(expanded)
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): compare the absolute, normalised paths
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def is_png(path: Path) -> bool:
+    """Whether `path` is a PNG picture (what the visualize commands replace: an earlier call's output)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        return False
+
+
+def read_json_object(path: Path, limit: int = 1 << 24) -> dict[str, Any] | None:
+    """The JSON object in `path` (a regular file of at most `limit` bytes), or None: to recognise a file this
+    toolkit wrote (which it may replace), never to read an input."""
+    try:
+        if regular_file(path).stat().st_size > limit:
+            return None
+        found = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError, DecembertError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def check_outputs(
+    outputs: Iterable[str | os.PathLike[str]],
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    *,
+    replaces: bool | Callable[[Path], bool] = False,
+    flag: str = "--out",
+) -> None:
+    """The output rule, checked before any work: no output file may be one of the command's inputs (also
+    through another path or a link to it), and an existing output is refused unless the command documents
+    that it replaces it (`replaces`: always, or the files this test accepts, e.g. an earlier call's output;
+    it then writes with an atomic rename, never in place). `outputs` are the files the command will write."""
+    given = [user_path(i, "input") for i in inputs if i is not None]
+    for output in outputs:
+        out = user_path(output, flag)
+        for source in given:
+            if _same(out, source):
+                raise DecembertError(
+                    f"{flag}: {out} is an input of this command ({source}); it would be overwritten: "
+                    "write to another path"
+                )
+        if out.is_dir() and not out.is_symlink():
+            raise DecembertError(f"{flag}: {out} is a folder; name a file to write")
+        if (out.exists() or out.is_symlink()) and not (replaces is True or (callable(replaces) and replaces(out))):
+            raise DecembertError(
+                f"{flag}: {out} exists and is not a file this command wrote; it never overwrites one: choose a new name"
+            )
+
+
+def check_store(folder: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]], flag: str = "--out") -> None:
+    """The output rule for a folder of outputs (a feature or caption store, a run folder): it must not be an
+    input file and no input may lie inside it, where an output could take its name."""
+    out = user_path(folder, flag)
+    if out.exists() and not out.is_dir():
+        raise DecembertError(f"{flag} {out} is a file; name a folder to write into")
+    root = os.path.abspath(out)
+    for source in inputs:
+        path = os.path.abspath(user_path(source, "input"))
+        if path == root or path.startswith(root + os.sep):
+            raise DecembertError(
+                f"{flag} {out} holds the input {source}: outputs could overwrite it; write to another folder"
+            )
+
+
+LOCK_FILE = ".decembert.lock"
+
+
+def _holder(fd: int) -> dict[str, Any]:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        found = json.loads(os.read(fd, 65536) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    if not holder:
+        return "a process that has not said which"
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(holder.get("started", 0))))
+    return f"pid {holder.get('pid')} on {holder.get('host')}, since {started}: {holder.get('command', '?')}"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike[str], part: str = "", *, wait: bool = False) -> Iterator[None]:
+    """Hold the one-writer lock of an output folder (created if missing) for the `with` block.
+
+    A second writer gets one error naming the holder (pid, host, start, command), or with `wait` (a shared
+    product such as the corpus index, which the first writer builds and the others then read) waits for it,
+    with a note naming it. The lock is an flock on
+    FOLDER/.decembert.lock (`part`: a lock of its own, e.g. per shard of a sharded job): the kernel drops it
+    when its process dies however it ends, so a stale lock is taken over, with a note naming the dead
+    holder. On a shared file system this holds where flock works across machines (NFSv4, Lustre with
+    `flock` mounted, GPFS); where the file system refuses locks the run goes on with a note. A folder this
+    call created is removed again if the block leaves nothing in it."""
+    root = user_path(folder)
+    created = not root.exists()
+    name = LOCK_FILE if not part else f".decembert-{part}.lock"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise DecembertError(f"cannot write into {root}: {exc.strerror}; choose a writable folder") from None
+    locked = False  # by this process: only then is the file's text ours to clear
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except BlockingIOError:
+            if not wait:
+                raise DecembertError(
+                    f"{root} is in use by another decembert process ({_describe(_holder(fd))}); wait for it to "
+                    "finish or stop it, or choose another folder"
+                ) from None
+            print(f"note: {root}: waiting for {_describe(_holder(fd))}", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            locked = True
+        except OSError as exc:  # ENOLCK, EOPNOTSUPP: a file system without locks
+            print(
+                f"note: {root}: the file system does not lock files ({exc.strerror}); "
+                "make sure no other process writes this folder",
+                file=sys.stderr,
+            )
+        if locked and (stale := _holder(fd)):
+            print(f"note: {root}: took over the lock of {_describe(stale)}, which has ended", file=sys.stderr)
+        if locked:
+            mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": _command()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(mine).encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if created and locked and [p.name for p in root.iterdir()] == [name]:
+                (root / name).unlink()  # still locked: a writer that opened the file meanwhile finds it taken
+                root.rmdir()
+            elif locked:
+                os.ftruncate(fd, 0)  # empty: released on purpose (a holder's text left behind = it died)
+        os.close(fd)
+
+
+def _command() -> str:
+    program = Path(sys.argv[0]).name if sys.argv else ""
+    words = ["decembert" if program == "__main__.py" else program, *sys.argv[1:]]
+    text = " ".join(words)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -53,6 +240,7 @@ def _umask() -> int:
 
 
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp gives 0600)
+FOLDER_MODE = 0o777 & ~_umask()  # what mkdir() would give a new folder (mkdtemp gives 0700)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -129,6 +129,10 @@ class TaskMetric(ABC):
         raise PredictionsNotSupported("cannot score a predictions file; evaluate a checkpoint instead (--checkpoint)")
 
 
+# what a task class must have for the registry to list it (and `check_task` to check it further)
+TASK_ATTRIBUTES = ("name", "version", "Config", "main_metric", "eval_split")
+
+
 class Task(Protocol):
     """A downstream task: a family (QA, retrieval, captioning) bound to a dataset adapter.
 

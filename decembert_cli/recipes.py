@@ -371,13 +371,30 @@ def _eval_dir(run: Path, spec: Table) -> Path:
 
 
 def _read_state(path: Path) -> dict[str, Any]:
-    from decembert_cli.io import decode_json
+    """RUNS/recipe-state.json, checked: {"done": {step: {"command": [args], "seconds": s}}}."""
+    from decembert_cli.errors import shown
+    from decembert_cli.io import decode_json, regular_file
 
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         return {"done": {}}
-    state = decode_json(path.read_text(encoding="utf-8"), f"{path} (move it away to start the recipe again)")
+    again = "move it away to start the recipe again"
+    try:
+        text = regular_file(path, "recipe state file").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DecembertError(f"cannot read {path}: {exc}; {again}") from None
+    state = decode_json(text, f"{path} ({again})")
     if not isinstance(state, dict) or not isinstance(state.get("done"), dict):
-        raise DecembertError(f"{path}: not a recipe state file (no 'done' table); move it away to start again")
+        raise DecembertError(f"{path}: not a recipe state file (no 'done' table); {again}")
+    for name, entry in state["done"].items():
+        if not isinstance(entry, dict):
+            raise DecembertError(f"{path}: done.{name}: expected an object, got {shown(entry)}; {again}")
+        command, seconds = entry.get("command"), entry.get("seconds", 0)
+        if not isinstance(command, list) or not all(isinstance(arg, str) for arg in command):
+            raise DecembertError(
+                f"{path}: done.{name}.command: expected a list of strings, got {shown(command)}; {again}"
+            )
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+            raise DecembertError(f"{path}: done.{name}.seconds: expected a number, got {shown(seconds)}; {again}")
     return state
 
 
@@ -452,12 +469,15 @@ def run(
 
 
 def results(recipe: Recipe) -> list[tuple[str, str, float | None, float | None]]:
-    """(row, metric, ours, paper's) for every number of the table that its runs have produced so far."""
+    """(row, metric, ours, paper's) for every number of the table that its runs have produced so far (their
+    files checked: a value that is not a number is one error naming the file)."""
+    from decembert_cli.engine.run_log import last_validation, read_evaluation
+
     rows: list[tuple[str, str, float | None, float | None]] = []
     spec = TABLES[recipe.table]
     if not spec.tasks:
         for row in spec.rows:
-            val = _last_validation(recipe.runs / f"pretrain-{row}")
+            val = last_validation(recipe.runs / f"pretrain-{row}")
             for key in TABLE6_METRICS:
                 value = val.get(key)
                 rows.append((row, key, 100 * value if value is not None else None, recipe.paper[row].get(key)))
@@ -466,17 +486,7 @@ def results(recipe: Recipe) -> list[tuple[str, str, float | None, float | None]]
         for row in spec.rows:
             run, label = _task_run(recipe.runs, task, row, spec)
             path = _eval_dir(run, spec) / "metrics.json"
-            metrics = json.loads(path.read_text(encoding="utf-8"))["metrics"] if path.is_file() else {}
+            metrics = read_evaluation(path)["metrics"] if path.exists() or path.is_symlink() else {}
             for key, paper_value in recipe.paper[label].items():
                 rows.append((label, key, metrics.get(key), paper_value))
     return rows
-
-
-def _last_validation(run_dir: Path) -> dict[str, float]:
-    from decembert_cli.io import METRICS_LOG
-
-    path = run_dir / METRICS_LOG
-    if not path.is_file():
-        return {}
-    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-    return next((r for r in reversed(lines) if r.get("split") == "val"), {})

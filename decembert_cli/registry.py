@@ -1,12 +1,14 @@
 """Entry-point discovery for pluggable parts (tasks, corpora, ...).
 
 Plugins are found through package metadata without importing them, and imported only when used.
-A plugin that fails to import is reported with its name and package and does not break the others;
-two packages registering the same name is an error naming both.
+A plugin that fails to import (whatever it raises: SystemExit and KeyboardInterrupt too) or is not what
+its group needs (a task class, a callable corpus) is reported with its name, package and the reason, and
+does not break the others; two packages registering the same name is an error naming both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -27,11 +29,12 @@ class PluginInfo:
 
 
 class Registry:
-    """The plugins of one entry-point group."""
+    """The plugins of one entry-point group; `problem(obj)` says why a loaded object cannot serve (None: it can)."""
 
-    def __init__(self, group: str, kind: str) -> None:
+    def __init__(self, group: str, kind: str, problem: Callable[[Any], str | None] | None = None) -> None:
         self.group = group
         self.kind = kind  # "task", "corpus": used in messages
+        self.problem = problem
         self._loaded: dict[str, Any] = {}
 
     def available(self) -> dict[str, PluginInfo]:
@@ -69,13 +72,16 @@ class Registry:
         if info.name in self._loaded:
             return self._loaded[info.name]
         ep = metadata.EntryPoint(name=info.name, value=info.target, group=self.group)
+        plugin = f"{self.kind} '{info.name}' from package {info.package} {info.version}"
         try:
             obj = ep.load()
-        except Exception as exc:  # a broken plugin must not take the CLI down with it
-            raise DecembertError(
-                f"{self.kind} '{info.name}' from package {info.package} {info.version} failed to load "
-                f"({exc.__class__.__name__}: {exc}); reinstall or fix that package"
-            ) from exc
+            problem = self.problem(obj) if self.problem is not None else None
+        except BaseException as exc:  # a broken plugin must not take the CLI down, even one that exits
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            reason = f"{exc.__class__.__name__}: {first}" if first else exc.__class__.__name__
+            raise DecembertError(f"{plugin} failed to load ({reason}); reinstall or fix that package") from exc
+        if problem is not None:
+            raise DecembertError(f"{plugin} {problem}; fix that package")
         self._loaded[info.name] = obj
         return obj
 
@@ -90,5 +96,25 @@ class Registry:
         return loaded, broken
 
 
-tasks = Registry(TASKS, "task")
-corpora = Registry(CORPORA, "corpus")
+def _not_a_task(obj: Any) -> str | None:
+    from decembert_cli.protocols import TASK_ATTRIBUTES
+
+    if not isinstance(obj, type):
+        return f"is {_a(obj)}, not a task class (decembert_cli.protocols.Task)"
+    missing = [name for name in TASK_ATTRIBUTES if not hasattr(obj, name)]
+    return f"is a class without {', '.join(missing)} (decembert_cli.protocols.Task)" if missing else None
+
+
+def _not_a_corpus(obj: Any) -> str | None:
+    if callable(obj):
+        return None
+    return f"is {_a(obj)}, which is not callable (a corpus is a CorpusOpener function or an IndexedCorpus)"
+
+
+def _a(obj: Any) -> str:
+    name = type(obj).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+tasks = Registry(TASKS, "task", _not_a_task)
+corpora = Registry(CORPORA, "corpus", _not_a_corpus)

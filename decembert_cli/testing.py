@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from decembert_cli.protocols import DataCheck, Task, TaskHead, TaskMetric
+from decembert_cli.protocols import TASK_ATTRIBUTES, DataCheck, Task, TaskHead, TaskMetric
 
 
 @dataclass
@@ -43,7 +43,7 @@ def check_task(
     from decembert_cli.engine.finetune import TaskModel, config_class, score_split
     from decembert_cli.model import build_encoder, build_tokenizer
 
-    for attribute in ("name", "version", "Config", "main_metric", "eval_split"):
+    for attribute in TASK_ATTRIBUTES:
         assert hasattr(task_cls, attribute), f"{task_cls.__name__} has no class attribute '{attribute}'"
     assert callable(getattr(task_cls, "evaluate", None)), (
         f"{task_cls.__name__} has no evaluate(): subclass decembert_cli.protocols.Task for the default one"

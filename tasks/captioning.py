@@ -15,6 +15,10 @@ scores with pycocoevalcap's BLEU@4, METEOR, ROUGE-L and CIDEr-D (`decembert_cli.
   sentences in time order, joined by a space) against the predicted one (the segment predictions
   joined by ". "), both lowered and reduced to letters; a video without predictions scores as an
   empty paragraph. Also the repetition R@4 of the predicted paragraphs.
+
+Scoring a predictions file (`evaluate TASK --predictions FILE`): every clip of the split predicted exactly
+once, by a safe video id (`common.check_predicted_once`, `common.prediction_id`); `task.allow_partial`
+(`--allow-partial`) scores a file that leaves clips out, those as empty captions.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from decembert_cli.model.generation import Decoding, generate, seq2seq_mask
 from decembert_cli.model.heads import MLMHead
 from decembert_cli.protocols import DataCheck, TaskDataset, TaskHead, TaskMetric
 
-from .common import ClipTask
+from .common import ClipTask, check_predicted_once, prediction_id
 from .datasets.msrvtt import read_msrvtt_data
 from .datasets.youcook2 import read_youcook2
 from .retrieval import Clip
@@ -56,6 +60,9 @@ class CaptionSettings(TaskSettings):
     no_repeat_ngram: NonNegativeInt = 0  # n > 0: no n-gram twice in a caption
     use_cache: bool = True  # decode with cached keys/values (false: re-encode every step; same captions, slower)
     meteor: bool = True  # METEOR runs a JVM with 2 GB; false leaves it out
+    # scoring a predictions file (evaluate --allow-partial): clips it leaves out score as empty captions
+    # instead of being an error
+    allow_partial: bool = False
 
 
 @dataclass
@@ -175,8 +182,11 @@ class CaptionHead(TaskHead):
 class CaptionMetric(TaskMetric):
     """Sentence captioning (one caption per key against its references) or MART paragraphs (youcook2)."""
 
-    def __init__(self, data: CaptionData, paragraphs: bool, meteor: bool, protocol: dict[str, Any]) -> None:
+    def __init__(
+        self, data: CaptionData, paragraphs: bool, meteor: bool, protocol: dict[str, Any], allow_partial: bool = False
+    ) -> None:
         self.data, self.paragraphs, self.meteor, self._protocol = data, paragraphs, meteor, protocol
+        self.allow_partial = allow_partial
         self.reset()
 
     def reset(self) -> None:
@@ -191,20 +201,29 @@ class CaptionMetric(TaskMetric):
 
     def load(self, rows: list[dict[str, Any]], source: str) -> None:
         """Predictions from a predictions.jsonl (as `predictions()` writes them), matched by (video id,
-        segment id) when a row has "segment", else by (video id, window)."""
-        by_segment: dict[tuple[Any, Any], int] = {
-            (c.video_id, c.segment): i for i, c in enumerate(self.data.clips) if c.segment is not None
-        }
-        by_window: dict[tuple[Any, Any], int] = {
-            (c.video_id, None if c.window is None else tuple(round(x, 3) for x in c.window)): i
-            for i, c in enumerate(self.data.clips)
-        }
+        segment id) when a row has "segment", else by (video id, window). Every clip is predicted exactly
+        once (unless `allow_partial`: missing ones score as empty)."""
+        by_segment: dict[tuple[Any, Any], list[int]] = {}
+        by_window: dict[tuple[Any, Any], list[int]] = {}
+        for i, c in enumerate(self.data.clips):
+            if c.segment is not None:
+                by_segment.setdefault((c.video_id, c.segment), []).append(i)
+            span = None if c.window is None else tuple(round(x, 3) for x in c.window)
+            by_window.setdefault((c.video_id, span), []).append(i)
+        lines: dict[int, list[int]] = {}
         for n, row in enumerate(rows, start=1):
             where = f"{source}, line {n}"
+            video = prediction_id(row, "video_id", where)
             if not isinstance(row.get("caption"), str):
                 raise DecembertError(f'{where}: needs "caption", a string')
-            if row.get("segment") is not None:
-                key: tuple[Any, Any] = (row.get("video_id"), row["segment"])
+            segment = row.get("segment")
+            if segment is not None:
+                if not isinstance(segment, int) or isinstance(segment, bool):
+                    raise DecembertError(
+                        f'{where}: "segment" must be an integer (the annotation\'s "id") or null, '
+                        f"got {json.dumps(segment)[:60]}"
+                    )
+                key: tuple[Any, Any] = (video, segment)
                 index = by_segment
             else:
                 window = row.get("window")
@@ -217,12 +236,31 @@ class CaptionMetric(TaskMetric):
                         f'{where}: "window" must be [start, end] in seconds or null, got {json.dumps(window)[:60]}'
                     )
                 key, index = (
-                    (row.get("video_id"), None if window is None else tuple(round(float(x), 3) for x in window)),
+                    (video, None if window is None else tuple(round(float(x), 3) for x in window)),
                     by_window,
                 )
             if key not in index:
                 raise DecembertError(f"{where}: no clip {key[0]} {key[1] if key[1] is not None else ''} in this split")
-            self.add(index[key], row["caption"])
+            if len(index[key]) > 1:  # YouCook2: two annotated segments of one window (or of one id)
+                raise DecembertError(
+                    f"{where}: {len(index[key])} clips of {video} have the segment id {segment}; "
+                    "give each annotated segment its own id"
+                    if index is by_segment
+                    else f"{where}: {len(index[key])} clips of {video} have the window {list(key[1] or [])}; "
+                    'give "segment" (the annotation\'s id) to say which one'
+                )
+            clip = index[key][0]
+            lines.setdefault(clip, []).append(n)
+            self.add(clip, row["caption"])
+        check_predicted_once(
+            lines, range(len(self.data.clips)), source, self._clip_name, allow_partial=self.allow_partial
+        )
+
+    def _clip_name(self, i: int) -> str:
+        c = self.data.clips[i]
+        if c.segment is not None:
+            return f"{c.video_id} segment {c.segment}"
+        return c.video_id if c.window is None else f"{c.video_id} window {list(c.window)}"
 
     def compute(self) -> dict[str, float]:
         if not self.paragraphs:
@@ -293,7 +331,7 @@ class CaptionTask(ClipTask):
             "decoding": decoding,
             "scoring": "MART paragraphs" if self.paragraphs else "sentences vs all references",
         }
-        return CaptionMetric(self.cached(split), self.paragraphs, c.meteor, protocol)
+        return CaptionMetric(self.cached(split), self.paragraphs, c.meteor, protocol, c.allow_partial)
 
     def decoding(self) -> Decoding:
         c = self.config

@@ -75,3 +75,17 @@ def rotate_mp4(src: Path, dst: Path) -> Path:
     data[matrix : matrix + 36] = struct.pack(">9i", 0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30)
     Path(dst).write_bytes(bytes(data))
     return Path(dst)
+
+
+# extract-features options for tests: both backbones small, random weights (nothing downloaded)
+TINY_BACKBONES = [
+    "--random-init",
+    "--backbone-2d",
+    "resnet18",
+    "--size-2d",
+    "32",
+    "--backbone-3d",
+    "resnext3d-tiny",
+    "--size-3d",
+    "32",
+]

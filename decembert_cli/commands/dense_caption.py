@@ -24,11 +24,13 @@ def dense_caption(
     model: str | None = typer.Option(
         None, help="Model for the backend: a hub id or a local directory (florence2: microsoft/Florence-2-large)."
     ),
-    interval: float = typer.Option(2.0, help="Seconds between captioned frames (the paper: 2)."),
+    interval: float = typer.Option(2.0, help="Seconds between captioned frames (the paper: 2; 0.04 to 86400)."),
     top_k: int = typer.Option(0, min=0, help="Regions kept per frame, best first (0: all the model gives)."),
-    batch_size: int = typer.Option(8, min=1, help="Frames per generate call."),
-    num_beams: int | None = typer.Option(None, min=1, help="Beam search width (Florence-2's default: 3)."),
-    max_new_tokens: int | None = typer.Option(None, min=1, help="Longest generated text per frame (Florence-2: 1024)."),
+    batch_size: int = typer.Option(8, min=1, max=256, help="Frames per generate call."),
+    num_beams: int | None = typer.Option(None, min=1, max=64, help="Beam search width (Florence-2's default: 3)."),
+    max_new_tokens: int | None = typer.Option(
+        None, min=1, max=8192, help="Longest generated text per frame (Florence-2: 1024)."
+    ),
     option: list[str] = typer.Option(
         [], "--option", help="KEY=VALUE for the backend, repeatable (import: pattern=REGEX, frame_base=N)."
     ),
@@ -46,11 +48,14 @@ def dense_caption(
     from rich.console import Console
 
     from decembert_cli.commands._options import report_failures, video_progress, video_run
-    from decembert_cli.data.jobs import log_names
+    from decembert_cli.config.loader import check_value
+    from decembert_cli.config.schema import Interval
+    from decembert_cli.data.jobs import log_names, store_writer
     from decembert_cli.densecap.backends import ImportBackend, captioners
     from decembert_cli.densecap.pipeline import CaptionOptions, caption_videos, import_captions
     from decembert_cli.errors import DecembertError
 
+    interval = check_value(interval, Interval, "--interval")  # before a captioner is loaded
     dev, autocast, shard_of_run = video_run(decoder, precision, device, shard)
     settings: dict[str, object] = {"num_beams": num_beams, "max_new_tokens": max_new_tokens}
     for item in option:
@@ -65,7 +70,8 @@ def dense_caption(
     )
     console = Console(stderr=True)
     imports = isinstance(captioner, ImportBackend)
-    with video_progress(console, "importing" if imports else "captioning") as (on_start, on_video):
+    progress = video_progress(console, "importing" if imports else "captioning")
+    with store_writer(out, inputs, options.shard), progress as (on_start, on_video):
         run = import_captions if imports else caption_videos
         summary = run(inputs, captioner, options, on_start=on_start, on_video=on_video)
     per_frame = summary.caption_s / summary.frames if summary.frames else 0.0

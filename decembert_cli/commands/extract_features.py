@@ -41,13 +41,17 @@ def extract_features(
         False, "--random-init", help="Random weights for every backbone without a weights file (tests, demo)."
     ),
     size_2d: int | None = typer.Option(
-        None, "--size-2d", min=16, help="2D input side in pixels (default: the model's, 224 for ResNet-152)."
+        None, "--size-2d", min=16, max=1024, help="2D input side in pixels (default: the model's, 224 for ResNet-152)."
     ),
     size_3d: int | None = typer.Option(
-        None, "--size-3d", min=16, help="3D input side in pixels (default: the backbone's, 112 for ResNeXt-101)."
+        None,
+        "--size-3d",
+        min=16,
+        max=1024,
+        help="3D input side in pixels (default: the backbone's, 112 for ResNeXt-101).",
     ),
-    batch_size: int = typer.Option(32, min=1, help="Images or clips per forward pass."),
-    readers: int = typer.Option(2, min=1, help="Decoding threads."),
+    batch_size: int = typer.Option(32, min=1, max=1024, help="Images or clips per forward pass."),
+    readers: int = typer.Option(2, min=1, max=64, help="Decoding threads."),
     decoder: str = typer.Option("auto", help="auto (OpenCV, then PyAV), opencv or pyav."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("auto", help="auto (bf16 on GPUs that have it), fp32, bf16, fp16."),
@@ -64,14 +68,14 @@ def extract_features(
     from rich.console import Console
 
     from decembert_cli.commands._options import report_failures, video_progress
-    from decembert_cli.data.jobs import log_names
+    from decembert_cli.data.jobs import log_names, store_writer
     from decembert_cli.features.pipeline import extract
 
     options = _extract_options(out, layout, dtype, l2_normalise, batch_size, readers, decoder, device, precision, shard)
     console = Console(stderr=True)
     b2, b3 = _backbones(backbone_2d, weights_2d, size_2d, backbone_3d, weights_3d, size_3d, random_init)
     console.print(_backbones_line(b2, b3, options), highlight=False, soft_wrap=True)
-    with video_progress(console, "extracting") as (on_start, on_video):
+    with store_writer(out, inputs, options.shard), video_progress(console, "extracting") as (on_start, on_video):
         summary = extract(inputs, b2, b3, options, on_video=on_video, on_start=on_start)
     console.print(_summary_line(summary, options), highlight=False, soft_wrap=True)
     report_failures(console, summary.failed, Path(out) / log_names(options.shard)[1], summary.ignored_files)

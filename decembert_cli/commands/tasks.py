@@ -11,10 +11,13 @@ from decembert_cli.commands._options import ConfigOption, SetOption, counting_pr
 
 
 def list_tasks() -> None:
-    """List the installed downstream tasks (entry points decembert.tasks) with their package and version."""
+    """List the installed downstream tasks (entry points decembert.tasks) with their package and version.
+    A task that cannot load is listed as broken with the reason, and the exit status is then 2."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    from decembert_cli.errors import DecembertError
     from decembert_cli.registry import tasks
 
     available = tasks.available()
@@ -24,16 +27,17 @@ def list_tasks() -> None:
         table.add_column(column)
     for name, info in available.items():
         task = loaded.get(name)
-        status = "ok" if task is not None else f"[red]broken: {broken[name]}[/red]"
-        table.add_row(
-            name,
-            info.package,
-            f"{info.version} (task {getattr(task, 'version', '?')})",
-            getattr(task, "main_metric", "?"),
-            status,
-        )
+        status = "ok" if task is not None else f"[red]broken: {escape(broken[name])}[/red]"
+        # what a plugin says is text, never markup (a reason with brackets in it)
+        cells = (name, info.package, f"{info.version} (task {getattr(task, 'version', '?')})")
+        table.add_row(*map(escape, cells), escape(str(getattr(task, "main_metric", "?"))), status)
     console = Console()
     console.print(table if available else "no tasks installed (entry-point group decembert.tasks)")
+    if broken:
+        raise DecembertError(
+            f"{len(broken)} of {len(available)} installed tasks cannot load ({', '.join(broken)}): "
+            "the status column says why; reinstall or fix their packages"
+        )
 
 
 def finetune(
@@ -113,6 +117,11 @@ def evaluate(
         "--predictions",
         help="Score this predictions.jsonl instead of a checkpoint (no model; --set task.root=... for the references).",
     ),
+    allow_partial: bool = typer.Option(
+        False,
+        "--allow-partial",
+        help="With --predictions: score a file that leaves items out (they score as empty) instead of refusing it.",
+    ),
     split: str | None = typer.Option(None, help="Split to score (default: the task's test split)."),
     out: Path | None = typer.Option(
         None, "--out", help="Folder for metrics.json and predictions.jsonl (default RUN/eval-SPLIT)."
@@ -146,7 +155,14 @@ def evaluate(
         raise DecembertError(
             "give --checkpoint (a fine-tuned model to run) or --predictions (a file to score), one of the two"
         )
+    if allow_partial:
+        if predictions is None:
+            raise DecembertError("--allow-partial is for --predictions (a checkpoint predicts every item)")
+        overrides = [*overrides, "task.allow_partial=true"]
     if predictions is not None:
+        from decembert_cli.io import regular_file
+
+        regular_file(predictions, "predictions file")  # a FIFO would block the read
         result = score_predictions(task, predictions, out, split=split, overrides=overrides)
     else:
         assert checkpoint is not None  # exactly one of the two was given

@@ -31,14 +31,20 @@ def attention(
     per layer and head."""
     import json
 
+    from decembert_cli.io import atomic_write_text
     from decembert_cli.viz import plots
     from decembert_cli.viz.attention import attention_example
 
+    inputs = [checkpoint, compare]
+    if out is not None:
+        _check_attention_outputs(out, inputs)  # before any work
     examples = [attention_example(checkpoint, video, clip, overrides)]
     if compare is not None:
         examples.append(attention_example(compare, video, examples[0].clip, overrides))
     run = checkpoint if checkpoint.is_dir() else checkpoint.parent.parent
-    out = out or run / "report" / f"attention-{video}-{examples[0].clip}.png"
+    if out is None:
+        out = run / "report" / f"attention-{video}-{examples[0].clip}.png"
+        _check_attention_outputs(out, inputs)
     layers = examples[0].mass.shape[0]
     if layer is not None and not 1 <= layer <= layers:
         from decembert_cli.errors import DecembertError
@@ -47,8 +53,24 @@ def attention(
     chosen = None if layer is None else layer - 1
     titles = [Path(e.checkpoint).parent.parent.name for e in examples]
     path = plots.attention(examples, out, layer=chosen, titles=titles)
-    (out.with_suffix(".json")).write_text(json.dumps([e.to_dict() for e in examples], indent=1) + "\n")
+    record = {"written_by": ATTENTION_RECORD, "examples": [e.to_dict() for e in examples]}
+    atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
     typer.echo(str(path))
+
+
+ATTENTION_RECORD = "decembert visualize attention"  # marks the JSON beside the PNG as ours (replaceable)
+
+
+def _check_attention_outputs(out: Path, inputs: list[Path | None]) -> None:
+    """The PNG replaces an earlier picture; the JSON of the numbers beside it replaces only an earlier one."""
+    from decembert_cli.io import check_outputs, is_png, read_json_object
+
+    check_outputs([out], inputs, replaces=is_png)
+    check_outputs(
+        [out.with_suffix(".json")],
+        inputs,
+        replaces=lambda p: (read_json_object(p) or {}).get("written_by") == ATTENTION_RECORD,
+    )
 
 
 @visualize.command("run")
@@ -58,21 +80,28 @@ def run_curves(
     out: Path | None = typer.Option(None, "--out", help="PNG to write (default RUN_DIR/report/curves.png)."),
 ) -> None:
     """Curves of every logged metric (losses, accuracies, learning rate) against the step."""
+    from decembert_cli.io import METRICS_LOG, check_outputs, is_png
     from decembert_cli.viz.report import run_curves as draw
 
-    typer.echo(str(draw([run_dir, *compare], out or run_dir / "report" / "curves.png")))
+    out = out or run_dir / "report" / "curves.png"
+    runs = [run_dir, *compare]
+    check_outputs([out], [p for r in runs for p in (r, r / METRICS_LOG)], replaces=is_png)
+    typer.echo(str(draw(runs, out)))
 
 
 @visualize.command("task")
 def task_examples(
     run_dir: Path = typer.Argument(..., help="A fine-tuned run folder, evaluated (decembert evaluate)."),
-    count: int = typer.Option(6, min=1, help="Examples drawn."),
+    count: int = typer.Option(6, min=1, max=100, help="Examples drawn."),
     out: Path | None = typer.Option(None, "--out", help="PNG to write (default RUN_DIR/report/examples.png)."),
 ) -> None:
     """Examples with frames and predictions: QA top-5 answers, retrieval top-5 videos, captions and references."""
+    from decembert_cli.io import check_outputs, is_png
     from decembert_cli.viz.report import task_examples as draw
 
-    typer.echo(str(draw(run_dir, out or run_dir / "report" / "examples.png", count)))
+    out = out or run_dir / "report" / "examples.png"
+    check_outputs([out], [run_dir, *run_dir.glob("eval-*/*")], replaces=is_png)
+    typer.echo(str(draw(run_dir, out, count)))
 
 
 @visualize.command("video")
@@ -85,15 +114,18 @@ def video_frames(
         None, "--features", help="A feature folder (2d/, 3d/): plot the per-second change of its features."
     ),
     every: float | None = typer.Option(
-        None, help="Seconds between frames (default: 1, or the dense captions' interval)."
+        None, help="Seconds between frames, 0.04 to 86400 (default: 1, or the dense captions' interval)."
     ),
-    most: int = typer.Option(12, min=1, help="Frames drawn at most (spread over the video)."),
+    most: int = typer.Option(12, min=1, max=100, help="Frames drawn at most (spread over the video)."),
     out: Path | None = typer.Option(None, "--out", help="PNG to write (default VIDEO_ID-frames.png here)."),
 ) -> None:
     """A video's frames with its dense captions and boxes drawn, for checking extraction by eye."""
+    from decembert_cli.io import check_outputs, is_png
     from decembert_cli.viz.report import video_picture
 
-    typer.echo(str(video_picture(video, out or Path(f"{video.stem}-frames.png"), densecap, features, every, most)))
+    out = out or Path(f"{video.stem}-frames.png")
+    check_outputs([out], [video, densecap, features], replaces=is_png)
+    typer.echo(str(video_picture(video, out, densecap, features, every, most)))
 
 
 @visualize.command("report")

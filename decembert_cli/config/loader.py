@@ -18,7 +18,7 @@ import yaml
 
 from decembert_cli.config.schema import Range
 from decembert_cli.errors import ConfigError
-from decembert_cli.io import atomic_write_text
+from decembert_cli.io import atomic_write_text, regular_file
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -36,6 +36,8 @@ def packaged_presets() -> list[str]:
 def _resolve_config_source(spec: str) -> tuple[str, str]:
     """Return (label, YAML text) for a path or a packaged preset name."""
     path = Path(spec)
+    if path.exists() and spec not in packaged_presets():
+        regular_file(path, "config file")  # a FIFO or a device would block the read, a folder is no config
     if path.is_file():
         try:
             return str(path), path.read_text(encoding="utf-8")
@@ -86,8 +88,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:  # a number with its allowed range (schema.Range)
         inner, *extras = typing.get_args(tp)
-        coerced = _coerce(value, inner, where)
-        for bound in (e for e in extras if isinstance(e, Range)):
+        bounds = [e for e in extras if isinstance(e, Range)]
+        try:
+            coerced = _coerce(value, inner, where)
+        except ConfigError as exc:  # not a number at all (or not finite): say which ones are
+            raise ConfigError(f"{exc}; use a value {' and '.join(map(str, bounds))}" if bounds else str(exc)) from None
+        for bound in bounds:
             if not bound.allows(coerced):
                 shown = f"{coerced:g}" if isinstance(coerced, float) else str(coerced)
                 raise ConfigError(f"{where}: {shown} is out of range; use a value {bound}")
@@ -155,6 +161,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported config type {tp!r}")  # a schema bug, not a user error
 
 
+def check_value(value: Any, tp: Any, where: str) -> Any:
+    """`value` as the schema type `tp` (e.g. `schema.Interval`): converted and checked against its range,
+    or one ConfigError naming `where`. For command-line options and numbers read from data files, so they
+    obey the same ranges as the config keys of the same kind."""
+    return _coerce(value, tp, where)
+
+
 def _build(cls: type[T], data: Any, prefix: str, lines: dict[str, int] | None = None, label: str = "") -> T:
     lines = lines or {}
 
@@ -213,9 +226,10 @@ def former_defaults(saved: Path) -> list[str]:
     return out
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build a config dataclass from a plain dict, strictly."""
-    return _build(cls, data, "")
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build a config dataclass from a plain dict, strictly; `prefix` names where the dict sits in its file
+    (e.g. "config.model." in a checkpoint) in the messages."""
+    return _build(cls, data, prefix)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -245,6 +259,8 @@ def apply_override(config: T, assignment: str) -> T:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {assignment!r}: the value is not valid YAML ({exc.problem})") from None
+    except ValueError:  # an integer of over 4300 digits: Python refuses to read it
+        raise ConfigError(f"--set {dotted}: the value is too large for any setting") from None
     parts = dotted.split(".")
 
     def replace(node: Any, depth: int) -> Any:
@@ -282,6 +298,8 @@ def load_config(cls: type[T], source: str | None = None, overrides: typing.Seque
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"{label}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        except ValueError:  # an integer of over 4300 digits: Python refuses to read it
+            raise ConfigError(f"{label}: a number too large for any setting") from None
         config = _build(cls, data, "", _key_lines(text), label)
     for assignment in overrides:
         config = apply_override(config, assignment)

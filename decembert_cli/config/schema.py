@@ -21,7 +21,7 @@ class Range:
     high_open: bool = False
 
     def allows(self, value: float) -> bool:
-        if not math.isfinite(value):
+        if not isinstance(value, int) and not math.isfinite(value):  # (an int has no inf; 10**400 has no float)
             return False
         if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
             return False
@@ -29,8 +29,14 @@ class Range:
 
     def __str__(self) -> str:
         if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {opening}{_number(self.low)}, {_number(self.high)}{closing}"
+
+
+def _number(x: float | None) -> str:
+    """A bound as written: integers in full (a seed's 4294967295, not 4.29497e+09)."""
+    return str(int(x)) if isinstance(x, int) or (x is not None and float(x).is_integer()) else f"{x:g}"
 
 
 Count = Annotated[int, Range(1)]  # a size or a number of things: >= 1
@@ -40,6 +46,16 @@ NonNegative = Annotated[float, Range(0)]
 Probability = Annotated[float, Range(0, 1)]
 Share = Annotated[float, Range(0, 1, high_open=True)]  # dropout, warm-up share, Adam betas: [0, 1)
 Fraction = Annotated[float, Range(0, 1, low_open=True)]  # a part of something, at most all of it: (0, 1]
+# every seed: what every generator a run seeds takes (NumPy's legacy seeding stops at 2**32 - 1)
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Range(0, MAX_SEED)]
+
+# Time grids (frames to caption, features per second): one frame per 25 fps period at the finest, so a long
+# video is a bounded number of items; a day at the coarsest, so every time and count stays finite.
+MIN_INTERVAL = 0.04  # seconds
+MAX_INTERVAL = 86400.0  # seconds
+Interval = Annotated[float, Range(MIN_INTERVAL, MAX_INTERVAL)]  # seconds between sampled frames or features
+Rate = Annotated[float, Range(1 / MAX_INTERVAL, 1 / MIN_INTERVAL)]  # items per second: 1 / an Interval
 
 
 @dataclass(frozen=True)
@@ -89,11 +105,11 @@ class VideoSettings:
     features_2d: str = "features/2d"  # folder of {video_id}.npy 2D features, 1 per second
     # folder of {video_id}.npy 3D features (rate from its stream.json, else fps_3d)
     features_3d: str = "features/3d"
-    fps_3d: Positive = 1.5  # 3D features/s when the folder has no stream.json (HowTo100M: 16-frame clips at 24 fps)
+    fps_3d: Rate = 1.5  # 3D features/s when the folder has no stream.json (HowTo100M: 16-frame clips at 24 fps)
     # folder of per-video dense captions (paper .npy or our .json store); "" = none
     dense_captions: str = "dense_captions"
     use_dense: bool = True  # feed dense captions (Table 6 ablation: off)
-    dense_interval: Positive = 2.0  # seconds between captioned frames (of .npy files; .json files say)
+    dense_interval: Interval = 2.0  # seconds between captioned frames (of .npy files; .json files say)
     dense_per_frame: Count = 2  # dense captions sampled per frame (each step in training; the first ones otherwise)
     # at most this many dense captions per sample or item (frames sub-sampled uniformly)
     max_dense_captions: NonNegativeInt = 16
@@ -180,4 +196,4 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)  # pre-training losses
     data: DataConfig = field(default_factory=DataConfig)  # the pre-training corpus and sample construction
     train: TrainConfig = field(default_factory=TrainConfig)  # optimiser, schedule, precision, checkpoints
-    seed: NonNegativeInt = 0  # seed for every random number generator the run uses
+    seed: Seed = 0  # seed for every random number generator the run uses

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from decembert_cli.io import MAX_ID_BYTES
+
 if TYPE_CHECKING:
     from decembert_cli.data.scan import VideoRecord
     from decembert_cli.data.video_store import VideoStore
@@ -55,6 +57,40 @@ class Strings(Sequence[str]):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         return bytes(self.blob[self.offsets[i] : self.offsets[i + 1]]).decode("utf-8")
+
+
+# Bytes no safe id holds (`io.safe_id`): separators and control characters (in UTF-8, every byte below
+# 0x80 is its ASCII character, so a byte test is a character test)
+_REFUSED = np.zeros(256, dtype=bool)
+_REFUSED[[*range(0x20), 0x7F, ord("/"), ord("\\")]] = True
+
+
+def first_unsafe_id(ids: Strings) -> int | None:
+    """The row of the first id that `io.safe_id` refuses, None when it accepts all: the same rule on the packed
+    UTF-8 bytes at once (1.2M ids in milliseconds, where safe_id on each takes seconds). An id must be 1 to
+    MAX_ID_BYTES bytes, not start with a dot, hold no refused byte, and be valid UTF-8 on its own: no id
+    starts or ends inside a character, none holds bytes that are not UTF-8. `ids.offsets` must already rise
+    from 0 to the blob's length."""
+    blob, offsets = np.asarray(ids.blob), np.asarray(ids.offsets)
+    try:
+        bytes(blob).decode("utf-8")
+        valid = len(blob)  # the blob's bytes before `valid` are UTF-8
+    except UnicodeDecodeError as exc:
+        valid = exc.start
+    lengths = np.diff(offsets)
+    bad = (lengths < 1) | (lengths > MAX_ID_BYTES)
+    padded = np.append(blob, np.uint8(0))  # (the byte after the last id)
+    starts, after = padded[np.minimum(offsets[:-1], len(blob))], padded[np.minimum(offsets[1:], len(blob))]
+    # an id starting on a continuation byte (10xxxxxx) is not UTF-8 alone; inside the valid part, one followed
+    # by a continuation byte ends inside a character
+    bad |= (starts == ord(".")) | ((starts & 0xC0) == 0x80) | (((after & 0xC0) == 0x80) & (offsets[1:] < valid))
+    rows = [int(np.argmax(bad))] if bad.any() else []
+    refused = np.flatnonzero(_REFUSED[blob])
+    if len(refused):
+        rows.append(int(np.searchsorted(offsets, refused[0], side="right")) - 1)
+    if valid < len(blob):
+        rows.append(int(np.searchsorted(offsets, valid, side="right")) - 1)
+    return min(rows) if rows else None
 
 
 def id_rank(video_id: str) -> int:

@@ -37,10 +37,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -50,12 +50,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from decembert_cli.data.clip_table import ClipTable, Strings
+from decembert_cli.data.clip_table import ClipTable, Strings, first_unsafe_id
 from decembert_cli.data.howto100m import BadVideo, CaptionSource, open_captions
-from decembert_cli.data.scan import DataReport, VideoRecord, captions_path, open_howto100m, usable_video, video_list
-from decembert_cli.data.video_store import VideoStore, resolve
+from decembert_cli.data.scan import (
+    DataReport,
+    VideoRecord,
+    captions_path,
+    open_howto100m,
+    shown_id,
+    usable_video,
+    video_list,
+)
+from decembert_cli.data.video_store import VideoStore, expand_user, resolve
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_text
+from decembert_cli.io import atomic_write_text, decode_json, folder_lock
 
 if TYPE_CHECKING:
     from decembert_cli.config.schema import DataConfig
@@ -90,7 +98,7 @@ class IndexedCorpus:
             raise DecembertError(
                 "data.root is not set: --set data.root=DIR (the folder with the captions and features)"
             )
-        return Path(config.root).expanduser()
+        return expand_user(config.root, "data.root")
 
     def alignment(self, root: Path) -> tuple[dict[str, list[int]], Path] | None:
         """Per video, the clip each caption truly describes (and the file it came from); None: unknown."""
@@ -131,7 +139,7 @@ class _Corpus:
 
 
 def index_dir(config: DataConfig, root: Path) -> Path:
-    return resolve(root, config.index) if config.index else root / INDEX_DIR
+    return resolve(root, config.index, "data.index") if config.index else root / INDEX_DIR
 
 
 def _stat(path: Path | None, root: Path) -> dict[str, Any] | None:
@@ -167,7 +175,7 @@ def _open(corpus: IndexedCorpus, config: DataConfig, dims: tuple[int, int], toke
     if config.min_clips < 1:
         raise DecembertError(f"data.min_clips must be at least 1, got {config.min_clips}")
     wanted = video_list(store.root, config.videos_csv)
-    videos_csv = resolve(store.root, config.videos_csv) if wanted is not None else None
+    videos_csv = resolve(store.root, config.videos_csv, "data.videos_csv") if wanted is not None else None
     trim = config.trim_overlap == "on" or (config.trim_overlap == "auto" and captions.name.startswith("raw_"))
     known = corpus.alignment(store.root)
     fingerprint = {
@@ -222,33 +230,74 @@ def _differences(built: dict[str, Any], now: dict[str, Any]) -> tuple[list[str],
 def _locked(folder: Path) -> Iterator[None]:
     """Hold the index folder's lock (one builder at a time; other ranks wait, then read what it built)."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / ".lock", "a")  # noqa: SIM115 (held for the whole block)
-    except OSError as exc:
-        raise DecembertError(
-            f"cannot write the corpus index to {folder} ({exc.strerror}); set --set data.index=DIR to a writable folder"
-        ) from None
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
+        with folder_lock(folder, wait=True):
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except DecembertError as exc:
+        if not str(exc).startswith("cannot write into"):
+            raise
+        raise DecembertError(f"{exc}: set --set data.index=DIR to a writable folder for the corpus index") from None
+
+
+class _Damaged(DecembertError):
+    """A file of the index is not as the index wrote it (cut short, edited, missing); `open_index` adds
+    how to repair it."""
+
+    def __init__(self, message: str, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+_VERSION = re.compile(r"v[0-9]+")  # a version folder's name (never a path)
+
+
+def _read_json(path: Path) -> Any:
+    """One of the index's JSON files; missing, unreadable or not JSON is `_Damaged`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _Damaged(f"{path} is missing", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _Damaged(f"{path} is unreadable ({exc})", path) from None
+    try:
+        return decode_json(text, str(path))
+    except DecembertError as exc:
+        raise _Damaged(str(exc), path) from None
+
+
+def _field(data: dict[str, Any], key: str, kind: type, path: Path, name: str = "") -> Any:
+    """data[key] when it is a `kind` (an int: not a bool, not negative); else `_Damaged` naming the file and key."""
+    value = data.get(key)
+    if not isinstance(value, kind) or (isinstance(value, int) and (isinstance(value, bool) or value < 0)):
+        found = "missing" if key not in data else f"{json.dumps(value)[:40]}"
+        expected = {dict: "an object", str: "a string", int: "a count", list: "a list"}[kind]
+        raise _Damaged(f"{path}: '{name or key}' is {found}, expected {expected}", path)
+    return value
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The index's manifest, its structure checked; None when there is none (no index yet)."""
     path = folder / "manifest.json"
     if not path.is_file():
         return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DecembertError(f"{path} is unreadable ({exc}); delete {folder} and build the index again") from None
-    if not isinstance(manifest, dict) or manifest.get("fingerprint", {}).get("format") != INDEX_FORMAT:
+    manifest = _read_json(path)
+    if not isinstance(manifest, dict):
+        raise _Damaged(f"{path}: expected a JSON object, got {type(manifest).__name__}", path)
+    fingerprint = _field(manifest, "fingerprint", dict, path)
+    if fingerprint.get("format") != INDEX_FORMAT:
         raise DecembertError(
             f"{folder} is not a {INDEX_FORMAT} corpus index; delete it, or rebuild it with "
             "`decembert data index CORPUS --rebuild`"
         )
+    for key in ("sources", "settings"):
+        _field(fingerprint, key, dict, path, f"fingerprint.{key}")
+    _field(fingerprint, "root", str, path, "fingerprint.root")
+    version = _field(manifest, "version", str, path)
+    if not _VERSION.fullmatch(version):
+        raise _Damaged(f"{path}: 'version' is {version!r}, expected a version folder's name (v1, v2, ...)", path)
+    if not (folder / version).is_dir():
+        raise _Damaged(f"{path}: 'version' is {version!r}, but {folder / version} does not exist", path)
+    for key in ("videos", "clips"):
+        _field(manifest, key, int, path)
     return manifest
 
 
@@ -268,37 +317,51 @@ def open_index(
 
     mode "open": build the index when there is none, refuse a stale one; "update": also bring a
     stale one up to date (new and previously skipped videos examined); "rebuild": scan everything.
-    workers: processes that build parts (0: as many as there are CPUs, at most 8)."""
+    workers: processes that build parts (0: as many as there are CPUs, at most 8).
+    A damaged index (a file cut short, edited or missing) is one error naming the file and how to repair it."""
     job = _open(corpus, config, dims, tokenizer)
     folder = index_dir(job.config, job.store.root)
     new = not folder.exists()
-    with _locked(folder):
-        try:
-            manifest = None if mode == "rebuild" else _read_manifest(folder)
-            if manifest is not None:
-                job.store.require_folders()
-                sources, settings = _differences(manifest["fingerprint"], job.fingerprint)
-                if sources or settings:  # (a corpus moved with its index and mtimes has neither)
-                    if mode != "update" or settings or manifest["fingerprint"].get("root") != job.fingerprint["root"]:
-                        raise _stale(folder, name, job, manifest, sources, settings)
-                    manifest = _build(job, folder, manifest, workers, part_videos, progress)
-            else:
-                manifest = _build(job, folder, None, workers, part_videos, progress)
-        except DecembertError:
-            if new and not list(folder.glob("build/part-*")):
-                shutil.rmtree(folder, ignore_errors=True)  # an error before any work leaves nothing behind
-            raise
-        table, report = _load(folder, manifest, job.store)
+    try:
+        with _locked(folder):
+            try:
+                manifest = None if mode == "rebuild" else _read_manifest(folder)
+                if manifest is not None:
+                    job.store.require_folders()
+                    sources, settings = _differences(manifest["fingerprint"], job.fingerprint)
+                    if sources or settings:  # (a corpus moved with its index and mtimes has neither)
+                        if mode != "update" or settings or manifest["fingerprint"]["root"] != job.fingerprint["root"]:
+                            raise _stale(folder, name, job, manifest, sources, settings)
+                        manifest = _build(job, folder, manifest, workers, part_videos, progress)
+                else:
+                    manifest = _build(job, folder, None, workers, part_videos, progress)
+            except DecembertError:
+                if new and not list(folder.glob("build/part-*")):
+                    shutil.rmtree(folder, ignore_errors=True)  # an error before any work leaves nothing behind
+                raise
+            table, report = _load(folder, manifest, job.store, len(tokenizer))
+    except _Damaged as exc:
+        work = folder / "build"
+        repair = (
+            f"delete {work} (an interrupted build's parts) and run the command again"
+            if work in exc.path.parents
+            else f"rebuild it: {_command(name, job)} --rebuild (with the same --set options as this run)"
+        )
+        raise DecembertError(f"{exc}; the corpus index {folder} is damaged, {repair}") from None
     if len(table) == 0:
         raise DecembertError(f"no usable video in {job.store.root}: {report['skipped'] or 'no captioned videos'}")
     return table, report, folder
+
+
+def _command(name: str, job: _Corpus) -> str:
+    return f"decembert data index {name} --set data.root={job.store.root}"
 
 
 def _stale(
     folder: Path, name: str, job: _Corpus, manifest: dict[str, Any], sources: list[str], settings: list[str]
 ) -> DecembertError:
     root = job.store.root
-    command = f"decembert data index {name} --set data.root={root}"
+    command = _command(name, job)
     if manifest["fingerprint"].get("root") != job.fingerprint["root"]:
         return DecembertError(
             f"{folder} indexes another corpus ({manifest['fingerprint'].get('root')}), not {root}; "
@@ -329,20 +392,22 @@ def _build(
     job.store.require_folders()
     wanted = video_list(job.store.root, job.config.videos_csv)
     job.ids = sorted(v for v in source.ids() if wanted is None or v in wanted)
-    kept: set[str] = set()
-    if base is not None:
-        old = Strings(*(np.load(folder / base["version"] / f"{c}.npy", mmap_mode="r") for c in COLUMNS[:2]))
-        kept = set(old) & set(job.ids)
+    # the current version (folder, table), whose videos still captioned are kept
+    prior = (
+        None if base is None else (folder / base["version"], _read_table(folder / base["version"], len(job.tokenizer)))
+    )
+    kept = set() if prior is None else set(prior[1].video_ids) & set(job.ids)
     todo = [v for v in job.ids if v not in kept]
     work = folder / "build"
     plan = {
         "fingerprint": job.fingerprint,
         "base": base["version"] if base else None,
-        "todo": hashlib.sha1("\n".join(todo).encode("utf-8")).hexdigest(),
+        # (surrogatepass: an id from a file name that is not UTF-8, skipped as unsafe, still counts here)
+        "todo": hashlib.sha1("\n".join(todo).encode("utf-8", "surrogatepass")).hexdigest(),
         "part_videos": part_videos,
     }
     plan_file = work / "plan.json"
-    if not (plan_file.is_file() and json.loads(plan_file.read_text(encoding="utf-8")) == plan):
+    if _read_plan(plan_file) != plan:  # another build's parts, or none: start over
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         atomic_write_text(plan_file, json.dumps(plan, indent=1) + "\n")
@@ -350,7 +415,7 @@ def _build(
     reused = _run_parts(job, source, work, parts, workers, progress)
     versions = [int(p.name[1:]) for p in folder.glob("v*") if p.name[1:].isdigit()]
     version = f"v{max(versions, default=0) + 1}"  # a new folder: the current one stays valid until the manifest moves
-    manifest = _merge(job, folder, work, len(parts), base, kept, version)
+    manifest = _merge(job, folder, work, len(parts), prior, kept, version)
     manifest["build_seconds"] = round(time.perf_counter() - began, 2)
     manifest["examined"] = len(todo)
     manifest["parts"] = {"built": len(parts) - reused, "reused from an interrupted build": reused}
@@ -360,6 +425,17 @@ def _build(
             shutil.rmtree(old_version, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+def _read_plan(path: Path) -> Any:
+    """An interrupted build's plan; None when there is none or it cannot be read, so that the build starts
+    over (the plan only says which finished parts may be reused)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 _JOB: tuple[_Corpus, CaptionSource, Path, list[list[str]]] | None = None  # set before forking the part workers
@@ -413,8 +489,7 @@ def _index_part(n: int) -> int:
     for video_id in parts[n]:
         report = DataReport()
         try:
-            raw = source.get(video_id)
-            records.append(usable_video(job.store, video_id, raw, job.trim, job.config.min_clips, report))
+            records.append(usable_video(job.store, video_id, source, job.trim, job.config.min_clips, report))
         except BadVideo as problem:
             skipped[video_id] = [problem.kind, str(problem)]
         if report.fixed:
@@ -451,29 +526,189 @@ def _columns(table: ClipTable) -> dict[str, np.ndarray]:
     return {c: np.asarray(values[c]) for c in COLUMNS}
 
 
-def _read_table(folder: Path) -> ClipTable:
-    arrays = {c: np.load(folder / f"{c}.npy", mmap_mode="r") for c in COLUMNS}
-    return ClipTable(
-        video_ids=Strings(arrays["id_blob"], arrays["id_offsets"]),
-        **{c: arrays[c] for c in COLUMNS[2:]},
+# Each column's dtypes (tokens: uint16, or int32 for vocabularies over 65,536; an empty part's are uint16)
+_DTYPES: dict[str, tuple[type, ...]] = {
+    "id_blob": (np.uint8,),
+    "id_offsets": (np.int64,),
+    "seconds": (np.int32,),
+    "rank": (np.uint64,),
+    "clip_offsets": (np.int64,),
+    "start": (np.float64,),
+    "end": (np.float64,),
+    "token_offsets": (np.int64,),
+    "tokens": (np.uint16, np.int32),
+    "aligned": (np.int32,),
+}
+_CHUNK = 1 << 22  # elements per read when a check scans a whole column (bounded temporaries)
+
+
+def _column(path: Path) -> np.ndarray:
+    """One column, memory-mapped: a complete 1-D .npy array of its dtype, else `_Damaged`."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise _Damaged(f"{path} is missing", path) from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise _Damaged(f"{path} is not a complete .npy array ({exc})", path) from None
+    dtypes = _DTYPES[path.stem]
+    if not isinstance(array, np.ndarray) or array.ndim != 1 or array.dtype not in [np.dtype(d) for d in dtypes]:
+        found = f"a {array.ndim}-D {array.dtype} array" if isinstance(array, np.ndarray) else "not one array"
+        expected = " or ".join(np.dtype(d).name for d in dtypes)
+        raise _Damaged(f"{path}: {found}, expected 1-D {expected}", path)
+    return array
+
+
+def _first(column: np.ndarray, bad: Callable[[np.ndarray], np.ndarray]) -> int | None:
+    """The first i where bad(column[i]) holds, read chunk by chunk; None when it never does."""
+    for first in range(0, len(column), _CHUNK):
+        hits = np.flatnonzero(bad(np.asarray(column[first : first + _CHUNK])))
+        if len(hits):
+            return first + int(hits[0])
+    return None
+
+
+def _check_offsets(path: Path, offsets: np.ndarray, length: int, of: str) -> None:
+    """Offsets into `of` (of `length` entries): from 0, rising (no entry is empty), ending at `length`."""
+    where = ""
+    rises = len(offsets) > 0 and offsets[0] == 0 and offsets[-1] == length
+    for first in range(0, len(offsets) - 1, _CHUNK) if rises else ():
+        chunk = np.asarray(offsets[first : first + _CHUNK + 1])
+        falls = np.flatnonzero(chunk[1:] <= chunk[:-1])
+        if len(falls):
+            at = first + int(falls[0]) + 1
+            rises, where = False, f"; entry {at} is {offsets[at]} after {offsets[at - 1]}"
+            break
+    if not rises:
+        raise _Damaged(f"{path}: offsets must rise from 0 to {length} (the length of {of}){where}", path)
+
+
+VERIFIED = ".verified.json"  # the column files whose values were checked: {"vocab", "files": {name: [size, mtime]}}
+
+
+def _fingerprint(folder: Path, vocab: int) -> dict[str, Any]:
+    files = {}
+    for c in COLUMNS:
+        info = (folder / f"{c}.npy").stat()
+        files[c] = [info.st_size, info.st_mtime_ns]
+    return {"vocab": vocab, "files": files}
+
+
+def _read_table(folder: Path, vocab: int) -> ClipTable:
+    """A version's (or a build part's) columns, memory-mapped and checked before any is used: the type and
+    shape of each (complete 1-D .npy arrays of their dtypes, lengths that agree), then their values (offsets,
+    ids that `io.safe_id` accepts, feature lengths, clip times, token ids inside the `vocab` ids of
+    model.tokenizer). Anything else is `_Damaged`, naming the file. The value scans read every column (about
+    a second for HowTo100M's 136M clips in the page cache, minutes from a cold network disk), so they run
+    once per set of files: FOLDER/.verified.json records the sizes and modification times they passed with
+    (where the folder is writable), and a later open with the same files skips them; start-up stays flat."""
+    arrays = {c: _column(folder / f"{c}.npy") for c in COLUMNS}
+    videos, clips = len(arrays["seconds"]), len(arrays["start"])
+    lengths = {
+        "id_offsets": (videos + 1, "one per video and one"),
+        "rank": (videos, "one per video, as seconds.npy"),
+        "clip_offsets": (videos + 1, "one per video and one"),
+        "end": (clips, "one per clip, as start.npy"),
+        "token_offsets": (clips + 1, "one per clip and one"),
+        "aligned": (clips, "one per clip, as start.npy"),
+    }
+    for c, (n, why) in lengths.items():
+        if len(arrays[c]) != n:
+            raise _Damaged(f"{folder / c}.npy: {len(arrays[c])} entries, expected {n} ({why})", folder / f"{c}.npy")
+    ids = Strings(arrays["id_blob"], arrays["id_offsets"])
+    table = ClipTable(
+        video_ids=ids,
+        seconds=arrays["seconds"],
+        rank=arrays["rank"],
+        clip_offsets=arrays["clip_offsets"],
+        start=arrays["start"],
+        end=arrays["end"],
+        token_offsets=arrays["token_offsets"],
+        tokens=arrays["tokens"],
+        aligned=arrays["aligned"],
     )
+    stamp = _fingerprint(folder, vocab)
+    if _read_stamp(folder / VERIFIED) == stamp:
+        return table
+    _check_values(folder, arrays, ids, vocab)
+    with contextlib.suppress(OSError, DecembertError):  # a read-only index is checked at every open
+        atomic_write_text(folder / VERIFIED, json.dumps(stamp) + "\n")
+    return table
+
+
+def _read_stamp(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _check_values(folder: Path, arrays: dict[str, np.ndarray], ids: Strings, vocab: int) -> None:
+    """`_read_table`'s value scans."""
+    _check_offsets(folder / "id_offsets.npy", ids.offsets, len(ids.blob), "id_blob.npy")
+    _check_offsets(folder / "clip_offsets.npy", arrays["clip_offsets"], len(arrays["start"]), "start.npy")
+    _check_offsets(folder / "token_offsets.npy", arrays["token_offsets"], len(arrays["tokens"]), "tokens.npy")
+    row = first_unsafe_id(ids)
+    if row is not None:
+        text = bytes(ids.blob[ids.offsets[row] : ids.offsets[row + 1]]).decode("utf-8", "backslashreplace")
+        path = folder / "id_blob.npy"
+        raise _Damaged(f"{path}: the id of video {row}, {shown_id(text)}, is not a file name", path)
+    seconds = arrays["seconds"]
+    short = _first(seconds, lambda x: x < 1)
+    if short is not None:
+        path = folder / "seconds.npy"
+        raise _Damaged(f"{path}: video {short} has {seconds[short]} seconds of features, expected at least 1", path)
+    for c in ("start", "end"):  # (NaN fails both comparisons)
+        clip = _first(arrays[c], lambda x: ~((x >= 0) & (x < np.inf)))
+        if clip is not None:
+            path = folder / f"{c}.npy"
+            raise _Damaged(f"{path}: clip {clip} is at {arrays[c][clip]}, not a time in seconds", path)
+    tokens = arrays["tokens"]
+    if len(tokens) and not 0 <= int(tokens.min()) <= int(tokens.max()) < vocab:  # (no temporary: cheap)
+        entry = _first(tokens, lambda t: (t < 0) | (t >= vocab))
+        path = folder / "tokens.npy"
+        raise _Damaged(
+            f"{path}: token id {tokens[entry]} (entry {entry}) is outside model.tokenizer's vocabulary of {vocab} ids",
+            path,
+        )
+
+
+def _read_videos(path: Path) -> dict[str, Any]:
+    """A version's (or part's) videos.json: {"skipped": {id: [kind, reason]}, "fixes": {id: {kind: count}}}."""
+    videos = _read_json(path)
+    if not isinstance(videos, dict):
+        raise _Damaged(f"{path}: expected a JSON object, got {type(videos).__name__}", path)
+    skipped, fixes = _field(videos, "skipped", dict, path), _field(videos, "fixes", dict, path)
+    for video_id, entry in skipped.items():
+        if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)):
+            raise _Damaged(f"{path}: 'skipped' of {shown_id(video_id)} is not [kind, reason]", path)
+    for video_id, counts in fixes.items():
+        if not (isinstance(counts, dict) and all(isinstance(n, int) for n in counts.values())):
+            raise _Damaged(f"{path}: 'fixes' of {shown_id(video_id)} is not {{kind: count}}", path)
+    return videos
 
 
 def _merge(
-    job: _Corpus, folder: Path, work: Path, n_parts: int, base: dict[str, Any] | None, kept: set[str], version: str
+    job: _Corpus,
+    folder: Path,
+    work: Path,
+    n_parts: int,
+    base: tuple[Path, ClipTable] | None,
+    kept: set[str],
+    version: str,
 ) -> dict[str, Any]:
-    """Write the next version: the base's kept videos and every part's, in video-id order, with the report."""
+    """Write the next version: the `kept` videos of the base (version folder, table) and every part's, in
+    video-id order, with the report."""
     sources: list[ClipTable] = []
     skipped: dict[str, list[str]] = {}
     fixes: dict[str, dict[str, int]] = {}
     if base is not None:
-        sources.append(_read_table(folder / base["version"]))
-        old = json.loads((folder / base["version"] / "videos.json").read_text(encoding="utf-8"))
+        sources.append(base[1])
+        old = _read_videos(base[0] / "videos.json")
         fixes.update({v: f for v, f in old["fixes"].items() if v in kept})
     for n in range(n_parts):
         part = work / f"part-{n:06d}"
-        sources.append(_read_table(part))
-        found = json.loads((part / "videos.json").read_text(encoding="utf-8"))
+        sources.append(_read_table(part, len(job.tokenizer)))
+        found = _read_videos(part / "videos.json")
         skipped.update(found["skipped"])
         fixes.update(found["fixes"])
     rows = [
@@ -560,7 +795,7 @@ def _report(used: int, skipped: dict[str, list[str]], fixes: dict[str, dict[str,
         if video_id in skipped:
             kind, reason = skipped[video_id]
             skip_counts[kind] += 1
-            examples.setdefault(kind, f"{video_id}: {reason}")
+            examples.setdefault(kind, f"{shown_id(video_id)}: {reason}")
     return {
         "videos_seen": used + len(skipped),
         "videos_used": used,
@@ -570,9 +805,33 @@ def _report(used: int, skipped: dict[str, list[str]], fixes: dict[str, dict[str,
     }
 
 
-def _load(folder: Path, manifest: dict[str, Any], store: VideoStore) -> tuple[ClipTable, dict[str, Any]]:
+def _read_report(path: Path) -> dict[str, Any]:
+    """A version's report.json, as `DataReport.as_dict` wrote it."""
+    report = _read_json(path)
+    if not isinstance(report, dict):
+        raise _Damaged(f"{path}: expected a JSON object, got {type(report).__name__}", path)
+    for key in ("videos_seen", "videos_used"):
+        _field(report, key, int, path)
+    for key, kind in (("skipped", int), ("fixed", int), ("examples", str)):
+        entries = _field(report, key, dict, path)
+        if not all(isinstance(v, kind) and not isinstance(v, bool) for v in entries.values()):
+            raise _Damaged(f"{path}: '{key}' holds a value that is not a {kind.__name__}", path)
+    return report
+
+
+def _load(folder: Path, manifest: dict[str, Any], store: VideoStore, vocab: int) -> tuple[ClipTable, dict[str, Any]]:
+    """The current version's table and data report, checked against each other and the manifest."""
     version = folder / manifest["version"]
-    table = _read_table(version)
+    table = _read_table(version, vocab)
+    if (len(table), table.n_clips) != (manifest["videos"], manifest["clips"]):
+        raise _Damaged(
+            f"{folder / 'manifest.json'}: 'videos' {manifest['videos']} and 'clips' {manifest['clips']}, but "
+            f"{version} holds {len(table)} videos and {table.n_clips} clips",
+            folder / "manifest.json",
+        )
     table.store = store
-    report = json.loads((version / "report.json").read_text(encoding="utf-8"))
+    report = _read_report(version / "report.json")
+    if report["videos_used"] != len(table):
+        path = version / "report.json"
+        raise _Damaged(f"{path}: 'videos_used' is {report['videos_used']}, but the index holds {len(table)}", path)
     return table, report

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import pickle
 import re
+import reprlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy_format
 
+from decembert_cli.config.loader import check_value
+from decembert_cli.config.schema import Interval, NonNegative
 from decembert_cli.data.howto100m import BadVideo, collapse_spaces
+from decembert_cli.densecap.regions import Region
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import decode_json
 
@@ -114,6 +118,17 @@ def store_record(video_id: str, interval: float, frames: list[dict], meta: dict)
     return {"format": STORE_FORMAT, "video_id": video_id, "interval": interval, **meta, "frames": frames}
 
 
+def _store_file(path: Path) -> tuple[dict[str, Any], float]:
+    """One video's record of our store, parsed, and its interval, checked as `data.dense_interval` is."""
+    try:
+        data = decode_json(path.read_text(encoding="utf-8"), path.name)
+    except (OSError, UnicodeDecodeError, DecembertError) as exc:
+        raise BadVideo(f"dense captions {path.name} unreadable ({exc})", "dense captions unreadable") from None
+    if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
+        raise BadVideo(f"dense captions {path.name}: not a {STORE_FORMAT} file", "dense captions unreadable")
+    return data, _checked(data.get("interval"), Interval, f"dense captions {path.name}: interval (seconds)")
+
+
 def read_store_json(path: str | Path) -> tuple[list[list[str]], float]:
     """(frames, seconds between frames) from one video's file in our dense-caption store (JSON).
 
@@ -123,13 +138,8 @@ def read_store_json(path: str | Path) -> tuple[list[list[str]], float]:
     model and its hash, settings) are metadata.
     """
     path = Path(path)
-    try:
-        data = decode_json(path.read_text(encoding="utf-8"), path.name)
-    except (OSError, UnicodeDecodeError, DecembertError) as exc:
-        raise BadVideo(f"dense captions {path.name} unreadable ({exc})", "dense captions unreadable") from None
-    if not isinstance(data, dict) or data.get("format") != STORE_FORMAT:
-        raise BadVideo(f"dense captions {path.name}: not a {STORE_FORMAT} file", "dense captions unreadable")
-    frames, interval = data.get("frames"), data.get("interval")
+    data, interval = _store_file(path)
+    frames = data.get("frames")
     if isinstance(frames, list):
         try:
             frames = [f if isinstance(f, list) else [r["caption"] for r in f["regions"]] for f in frames]
@@ -141,11 +151,54 @@ def read_store_json(path: str | Path) -> tuple[list[list[str]], float]:
             "or of {'regions': [{'caption': ...}]}",
             "dense captions unreadable",
         )
-    if not isinstance(interval, (int, float)) or interval <= 0:
-        raise BadVideo(
-            f"dense captions {path.name}: 'interval' must be a positive number of seconds", "dense captions unreadable"
-        )
-    return [[_as_text(c) for c in frame] for frame in frames], float(interval)
+    return [[_as_text(c) for c in frame] for frame in frames], interval
+
+
+def read_store_regions(path: str | Path) -> tuple[list[tuple[float, list[Region]]], float]:
+    """(frames as (time, regions), interval) from one record of our store, every field checked (for
+    drawing the boxes); a frame that is a plain caption list is at its index x interval, without boxes."""
+    path = Path(path)
+    data, interval = _store_file(path)
+    frames = data.get("frames")
+    if not isinstance(frames, list):
+        raise BadVideo(f"dense captions {path.name}: 'frames' must be a list", "dense captions unreadable")
+    out = []
+    for i, frame in enumerate(frames):
+        where = f"dense captions {path.name}: frame {i}"
+        if isinstance(frame, list):
+            out.append((i * interval, [Region(_as_text(c), None) for c in frame]))
+            continue
+        if not isinstance(frame, dict):
+            raise _damaged(f"{where}: expected {{'time': ..., 'regions': [...]}}, got {reprlib.repr(frame)}")
+        time = _checked(frame.get("time"), NonNegative, f"{where}: time (seconds)")
+        regions = frame.get("regions")
+        if not isinstance(regions, list):
+            raise _damaged(f"{where}: 'regions' must be a list, got {reprlib.repr(regions)}")
+        out.append((time, [_region(r, f"{where}, region {j}") for j, r in enumerate(regions)]))
+    return out, interval
+
+
+def _region(entry: object, where: str) -> Region:
+    """One region of a store record: a caption and a box of 4 finite numbers (or null)."""
+    if not isinstance(entry, dict) or "caption" not in entry:
+        raise _damaged(f"{where}: expected {{'caption': ..., 'box': ...}}, got {reprlib.repr(entry)}")
+    box = entry.get("box")
+    if box is None:
+        return Region(_as_text(entry["caption"]), None)
+    xyxy = _checked(box, tuple[float, float, float, float], f"{where}: box")  # [x1, y1, x2, y2] in pixels
+    return Region(_as_text(entry["caption"]), xyxy)
+
+
+def _checked(value: Any, kind: Any, where: str) -> Any:
+    """`check_value` for a field of a store record: its error is the video's."""
+    try:
+        return check_value(value, kind, where)
+    except DecembertError as exc:
+        raise _damaged(str(exc)) from None
+
+
+def _damaged(reason: str) -> BadVideo:
+    return BadVideo(reason, "dense captions unreadable")
 
 
 def read_dense_captions(path: str | Path, default_interval: float) -> tuple[list[list[str]], float]:

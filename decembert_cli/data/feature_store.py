@@ -15,15 +15,16 @@ Every .npy is written atomically, so a file that exists is complete.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from decembert_cli.config.loader import check_value
+from decembert_cli.config.schema import Count, Rate
 from decembert_cli.data.jobs import keep_settings
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_bytes
+from decembert_cli.io import atomic_write_bytes, decode_json
 
 FEATURES_FORMAT = "decembert.features/1"
 STREAM_FILE = "stream.json"
@@ -31,13 +32,16 @@ LAYOUTS = ("decembert", "howto100m")
 
 
 def read_stream_meta(folder: Path) -> dict[str, Any] | None:
-    """The stream.json of a feature folder, or None when it has none (HowTo100M's own folders)."""
+    """The stream.json of a feature folder, or None when it has none (HowTo100M's own folders).
+
+    Its `rate` (features per second, a `Rate`) and `dim` (a `Count`) are checked: every reader
+    divides by the one and builds the model of the other."""
     path = Path(folder) / STREAM_FILE
     if not path.is_file():
         return None
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        meta = decode_json(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError) as exc:
         raise DecembertError(
             f"cannot read {path} ({exc}); delete it if the folder holds HowTo100M's own features"
         ) from None
@@ -46,6 +50,10 @@ def read_stream_meta(folder: Path) -> dict[str, Any] | None:
             f"{path} is not a {FEATURES_FORMAT} stream file "
             f"(format {meta.get('format') if isinstance(meta, dict) else None!r})"
         )
+    for key, kind, what in (("rate", Rate, "features per second"), ("dim", Count, "the width of a feature")):
+        if key not in meta:
+            raise DecembertError(f"{path}: {key} is missing ({what}); extract the features again, or write it")
+        meta[key] = check_value(meta[key], kind, f"{path}: {key} ({what})")
     return meta
 
 

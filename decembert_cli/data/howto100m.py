@@ -3,6 +3,7 @@
 Captions (DATA_FORMATS.md):
 - `caption.json` / `raw_caption.json`: {video_id: {"start": [..], "end": [..], "text": [..]}}
 - `howto100m_captions.zip` or its extracted folder: one `{video_id}.csv` per video, header start,end,text
+  (UTF-8, a leading BOM allowed)
 
 Features: one `.npy` per video and stream, shape (T, 2048); 2D at 1 feature/s, 3D at 1.5 features/s
 (16-frame clips at 24 fps), resampled here onto the 1 s grid (3D index = floor(t * 24 / 16)).
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import csv
 import io
+import lzma
 import math
 import re
 import unicodedata
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +71,7 @@ class JsonCaptions:
 
     def __init__(self, path: Path) -> None:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # (a BOM, as some editors save UTF-8, is not JSON)
         except (OSError, UnicodeDecodeError) as exc:
             raise DecembertError(f"cannot read {path}: {exc}") from None
         data = decode_json(text, str(path))
@@ -96,23 +99,37 @@ class JsonCaptions:
         )
 
 
-def _parse_csv(text: str, where: str, video_id: str) -> VideoCaptions:
+def _parse_csv(data: bytes, where: str, video_id: str) -> VideoCaptions:
+    """One caption CSV, from its bytes: UTF-8 (a leading BOM, as spreadsheet tools write it, is dropped), header
+    start,end,text. Not UTF-8, or a line the csv module refuses (a field over its 128 KiB limit: no caption
+    is that long), and the video is skipped."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise BadVideo(
+            f"{where} line {line}: not UTF-8 (byte {data[exc.start]:#04x}); save it as UTF-8",
+            "caption file not in UTF-8",
+        ) from None
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None or [h.strip().lower() for h in header[:3]] != ["start", "end", "text"]:
-        raise BadVideo(f"{where}: header is {header!r}, expected start,end,text", "malformed caption file")
     # the times as read (strings): clean_captions checks and converts them, as it does JSON's values
     start: list[Any] = []
     end: list[Any] = []
     texts: list[str] = []
-    for line_no, row in enumerate(reader, start=2):
-        if not row:
-            continue
-        if len(row) < 2:
-            raise BadVideo(f"{where} line {line_no}: expected start,end,text", "malformed caption file")
-        start.append(row[0])
-        end.append(row[1])
-        texts.append(",".join(row[2:]))  # an unquoted comma in the text
+    try:
+        header = next(reader, None)
+        if header is None or [h.strip().lower() for h in header[:3]] != ["start", "end", "text"]:
+            raise BadVideo(f"{where}: header is {header!r}, expected start,end,text", "malformed caption file")
+        for row in reader:
+            if not row:
+                continue
+            if len(row) < 2:
+                raise BadVideo(f"{where} line {reader.line_num}: expected start,end,text", "malformed caption file")
+            start.append(row[0])
+            end.append(row[1])
+            texts.append(",".join(row[2:]))  # an unquoted comma in the text
+    except csv.Error as exc:
+        raise BadVideo(f"{where} line {reader.line_num}: {exc}", "malformed caption file") from None
     return VideoCaptions(video_id, start, end, texts)
 
 
@@ -131,10 +148,26 @@ class CsvFolderCaptions:
     def get(self, video_id: str) -> VideoCaptions:
         path = self.folder / f"{video_id}.csv"
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            if not path.is_file():  # a pipe would block the read forever
+                raise BadVideo(f"{path.name} is not a regular file", "caption file unreadable")
+            data = path.read_bytes()
         except OSError as exc:
             raise BadVideo(f"cannot read {path.name}: {exc.strerror}", "caption file unreadable") from None
-        return _parse_csv(text, path.name, video_id)
+        return _parse_csv(data, path.name, video_id)
+
+
+# What ZipFile.read raises for one bad member: damaged data (CRC, zlib, bz2 as OSError, lzma, cut short),
+# encrypted (RuntimeError: a password is needed), an unknown compression method (NotImplementedError)
+_MEMBER_ERRORS = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    RuntimeError,
+    NotImplementedError,
+    ValueError,
+)
 
 
 class ZipCaptions:
@@ -143,7 +176,7 @@ class ZipCaptions:
     def __init__(self, path: Path) -> None:
         try:
             self._zip = zipfile.ZipFile(path)
-        except (OSError, zipfile.BadZipFile) as exc:
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
             raise DecembertError(f"{path}: not a readable zip file ({exc})") from None
         self._members = {Path(n).stem: n for n in self._zip.namelist() if n.endswith(".csv")}
         if not self._members:
@@ -158,10 +191,10 @@ class ZipCaptions:
         if name is None:
             raise BadVideo("no caption file", "no captions")
         try:
-            text = self._zip.read(name).decode("utf-8", errors="replace")
-        except (zipfile.BadZipFile, OSError) as exc:
+            data = self._zip.read(name)
+        except _MEMBER_ERRORS as exc:  # e.g. encrypted, or a compression method this Python lacks
             raise BadVideo(f"cannot read {name} from the zip: {exc}", "caption file unreadable") from None
-        return _parse_csv(text, name, video_id)
+        return _parse_csv(data, name, video_id)
 
 
 def open_captions(path: str | Path) -> CaptionSource:
@@ -225,7 +258,9 @@ def clean_captions(raw: VideoCaptions, *, trim_rolling: bool, counts: Counter[st
     `trim_rolling` (raw ASR), and lines without a word are dropped: empty, or without a letter or
     digit once accents are stripped as BERT's tokenizer strips them (`has_word`), since those
     become only [UNK] or punctuation. Accented and other non-ASCII words are kept ("fjällräven",
-    "½ inch"). A line ending before it starts ends at its start. Every fix is added to `counts`.
+    "½ inch"). A line ending before it starts ends at its start. An exact repeat of a line (same
+    start, end and text) is dropped: it is one utterance, not two clips (README, `decembert pretrain`). Every fix is
+    added to `counts`.
     """
     n = (len(raw.start), len(raw.end), len(raw.text))
     if len(set(n)) != 1:
@@ -241,6 +276,7 @@ def clean_captions(raw: VideoCaptions, *, trim_rolling: bool, counts: Counter[st
         counts["videos with unsorted caption starts (sorted)"] += 1
     kept_start, kept_end, kept_text = [], [], []
     previous = ""
+    seen: set[tuple[float, float, str]] = set()
     for i in order:
         if not texts[i]:
             counts["empty caption lines (dropped)"] += 1
@@ -248,6 +284,15 @@ def clean_captions(raw: VideoCaptions, *, trim_rolling: bool, counts: Counter[st
         if not has_word(texts[i]):
             counts["caption lines without a letter or digit (dropped)"] += 1
             continue
+        # An exact repeat is one utterance: the paper's code (which reads lines as they are) would make it a
+        # second, identical clip and its own neighbour among the ASR candidates. Real files hold none (60
+        # official caption CSVs, kept in antoine77340/MIL-NCE_HowTo100M: 0 in 5,950 lines), so dropping
+        # it changes nothing there. A text repeated at another time (15 such lines there) is a second
+        # utterance and stays.
+        if (start[i], end[i], texts[i]) in seen:
+            counts["duplicate caption lines (dropped)"] += 1
+            continue
+        seen.add((start[i], end[i], texts[i]))
         text = trim_overlap(previous, texts[i]) if trim_rolling and previous else texts[i]
         previous = texts[i]
         if not text:
@@ -260,7 +305,9 @@ def clean_captions(raw: VideoCaptions, *, trim_rolling: bool, counts: Counter[st
     return VideoCaptions(raw.video_id, kept_start, kept_end, kept_text)
 
 
-def _load_stream(path: Path, expected_dim: int, stream: str) -> np.ndarray:
+def load_stream(path: Path, expected_dim: int | None, stream: str) -> np.ndarray:
+    """One stream's (T > 0, expected_dim) array of numbers, memory-mapped (any width when `expected_dim`
+    is None); BadVideo says what is wrong with the file."""
     if not path.is_file():
         raise BadVideo(f"{stream} feature file missing ({path.name})", f"{stream} feature file missing")
     try:
@@ -270,12 +317,17 @@ def _load_stream(path: Path, expected_dim: int, stream: str) -> np.ndarray:
             f"{stream} feature file unreadable or truncated ({path.name}: {exc})",
             f"{stream} feature file unreadable or truncated",
         ) from None
+    if array.dtype.kind not in "fiu":  # strings, booleans, records: no float32 row comes of them
+        raise BadVideo(
+            f"{stream} features in {path.name} are not numbers (dtype {array.dtype})",
+            f"{stream} features not numbers",
+        )
     if array.ndim != 2 or array.shape[0] == 0:
         raise BadVideo(
-            f"{stream} features have shape {array.shape}, expected (T > 0, {expected_dim})",
+            f"{stream} features have shape {array.shape}, expected (T > 0, {expected_dim or 'D'})",
             f"{stream} features of the wrong shape",
         )
-    if array.shape[1] != expected_dim:
+    if expected_dim is not None and array.shape[1] != expected_dim:
         raise BadVideo(
             f"{stream} features are {array.shape[1]} wide, "
             f"expected {expected_dim} (model.feature_dim_{stream.lower()})",
@@ -288,8 +340,8 @@ def feature_seconds(
     path_2d: Path, path_3d: Path, *, dim_2d: int = 2048, dim_3d: int = 2048, fps_3d: float = FPS_3D
 ) -> int:
     """Seconds T on the 1 s grid that both streams of one video cover; checks the files' headers only."""
-    f2 = _load_stream(path_2d, dim_2d, "2D")
-    f3 = _load_stream(path_3d, dim_3d, "3D")
+    f2 = load_stream(path_2d, dim_2d, "2D")
+    f3 = load_stream(path_3d, dim_3d, "3D")
     return min(f2.shape[0], int(math.floor((f3.shape[0] - 1) / fps_3d)) + 1)
 
 
@@ -308,8 +360,8 @@ def load_features(
     resampled by index floor(t * fps_3d). `window` = (first second, end second) reads only those
     rows (memory-mapped), clamped to T.
     """
-    f2 = _load_stream(path_2d, dim_2d, "2D")
-    f3 = _load_stream(path_3d, dim_3d, "3D")
+    f2 = load_stream(path_2d, dim_2d, "2D")
+    f3 = load_stream(path_3d, dim_3d, "3D")
     seconds = min(f2.shape[0], int(math.floor((f3.shape[0] - 1) / fps_3d)) + 1)
     first, stop = (0, seconds) if window is None else (max(0, window[0]), min(seconds, window[1]))
     if stop <= first:

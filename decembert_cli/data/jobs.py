@@ -7,6 +7,7 @@ shard appends to its own JSON-lines logs (videos done, failures), which survive 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -20,7 +21,7 @@ from typing import Any
 
 from decembert_cli.data.video import VIDEO_EXTENSIONS
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_bytes, atomic_write_text, safe_id
+from decembert_cli.io import MAX_ID_BYTES, atomic_write_bytes, atomic_write_text, check_store, folder_lock, safe_id
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,17 @@ class Failure:
 
     def as_dict(self) -> dict[str, str]:
         return {"video_id": self.video_id, "path": self.path, "kind": self.kind, "reason": self.reason}
+
+
+def unsafe_id_reason(video_id: str) -> str:
+    """Why an id that `safe_id` refuses cannot name an output file, for its failure entry."""
+    try:
+        size = len(video_id.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: a file name in another encoding (e.g. Latin-1)
+        return f"video id {video_id!r} is not valid UTF-8 (a name in another encoding)"
+    if size > MAX_ID_BYTES:
+        return f"video id {video_id[:40]!r}... is {size} bytes in UTF-8, over the {MAX_ID_BYTES} a file name allows"
+    return f"video id {video_id!r} could write outside the output folder"
 
 
 def _read_list(path: Path) -> list[tuple[str, Path]]:
@@ -98,7 +110,7 @@ def list_videos(inputs: Iterable[Path]) -> tuple[list[VideoJob], list[Failure], 
                     video_id,
                     str(path),
                     "unsafe id",
-                    f"video id {video_id!r} could write outside the output folder; rename it",
+                    f"{unsafe_id_reason(video_id)}; rename it",
                 )
             )
         elif video_id in jobs:
@@ -175,6 +187,15 @@ def log_names(shard: tuple[int, int]) -> tuple[str, str]:
     i, n = shard
     suffix = "" if n == 1 else f".shard-{i:04d}-of-{n:04d}"
     return f"videos{suffix}.jsonl", f"failures{suffix}.jsonl"
+
+
+def store_writer(out: Path, inputs: Iterable[Path], shard: tuple[int, int]) -> contextlib.AbstractContextManager[None]:
+    """The one-writer lock of a store folder for this shard (shards of one run write their own logs, so each
+    has its own lock; a second process on the same shard gets an error naming the first), after checking
+    that no input lies inside the store, where an output could take its name."""
+    check_store(out, [p for p in inputs if not Path(p).expanduser().is_dir()])
+    i, n = shard
+    return folder_lock(out, "" if n == 1 else f"shard-{i:04d}-of-{n:04d}")
 
 
 def check_writable(out: Path) -> None:

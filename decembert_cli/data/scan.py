@@ -9,6 +9,7 @@ keeps the result; corpus plugins return records and `ClipTable.from_records` tur
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -19,11 +20,21 @@ from typing import Any
 import numpy as np
 
 from decembert_cli.config.schema import DataConfig
-from decembert_cli.data.howto100m import BadVideo, VideoCaptions, clean_captions, open_captions
+from decembert_cli.data.howto100m import BadVideo, CaptionSource, VideoCaptions, clean_captions, open_captions
 from decembert_cli.data.video_store import VideoStore, resolve
 from decembert_cli.errors import DecembertError
+from decembert_cli.io import MAX_ID_BYTES, safe_id
 
 CAPTION_FILES = ("caption.json", "raw_caption.json", "howto100m_captions.zip", "howto100m_captions")
+UNSAFE_ID = "unsafe video id"  # the kind counted for an id that is no file name (a path, hidden, too long)
+
+
+def shown_id(video_id: str) -> str:
+    """A video id as a report or an error shows it: as it is when safe, else quoted with its control
+    characters escaped and cut to 60 characters (an id from a file is any string)."""
+    if safe_id(video_id):
+        return video_id
+    return repr(video_id) if len(video_id) <= 60 else f"{video_id[:50]!r}... ({len(video_id)} characters)"
 
 
 @dataclass
@@ -59,11 +70,11 @@ class DataReport:
     def skip(self, video_id: str, problem: BadVideo) -> None:
         if self.strict:
             raise DecembertError(
-                f"video {video_id}: {problem} "
+                f"video {shown_id(video_id)}: {problem} "
                 "(--strict stops at the first bad video; without it, such videos are skipped and counted)"
             )
         self.skipped[problem.kind] += 1
-        self.examples.setdefault(problem.kind, f"{video_id}: {problem}")
+        self.examples.setdefault(problem.kind, f"{shown_id(video_id)}: {problem}")
 
     def fix(self, video_id: str, counts: Counter[str]) -> None:
         if counts and self.strict:
@@ -88,7 +99,7 @@ class DataReport:
 
 def captions_path(root: Path, value: str) -> Path:
     if value != "auto":
-        path = resolve(root, value)
+        path = resolve(root, value, "data.captions")
         if not path.exists():
             raise DecembertError(f"data.captions: {path} not found")
         return path
@@ -99,18 +110,38 @@ def captions_path(root: Path, value: str) -> Path:
 
 
 def video_list(root: Path, value: str) -> set[str] | None:
+    """The ids of data.videos_csv (HowTo100M_v1.csv: a video_id column); None when not set, or when the
+    default file is absent. UTF-8 with or without a BOM; a line the csv module refuses (a field over its
+    128 KiB limit) or bytes that are not UTF-8 are one error naming the line."""
     if not value:
         return None
-    path = resolve(root, value)
+    path = resolve(root, value, "data.videos_csv")
     if not path.is_file():
         if value != DataConfig.videos_csv:
             raise DecembertError(f'data.videos_csv: {path} not found (set it to "" to use every captioned video)')
         return None
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "video_id" not in reader.fieldnames:
-            raise DecembertError(f"{path} line 1: no video_id column (header: {reader.fieldnames})")
-        return {row["video_id"] for row in reader if row.get("video_id")}
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DecembertError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DecembertError(
+            f"{path}, line {line}: not UTF-8 (byte {data[exc.start]:#04x}); save the file as UTF-8"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, [])
+        if "video_id" not in header:
+            raise DecembertError(f"{path}, line 1: no video_id column (header: {header})")
+        column = header.index("video_id")
+        return {row[column] for row in reader if len(row) > column and row[column]}
+    except csv.Error as exc:  # (line_num: the lines read, the bad one included)
+        raise DecembertError(
+            f"{path}, line {reader.line_num}: {exc}; fix or replace the file (data.videos_csv)"
+        ) from None
 
 
 def open_howto100m(
@@ -137,7 +168,7 @@ def open_howto100m(
             progress(n, len(ids))
         report.videos_seen += 1
         try:
-            records.append(usable_video(store, video_id, source.get(video_id), trim, config.min_clips, report))
+            records.append(usable_video(store, video_id, source, trim, config.min_clips, report))
         except BadVideo as problem:
             report.skip(video_id, problem)
     if progress is not None:
@@ -149,12 +180,19 @@ def open_howto100m(
 
 
 def usable_video(
-    store: VideoStore, video_id: str, lines: VideoCaptions, trim: bool, min_clips: int, report: DataReport
+    store: VideoStore, video_id: str, source: CaptionSource, trim: bool, min_clips: int, report: DataReport
 ) -> VideoRecord:
-    """The video's record: its captions cleaned (fixes counted in `report`) and cut to its features.
-    Raises BadVideo when it has too few captions, unreadable features or (when used) no dense captions."""
+    """The video's record: its captions from `source` cleaned (fixes counted in `report`) and cut to its
+    features. Raises BadVideo when its id is no file name (ids are names, never paths: `io.safe_id`),
+    it has too few captions, unreadable features or (when used) no dense captions."""
+    if not safe_id(video_id):
+        raise BadVideo(
+            f"not a file name (a path, a hidden name, a control character or over {MAX_ID_BYTES} bytes); "
+            "its files are never looked for",
+            UNSAFE_ID,
+        )
     counts: Counter[str] = Counter()
-    captions = clean_captions(lines, trim_rolling=trim, counts=counts)
+    captions = clean_captions(source.get(video_id), trim_rolling=trim, counts=counts)
     report.fix(video_id, counts)
     if len(captions) < min_clips:
         raise BadVideo(f"{len(captions)} usable captions, fewer than data.min_clips={min_clips}", "too few clips")

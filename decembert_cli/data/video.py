@@ -1,5 +1,11 @@
 """Video decoding: OpenCV first, PyAV for what OpenCV cannot open; frames sampled on a time grid.
 
+Decoding never kills the process: OpenCV's Python binding segfaults on a path that is not valid UTF-8
+(a file or folder named in Latin-1, say), so such a path goes to PyAV only; both get the absolute path,
+so a relative name such as `pipe:0.mp4` is the file, never an FFmpeg protocol. Neither is given anything
+but a regular file (a FIFO would block). Work is bounded: at most 25 items a second (`MIN_INTERVAL`)
+over at most a day of timestamps, held in memory only while their frames are still arriving.
+
 Frames are decoded once, in order, and only those a request needs are converted to pixels
 (OpenCV's grab/retrieve; PyAV's frame objects), so a video never sits in memory. Times are the
 frames' own presentation timestamps, so variable-frame-rate videos sample at the right instants.
@@ -24,11 +30,15 @@ from typing import Protocol
 
 import numpy as np
 
+from decembert_cli.config.schema import MAX_INTERVAL, MIN_INTERVAL
+from decembert_cli.errors import DecembertError
+
 # OpenCV and its FFmpeg print warnings for every file they cannot open; the failure is reported
 # once, in failures.jsonl, instead (set the variables yourself to see them).
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
+MAX_DURATION = 24 * 3600.0  # seconds of timestamps decoded at most: a longer video is cut into parts first
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".ogv"}
 )
@@ -171,9 +181,21 @@ class _PyAV:
         self._container.close()
 
 
+def opencv_can_name(path: Path) -> bool:
+    """Whether `path` is valid UTF-8 (a name that is not decodes to lone surrogates): OpenCV's binding
+    segfaults on any other path, for reading and writing alike."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def open_video(path: str | Path, decoder: str = "auto") -> _Decoder:
-    """Open `path` with OpenCV (`decoder="opencv"`), PyAV (`"pyav"`) or OpenCV then PyAV (`"auto"`)."""
-    path = Path(path)
+    """Open `path` with OpenCV (`decoder="opencv"`), PyAV (`"pyav"`) or OpenCV then PyAV (`"auto"`).
+
+    A path that is not valid UTF-8 is opened with PyAV only (`auto`), or refused (`opencv`)."""
+    path = Path(os.path.abspath(path))  # (not resolve(): the path stays the one the user gave, symlinks and all)
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -185,6 +207,14 @@ def open_video(path: str | Path, decoder: str = "auto") -> _Decoder:
     if decoder not in ("auto", "opencv", "pyav"):
         raise ValueError(f"decoder {decoder!r}: use auto, opencv or pyav")
     errors = []
+    if not opencv_can_name(path):
+        if decoder == "opencv":
+            raise VideoError(
+                "OpenCV cannot open a path that is not valid UTF-8 (its binding crashes on one); "
+                "use --decoder pyav or auto, or rename the file or folder",
+                "name not UTF-8",
+            )
+        decoder = "pyav"
     for name, cls in (("opencv", _OpenCV), ("pyav", _PyAV)):
         if decoder not in ("auto", name):
             continue
@@ -217,6 +247,13 @@ class Grid:
     offsets: tuple[float, ...]  # frame times relative to the anchor, ascending
     size: int  # output side: resize the short side to `size`, centre-crop `size` x `size` (0: whole frame)
     keep_until_last: bool = False
+
+    def __post_init__(self) -> None:
+        # the last guard of bounded work: options and files are checked against the same range before
+        if not (math.isfinite(self.rate) and 1 / MAX_INTERVAL <= self.rate <= 1 / MIN_INTERVAL):
+            raise DecembertError(
+                f"sampling {self.rate:g} items per second: use one every {MIN_INTERVAL:g} to {MAX_INTERVAL:g} s"
+            )
 
     def times(self, k: int) -> list[float]:
         anchor = (k + self.phase) / self.rate
@@ -295,12 +332,30 @@ class Decoded:
     items: tuple[int, ...] = ()  # items kept per stream
 
 
+class _Pixels:
+    """One decoded frame's pixels: fetched on first use, resized once per stream (`frame(stream)`)."""
+
+    def __init__(self, fetch: Callable[[], np.ndarray], grids: Sequence[Grid]) -> None:
+        self.fetch, self.grids = fetch, grids
+        self.image: np.ndarray | None = None
+        self.resized: dict[int, np.ndarray] = {}
+
+    def __call__(self, stream: int) -> np.ndarray:
+        if stream not in self.resized:
+            if self.image is None:
+                self.image = self.fetch()
+            self.resized[stream] = resize_crop(self.image, self.grids[stream].size)
+        return self.resized[stream]
+
+
 def sample(video: _Decoder, grids: Sequence[Grid], summary: Decoded | None = None) -> Iterator[Sampled]:
     """Decode `video` once and yield every kept item of every grid, in time order per grid.
 
     Items whose frames all arrive are yielded as soon as their last frame is decoded; at the end of
     the video the open items a grid keeps get the last decoded frame for their missing times.
     `summary` (if given) receives the decoded frame count, duration and items kept per stream.
+    Only items still waiting for a frame are held, so a frame shown for long (or a jump in the
+    timestamps) costs time, not memory; a timestamp past `MAX_DURATION` is a VideoError.
     """
     period = 1.0 / video.info.fps
     next_k = [0] * len(grids)
@@ -310,55 +365,54 @@ def sample(video: _Decoder, grids: Sequence[Grid], summary: Decoded | None = Non
     served = [False] * len(grids)  # whether a stream's items have received any frame yet
     frames, end = 0, 0.0
 
-    def open_until(horizon: float) -> None:
-        for s, grid in enumerate(grids):
-            while True:
-                times = grid.times(next_k[s])
-                if times[0] >= horizon:
-                    break
-                opened.append(_Open(s, next_k[s], times, [None] * len(times)))
-                next_k[s] += 1
+    def fill(item: _Open, covered: float, frame: _Pixels) -> list[np.ndarray] | None:
+        """Give `item` this frame for its times before `covered`; all its frames once they are in."""
+        for j, t in enumerate(item.times):
+            if item.pixels[j] is None and t < covered:
+                item.pixels[j] = frame(item.stream)
+                served[item.stream] = True
+        arrived = [p for p in item.pixels if p is not None]
+        return arrived if len(arrived) == len(item.pixels) else None
 
     for time, fetch in video.frames():
         frames += 1
-        covered = time + period  # this frame is on screen until about here
+        if time > MAX_DURATION:
+            raise VideoError(
+                f"frame {frames - 1} is at {time:.0f} s, past {MAX_DURATION / 3600:g} h: damaged timestamps, "
+                "or a video to cut into parts first",
+                "too long",
+            )
+        covered = min(time + period, MAX_DURATION)  # this frame is on screen until about here
         end = max(end, covered)
-        open_until(covered)
-        resized: dict[int, np.ndarray] = {}
-        image = None
-        finished: list[tuple[_Open, list[np.ndarray]]] = []  # items whose every frame has arrived, their frames
-        for item in opened:
-            grid = grids[item.stream]
-            for j, t in enumerate(item.times):
-                if item.pixels[j] is None and t < covered:
-                    if item.stream not in resized:
-                        if image is None:
-                            image = fetch()
-                        resized[item.stream] = resize_crop(image, grid.size)
-                    item.pixels[j] = resized[item.stream]
-            arrived = [p for p in item.pixels if p is not None]
-            if len(arrived) == len(item.pixels):
-                finished.append((item, arrived))
-        for s, grid in enumerate(grids):  # until a stream is served, keep its latest frame for item 0
-            if not served[s] and s not in resized:
-                if image is None:
-                    image = fetch()
-                resized[s] = resize_crop(image, grid.size)
-        for s in resized:
-            served[s] = served[s] or any(p is not None for item in opened if item.stream == s for p in item.pixels)
-        last.update(resized)
-        for item, arrived in finished:
-            opened.remove(item)
-            emitted[item.stream] += 1
-            yield Sampled(item.stream, item.k, np.stack(arrived))
+        frame = _Pixels(fetch, grids)
+        for item in list(opened):
+            arrived = fill(item, covered, frame)
+            if arrived is not None:
+                opened.remove(item)
+                emitted[item.stream] += 1
+                yield Sampled(item.stream, item.k, np.stack(arrived))
+        for s, grid in enumerate(grids):  # the items that start before `covered`, made one at a time
+            while (times := grid.times(next_k[s]))[0] < covered:
+                item = _Open(s, next_k[s], times, [None] * len(times))
+                next_k[s] += 1
+                arrived = fill(item, covered, frame)
+                if arrived is None:
+                    opened.append(item)
+                else:
+                    emitted[s] += 1
+                    yield Sampled(s, item.k, np.stack(arrived))
+        for s in range(len(grids)):  # until a stream is served, keep its latest frame for item 0
+            if not served[s]:
+                frame(s)
+        last.update(frame.resized)
     if frames == 0:
         raise VideoError("no frame could be decoded", "cannot decode")
     for item in opened:
         grid = grids[item.stream]
-        fill = last.get(item.stream)
-        if grid.keep(item.k, end) and fill is not None:
+        latest = last.get(item.stream)
+        if grid.keep(item.k, end) and latest is not None:
             emitted[item.stream] += 1
-            yield Sampled(item.stream, item.k, np.stack([p if p is not None else fill for p in item.pixels]))
+            yield Sampled(item.stream, item.k, np.stack([p if p is not None else latest for p in item.pixels]))
     for s, grid in enumerate(grids):  # a video shorter than every request still gives item 0
         if emitted[s] == 0 and s in last:
             emitted[s] = 1

@@ -32,9 +32,20 @@ from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.errors import DecembertError
 
 
-def resolve(root: Path, value: str) -> Path:
-    """A path setting: `value` itself when absolute (after ~), else under `root`."""
-    path = Path(value).expanduser()
+def expand_user(value: str, key: str) -> Path:
+    """A path setting with a leading ~ or ~user expanded; an unknown user (or no home) is one error naming `key`."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # pathlib: "Could not determine home directory."
+        home = value.split("/", 1)[0]
+        raise DecembertError(
+            f"{key}: {home} in {value!r} is no user's home folder on this machine; give the full path"
+        ) from None
+
+
+def resolve(root: Path, value: str, key: str = "a path setting") -> Path:
+    """A path setting (named `key` in errors): `value` itself when absolute (after ~), else under `root`."""
+    path = expand_user(value, key)
     return path if path.is_absolute() else root / path
 
 
@@ -48,7 +59,7 @@ def _root(settings: VideoSettings, section: str) -> Path:
         raise DecembertError(
             f"{section}.root is not set: --set {section}.root=DIR (the folder with the annotation files and features)"
         )
-    return Path(settings.root).expanduser()
+    return expand_user(settings.root, f"{section}.root")
 
 
 def check_streams(dir_2d: Path, dir_3d: Path, dims: tuple[int, int], fps_3d: float) -> float:
@@ -60,20 +71,20 @@ def check_streams(dir_2d: Path, dir_3d: Path, dims: tuple[int, int], fps_3d: flo
     rate_3d = fps_3d
     streams = ((dir_2d, dims[0], "feature_dim_2d", "2d"), (dir_3d, dims[1], "feature_dim_3d", "3d"))
     for folder, dim, key, stream in streams:
-        meta = read_stream_meta(folder)
+        meta = read_stream_meta(folder)  # (rate and dim checked there)
         if meta is None:
             continue
-        if int(meta.get("dim", dim)) != dim:
+        if meta["dim"] != dim:
             raise DecembertError(
                 f"{folder}/stream.json: the {stream.upper()} features are {meta['dim']}-d ({meta.get('backbone')}), "
                 f"the model expects {dim}; set --set model.{key}={meta['dim']}"
             )
-        if stream == "2d" and float(meta["rate"]) != 1.0:
+        if stream == "2d" and meta["rate"] != 1.0:
             raise DecembertError(
-                f"{folder}/stream.json: 2D features at {meta['rate']}/s; pre-training reads them at 1/s"
+                f"{folder}/stream.json: 2D features at {meta['rate']:g}/s; pre-training reads them at 1/s"
             )
         if stream == "3d":
-            rate_3d = float(meta["rate"])
+            rate_3d = meta["rate"]
     return rate_3d
 
 
@@ -128,13 +139,15 @@ class VideoStore:
     def __init__(self, settings: VideoSettings, dims: tuple[int, int] | None = None, *, section: str = "task") -> None:
         self.root = _root(settings, section)
         if not self.root.is_dir():
+            if self.root.exists():
+                raise DecembertError(f"{section}.root: {self.root} is a file, not a folder; give the data's folder")
             raise DecembertError(f"{section}.root: folder {self.root} not found")
         self.settings = settings
         self.section = section
-        self.dir_2d = resolve(self.root, settings.features_2d)
-        self.dir_3d = resolve(self.root, settings.features_3d)
+        self.dir_2d = resolve(self.root, settings.features_2d, f"{section}.features_2d")
+        self.dir_3d = resolve(self.root, settings.features_3d, f"{section}.features_3d")
         use_dense = settings.use_dense and bool(settings.dense_captions)
-        self.dense_dir = resolve(self.root, settings.dense_captions) if use_dense else None
+        self.dense_dir = resolve(self.root, settings.dense_captions, f"{section}.dense_captions") if use_dense else None
         self.dims = dims
         self.fps_3d = settings.fps_3d
         if dims is not None and self.dir_2d.is_dir() and self.dir_3d.is_dir():

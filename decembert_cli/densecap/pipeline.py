@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from decembert_cli.config.loader import check_value
+from decembert_cli.config.schema import Interval
 from decembert_cli.data.densecap import STORE_FORMAT, store_record
 from decembert_cli.data.jobs import (
     Failure,
@@ -35,6 +37,7 @@ from decembert_cli.data.jobs import (
     log_names,
     plan_work,
     put_until_stopped,
+    unsafe_id_reason,
 )
 from decembert_cli.data.video import Decoded, Grid, VideoError, frame_grid, open_video, sample
 from decembert_cli.densecap.backends import Captioner, Frame, ImportBackend
@@ -93,8 +96,7 @@ def _read_settings(path: Path) -> dict[str, Any] | None:
 
 def _open_store(out: Path, backend: Any, options: CaptionOptions) -> tuple[dict[str, Any], JobLog, JobLog]:
     """Check `out` is writable and holds captions of these settings; the run's settings and logs."""
-    if not options.interval > 0:
-        raise DecembertError(f"--interval {options.interval}: use a positive number of seconds")
+    check_value(options.interval, Interval, "interval")
     check_writable(out)
     settings = _settings(backend, options)
     keep_settings(out / SETTINGS_FILE, settings, _read_settings(out / SETTINGS_FILE), "dense captions")
@@ -349,8 +351,7 @@ def _refused(item: ImportedVideo, seen: set[str]) -> Failure | None:
             item.video_id,
             item.source,
             "unsafe id",
-            f"video id {item.video_id!r} could write outside the output folder; "
-            "rename the image or fix --option pattern/video",
+            f"{unsafe_id_reason(item.video_id)}; rename the image or fix --option pattern/video",
         )
     if item.video_id in seen:
         return Failure(

@@ -23,11 +23,18 @@ from torch import nn
 from decembert_cli import checkpoint as ckpt
 from decembert_cli.config import load_config, save_config, to_dict
 from decembert_cli.config.loader import from_dict
-from decembert_cli.config.schema import ModelConfig, NonNegativeInt, Positive, TrainConfig
+from decembert_cli.config.schema import ModelConfig, NonNegativeInt, Positive, Seed, TrainConfig
 from decembert_cli.data.batch import VideoTextBatch
-from decembert_cli.engine.loop import Job, TrainResult, check_compile_backend, check_run_dir, train
+from decembert_cli.engine.loop import (
+    Job,
+    TrainResult,
+    check_compile_backend,
+    check_run_dir,
+    run_folder_lock,
+    train,
+)
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_text, read_jsonl
+from decembert_cli.io import atomic_write_text, check_outputs, read_json_object, read_jsonl, regular_file, user_path
 from decembert_cli.model.flops import ModelShape, batch_flops
 from decembert_cli.protocols import PredictionsNotSupported, Task, TaskHead, TaskMetric
 
@@ -52,7 +59,7 @@ def config_class(task_cls: type[Task]) -> type:
             ("model", ModelConfig, field(default_factory=ModelConfig)),
             ("train", FinetuneTrainConfig, field(default_factory=FinetuneTrainConfig)),
             ("task", task_cls.Config, field(default_factory=task_cls.Config)),
-            ("seed", int, field(default=0)),
+            ("seed", Seed, field(default=0)),
         ],
         frozen=True,
     )
@@ -271,11 +278,13 @@ def finetune(setup: FinetuneSetup, *, resume: bool = False, **kwargs: Any) -> Tr
 
     run_dir = setup.job.run_dir
     check_compile_backend(setup.config.train)
+    main = int(os.environ.get("RANK", "0")) == 0
     try:
-        if not resume and int(os.environ.get("RANK", "0")) == 0:
-            check_run_dir(run_dir, resume=False)
-            save_config(setup.config, run_dir / "config.yaml")
-        return train(setup.job, resume=resume, **kwargs)
+        with run_folder_lock(run_dir, main):
+            if not resume and main:
+                check_run_dir(run_dir, resume=False, new=True)
+                save_config(setup.config, run_dir / "config.yaml")
+            return train(setup.job, resume=resume, **kwargs)
     finally:
         teardown()
 
@@ -337,12 +346,26 @@ def _finetuned_checkpoint(
     return file, payload
 
 
+def evaluation_files(out: Path) -> list[Path]:
+    """What `evaluate` writes into OUT. A new evaluation replaces an earlier one's files (`earlier_evaluation`);
+    any other file of those names, e.g. a user's own predictions, is refused."""
+    return [out / "metrics.json", out / "predictions.jsonl"]
+
+
+def earlier_evaluation(path: Path) -> bool:
+    """Whether `path` (a metrics record, or the predictions.jsonl beside OUT/metrics.json) was written by an
+    earlier `evaluate`: the record is a JSON object with its task, split, main metric and metrics."""
+    record = path if path.name.endswith("metrics.json") else path.with_name("metrics.json")
+    found = read_json_object(record)
+    return found is not None and {"task", "split", "main_metric", "metrics"} <= found.keys()
+
+
 def _write_evaluation(out: Path, record: dict[str, Any], predictions: list[dict[str, Any]]) -> tuple[Path, Path]:
     """OUT/metrics.json (the record) and OUT/predictions.jsonl (one prediction per line)."""
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_path = atomic_write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
+    metrics_file, predictions_file = evaluation_files(out)
+    metrics_path = atomic_write_text(metrics_file, json.dumps(record, indent=2) + "\n")
     lines = "".join(json.dumps(p) + "\n" for p in predictions)
-    return metrics_path, atomic_write_text(out / "predictions.jsonl", lines)
+    return metrics_path, atomic_write_text(predictions_file, lines)
 
 
 def evaluate(
@@ -376,6 +399,8 @@ def evaluate(
     )
     task = task_cls(config.task, state=meta.get("task_state"))
     split = split or task_cls.eval_split
+    out = Path(out) if out is not None else file.parent.parent / f"eval-{split}"
+    check_outputs(evaluation_files(out), [file], replaces=earlier_evaluation)  # before any work
     adapter = task.adapter()
     if not adapter.has_split(split):
         raise DecembertError(
@@ -385,7 +410,7 @@ def evaluate(
     data = adapter.dataset(split, tokenizer, config.model, train=False)
     encoder, _ = build_encoder(config.model, bert_config=meta.get("bert_config"))
     model = TaskModel(encoder, task.head(encoder))
-    model.load_state_dict(payload["model"])
+    ckpt.load_weights(model, payload["model"], file, "its settings and its task's state")
     dev = resolve_device(device, option="--device")
     model.to(dev).eval()
     metric = task.metric(split)
@@ -395,7 +420,6 @@ def evaluate(
     score_split(task, model, data, metric, batch_size, dev, progress)
     metrics = metric.compute()
     seconds = time.perf_counter() - started
-    out = Path(out) if out is not None else file.parent.parent / f"eval-{split}"
     protocol = metric.protocol() or {"split": split}
     record = {
         "task": task_name,
@@ -431,9 +455,9 @@ def score_predictions(
     task = task_cls(config.task)
     split = split or task_cls.eval_split
     metric = task.metric(split)
-    path = Path(predictions)
-    if not path.is_file():
-        raise DecembertError(f"{path} not found")
+    path = regular_file(user_path(predictions, "--predictions"), "the predictions file")
+    target = Path(out) / "metrics.json" if out is not None else path.with_name(f"{path.stem}.metrics.json")
+    check_outputs([target], [path], replaces=earlier_evaluation)  # before any work
     rows, _ = read_jsonl(path, torn_tail=False)
     started = time.perf_counter()
     metric.reset()
@@ -455,7 +479,5 @@ def score_predictions(
         "metrics": metrics,
         "seconds": round(seconds, 3),
     }
-    target = Path(out) / "metrics.json" if out is not None else path.with_name(f"{path.stem}.metrics.json")
-    target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, json.dumps(record, indent=2) + "\n")
     return Evaluation(task_name, split, metrics, task_cls.main_metric, len(rows), seconds, target, path, protocol)

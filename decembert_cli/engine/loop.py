@@ -28,7 +28,7 @@ from decembert_cli.engine.optim import build_optimizer, build_scheduler
 from decembert_cli.engine.run_log import RunLog
 from decembert_cli.engine.sampler import StepBatches
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import METRICS_LOG
+from decembert_cli.io import METRICS_LOG, folder_lock
 from decembert_cli.model.flops import peak_flops
 from decembert_cli.precision import autocast, autocast_dtype
 from decembert_cli.protocols import ModelOutput, TaskDataset, TrainableModel
@@ -103,8 +103,18 @@ def _progress(enabled: bool) -> Any:
     )
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from (None for a fresh run); refuses to overwrite an existing run."""
+def run_folder_lock(run_dir: Path, main: bool) -> contextlib.AbstractContextManager[None]:
+    """The run folder's one-writer lock, held by the main process for the whole run (other processes of a
+    distributed run write nothing there)."""
+    return folder_lock(run_dir) if main else contextlib.nullcontext()
+
+
+def check_run_dir(run_dir: Path, resume: bool, *, new: bool = False) -> Path | None:
+    """The checkpoint to resume from (None for a fresh run); refuses to overwrite an existing run, and (`new`:
+    before a fresh run writes its first file) to start one in a folder that holds anything else, so a run
+    never writes over a user's files."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DecembertError(f"--out {run_dir} is a file; name a folder for the run")
     found = ckpt.list_checkpoints(run_dir)
     if resume:
         if not found and not (run_dir / METRICS_LOG).exists():
@@ -114,6 +124,13 @@ def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
         return found[-1] if found else None  # a run stopped before its first checkpoint starts again
     if found or (run_dir / METRICS_LOG).exists():
         raise DecembertError(f"{run_dir} already holds a run; pass --resume to continue it, or choose another --out")
+    others = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".decembert")) if new else []
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise DecembertError(
+            f"--out {run_dir} holds files that are not a run ({shown}); "
+            "a run starts in a new or empty folder: choose another --out"
+        )
     return None
 
 

@@ -13,7 +13,14 @@ from decembert_cli.config import Config, save_config, to_dict
 from decembert_cli.data.clip_table import ClipTable, split_videos
 from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, open_corpus, validation_indices
 from decembert_cli.data.scan import DataReport
-from decembert_cli.engine.loop import Job, TrainResult, check_compile_backend, check_run_dir, train
+from decembert_cli.engine.loop import (
+    Job,
+    TrainResult,
+    check_compile_backend,
+    check_run_dir,
+    run_folder_lock,
+    train,
+)
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text
 from decembert_cli.model.flops import ModelShape, batch_flops
@@ -127,15 +134,17 @@ def pretrain(setup: PretrainSetup, config: Config, *, resume: bool = False, **kw
 
     run_dir = setup.job.run_dir
     check_compile_backend(config.train)
+    main = int(os.environ.get("RANK", "0")) == 0
     try:
-        if not resume and int(os.environ.get("RANK", "0")) == 0:
-            check_run_dir(run_dir, resume=False)  # refuse before writing anything into an existing run
-            save_config(config, run_dir / "config.yaml")
-            atomic_write_text(run_dir / "data_report.json", json.dumps(setup.report.as_dict(), indent=2) + "\n")
-        result = train(setup.job, resume=resume, **kwargs)
-        if int(os.environ.get("RANK", "0")) == 0:
-            record_skips(run_dir)
-        return result
+        with run_folder_lock(run_dir, main):
+            if not resume and main:
+                check_run_dir(run_dir, resume=False, new=True)  # refuse before writing anything into an existing run
+                save_config(config, run_dir / "config.yaml")
+                atomic_write_text(run_dir / "data_report.json", json.dumps(setup.report.as_dict(), indent=2) + "\n")
+            result = train(setup.job, resume=resume, **kwargs)
+            if main:
+                record_skips(run_dir)
+            return result
     finally:
         teardown()
 

@@ -12,6 +12,9 @@ metrics as a table) go to the sinks that show images. Only the main process logs
   --resume continues the same W&B run (its id is kept in RUN_DIR/wandb_id). W&B cannot rewind:
   after a resume it keeps the points it already had for the steps between the checkpoint and the
   interruption.
+
+`last_validation` and `read_evaluation` read a run's numbers back (a model card, a recipe's results table),
+checked: a value that is not a number is one error naming the file and the key.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from decembert_cli.errors import DecembertError
-from decembert_cli.io import append_jsonl, atomic_write_text, read_jsonl
+from decembert_cli.errors import DecembertError, shown
+from decembert_cli.io import METRICS_LOG, append_jsonl, atomic_write_text, decode_json, read_jsonl, regular_file
 
 SINKS = ("jsonl", "tensorboard", "wandb")
 
@@ -60,6 +63,51 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
         if key not in ("step", "split") and isinstance(value, (int, float)) and not isinstance(value, bool)
         if math.isfinite(float(value))
     }
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def last_validation(run_dir: Path) -> dict[str, Any]:
+    """The metrics of the last validation line of RUN_DIR/metrics.jsonl ({} without one), checked: each is a
+    number (a `warning` is text), else one error naming the file, the step and the key."""
+    path = Path(run_dir) / METRICS_LOG
+    if not (path.exists() or path.is_symlink()):
+        return {}
+    rows, _ = read_jsonl(regular_file(path, "metrics log"))
+    row: dict[str, Any] = next((r for r in reversed(rows) if r.get("split") == "val"), {})
+    found = {k: v for k, v in row.items() if k not in ("step", "split")}
+    for key, value in found.items():
+        if key != "warning" and not _is_number(value):
+            raise DecembertError(
+                f"{path}: the validation line of step {row.get('step')}: {key}: expected a number, got "
+                f"{shown(value)}; the log is damaged: correct or remove that line"
+            )
+    return found
+
+
+def read_evaluation(path: Path) -> dict[str, Any]:
+    """An evaluation record (EVAL_DIR/metrics.json, as `decembert evaluate` writes it), checked: a JSON object
+    whose "metrics" maps each name to a number, else one error naming the file and the field."""
+    regular_file(path, "evaluation record")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DecembertError(f"cannot read {path}: {exc}") from None
+    record = decode_json(text, str(path))
+    fix = "the record is damaged: run decembert evaluate again to rewrite it"
+    if not isinstance(record, dict):
+        raise DecembertError(f"{path}: expected a JSON object, got {shown(record)}; {fix}")
+    metrics = record.get("metrics")
+    if not isinstance(metrics, dict):
+        raise DecembertError(f"{path}: metrics: expected an object of numbers, got {shown(metrics)}; {fix}")
+    for key, value in metrics.items():
+        if not _is_number(value):
+            raise DecembertError(f"{path}: metrics.{key}: expected a number, got {shown(value)}; {fix}")
+    if not isinstance(record.get("split", ""), str):
+        raise DecembertError(f"{path}: split: expected a split name, got {shown(record['split'])}; {fix}")
+    return record
 
 
 class RunLog:

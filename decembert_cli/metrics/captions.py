@@ -11,12 +11,18 @@ Paragraph captioning (YouCook2, the MART protocol): `paragraph` joins a video's 
 does (references with " ", predictions with ". ", then lower case and letters only) and the
 paragraphs are scored without PTB tokenisation (`tokenize=False`), as MART's evaluation does;
 `repetition_at_4` is its R@4 over a video's predicted sentences.
+
+Scores never shift between items: PTBTokenizer and METEOR are line protocols (pycocoevalcap joins the
+captions with newlines and reads the Java output back line by line), so every caption is first made one
+line (`one_line`: line and paragraph separators, control characters -> spaces), and the tokenizer's output
+is checked to hold exactly one line per caption sent, item by item, before anything is scored.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
 from collections import Counter
 
 from decembert_cli.errors import DecembertError
@@ -34,10 +40,49 @@ def check_java() -> None:
         )
 
 
-def _tokenize(captions: dict[str, list[str]]) -> dict[str, list[str]]:
+# what a line-based reader may end a line at (Java: \r, \u2028, \u2029, \v, \f) or choke on: controls (Cc),
+# line and paragraph separators (Zl, Zp) and lone surrogates (Cs: not encodable, from JSON "\ud800")
+_NOT_ONE_LINE = frozenset(("Cc", "Zl", "Zp", "Cs"))
+
+
+def one_line(text: str) -> str:
+    r"""`text` with every Unicode line or paragraph separator and control character (\r, \n, \v, \f, U+0085,
+    U+2028, U+2029, NUL, ...) made a space: what the line-based scorers may see of a caption."""
+    if text.isprintable():  # no control, separator or surrogate (but maybe a space): nothing to replace
+        return text
+    return "".join(" " if unicodedata.category(c) in _NOT_ONE_LINE else c for c in text)
+
+
+def _ptb_lines(lines: list[str]) -> list[str]:
+    """pycocoevalcap's PTBTokenizer (Java; lower case, punctuation dropped) over `lines`: the lines it
+    returned, in order (pycocoevalcap drops any beyond as many as were sent)."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+    return PTBTokenizer().tokenize({0: [{"caption": line} for line in lines]}).get(0, [])
+
+
+def _tokenize(groups: dict[tuple[str, str], list[str]]) -> dict[tuple[str, str], list[str]]:
+    """PTB-tokenise the captions of every (side, key) group in one Java run, each group followed by a marker
+    line, and check that every group came back with as many lines as it sent: a caption split in two or a
+    dropped line moves the marker, and is one error naming the item instead of a shifted score."""
+    text = " ".join(c.lower() for v in groups.values() for c in v)
+    marker = "decembertendofitem"
+    while marker in text:  # a word no caption contains, so it can only come back as the marker
+        marker += "x"
+    lines = [line for captions in groups.values() for line in (*captions, marker)]
+    out = _ptb_lines(lines)
+    tokenized, at = {}, 0
+    for (side, key), captions in groups.items():
+        got = out[at : at + len(captions)]
+        if len(out) <= at + len(captions) or out[at + len(captions)] != marker or marker in got:
+            raise DecembertError(
+                f"the caption tokenizer (PTBTokenizer) did not return one line per caption for the {side} of "
+                f"{key!r} ({len(captions)} sent; a character it reads as a line end?), so scores would shift onto "
+                "other items; nothing was scored: remove unusual characters from that item's captions"
+            )
+        tokenized[(side, key)] = got
+        at += len(captions) + 1
+    return tokenized
 
 
 def caption_scores(
@@ -64,19 +109,24 @@ def caption_scores(
     from pycocoevalcap.rouge.rouge import Rouge
 
     keys = sorted(references)
-    gts = {k: list(references[k]) for k in keys}
-    res = {k: [predictions.get(k, "")] for k in keys}
+    gts = {k: [one_line(r) for r in references[k]] for k in keys}
+    res = {k: [one_line(predictions.get(k, ""))] for k in keys}
     if tokenize:
-        gts, res = _tokenize(gts), _tokenize(res)
-    res = {k: [v[0] if v and v[0] else ""] for k, v in res.items()}
+        groups = _tokenize(
+            {**{("references", k): v for k, v in gts.items()}, **{("prediction", k): res[k] for k in keys}}
+        )
+        gts = {k: groups[("references", k)] for k in keys}
+        res = {k: groups[("prediction", k)] for k in keys}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     out = {f"BLEU@{n + 1}": 100.0 * float(b) for n, b in enumerate(bleu)}
     if meteor:
         from pycocoevalcap.meteor.meteor import Meteor
 
         scorer = Meteor()
+        # " ||| " separates METEOR's fields: pycocoevalcap drops it from the prediction, not from references
+        meteor_gts = {k: [" ".join(r.replace("|||", " ").split()) for r in v] for k, v in gts.items()}
         try:
-            out["METEOR"] = 100.0 * float(scorer.compute_score(gts, res)[0])
+            out["METEOR"] = 100.0 * float(scorer.compute_score(meteor_gts, res)[0])
         finally:  # end the JVM now; after a failure pycocoevalcap's __del__ would wait forever on its lock
             process = getattr(scorer, "meteor_p", None)
             if process is not None and process.poll() is None:

@@ -14,6 +14,8 @@ from decembert_cli.io import atomic_write_bytes
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from decembert_cli.densecap.regions import Region
+
 DPI = 100
 
 
@@ -150,7 +152,7 @@ def metrics_table(metrics: dict[str, float], path: Path, title: str) -> Path:
 
 
 def video_frames(
-    frames: list[tuple[float, np.ndarray, list[dict[str, Any]]]],
+    frames: list[tuple[float, np.ndarray, list[Region]]],
     path: Path,
     cols: int = 4,
     changes: dict[str, np.ndarray] | None = None,
@@ -169,15 +171,13 @@ def video_frames(
         h, w = pixels.shape[:2]
         whole = []
         for r in regions:
-            box = r.get("box")
-            if (
-                not box or (box[2] - box[0]) * (box[3] - box[1]) >= 0.9 * w * h
-            ):  # no box, or the whole frame: named in the title
-                whole.append(r["caption"])
+            box = r.box
+            if box is None or (box[2] - box[0]) * (box[3] - box[1]) >= 0.9 * w * h:  # the whole frame: in the title
+                whole.append(r.caption)
                 continue
             x1, y1, x2, y2 = box
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="yellow", linewidth=1))
-            ax.text(x1, y1, _short(r["caption"], 24), fontsize=6, color="black", backgroundcolor="yellow", va="bottom")
+            ax.text(x1, y1, _short(r.caption, 24), fontsize=6, color="black", backgroundcolor="yellow", va="bottom")
         ax.set_title(f"{t:g} s" + (": " + _short("; ".join(whole), 44) if whole else ""), fontsize=7)
         ax.axis("off")
     if changes:

@@ -9,14 +9,17 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from decembert_cli.config.loader import check_value
+from decembert_cli.config.schema import Interval, NonNegativeInt
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import METRICS_LOG, atomic_write_text, read_jsonl
+from decembert_cli.io import METRICS_LOG, atomic_write_text, read_jsonl, regular_file
 from decembert_cli.viz import plots
 
 if TYPE_CHECKING:
@@ -24,13 +27,26 @@ if TYPE_CHECKING:
 
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of a run's metrics log that can be drawn: those with a numeric step (others are noted)."""
     path = Path(run_dir) / METRICS_LOG
     if not path.is_file():
         raise DecembertError(f"{path} not found: RUN_DIR must be a run folder of decembert pretrain or finetune")
     rows, note = read_jsonl(path)
     if note:
         print(f"note: {note}", file=sys.stderr)
-    return rows
+    steps = [r for r in rows if _read_as(r.get("step"), NonNegativeInt) is not None]
+    if len(steps) < len(rows):
+        left = len(rows) - len(steps)
+        print(f'note: {path}: {left} of {len(rows)} rows have no numeric "step" and are left out', file=sys.stderr)
+    return steps
+
+
+def _read_as(value: Any, kind: Any) -> Any:
+    """A value read from a file as the schema type `kind` (a number in range, a pair of numbers); None if it is not."""
+    try:
+        return check_value(value, kind, "")
+    except DecembertError:
+        return None
 
 
 def run_curves(run_dirs: list[Path], out: Path) -> Path:
@@ -52,13 +68,14 @@ def _run_meta(run_dir: Path) -> dict[str, Any]:
 def frames_every(video: Path, every: float, most: int) -> list[tuple[float, np.ndarray]]:
     """(time, RGB frame shown then) for at most `most` of the times 0, every, 2 x every, ... s, spread
     evenly over the video, decoded as extract-features decodes (one frame in memory per kept time)."""
-    from decembert_cli.data.video import Decoded, VideoError, frame_grid, open_video, sample
+    from decembert_cli.data.video import MAX_DURATION, Decoded, VideoError, frame_grid, open_video, sample
 
     try:
         decoder = open_video(video)
     except VideoError as exc:
         raise DecembertError(f"{video}: {exc.reason}") from None
-    count = int(decoder.info.duration // every) + 1 if decoder.info.duration > 0 else most
+    duration = min(decoder.info.duration, MAX_DURATION)  # (as the container says: any number)
+    count = int(duration // every) + 1 if duration > 0 else most
     keep = set(np.linspace(0, count - 1, min(most, count)).round().astype(int).tolist())
     try:
         return [
@@ -74,24 +91,22 @@ def frames_every(video: Path, every: float, most: int) -> list[tuple[float, np.n
 
 def frame_at(video: Path, t: float) -> np.ndarray | None:
     """The RGB frame shown at `t` s (the last one when the video is shorter), or None when it cannot be read."""
-    from decembert_cli.data.video import Decoded, VideoError, frame_grid, open_video, sample
+    from decembert_cli.config.schema import MAX_INTERVAL
+    from decembert_cli.data.video import MAX_DURATION, Decoded, Grid, VideoError, open_video, sample
 
     try:
         decoder = open_video(video)
     except VideoError:
         return None
-    found = None
-    # the grid's item 1 is at t; a video shorter than t has only item 0 (its first frame): keep the last frame seen
+    # one item, its frame at t (a video shorter than t gives it its last frame); t comes from a predictions file
+    at = min(max(t, 0.0), MAX_DURATION) if math.isfinite(t) else 0.0
+    grid = Grid(rate=1 / MAX_INTERVAL, phase=0.0, offsets=(at,), size=0)
     try:
-        for item in sample(decoder, [frame_grid(t if t > 0 else 1.0)], Decoded()):
-            found = item.pixels[0]
-            if t <= 0 or item.k >= 1:
-                break
+        return next((item.pixels[0] for item in sample(decoder, [grid], Decoded())), None)
     except VideoError:
-        return found
+        return None
     finally:
         decoder.close()
-    return found
 
 
 def _video_file(root: Path, video_id: str) -> Path | None:
@@ -141,8 +156,8 @@ def task_examples(run_dir: Path, out: Path, count: int = 6) -> Path:
             ]
         else:
             lines = [f"predicted: {row['caption']}"] + [f"reference: {r}" for r in row.get("references", [])[:2]]
-        window = row.get("window")
-        t = (window[0] + window[1]) / 2 if window else 2.0
+        window = _read_as(row.get("window"), tuple[float, float])
+        t = (window[0] + window[1]) / 2 if window is not None else 2.0
         video = _video_file(root, row.get("video_id", ""))
         shown.append(
             {"lines": [f"[{row.get('video_id', '')}]", *lines], "frame": frame_at(video, t) if video else None}
@@ -161,21 +176,26 @@ def video_picture(
     """A video's frames every `every` s (default 1, or the dense captions' interval; at most `most`,
     spread evenly) with the regions of the captioned frame at that time, and optionally the
     per-second change of its stored features."""
-    records: list[dict[str, Any]] = []
+    from decembert_cli.data.densecap import read_store_regions
+    from decembert_cli.data.howto100m import BadVideo, load_stream
+    from decembert_cli.densecap.regions import Region
+
+    if every is not None:
+        every = check_value(every, Interval, "--every")
+    records: list[tuple[float, list[Region]]] = []
     if densecap is not None:
         path = Path(densecap)
         if path.is_dir():
             path = path / f"{Path(video).stem}.json"
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            records, interval = record["frames"], float(record["interval"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            records, interval = read_store_regions(regular_file(path, "--densecap"))
+        except BadVideo as exc:
             raise DecembertError(
-                f"--densecap {path}: not a dense-caption record (decembert dense-caption) of this video ({exc})"
+                f"--densecap {path}: {exc}; give the record decembert dense-caption wrote for this video"
             ) from None
-        every = every or interval
-    every = every or 1.0
-    by_time = {round(float(f["time"]), 2): f["regions"] for f in records if isinstance(f, dict)}
+        every = interval if every is None else every
+    every = 1.0 if every is None else every
+    by_time = {round(t, 2): regions for t, regions in records}
     frames = []
     for t, pixels in frames_every(Path(video), every, most):
         frames.append((float(t), pixels, by_time.get(round(t, 2), [])))
@@ -187,7 +207,10 @@ def video_picture(
         for stream in ("2d", "3d"):
             f = Path(features) / stream / f"{Path(video).stem}.npy"
             if f.is_file():
-                x = np.load(f).astype(np.float32)
+                try:
+                    x = np.asarray(load_stream(f, None, stream.upper()), dtype=np.float32)
+                except BadVideo as exc:
+                    raise DecembertError(f"--features {f}: {exc}") from None
                 x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
                 changes[stream] = 1.0 - (x[1:] * x[:-1]).sum(1)
         if not changes:

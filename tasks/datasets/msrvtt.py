@@ -16,17 +16,17 @@ from decembert_cli.errors import DecembertError
 from .files import read_csv, read_json, record_error
 
 SPLITS = ("train", "validate", "test")
-_VIDEO = re.compile(r"video(\d+)")
+_VIDEO = re.compile(r"video([0-9]+)")
 
 
 def video_key(value: object) -> str | None:
     """`video{n}` for an int n, a digit string or `video{n}`; None for anything else."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int) and value >= 0:
+    if isinstance(value, int) and 0 <= value < 10**15:
         return f"video{value}"
-    if isinstance(value, str):
-        if value.isdigit():
+    if isinstance(value, str) and len(value) <= 20:  # MSR-VTT has 10,000 videos: no id is longer
+        if value.isascii() and value.isdigit():
             return f"video{int(value)}"
         if _VIDEO.fullmatch(value):
             return value

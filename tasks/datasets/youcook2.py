@@ -7,7 +7,7 @@ from pathlib import Path
 
 from decembert_cli.errors import DecembertError
 
-from .files import read_csv, read_json
+from .files import read_csv, read_json, usable_ids
 
 SUBSETS = ("training", "validation")
 
@@ -38,7 +38,10 @@ def read_youcook2(path: Path) -> dict[str, YouCook2Video]:
     if not isinstance(database, dict):
         raise DecembertError(f'{path}: expected YouCook2\'s {{"database": {{video_id: {{...}}}}}}')
     videos = {}
+    usable = usable_ids(path, database)
     for video_id, v in database.items():
+        if video_id not in usable:
+            continue
         where = f'{path}, video "{video_id}"'
         if (
             not isinstance(v, dict)
@@ -85,4 +88,5 @@ def read_clip_list(path: Path) -> list[tuple[str, float, float, str]]:
         if not row["video_id"] or end < start:
             raise DecembertError(f"{path}, line {line}: needs a video_id and start <= end")
         clips.append((row["video_id"], start, end, row["text"].strip()))
-    return clips
+    usable = usable_ids(path, (c[0] for c in clips))
+    return [c for c in clips if c[0] in usable]

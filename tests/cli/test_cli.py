@@ -106,20 +106,10 @@ def test_seed_changes_the_generated_batch_and_weights() -> None:
 
 
 def test_extract_features_command(tmp_path: Path) -> None:
-    from tests.videos import write_video
+    from tests.videos import TINY_BACKBONES, write_video
 
     write_video(tmp_path / "clip.avi", 24, 60)
-    tiny = [
-        "--random-init",
-        "--backbone-2d",
-        "resnet18",
-        "--size-2d",
-        "32",
-        "--backbone-3d",
-        "resnext3d-tiny",
-        "--size-3d",
-        "32",
-    ]
+    tiny = TINY_BACKBONES
     result = runner.invoke(
         app, ["extract-features", str(tmp_path / "clip.avi"), "--out", str(tmp_path / "store"), *tiny]
     )

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from decembert_cli.app import app
+from decembert_cli.io import LOCK_FILE
 from tests.florence_tiny import save_tiny_florence2
 from tests.videos import write_video
 
@@ -106,7 +107,8 @@ def test_killed_and_rerun_every_video_is_captioned_exactly_once(tiny_florence: P
     assert sorted(p.stem for p in out.glob("v*.json")) == [f"v{i}" for i in range(8)]
     ids = [json.loads(line)["video_id"] for line in (out / "videos.jsonl").read_text().splitlines()]
     assert sorted(ids) == [f"v{i}" for i in range(8)]  # each video logged exactly once
-    assert not [p for p in out.rglob("*") if p.name.startswith(".")], "temporary files left behind"
+    hidden = [p for p in out.rglob("*") if p.name.startswith(".") and p.name != LOCK_FILE]
+    assert not hidden, "temporary files left behind"
     for i in range(8):
         record = json.loads((out / f"v{i}.json").read_text())
         assert [f["time"] for f in record["frames"]] == [0.0, 2.0, 4.0]

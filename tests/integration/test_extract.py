@@ -18,19 +18,10 @@ import pytest
 from decembert_cli.errors import DecembertError
 from decembert_cli.features import pipeline as P
 from decembert_cli.features.backbones import build_2d, build_3d
-from tests.videos import write_video
+from decembert_cli.io import LOCK_FILE
+from tests.videos import TINY_BACKBONES, write_video
 
-TINY = [
-    "--random-init",
-    "--backbone-2d",
-    "resnet18",
-    "--size-2d",
-    "32",
-    "--backbone-3d",
-    "resnext3d-tiny",
-    "--size-3d",
-    "32",
-]
+TINY = TINY_BACKBONES
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +245,8 @@ def test_sigkill_then_rerun_extracts_every_video_exactly_once(tmp_path):
         assert [p.stem for p in files] == [f"v{i:02d}" for i in range(10)]
         for path in files:
             assert np.load(path).shape == (8, width)
-    assert not [p for p in out.rglob("*") if p.name.startswith(".")], "temporary files left behind"
+    hidden = [p for p in out.rglob("*") if p.name.startswith(".") and p.name != LOCK_FILE]
+    assert not hidden, "temporary files left behind"
     ids = [v["video_id"] for v in _lines(out / "videos.jsonl")]
     assert sorted(ids) == [f"v{i:02d}" for i in range(10)]  # each video logged exactly once
 

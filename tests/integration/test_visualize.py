@@ -110,7 +110,7 @@ def test_attention_picture_and_its_numbers_are_the_models_eager_attention(runs: 
         app, ["visualize", "attention", "--checkpoint", str(runs["pre"]), "--video", "sample_0002", "--layer", "9"]
     )
     assert bad.exit_code == 2 and "--layer 9: the model has layers 1 to 2" in bad.output
-    drawn = json.loads(out.with_suffix(".json").read_text())[0]
+    drawn = json.loads(out.with_suffix(".json").read_text())["examples"][0]
     example = attention_example(runs["pre"], "sample_0002", 3)
     assert np.allclose(drawn["mass"], example.mass, atol=1e-6) and drawn["candidates"] == example.candidates
 

@@ -11,12 +11,14 @@ from pathlib import Path
 USER_ERROR = 2
 
 
-def run_cli(argv: list[str], cwd: Path, *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "400", "NO_COLOR": "1"}
+def run_cli(
+    argv: list[str], cwd: Path, *, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`decembert ARGV` in a fresh process; `env`: variables set on top of this one's (e.g. PYTHONPATH)."""
     return subprocess.run(
         [sys.executable, "-m", "decembert_cli", *argv],
         cwd=cwd,
-        env=env,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "400", "NO_COLOR": "1", **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

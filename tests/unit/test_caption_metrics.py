@@ -155,3 +155,86 @@ def test_repetition_at_4_counts_within_sentences_over_the_video() -> None:
     assert repetition_at_4(["add the oil", "to the pan"]) == 0.0  # no sentence has 4 words; grams never cross sentences
     # "," read as a space: 2 identical 4-grams
     assert repetition_at_4(["cut, cut, cut, cut, cut"]) == pytest.approx(1 / 2)
+
+
+# A line break or control character inside a caption: pycocoevalcap's PTBTokenizer joins the captions with
+# newlines and splits the Java tokenizer's output by lines, so one that Java reads as a line end (\r, U+2028,
+# U+2029, \v, \f) used to shift every later caption onto the wrong item. Each scores as a space.
+BREAKS = ["\r", "\n", "\r\n", "\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x00", "\x1b", "\x7f"]
+SHIFT_REFS = {
+    "v1": ["a man is{} slicing a tomato on a board", "someone cuts a red tomato"],
+    "v2": ["a dog runs across the{}park", "a brown dog is running on grass"],
+    "v3": ["two women are singing on a stage", "people sing a{}song"],
+    "v4": ["a car drives down a road", "a red car on the highway"],
+}
+SHIFT_HYPS = {
+    "v1": "a man is{}cutting a tomato",
+    "v2": "a dog is running in the park",
+    "v3": "women{}sing",
+    "v4": "a car",
+}
+
+
+def _with(char: str) -> tuple[dict[str, list[str]], dict[str, str]]:
+    return (
+        {k: [r.format(char) for r in refs] for k, refs in SHIFT_REFS.items()},
+        {k: h.format(char) for k, h in SHIFT_HYPS.items()},
+    )
+
+
+@pytest.fixture(scope="module")
+def spaced() -> dict[str, float]:
+    return caption_scores(*_with(" "), meteor=False)
+
+
+@pytest.mark.parametrize(
+    "char", BREAKS, ids=["CR", "LF", "CRLF", "LS", "PS", "NEL", "VT", "FF", "FS", "NUL", "ESC", "DEL"]
+)
+def test_a_line_break_or_control_character_in_a_caption_scores_as_a_space(char: str, spaced: dict[str, float]) -> None:
+    refs, hyps = _with(char)
+    assert caption_scores(refs, hyps, meteor=False) == pytest.approx(spaced, rel=1e-12)
+
+
+@pytest.mark.parametrize("fault", ["drop", "split"])
+def test_the_scorer_refuses_what_the_tokenizer_did_not_return_one_line_per_caption(
+    monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """A tokenizer that drops a caption or splits one in two (a line end the normalisation missed) is caught
+    per item, not scored shifted."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    from decembert_cli.errors import DecembertError
+
+    original = PTBTokenizer.tokenize
+
+    def faulty(self: PTBTokenizer, captions: dict) -> dict:
+        captions = {k: [dict(c) for c in v] for k, v in captions.items()}
+        first = next((v for v in captions.values() if len(v) > 1), None)  # where video1's 3 references are
+        if first is None:
+            pass
+        elif fault == "drop":
+            del first[1]
+        else:
+            first[1]["caption"] = first[1]["caption"].replace(" ", "\r", 1)
+        return original(self, captions)
+
+    monkeypatch.setattr(PTBTokenizer, "tokenize", faulty)
+    with pytest.raises(DecembertError, match=r"one line per caption for the references of .video1. \(3 sent"):
+        caption_scores(REFS, HYPS, meteor=False)
+
+
+def test_meteor_reads_untokenised_captions_with_line_breaks_and_its_field_separator_as_spaces() -> None:
+    """METEOR is a line protocol too (`SCORE ||| ref ||| ... ||| hypothesis` per line); the paragraph path
+    (tokenize=False) hands it the strings as they are."""
+    refs = {"a": ["a man is{}cooking{}food", "someone cooks"], "b": ["a dog runs", "a brown{}dog"]}
+    hyps = {"a": "a man{}cooks", "b": "a{}dog"}
+
+    def scores(a: str, b: str) -> dict[str, float]:
+        return caption_scores(
+            {k: [r.format(a, b) for r in v] for k, v in refs.items()},
+            {k: h.format(a) for k, h in hyps.items()},
+            tokenize=False,
+        )
+
+    # two METEOR runs (a JVM each): "|||" is a word to the other metrics, so only METEOR is compared
+    assert scores("\r", " ||| ")["METEOR"] == pytest.approx(scores(" ", " ")["METEOR"], rel=1e-12)

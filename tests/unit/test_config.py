@@ -108,7 +108,7 @@ def test_saved_config_loads_back_identical(tmp_path: Path) -> None:
         ("train.batch_size=0", "train.batch_size: 0 is out of range; use a value >= 1"),
         ("model.feature_dim_2d=-2048", "model.feature_dim_2d: -2048 is out of range; use a value >= 1"),
         ("train.betas=[0.9, 1.5]", "train.betas[1]: 1.5 is out of range; use a value in [0, 1)"),
-        ("seed=-1", "seed: -1 is out of range; use a value >= 0"),
+        ("seed=-1", "seed: -1 is out of range; use a value in [0, 4294967295]"),
     ],
 )
 def test_out_of_range_settings_are_refused_when_loaded(override: str, message: str) -> None:

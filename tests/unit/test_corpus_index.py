@@ -175,3 +175,28 @@ def test_a_run_without_dense_captions_reads_an_index_built_for_them(
     open_index(sample, other, DIMS, tokenizer, name="sample")
     with pytest.raises(DecembertError, match="dense captions required"):
         open_index(sample, dataclasses.replace(other, use_dense=True), DIMS, tokenizer, name="sample")
+
+
+def test_the_packed_id_check_is_safe_id() -> None:
+    """`first_unsafe_id` (the index's ids, checked at once on opening) applies `io.safe_id`'s rule exactly."""
+    from decembert_cli.data.clip_table import Strings, first_unsafe_id
+    from decembert_cli.io import MAX_ID_BYTES, safe_id
+
+    good = ["v1", "a.b", "x" * MAX_ID_BYTES, "café", "½", "ä" * (MAX_ID_BYTES // 2), "-_~ ok", "a\x80b"]
+    bad = ["", ".x", "..", "a/b", "a\\b", "a\x00", "v\x1f", "v\x7f", "x" * (MAX_ID_BYTES + 1), "ä" * 101]
+    for ids in ([*good], *([*good[:3], b, *good[3:]] for b in bad)):
+        expected = next((i for i, v in enumerate(ids) if not safe_id(v)), None)
+        assert first_unsafe_id(Strings.pack(ids)) == expected, ids
+    blob = Strings.pack(["ab", "cd"])
+    for damaged, row in (([0x61, 0xC3, 0xA4, 0x62], 0), ([0x61, 0x62, 0xA4, 0x64], 1), ([0x61, 0x62, 0x63, 0xC3], 1)):
+        assert first_unsafe_id(Strings(np.array(damaged, np.uint8), blob.offsets)) == row
+    rng = np.random.default_rng(0)
+    alphabet = np.frombuffer("ab.é½/\x01".encode() + b"\xff", np.uint8)
+    for _ in range(2000):  # random bytes cut anywhere: the row is the one safe_id finds
+        data = rng.choice(alphabet, size=int(rng.integers(1, 12)))
+        cuts = np.unique(rng.integers(1, max(len(data), 2), size=int(rng.integers(0, 4))))
+        offsets = np.array([0, *(c for c in cuts if c < len(data)), len(data)], dtype=np.int64)
+        pieces = [bytes(data[a:b]) for a, b in zip(offsets, offsets[1:], strict=False)]
+        ok = [safe_id(p.decode("utf-8", "replace")) and "\ufffd" not in p.decode("utf-8", "replace") for p in pieces]
+        expected = next((i for i, good in enumerate(ok) if not good), None)
+        assert first_unsafe_id(Strings(data, offsets)) == expected, (pieces, expected)

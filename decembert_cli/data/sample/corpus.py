@@ -46,6 +46,7 @@ import numpy as np
 
 from decembert_cli.data.corpus_index import IndexedCorpus
 from decembert_cli.data.feature_store import npy_bytes
+from decembert_cli.data.video_store import expand_user
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_bytes, atomic_write_text
 
@@ -160,7 +161,7 @@ class SampleCorpus(IndexedCorpus):
     """The built-in synthetic corpus: generated on first use, read as HowTo100M, with its true alignment."""
 
     def root(self, config: DataConfig, dims: tuple[int, int]) -> Path:
-        root = Path(config.root).expanduser() if config.root else default_sample_dir(dims)
+        root = expand_user(config.root, "data.root") if config.root else default_sample_dir(dims)
         if not is_sample_corpus(root):
             if dims[0] != dims[1]:
                 raise DecembertError(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from decembert_cli.data.video import opencv_can_name
 from decembert_cli.errors import DecembertError
 
 SIZE = (160, 120)  # width, height
@@ -154,6 +155,8 @@ def render(plan: dict, seed: int, path: Path, object_index: dict[str, int], acti
     frames = max(1, round(plan["seconds"] * FPS))
     bg = background(seed, plan["index"])
     segments = [(s0 / 100, s1 / 100, object_index[o], action_index[a]) for s0, s1, o, a in plan["segments"]]
+    if not opencv_can_name(tmp):
+        raise DecembertError(f"{path.parent}: not valid UTF-8, which OpenCV's video writer needs; use another folder")
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), FPS, (w, h))
     if not writer.isOpened():
         raise DecembertError(f"OpenCV cannot write {tmp} (no MPEG-4 encoder?); reinstall opencv-python-headless")

@@ -25,6 +25,7 @@ from decembert_cli.api import (
     DataCheck,
     DecembertError,
     EncoderSample,
+    Seed,
     Task,
     TaskHead,
     TaskMetric,
@@ -46,7 +47,7 @@ SPLITS = {"train": "train", "test": "test"}  # our split -> MSR-VTT's
 class MCConfig(TaskSettings):
     data: str = "MSRVTT_data.json"  # MSR-VTT videos, splits and captions
     choices: Count = 5  # candidates per question (the right one included)
-    seed: int = 0  # draws the wrong candidates and the order
+    seed: Seed = 0  # draws the wrong candidates and the order
     max_text_tokens: Count = 30  # WordPiece tokens kept per candidate caption
 
 
@@ -204,13 +205,12 @@ class Accuracy(TaskMetric):
 
     def compute(self) -> dict[str, float]:
         done = [q for q, s in self.scores.items() if len(s) == self.choices]
-        right = sum(max(self.scores[q], key=self.scores[q].get) == self.answers[q] for q in done)
+        right = sum(_best(self.scores[q]) == self.answers[q] for q in done)
         return {"accuracy": 100.0 * right / max(1, len(done)), "questions": float(len(done))}
 
     def predictions(self) -> list[dict[str, Any]]:
         return [
-            {"question": q, "choice": max(s, key=s.get), "answer": self.answers.get(q)}
-            for q, s in sorted(self.scores.items())
+            {"question": q, "choice": _best(s), "answer": self.answers.get(q)} for q, s in sorted(self.scores.items())
         ]
 
 
@@ -239,3 +239,8 @@ class MSRVTTMultipleChoice(Task):
 
     def metric(self, split: str) -> Accuracy:
         return Accuracy(self.config.choices)
+
+
+def _best(scores: dict[int, float]) -> int:
+    """The candidate with the highest score."""
+    return max(scores, key=lambda k: scores[k])
