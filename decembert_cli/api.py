@@ -12,7 +12,7 @@ uses nothing else (a test checks it).
 - Videos: `VideoStore` reads a video's feature streams and dense captions (the reader pre-training
   uses); `dataset_file` resolves a file setting under `task.root`.
 - Samples: `EncoderSample` with `TextSegment`s of a `TokenType`, `tokenize_captions`, and
-  `collate_with` (a list of samples -> `VideoTextBatch`); heads receive an `EncoderOutput`.
+  `collate_with` (a list of samples -> `VideoTextBatch`); heads receive an `EncoderOutput` and return a `HeadOutput`.
 - Corpora: a `CorpusOpener` returns records; a corpus in HowTo100M's layout can register an
   `IndexedCorpus` instead, read through the persistent corpus index.
 - Models: `load_pretrained(FOLDER_OR_HUB_ID)` returns a `Pretrained` (model, encoder, tokenizer,
@@ -49,6 +49,7 @@ from decembert_cli.protocols import (
     CorpusOpener,
     DataCheck,
     DatasetAdapter,
+    HeadOutput,
     PredictionsNotSupported,
     Task,
     TaskDataset,
@@ -65,6 +66,7 @@ __all__ = [
     "DecembertError",
     "EncoderOutput",
     "EncoderSample",
+    "HeadOutput",
     "IndexedCorpus",
     "Fraction",
     "NonNegative",

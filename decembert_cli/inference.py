@@ -119,10 +119,10 @@ def encode_attentions(
 
 @torch.no_grad()
 def task_outputs(model: Pretrained, video_2d: Any, video_3d: Any, text: str, dense: Sequence[str] = ()) -> dict:
-    """The task head's outputs for one (video, text) pair of a fine-tuned model."""
+    """The task head's values (`HeadOutput.values`) for one (video, text) pair of a fine-tuned model."""
     if model.kind != "finetune":
         raise DecembertError("this needs a fine-tuned model (decembert finetune TASK), not a pre-training one")
-    return dict(model.model(_batch(model, [sample(model, video_2d, video_3d, text, dense)])).outputs)
+    return dict(model.model(_batch(model, [sample(model, video_2d, video_3d, text, dense)])).head.values)
 
 
 def answer(model: Pretrained, video_2d: Any, video_3d: Any, question: str, dense: Sequence[str] = ()) -> str:

@@ -72,12 +72,57 @@ class DatasetAdapter(Protocol):
         ...
 
 
+@dataclass
+class HeadOutput:
+    """What `TaskHead.forward` returns.
+
+    `values`: the task's outputs, which its `TaskMetric.update` reads (e.g. "logits", "score", "captions").
+    `loss`: a scalar tensor, the mean over `TaskHead.target_count(batch)` targets (the batch's items by
+    default), with a gradient; None for a batch without targets (e.g. an evaluation batch). The engine
+    checks this on the first training batch of a run (`check_head_output`).
+    """
+
+    values: dict[str, Any] = field(default_factory=dict)
+    loss: torch.Tensor | None = None
+
+
+def check_head_output(head: nn.Module, out: Any, *, training: bool) -> HeadOutput:
+    """`out` as a `HeadOutput`, or one error naming `head`'s class and what is wrong with what it returned
+    (checked once per run on a training batch, and by `check_task`)."""
+    name = type(head).__name__
+    fix = "return decembert_cli.api.HeadOutput(values={...}, loss=<mean over the batch's targets>)"
+    if not isinstance(out, HeadOutput):
+        raise DecembertError(f"head {name}.forward returned a {type(out).__name__}, not a HeadOutput: {fix}")
+    if not isinstance(out.values, dict):
+        raise DecembertError(f"head {name}: HeadOutput.values is a {type(out.values).__name__}, not a dict")
+    if not training:
+        return out
+    loss = out.loss
+    if loss is None:
+        raise DecembertError(f"head {name} returned no loss for a training batch (HeadOutput.loss is None): {fix}")
+    if not isinstance(loss, torch.Tensor):
+        raise DecembertError(f"head {name}: HeadOutput.loss is a {type(loss).__name__}, not a tensor: {fix}")
+    if loss.dim() != 0:
+        raise DecembertError(
+            f"head {name}: HeadOutput.loss has shape {tuple(loss.shape)}; return its mean over the batch (a scalar), "
+            "e.g. cross_entropy(..., reduction='mean')"
+        )
+    if not loss.is_floating_point() or not bool(torch.isfinite(loss.detach())):
+        raise DecembertError(f"head {name}: HeadOutput.loss is {loss.item()} on the first training batch (not finite)")
+    if not loss.requires_grad:
+        raise DecembertError(
+            f"head {name}: HeadOutput.loss has no gradient (computed under torch.no_grad, detached, or from .item()); "
+            "compute it from the head's outputs"
+        )
+    return out
+
+
 class TaskHead(nn.Module):
     """Base class of a task's head (what `Task.head` returns), on top of the shared encoder.
 
-    `forward(encoder_output, batch)` returns a dict with the task's outputs, and "loss" (mean over the
-    batch) when the batch has targets; "correct" (summable) lets fine-tuning report validation
-    accuracy. Fine-tuning calls the methods below around it; override those the task needs.
+    `forward(encoder_output, batch)` takes the encoder's `EncoderOutput` and the `VideoTextBatch` and
+    returns a `HeadOutput`: the task's values for its metric, and the loss when the batch has targets.
+    Fine-tuning calls the methods below around it; override those the task needs.
     """
 
     def encoder_kwargs(self, batch: VideoTextBatch) -> dict[str, Any]:
@@ -86,7 +131,7 @@ class TaskHead(nn.Module):
 
     def target_count(self, batch: VideoTextBatch) -> int | torch.Tensor:
         """What the loss averages over in `batch`: its items by default. A head whose loss averages over
-        something else (e.g. caption tokens) returns that count, and a "loss_sum" output."""
+        something else (e.g. caption tokens) returns that count (fine-tuning weighs each batch's loss by it)."""
         return batch.batch_size
 
     def from_pretraining(self, state: dict[str, torch.Tensor]) -> bool:
@@ -108,7 +153,8 @@ class TaskMetric(ABC):
     def reset(self) -> None: ...
 
     @abstractmethod
-    def update(self, outputs: dict[str, torch.Tensor], batch: VideoTextBatch) -> None: ...
+    def update(self, outputs: HeadOutput, batch: VideoTextBatch) -> None:
+        """Take the head's output for `batch` (its `values`)."""
 
     @abstractmethod
     def compute(self) -> dict[str, float]: ...

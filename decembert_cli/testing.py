@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from decembert_cli.errors import DecembertError
 from decembert_cli.protocols import TASK_ATTRIBUTES, DataCheck, Task, TaskHead, TaskMetric
 
 
@@ -33,10 +34,11 @@ def check_task(
     `task_settings` are the task's `task.*` keys (e.g. {"root": folder with tiny data});
     `feature_dims` the (2D, 3D) widths of its stored features. Checks: the declared attributes and
     `evaluate`; the config class builds from the settings; `check()` reads the files; the head is a
-    `TaskHead`, and a training batch of `items` collates and gives a finite loss whose gradient
-    reaches the head and the encoder; the task's state round-trips into a new instance; the metric
-    is a `TaskMetric`, and over the evaluation split (keep it small) it holds the main metric, finite,
-    and JSON-able predictions. Raises AssertionError naming what broke.
+    `TaskHead`, and a training batch of `items` collates and its `HeadOutput` has a finite scalar loss
+    (the same check and message as fine-tuning's) whose gradient reaches the head and the encoder; the
+    task's state round-trips into a new instance; the metric is a `TaskMetric`, and over the evaluation
+    split (keep it small) it holds the main metric, finite, and JSON-able predictions. Raises
+    AssertionError naming what broke.
     """
     from decembert_cli.config import ModelConfig
     from decembert_cli.config.loader import from_dict
@@ -65,8 +67,10 @@ def check_task(
     assert isinstance(head, TaskHead), f"{task_cls.__name__}.head() returned a {type(head).__name__}, not a TaskHead"
     model = TaskModel(encoder, head)
     batch = train.collate([train[(0, i)] for i in range(items)])
-    out = model(batch)
-    assert "task" in out.losses, "the head returned no 'loss' for a training batch"
+    try:
+        out = model(batch)  # checks the head's output (`check_head_output`), as fine-tuning does
+    except DecembertError as exc:
+        raise AssertionError(str(exc)) from None
     loss = out.losses["total"]
     assert math.isfinite(loss.item()), f"the training loss is {loss.item()}"
     loss.backward()

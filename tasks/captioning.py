@@ -39,9 +39,10 @@ from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.data.video_store import VideoStore, dataset_file
 from decembert_cli.errors import DecembertError
 from decembert_cli.metrics.captions import caption_scores, check_java, paragraph, repetition_at_4
+from decembert_cli.model.encoder import EncoderOutput
 from decembert_cli.model.generation import Decoding, generate, seq2seq_mask
 from decembert_cli.model.heads import MLMHead
-from decembert_cli.protocols import DataCheck, TaskDataset, TaskHead, TaskMetric
+from decembert_cli.protocols import DataCheck, HeadOutput, TaskDataset, TaskHead, TaskMetric
 
 from .common import ClipTask, check_predicted_once, prediction_id
 from .datasets.msrvtt import read_msrvtt_data
@@ -161,10 +162,10 @@ class CaptionHead(TaskHead):
         start = batch.extras.get("caption_start")
         return (batch.text_mask.sum(1) - start).sum() if start is not None else torch.tensor(batch.batch_size)
 
-    def forward(self, output: Any, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
+    def forward(self, output: EncoderOutput, batch: VideoTextBatch) -> HeadOutput:
         start = batch.extras.get("caption_start")
         if start is None:
-            return {}
+            return HeadOutput()
         text = output.text  # (B, Lt, H)
         lt = text.shape[1]
         positions = torch.arange(lt, device=text.device)[None]  # (1, Lt)
@@ -176,7 +177,7 @@ class CaptionHead(TaskHead):
         chosen = targets != IGNORE
         logits = self.lm(text[chosen])  # (N, vocab)
         loss_sum = nn.functional.cross_entropy(logits.float(), targets[chosen], reduction="sum")
-        return {"loss": loss_sum / max(int(chosen.sum()), 1), "loss_sum": loss_sum}
+        return HeadOutput({}, loss_sum / max(int(chosen.sum()), 1))  # per token (target_count)
 
 
 class CaptionMetric(TaskMetric):
@@ -195,8 +196,8 @@ class CaptionMetric(TaskMetric):
     def add(self, clip: int, caption: str) -> None:
         self.predicted[clip] = caption
 
-    def update(self, outputs: dict[str, Any], batch: VideoTextBatch) -> None:
-        for clip, caption in zip(batch.extras["clip"].tolist(), outputs["captions"]):
+    def update(self, outputs: HeadOutput, batch: VideoTextBatch) -> None:
+        for clip, caption in zip(batch.extras["clip"].tolist(), outputs.values["captions"]):
             self.add(int(clip), caption)
 
     def load(self, rows: list[dict[str, Any]], source: str) -> None:

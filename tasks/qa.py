@@ -23,7 +23,8 @@ from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, Vide
 from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.data.video_store import VideoStore, dataset_file
 from decembert_cli.errors import DecembertError
-from decembert_cli.protocols import DataCheck, Task, TaskHead, TaskMetric
+from decembert_cli.model.encoder import EncoderOutput
+from decembert_cli.protocols import DataCheck, HeadOutput, Task, TaskHead, TaskMetric
 
 from .datasets.msrvtt import QAItem, answer_vocabulary, read_qa
 
@@ -173,16 +174,14 @@ class QAHead(TaskHead):
             nn.Linear(2 * hidden_size, answers),
         )
 
-    def forward(self, output: Any, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
+    def forward(self, output: EncoderOutput, batch: VideoTextBatch) -> HeadOutput:
         logits = self.mlp(output.pooled)  # (B, K)
-        result = {"logits": logits}
         answer = batch.extras.get("answer")
-        if answer is not None:
+        loss = None
+        if answer is not None and bool((answer >= 0).any()):  # out-of-vocabulary answers (-1) are not targets
             known = answer >= 0
-            if bool(known.any()):
-                result["loss"] = nn.functional.cross_entropy(logits[known].float(), answer[known])
-            result["correct"] = logits.argmax(-1) == answer  # out-of-vocabulary (-1) is never correct
-        return result
+            loss = nn.functional.cross_entropy(logits[known].float(), answer[known])
+        return HeadOutput({"logits": logits}, loss)
 
 
 class QAMetric(TaskMetric):
@@ -195,8 +194,8 @@ class QAMetric(TaskMetric):
     def reset(self) -> None:
         self.rows: list[dict[str, Any]] = []
 
-    def update(self, outputs: dict[str, torch.Tensor], batch: VideoTextBatch) -> None:
-        probs = outputs["logits"].float().softmax(-1)
+    def update(self, outputs: HeadOutput, batch: VideoTextBatch) -> None:
+        probs = outputs.values["logits"].float().softmax(-1)
         top_p, top_i = probs.topk(min(5, probs.shape[-1]), dim=-1)
         x = batch.extras
         for i in range(probs.shape[0]):

@@ -34,8 +34,9 @@ from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.data.video_store import VideoStore
 from decembert_cli.errors import DecembertError
 from decembert_cli.metrics.retrieval import retrieval_metrics
+from decembert_cli.model.encoder import EncoderOutput
 from decembert_cli.model.heads import VTMHead
-from decembert_cli.protocols import DataCheck, TaskDataset, TaskHead, TaskMetric
+from decembert_cli.protocols import DataCheck, HeadOutput, TaskDataset, TaskHead, TaskMetric
 
 from .common import ClipTask
 from .datasets.msrvtt import read_1ka, read_msrvtt_data, read_video_list
@@ -148,14 +149,11 @@ class RetrievalHead(TaskHead):
         self.vtm.load_state_dict(mine)
         return True
 
-    def forward(self, output: Any, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
+    def forward(self, output: EncoderOutput, batch: VideoTextBatch) -> HeadOutput:
         logits = self.vtm(output.pooled)  # (B,)
-        result = {"score": logits}
         match = batch.extras.get("match")
-        if match is not None:
-            result["loss"] = nn.functional.binary_cross_entropy_with_logits(logits.float(), match.float())
-            result["correct"] = (logits > 0).long() == match
-        return result
+        loss = None if match is None else nn.functional.binary_cross_entropy_with_logits(logits.float(), match.float())
+        return HeadOutput({"score": logits}, loss)
 
 
 class RetrievalMetric(TaskMetric):
@@ -168,10 +166,10 @@ class RetrievalMetric(TaskMetric):
     def reset(self) -> None:
         self.scores = np.full((len(self.pairs.texts), len(self.pairs.clips)), np.nan)
 
-    def update(self, outputs: dict[str, torch.Tensor], batch: VideoTextBatch) -> None:
+    def update(self, outputs: HeadOutput, batch: VideoTextBatch) -> None:
         t = batch.extras["text"].cpu().numpy()
         c = batch.extras["clip"].cpu().numpy()
-        self.scores[t, c] = outputs["score"].float().cpu().numpy()
+        self.scores[t, c] = outputs.values["score"].float().cpu().numpy()
 
     def compute(self) -> dict[str, float]:
         missing = int(np.isnan(self.scores).sum())
@@ -293,7 +291,7 @@ class RetrievalTask(ClipTask):
             chunk = wanted[first : first + batch_size]
             batch = data.collate([data[t * n_clips + c] for t, c in chunk]).to(device)
             # float64: + RERANKED keeps every digit
-            scores = model.head(model.encode(batch), batch)["score"].double().cpu().numpy()
+            scores = model.head(model.encode(batch), batch).values["score"].double().cpu().numpy()
             metric.scores[[t for t, _ in chunk], [c for _, c in chunk]] = scores + offset
             if progress is not None:
                 progress(min(len(wanted), first + batch_size), len(wanted))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import typer
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
+    from rich.console import Console
 
 T = TypeVar("T", bound="DataclassInstance")
 
@@ -22,6 +25,22 @@ SetOption = typer.Option(
     [], "--set", help="Override one key, e.g. --set loss.constrained_lambda=0.5 (repeatable; value read as YAML)."
 )
 PrintConfigOption = typer.Option(False, "--print-config", help="Print the resolved config as YAML and exit.")
+
+
+# where output goes to a pipe or a file: a width no line reaches, so tables keep every cell whole (rich would
+# use 80 columns and cut commands and paths with "..."); tables still take only the width their content needs
+UNBOUNDED_WIDTH = 100_000
+
+
+def make_console(*, stderr: bool = False, **kwargs: Any) -> Console:
+    """The rich Console of a command. On a terminal, its width; otherwise (a pipe, a log) unbounded, unless the
+    COLUMNS environment variable sets one."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    if "width" not in kwargs and not os.environ.get("COLUMNS") and not stream.isatty():
+        kwargs["width"] = UNBOUNDED_WIDTH
+    return Console(stderr=stderr, **kwargs)
 
 
 def resolve(cls: type[T], config: str | None, overrides: list[str], print_config: bool) -> T:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from decembert_cli.commands._options import ConfigOption, PrintConfigOption, SetOption, resolve
+from decembert_cli.commands._options import ConfigOption, PrintConfigOption, SetOption, make_console, resolve
 
 
 def check(
@@ -26,7 +26,6 @@ def check(
     import time
 
     import torch
-    from rich.console import Console
     from rich.table import Table
 
     from decembert_cli.config import Config, save_config
@@ -36,7 +35,7 @@ def check(
     from decembert_cli.model.weights import resolve_init
 
     cfg = resolve(Config, config, overrides, print_config)
-    console = Console()
+    console = make_console()
     dev = resolve_device(device, option="--device")
     torch.manual_seed(cfg.seed)
     with console.status(f"building the {cfg.model.arch} encoder (init: {resolve_init(cfg.model)})"):

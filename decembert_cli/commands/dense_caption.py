@@ -45,9 +45,7 @@ def dense_caption(
     OUT/densecap.json (backend, model, weights SHA-256, settings), videos.jsonl and failures.jsonl.
     `decembert pretrain` reads the folder as data.dense_captions.
     """
-    from rich.console import Console
-
-    from decembert_cli.commands._options import report_failures, video_progress, video_run
+    from decembert_cli.commands._options import make_console, report_failures, video_progress, video_run
     from decembert_cli.config.loader import check_value
     from decembert_cli.config.schema import Interval
     from decembert_cli.data.jobs import log_names, store_writer
@@ -68,7 +66,7 @@ def dense_caption(
     options = CaptionOptions(
         out=out, interval=interval, top_k=top_k, batch_size=batch_size, decoder=decoder, shard=shard_of_run
     )
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     imports = isinstance(captioner, ImportBackend)
     progress = video_progress(console, "importing" if imports else "captioning")
     with store_writer(out, inputs, options.shard), progress as (on_start, on_video):

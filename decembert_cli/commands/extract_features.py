@@ -65,14 +65,12 @@ def extract_features(
     rate, resolution, normalisation), videos.jsonl and failures.jsonl. Failed videos do not stop the
     run; rerunning after a crash or kill extracts only what is missing.
     """
-    from rich.console import Console
-
-    from decembert_cli.commands._options import report_failures, video_progress
+    from decembert_cli.commands._options import make_console, report_failures, video_progress
     from decembert_cli.data.jobs import log_names, store_writer
     from decembert_cli.features.pipeline import extract
 
     options = _extract_options(out, layout, dtype, l2_normalise, batch_size, readers, decoder, device, precision, shard)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     b2, b3 = _backbones(backbone_2d, weights_2d, size_2d, backbone_3d, weights_3d, size_3d, random_init)
     console.print(_backbones_line(b2, b3, options), highlight=False, soft_wrap=True)
     with store_writer(out, inputs, options.shard), video_progress(console, "extracting") as (on_start, on_video):

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from decembert_cli.commands._options import ConfigOption, PrintConfigOption, SetOption, counting_progress, resolve
+from decembert_cli.commands._options import (
+    ConfigOption,
+    PrintConfigOption,
+    SetOption,
+    counting_progress,
+    make_console,
+    resolve,
+)
 
 if TYPE_CHECKING:  # imported when the command runs, so that `decembert --help` stays instant
     from rich.console import Console
@@ -37,8 +44,6 @@ def pretrain(
     import os
     import time
 
-    from rich.console import Console
-
     from decembert_cli.config import Config
     from decembert_cli.config.loader import former_defaults
     from decembert_cli.engine.pretrain import prepare
@@ -54,7 +59,7 @@ def pretrain(
         overrides = [*former_defaults(out / "config.yaml"), *overrides]  # a run from before a default changed
     cfg = resolve(Config, config, overrides, print_config)
     main = int(os.environ.get("RANK", "0")) == 0
-    console = Console(quiet=not main)
+    console = make_console(quiet=not main)
     with counting_progress(console, f"indexing the {data} corpus (once)") as progress:
         setup = prepare(cfg, data, out, strict=strict, progress=progress)
     report = setup.report

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from decembert_cli.commands._options import SetOption
+from decembert_cli.commands._options import SetOption, make_console
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,17 +31,25 @@ def recipe(
     execute: bool = typer.Option(
         False, "--run/--dry-run", help="--dry-run (default): print the chain and its cost. --run: execute it."
     ),
+    script: bool = typer.Option(
+        False, "--script", help="Print the chain as a bash script (one command per line, its cost as a comment)."
+    ),
 ) -> None:
     """The paper's recipe for a table: every command (features, dense captions, index, pre-training,
     fine-tuning, evaluation) with the paper's settings, the GPU-hours on one H200 (measured rate or a
     labelled estimate) and the disk. --run executes it, resumably: run it again after an interruption.
+    --script prints the commands as a bash script instead.
     --set applies to the pre-training runs."""
-    from rich.console import Console
-
     from decembert_cli import recipes
+    from decembert_cli.errors import DecembertError
 
-    console = Console(highlight=False, soft_wrap=True)
+    if script and execute:
+        raise DecembertError("--script prints the commands for you to run; --run runs them: give one of the two")
+    console = make_console(highlight=False, soft_wrap=True)
     plan = recipes.build(table, root, runs, config, overrides)
+    if script:
+        typer.echo(as_script(plan), nl=False)
+        return
     show_plan(console, plan)
     if execute:
         recipes.run(plan, announce=lambda line: console.print(f"[bold]{line}[/bold]"), skip=skip)
@@ -78,6 +86,21 @@ def show_plan(console: Console, plan: Recipe) -> None:
         console.print(f"  {key}: {rate.per_s:,.1f} {rate.unit} ({rate.source})")
     for task, numbers in plan.paper.items():
         console.print(f"paper: {task} " + ", ".join(f"{k} {v:g}" for k, v in numbers.items()))
+
+
+def as_script(plan: Recipe) -> str:
+    """The recipe as a bash script: each step's cost as a comment, then its command on one line. Unlike --run,
+    it does not skip steps already done or resume an interrupted run."""
+    from decembert_cli.recipes import RATES
+
+    lines = ["#!/usr/bin/env bash", f"# decembert recipe {plan.table}: {plan.title}", "set -euo pipefail", ""]
+    for number, step in enumerate(plan.steps, 1):
+        mark = "" if RATES[step.rate].measured else "~"
+        note = f"; {step.note}" if step.note else ""
+        disk = _size(step.disk_bytes) if step.disk_bytes else "no new files"
+        lines.append(f"# {number}. {step.name}: {mark}{step.hours:,.1f} h on one H200, {disk}{note}")
+        lines.append(step.command())
+    return "\n".join(lines) + "\n"
 
 
 def show_results(console: Console, plan: Recipe) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from decembert_cli.commands._options import counting_progress
+from decembert_cli.commands._options import counting_progress, make_console
 
 
 def sample_data(
@@ -38,11 +38,9 @@ def sample_data(
     MSR-VTT and MSRVTT-QA annotations for the downstream tasks (decembert finetune msrvtt-qa
     --set task.root=OUT/msrvtt). Re-running on the same corpus does nothing.
     """
-    from rich.console import Console
-
     from decembert_cli.data.sample.corpus import generate, read_meta
 
-    console = Console()
+    console = make_console()
     existed = read_meta(out) is not None
     with counting_progress(console, "writing videos") as progress:
         root = generate(

@@ -7,13 +7,12 @@ from typing import Any
 
 import typer
 
-from decembert_cli.commands._options import ConfigOption, SetOption, counting_progress
+from decembert_cli.commands._options import ConfigOption, SetOption, counting_progress, make_console
 
 
 def list_tasks() -> None:
     """List the installed downstream tasks (entry points decembert.tasks) with their package and version.
     A task that cannot load is listed as broken with the reason, and the exit status is then 2."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -31,7 +30,7 @@ def list_tasks() -> None:
         # what a plugin says is text, never markup (a reason with brackets in it)
         cells = (name, info.package, f"{info.version} (task {getattr(task, 'version', '?')})")
         table.add_row(*map(escape, cells), escape(str(getattr(task, "main_metric", "?"))), status)
-    console = Console()
+    console = make_console()
     console.print(table if available else "no tasks installed (entry-point group decembert.tasks)")
     if broken:
         raise DecembertError(
@@ -65,8 +64,6 @@ def finetune(
     """
     import time
 
-    from rich.console import Console
-
     from decembert_cli.config import to_yaml
     from decembert_cli.engine.finetune import finetune as run_finetune
     from decembert_cli.engine.finetune import prepare, resolve
@@ -83,18 +80,18 @@ def finetune(
         out = Path("runs") / f"finetune-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
     if resume and config is None and (out / "config.yaml").is_file():
         config = str(out / "config.yaml")
-    console = Console()
+    console = make_console()
     with console.status(f"reading {task} and building the model"):
         setup = prepare(task, config, overrides, out, checkpoint)
     console.print(
-        f"{task}: {setup.train_items} training items, {setup.val_items} validation items scored; "
+        f"{task}: {setup.train_items} training items, {setup.val_items} validation items (scored as evaluate does); "
         f"encoder from {setup.init}",
         highlight=False,
     )
 
     def show(step: int, metrics: dict[str, float]) -> None:
         console.print(
-            f"validation at step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), highlight=False
+            f"validation at step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()), highlight=False
         )
 
     result = run_finetune(setup, resume=resume, on_validation=show)
@@ -142,13 +139,11 @@ def evaluate(
     it at data elsewhere. With --predictions FILE, a predictions file (e.g. from another run or
     another toolkit, in the same layout) is scored against the task's references without a model.
     """
-    from rich.console import Console
-
     from decembert_cli.engine.finetune import evaluate as run_evaluate
     from decembert_cli.engine.finetune import score_predictions
     from decembert_cli.errors import DecembertError
 
-    console = Console()
+    console = make_console()
     if rerank_k is not None:
         overrides = [*overrides, f"task.rerank_k={rerank_k}"]
     if (checkpoint is None) == (predictions is None):
@@ -206,12 +201,11 @@ def data_check(
     answer coverage and videos lacking features or dense captions; no model is loaded."""
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from decembert_cli.registry import corpora, tasks
 
-    console = Console()
+    console = make_console()
     if name in tasks.available():
         from decembert_cli.config import load_config
         from decembert_cli.engine.finetune import config_class
@@ -281,8 +275,6 @@ def data_index(
     after adding videos, it examines only the new ones (and those skipped before)."""
     import json
 
-    from rich.console import Console
-
     from decembert_cli.commands._options import counting_progress
     from decembert_cli.config import Config, load_config
     from decembert_cli.data.corpus_index import IndexedCorpus, open_index
@@ -290,7 +282,7 @@ def data_index(
     from decembert_cli.model import build_tokenizer
     from decembert_cli.registry import corpora
 
-    console = Console()
+    console = make_console()
     cfg = load_config(Config, config, overrides)
     corpus = corpora.load(name)
     if not isinstance(corpus, IndexedCorpus):
@@ -331,11 +323,9 @@ def export(
     import shlex
     import sys
 
-    from rich.console import Console
-
     from decembert_cli.export import export_model
 
     command = "decembert " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     folder = export_model(source, out, command)
     files = ", ".join(sorted(p.name for p in folder.iterdir()))
-    Console().print(f"exported {source} -> {folder} ({files})", highlight=False, soft_wrap=True)
+    make_console().print(f"exported {source} -> {folder} ({files})", highlight=False, soft_wrap=True)

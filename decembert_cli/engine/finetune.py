@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -36,9 +36,7 @@ from decembert_cli.engine.loop import (
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text, check_outputs, read_json_object, read_jsonl, regular_file, user_path
 from decembert_cli.model.flops import ModelShape, batch_flops
-from decembert_cli.protocols import PredictionsNotSupported, Task, TaskHead, TaskMetric
-
-VAL_ITEMS = 2000  # validation items scored during fine-tuning (spread evenly over the split)
+from decembert_cli.protocols import HeadOutput, PredictionsNotSupported, Task, TaskHead, TaskMetric, check_head_output
 
 
 @dataclass(frozen=True)
@@ -67,23 +65,27 @@ def config_class(task_cls: type[Task]) -> type:
 
 @dataclass
 class TaskOutput:
-    """A `decembert_cli.protocols.ModelOutput` (what the training loop reads), with the head's outputs."""
+    """A `decembert_cli.protocols.ModelOutput` (what the training loop reads), with the head's output."""
 
     losses: dict[str, torch.Tensor]
     sums: dict[str, torch.Tensor]
     counts: dict[str, torch.Tensor]
     weights: dict[str, float]
     stats: dict[str, torch.Tensor]
-    outputs: dict[str, Any]  # what the head returned
+    head: HeadOutput  # what the head returned
 
 
 class TaskModel(nn.Module):
-    """The encoder and a task head: a `decembert_cli.protocols.TrainableModel`, which the training loop trains."""
+    """The encoder and a task head: a `decembert_cli.protocols.TrainableModel`, which the training loop trains.
+
+    The head's output is checked on the first training batch (`check_head_output`): one error naming the
+    head class instead of a traceback from deep inside the loop."""
 
     def __init__(self, encoder: nn.Module, head: TaskHead) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self._head_checked = False
 
     def encode(self, batch: VideoTextBatch) -> Any:
         """The encoder's output for `batch`, with the head's extra encoder arguments (e.g. a seq2seq mask)."""
@@ -100,30 +102,29 @@ class TaskModel(nn.Module):
         return {"task": self._count(batch)}
 
     def forward(self, batch: VideoTextBatch, normalisers: dict[str, torch.Tensor] | None = None) -> TaskOutput:
-        outputs = self.head(self.encode(batch), batch)
+        out = self.head(self.encode(batch), batch)
+        if self.training and not self._head_checked:
+            check_head_output(self.head, out, training=True)
+            self._head_checked = True
         device = batch.text_ids.device
         stats = {"count": torch.tensor(float(batch.batch_size), device=device)}
         losses: dict[str, torch.Tensor] = {}
         sums: dict[str, torch.Tensor] = {}
         count = self._count(batch)
-        if "loss" in outputs:
+        if out.loss is not None:
             # a sum over targets, divided by the targets of the whole global batch: the same update however it is split
-            total = outputs["loss_sum"] if "loss_sum" in outputs else outputs["loss"] * count
+            total = out.loss * count
             n = normalisers["task"] if normalisers else count
             losses = {"task": total / n, "total": total / n}
             sums = {"task": total.detach()}
             stats["loss_sum"] = total.detach().float()
             stats["loss_count"] = count
-        if "correct" in outputs:
-            stats["correct"] = outputs["correct"].detach().float().sum()
-        return TaskOutput(losses, sums, {"task": count}, {"task": 1.0}, stats, outputs)
+        return TaskOutput(losses, sums, {"task": count}, {"task": 1.0}, stats, out)
 
     @staticmethod
     def metrics(totals: dict[str, float]) -> dict[str, float]:
-        out = {"loss": totals["loss_sum"] / max(totals.get("loss_count", 0.0), 1.0)} if "loss_sum" in totals else {}
-        if "correct" in totals:
-            out["accuracy"] = totals["correct"] / max(totals.get("count", 0.0), 1.0)
-        return out
+        """The loss over a pass (fine-tuning validates with the task's metric instead: `validation`)."""
+        return {"loss": totals["loss_sum"] / max(totals.get("loss_count", 0.0), 1.0)} if "loss_sum" in totals else {}
 
 
 def load_task(name: str) -> tuple[type[Task], Any]:
@@ -157,7 +158,7 @@ class FinetuneSetup:
     task: Any
     config: Any
     train_items: int
-    val_items: int
+    val_items: int  # the whole val split, scored as `evaluate` scores it
     init: str  # the pre-training checkpoint, or model.init
 
 
@@ -195,7 +196,6 @@ def prepare(
     task_name: str, config_source: str | None, overrides: list[str], run_dir: Path, checkpoint: Path | None
 ) -> FinetuneSetup:
     """Resolve the config (the checkpoint's model settings first), build datasets, model and job."""
-    from decembert_cli.data.corpus import validation_indices
     from decembert_cli.model import build_encoder, build_tokenizer, check_vocabulary
 
     r = resolve(task_name, config_source, overrides, checkpoint)
@@ -214,9 +214,8 @@ def prepare(
         raise DecembertError(
             f"task {task_name}: the training split has no usable items (decembert data check {task_name} says why)"
         )
-    # validation as training scores it (targets, negatives, teacher forcing), deterministic per item;
-    # items whose videos lack features are left out (evaluate is the strict one)
-    val_data = adapter.dataset("val", tokenizer, config.model, train=True) if adapter.has_split("val") else None
+    # validation is `evaluate` on the val split: the eval-mode dataset (every item), the task's own metric
+    val_data = adapter.dataset("val", tokenizer, config.model, train=False) if adapter.has_split("val") else None
     encoder, mlm_state = build_encoder(config.model, bert_config=r.bert_config)
     if r.encoder_state is not None:
         try:
@@ -245,7 +244,6 @@ def prepare(
         "init": init,
         "bert_config": encoder.bert.config.to_dict(),
     }
-    val_keys = validation_indices(len(val_data), VAL_ITEMS) if val_data is not None else []
     job = Job(
         model=model,
         train_data=train_data,
@@ -255,11 +253,10 @@ def prepare(
         run_dir=run_dir,
         saved_config=to_dict(config),
         meta=meta,
-        val_data=val_data,
-        val_keys=val_keys,
+        validate=None if val_data is None else validation(task, val_data, config.train.batch_size),
         cost=_cost(ModelShape.of(encoder.bert.config, config.model.feature_dim_2d, config.model.feature_dim_3d)),
     )
-    return FinetuneSetup(job, task, config, len(train_data), len(val_keys), init)
+    return FinetuneSetup(job, task, config, len(train_data), 0 if val_data is None else len(val_data), init)
 
 
 def _cost(shape: ModelShape) -> Callable[[Any], tuple[float, int]]:
@@ -303,6 +300,23 @@ def score_split(
     model.eval()
     with torch.inference_mode():
         task.evaluate(model, data, metric, batch_size, device, progress)
+
+
+def validation(task: Task, data: Any, batch_size: int) -> Callable[[nn.Module, torch.device], dict[str, float]]:
+    """Fine-tuning's validation: the task's metric over every item of the val split, computed as `evaluate`
+    computes it (same dataset, scoring and units), so the numbers in metrics.jsonl and evaluate's agree."""
+
+    def validate(model: nn.Module, device: torch.device) -> dict[str, float]:
+        metric = task.metric("val")
+        metric.reset()
+        was_training = model.training
+        try:
+            score_split(task, cast(TaskModel, model), data, metric, batch_size, device)
+        finally:
+            model.train(was_training)
+        return metric.compute()
+
+    return validate
 
 
 @dataclass

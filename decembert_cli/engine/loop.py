@@ -48,6 +48,9 @@ class Job:
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. {"kind": "pretrain", "corpus": "sample"}
     val_data: TaskDataset | None = None
     val_keys: Sequence[Any] = ()  # validation item keys (the whole list; sharded by rank here)
+    # instead of summing the model's stats over val_data: (model, device) -> metrics, run on the main process
+    # in float32 while the others wait (fine-tuning: the task's own metric, as `evaluate` computes it)
+    validate: Callable[[nn.Module, torch.device], dict[str, float]] | None = None
     workers: int = 0  # data-loading worker processes per rank
     eval_kwargs: dict[str, Any] = field(default_factory=dict)  # extra forward arguments when validating
     # validation metrics -> a warning to log and show, or None
@@ -479,11 +482,23 @@ def _log(
 
 
 def _validate(run: _Run, step: int) -> dict[str, float]:
-    """Metrics over the job's validation items ({} without), logged with the diagnosis's warning if any."""
-    job, cfg, main = run.job, run.job.config, run.dist_info.main
-    if job.val_data is None or not job.val_keys:
+    """The validation metrics ({} without validation): the job's `validate`, or the model's stats summed."""
+    job, main = run.job, run.dist_info.main
+    if job.validate is not None:
+        metrics = job.validate(run.model, run.device) if main else {}
+        barrier(run.dist_info.world)
+    elif job.val_data is None or not job.val_keys:
         return {}
-    metrics = evaluate(
+    else:
+        metrics = _summed_validation(run)
+    return _report_validation(run, step, metrics)
+
+
+def _summed_validation(run: _Run) -> dict[str, float]:
+    """The model's `metrics` of its stats summed over the job's validation items (all processes)."""
+    job, cfg = run.job, run.job.config
+    assert job.val_data is not None
+    return evaluate(
         run.model,
         job.val_data,
         job.val_keys,
@@ -495,6 +510,13 @@ def _validate(run: _Run, step: int) -> dict[str, float]:
         workers=job.workers,
         forward_kwargs=job.eval_kwargs,
     )
+
+
+def _report_validation(run: _Run, step: int, metrics: dict[str, float]) -> dict[str, float]:
+    """Log a validation's metrics with the diagnosis's warning if any; pictures; the progress line."""
+    job, main = run.job, run.dist_info.main
+    if not metrics:
+        return {}
     warning = job.diagnose(metrics) if job.diagnose is not None else None
     run.log.write({"step": step, "split": "val", **metrics, **({"warning": warning} if warning else {})})
     if run.log.shows_images:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -27,6 +28,36 @@ def test_table6_dry_run_prints_the_chain_and_the_estimate(tmp_path: Path) -> Non
     assert "total:" in out and "hours" in out and "an estimate" in out
     assert "measured: H200" in out  # the pre-training rate's source
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+def test_through_a_pipe_every_command_is_whole_and_the_script_parses(tmp_path: Path) -> None:
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}  # as `decembert recipe table6 | cat` runs
+    args = [sys.executable, "-m", "decembert_cli", "recipe", "table6", "--root", str(tmp_path)]
+    piped = subprocess.run(args, env=env, capture_output=True, text=True, check=True).stdout
+    plan = recipes.build("table6", tmp_path, None, "paper", [])
+    assert all(step.command() in piped for step in plan.steps) and "…" not in piped
+    script = subprocess.run([*args, "--script"], env=env, capture_output=True, text=True, check=True).stdout
+    assert script.startswith("#!/usr/bin/env bash\n")
+    commands = [shlex.split(line) for line in script.splitlines() if line and not line.startswith(("#", "set "))]
+    assert [shlex.join(c) for c in commands] == [step.command() for step in plan.steps]
+    cli: Any = typer.main.get_command(app)  # typer's own copy of click: its classes, not click's
+    for command in commands:  # each line parses as the CLI would parse it (options, types), without running
+        assert command[0] == "decembert"
+        sub, name, words = cli, "decembert", command[1:]
+        parent = cli.context_class(cli, info_name=name)
+        while hasattr(sub, "list_commands"):  # a group: decembert, decembert data
+            if sub is not cli:
+                parent = sub.context_class(sub, info_name=name, parent=parent)
+            name, words = words[0], words[1:]
+            sub = sub.get_command(parent, name)
+            assert sub is not None, command
+        with sub.make_context(name, list(words), parent=parent):
+            pass
 
 
 def test_unknown_table_lists_the_known_ones() -> None:

@@ -38,3 +38,16 @@ def assert_one_error(done: subprocess.CompletedProcess[str], needle: str, *, sta
 def tree(folder: Path) -> dict[Path, bytes | None]:
     """Every path under `folder` with its bytes (None for folders): to show that nothing was changed."""
     return {p: (p.read_bytes() if p.is_file() and not p.is_symlink() else None) for p in folder.rglob("*")}
+
+
+def plugin_env(folder: Path, group: str, modules: dict[str, str]) -> dict[str, str]:
+    """A throwaway distribution `broken-pkg` registering each module's `Plugin` in `group` (entry point name:
+    the module's name with dashes); the environment variables that make `run_cli` find it."""
+    info = folder / "broken_pkg-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-pkg\nVersion: 0.1\n")
+    lines = [f"[{group}]"] + [f"{name.replace('_', '-')} = {name}:Plugin" for name in modules]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    for name, source in modules.items():
+        (folder / f"{name}.py").write_text(source)
+    return {"PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .cli import assert_one_error, run_cli, tree
+from .cli import assert_one_error, plugin_env, run_cli, tree
 
 DIM = 16
 W = "{w}"  # the case's working folder
@@ -367,18 +367,6 @@ def test_a_fifo_named_as_a_config_or_predictions_file_is_refused_at_once(
 # ---- plugins that break
 
 
-def _plugins(folder: Path, group: str, modules: dict[str, str]) -> dict[str, str]:
-    """A throwaway distribution `broken-pkg` registering each module's `Plugin` in `group`; the env to find it."""
-    info = folder / "broken_pkg-0.1.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-pkg\nVersion: 0.1\n")
-    lines = [f"[{group}]"] + [f"{name.replace('_', '-')} = {name}:Plugin" for name in modules]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    for name, source in modules.items():
-        (folder / f"{name}.py").write_text(source)
-    return {"PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
-
-
 BREAKS = {
     "exits": "import sys\nsys.exit(0)\n",
     "interrupted": "raise KeyboardInterrupt\n",
@@ -389,7 +377,7 @@ BREAKS = {
 
 @pytest.mark.parametrize("name", list(BREAKS))
 def test_a_broken_task_plugin_is_listed_with_its_reason_and_the_others_still_list(tmp_path: Path, name: str) -> None:
-    env = _plugins(tmp_path / "plugins", "decembert.tasks", {name: BREAKS[name]})
+    env = plugin_env(tmp_path / "plugins", "decembert.tasks", {name: BREAKS[name]})
     done = run_cli(["tasks"], tmp_path, env=env, timeout=TIMEOUT)
     assert_one_error(done, name.replace("_", "-"))
     listed = done.stdout
@@ -401,7 +389,7 @@ def test_a_broken_task_plugin_is_listed_with_its_reason_and_the_others_still_lis
 def test_naming_a_broken_task_is_one_error_and_a_healthy_task_still_evaluates(
     models: dict[str, Path], tmp_path: Path
 ) -> None:
-    env = _plugins(tmp_path / "plugins", "decembert.tasks", {"exits": BREAKS["exits"]})
+    env = plugin_env(tmp_path / "plugins", "decembert.tasks", {"exits": BREAKS["exits"]})
     done = run_cli(["finetune", "exits", "--out", str(tmp_path / "out")], tmp_path, env=env, timeout=TIMEOUT)
     assert_one_error(done, "task 'exits' from package broken-pkg 0.1 failed to load (SystemExit: 0)")
     args = ["evaluate", "msrvtt-qa", "--checkpoint", str(models["qa"]), *_sets(f"task.root={models['corpus']}/msrvtt")]
@@ -411,7 +399,7 @@ def test_naming_a_broken_task_is_one_error_and_a_healthy_task_still_evaluates(
 
 
 def test_a_corpus_plugin_that_is_not_callable_is_one_error(tmp_path: Path) -> None:
-    env = _plugins(tmp_path / "plugins", "decembert.corpora", {"flat": "Plugin = 42\n"})
+    env = plugin_env(tmp_path / "plugins", "decembert.corpora", {"flat": "Plugin = 42\n"})
     done = run_cli(
         ["pretrain", "--data", "flat", "--config", "tiny", "--out", str(tmp_path / "out")], tmp_path, env=env
     )

@@ -50,7 +50,7 @@ def test_each_position_predicts_the_next_caption_token(sample_root: Path, tokeni
     assert captured["n"] == sum(len(c) + 1 for c in caption_ids)  # every caption token and the closing [SEP]
     for s, ids in zip(samples, caption_ids):
         assert s.segments[-1].ids == ids and all(seg.kind == 1 for seg in s.segments[:-1])  # dense captions first
-    assert torch.isfinite(out["loss"]) and out["loss"] > 0
+    assert out.loss is not None and torch.isfinite(out.loss) and out.loss > 0
 
 
 @needs_java

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from decembert_cli.app import app
 from decembert_cli.config import ModelConfig
 from decembert_cli.data.batch import VideoTextBatch
+from decembert_cli.protocols import HeadOutput
 from decembert_tasks.qa import MSRVTTQA, MSRVTTQAConfig, QAMetric
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def test_metric_by_hand_out_of_vocabulary_answers_count_as_wrong() -> None:
         "question": ["q"] * 4,
     }
     batch = VideoTextBatch(*(torch.zeros(1),) * 7, extras=extras)
-    metric.update({"logits": logits}, batch)
+    metric.update(HeadOutput({"logits": logits}), batch)
     out = metric.compute()
     assert out["accuracy"] == 50.0  # 2 of 4: the out-of-vocabulary "sofa" counts, as wrong
     assert out["accuracy_what"] == pytest.approx(200 / 3) and out["accuracy_who"] == 0.0 and out["oov_share"] == 25.0
@@ -102,6 +103,7 @@ def test_finetune_then_evaluate_through_the_cli(sample_root: Path, tmp_path: Pat
     )
     result = runner.invoke(app, ["finetune", "msrvtt-qa", *sets, "--out", str(run)])
     assert result.exit_code == 0, result.output
+    trained = result.output
     payload = torch.load(run / "checkpoints" / "step-00000004.pt", weights_only=True)
     assert payload["meta"]["task"] == "msrvtt-qa" and payload["meta"]["task_version"] == "1.0"
     assert len(payload["meta"]["task_state"]["answers"]) > 10
@@ -114,6 +116,20 @@ def test_finetune_then_evaluate_through_the_cli(sample_root: Path, tmp_path: Pat
     )
     lines = (run / "eval-test" / "predictions.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["id"] for x in lines) == sorted(q["id"] for q in questions)
+
+    # one scoring path: fine-tuning's validation is evaluate on the val split (same items, metric and units)
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    (validation,) = [
+        {k: v for k, v in x.items() if k not in ("step", "split")} for x in logged if x.get("split") == "val"
+    ]
+    evaluated = runner.invoke(
+        app, ["evaluate", "msrvtt-qa", "--checkpoint", str(run), "--split", "val", "--batch-size", "8"]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    on_val = json.loads((run / "eval-val" / "metrics.json").read_text())
+    assert on_val["items"] == len(json.loads((sample_root / "msrvtt" / "val_qa.json").read_text()))
+    assert validation == on_val["metrics"]  # the same numbers, in percent (oov_share 62.5, not 0.625)
+    assert f"validation at step 4: accuracy {validation['accuracy']:.2f}" in trained
 
     # a checkpoint of another task, or of an incompatible plugin version, is refused with one message
     from decembert_cli.checkpoint import save_checkpoint

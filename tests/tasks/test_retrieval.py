@@ -55,7 +55,7 @@ def test_batched_scores_equal_one_pair_at_a_time(sample_root: Path, tokenizer: P
         for t in range(8):
             for c in range(8):
                 batch = data.collate([data[t * 8 + c]])
-                naive[t, c] = model.head(model.encoder(batch), batch)["score"].item()
+                naive[t, c] = model.head(model.encoder(batch), batch).values["score"].item()
     np.testing.assert_allclose(metric.scores, naive, rtol=1e-4, atol=1e-5)  # padding in a batch changes nothing
     assert metric.compute() == retrieval_metrics(naive, np.arange(8))
     rows = metric.predictions()

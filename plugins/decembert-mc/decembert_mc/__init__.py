@@ -24,7 +24,9 @@ from decembert_cli.api import (
     Count,
     DataCheck,
     DecembertError,
+    EncoderOutput,
     EncoderSample,
+    HeadOutput,
     Seed,
     Task,
     TaskHead,
@@ -171,14 +173,11 @@ class Head(TaskHead):
         super().__init__()
         self.score = nn.Sequential(nn.Dropout(0.1), nn.Linear(hidden_size, 1))
 
-    def forward(self, output: Any, batch: VideoTextBatch) -> dict[str, torch.Tensor]:
+    def forward(self, output: EncoderOutput, batch: VideoTextBatch) -> HeadOutput:
         score = self.score(output.pooled).squeeze(-1)  # (B,)
         match = batch.extras["match"]
-        return {
-            "score": score,
-            "loss": nn.functional.binary_cross_entropy_with_logits(score.float(), match.float()),
-            "correct": (score > 0).long() == match,
-        }
+        loss = nn.functional.binary_cross_entropy_with_logits(score.float(), match.float())
+        return HeadOutput({"score": score}, loss)
 
 
 class Accuracy(TaskMetric):
@@ -192,12 +191,12 @@ class Accuracy(TaskMetric):
         self.scores: dict[int, dict[int, float]] = {}
         self.answers: dict[int, int] = {}
 
-    def update(self, outputs: dict[str, torch.Tensor], batch: VideoTextBatch) -> None:
+    def update(self, outputs: HeadOutput, batch: VideoTextBatch) -> None:
         for q, k, m, s in zip(
             batch.extras["question"].tolist(),
             batch.extras["choice"].tolist(),
             batch.extras["match"].tolist(),
-            outputs["score"].tolist(),
+            outputs.values["score"].tolist(),
         ):
             self.scores.setdefault(q, {})[k] = s
             if m:
