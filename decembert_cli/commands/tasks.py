@@ -10,9 +10,17 @@ import typer
 from decembert_cli.commands._options import ConfigOption, SetOption, counting_progress, make_console
 
 
-def list_tasks() -> None:
+def list_tasks(
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Also check each task against the plugin contract (check_task) on a small built-in sample corpus.",
+    ),
+) -> None:
     """List the installed downstream tasks (entry points decembert.tasks) with their package and version.
-    A task that cannot load is listed as broken with the reason, and the exit status is then 2."""
+    A task that cannot load is listed as broken with the reason, and the exit status is then 2. With
+    --check, each task that says how to run on the sample corpus is fine-tuned for one batch and scored
+    there by a tiny random model (`decembert_cli.testing.check_task`); status "ok" means it passed."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -21,22 +29,60 @@ def list_tasks() -> None:
 
     available = tasks.available()
     loaded, broken = tasks.load_all()
+    console = make_console()
+    checked = _check_tasks(console, loaded) if check else {}
+    failed = {name: why for name, why in checked.items() if why is not None}
     table = Table(title="installed tasks", title_justify="left")
     for column in ("task", "package", "version", "main metric", "status"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # names are folded onto a second line, never cut
     for name, info in available.items():
         task = loaded.get(name)
-        status = "ok" if task is not None else f"[red]broken: {escape(broken[name])}[/red]"
+        if task is None:
+            status = f"[red]broken: {escape(broken[name])}[/red]"
+        elif not check:
+            status = "loads (--check runs the contract check)"
+        elif name in failed:
+            status = f"[red]fails the contract check: {escape(failed[name])}[/red]"
+        elif name not in checked:
+            status = "loads; not checked (no sample settings: its package tests it with check_task)"
+        else:
+            status = "ok"
         # what a plugin says is text, never markup (a reason with brackets in it)
         cells = (name, info.package, f"{info.version} (task {getattr(task, 'version', '?')})")
         table.add_row(*map(escape, cells), escape(str(getattr(task, "main_metric", "?"))), status)
-    console = make_console()
     console.print(table if available else "no tasks installed (entry-point group decembert.tasks)")
-    if broken:
+    if broken or failed:
+        names = [*broken, *failed]
         raise DecembertError(
-            f"{len(broken)} of {len(available)} installed tasks cannot load ({', '.join(broken)}): "
+            f"{len(names)} of {len(available)} installed tasks cannot load or fail the check ({', '.join(names)}): "
             "the status column says why; reinstall or fix their packages"
         )
+
+
+def _check_tasks(console: Any, loaded: dict[str, Any]) -> dict[str, str | None]:
+    """check_task for every loaded task with sample settings, on a small sample corpus in a temporary folder;
+    task name -> why it failed (None: it passed). Tasks without sample settings are left out."""
+    import tempfile
+
+    from decembert_cli.data.sample.corpus import generate
+    from decembert_cli.testing import check_task
+
+    dim = 16  # feature width of the check's corpus (and of its tiny model)
+    checked: dict[str, str | None] = {}
+    with tempfile.TemporaryDirectory(prefix="decembert-check-") as tmp:
+        with console.status("writing a small sample corpus for the check"):
+            root = generate(Path(tmp) / "corpus", videos=8, clips=40, feature_dim_2d=dim, feature_dim_3d=dim)
+        for name, task_cls in loaded.items():
+            settings = task_cls.sample_settings(root)
+            if settings is None:
+                continue
+            with console.status(f"checking {name}"):
+                try:
+                    check_task(task_cls, settings, feature_dims=(dim, dim))
+                    checked[name] = None
+                except Exception as exc:  # a plugin's failure of any kind is reported, the others still checked
+                    checked[name] = str(exc) if isinstance(exc, AssertionError) else f"{type(exc).__name__}: {exc}"
+    return checked
 
 
 def finetune(

@@ -78,3 +78,15 @@ def test_finetune_gives_one_error_naming_the_head(mistake: str, sample_root: Pat
     args = ["finetune", "broken-head", "--out", str(tmp_path / "run"), *[a for s in sets for a in ("--set", s)]]
     line = assert_one_error(run_cli(args, tmp_path, env=env), "head BrokenHead")
     assert message in line
+
+
+def test_tasks_check_runs_the_contract_check_from_the_command_line(tmp_path: Path) -> None:
+    returns, message = MISTAKES["no-loss"]
+    env = plugin_env(tmp_path / "plugins", "decembert.tasks", {"broken_head": _plugin(returns)})
+    done = run_cli(["tasks", "--check"], tmp_path, env=env)
+    assert_one_error(done, "installed tasks cannot load or fail the check (broken-head)")
+    rows = {line.split("│")[1].strip(): line for line in done.stdout.splitlines() if line.count("│") > 2}
+    assert f"fails the contract check: head BrokenHead {message}" in rows["broken-head"]
+    assert all(rows[name].rstrip(" │").endswith("ok") for name in rows if name != "broken-head"), done.stdout
+    listed = run_cli(["tasks"], tmp_path, env=env)  # without --check: no task is called ok
+    assert listed.returncode == 0 and " ok " not in listed.stdout and "loads (--check" in listed.stdout
