@@ -46,11 +46,16 @@ class DataCheck:
 
 
 class TaskDataset(Protocol):
-    """One split of a task: items keyed by index or (epoch, index), and their collation."""
+    """One split of a task: its items, and their collation.
+
+    Every item is keyed by `(epoch, index)`, whoever asks: training passes the epoch, which seeds the item's
+    random choices (e.g. which dense captions, which negative), so a resumed run draws the same; evaluation
+    and validation pass epoch 0, and a dataset built with `train=False` ignores it (its items are
+    deterministic)."""
 
     def __len__(self) -> int: ...
 
-    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample: ...
+    def __getitem__(self, key: tuple[int, int]) -> EncoderSample: ...
 
     def collate(self, samples: list[EncoderSample]) -> VideoTextBatch: ...
 
@@ -227,7 +232,7 @@ class Task(Protocol):
         batch at a time (retrieval's re-ranking, captioning's generation)."""
         n = len(data)
         for first in range(0, n, batch_size):
-            batch = data.collate([data[i] for i in range(first, min(n, first + batch_size))]).to(device)
+            batch = data.collate([data[(0, i)] for i in range(first, min(n, first + batch_size))]).to(device)
             metric.update(model.head(model.encode(batch), batch), batch)
             if progress is not None:
                 progress(min(n, first + batch_size), n)

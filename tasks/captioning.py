@@ -34,6 +34,8 @@ import torch
 from torch import nn
 
 from decembert_cli.config import Count, NonNegative, NonNegativeInt, TaskSettings
+from decembert_cli.data.annotations.msrvtt import read_msrvtt_data
+from decembert_cli.data.annotations.youcook2 import read_youcook2
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate_with
 from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.data.video_store import VideoStore, dataset_file
@@ -45,8 +47,6 @@ from decembert_cli.model.heads import MLMHead
 from decembert_cli.protocols import DataCheck, HeadOutput, TaskDataset, TaskHead, TaskMetric
 
 from .common import ClipTask, check_predicted_once, prediction_id
-from .datasets.msrvtt import read_msrvtt_data
-from .datasets.youcook2 import read_youcook2
 from .retrieval import Clip
 
 IGNORE = -100
@@ -90,8 +90,8 @@ class CaptionTrainData(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
-        epoch, index = (0, key) if isinstance(key, (int, np.integer)) else key
+    def __getitem__(self, key: tuple[int, int]) -> EncoderSample:
+        epoch, index = key
         c, text = self.pairs[int(index)]
         rng = np.random.default_rng([int(epoch), int(index)])
         sample = _context(self.store, self.tokenizer, self.settings, self.data.clips[c], rng)
@@ -122,8 +122,8 @@ class CaptionEvalData(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.data.clips)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
-        index = key[1] if isinstance(key, tuple) else key
+    def __getitem__(self, key: tuple[int, int]) -> EncoderSample:
+        _, index = key
         sample = _context(self.store, self.tokenizer, self.settings, self.data.clips[int(index)], None)
         sample.extras = {"clip": int(index)}
         return sample
@@ -364,7 +364,7 @@ class CaptionTask(ClipTask):
         allowed = torch.cat([allowed, torch.zeros(max(0, vocab - len(tok)), dtype=torch.bool, device=device)])[:vocab]
         for first in range(0, len(data), batch_size):
             indices = list(range(first, min(len(data), first + batch_size)))
-            batch = data.collate([data[i] for i in indices]).to(device)
+            batch = data.collate([data[(0, i)] for i in indices]).to(device)
             found = generate(
                 model.encoder, model.head.lm, batch, self.decoding(), eos_id=tok.sep_token_id, allowed=allowed
             )

@@ -19,14 +19,13 @@ import torch
 from torch import nn
 
 from decembert_cli.config import Count, TaskSettings
+from decembert_cli.data.annotations.msrvtt import QAItem, answer_vocabulary, read_qa
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate_with
 from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.data.video_store import VideoStore, dataset_file
 from decembert_cli.errors import DecembertError
 from decembert_cli.model.encoder import EncoderOutput
 from decembert_cli.protocols import DataCheck, HeadOutput, Task, TaskHead, TaskMetric
-
-from .datasets.msrvtt import QAItem, answer_vocabulary, read_qa
 
 SPLITS = ("train", "val", "test")
 
@@ -59,8 +58,8 @@ class QADataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
-        epoch, index = (0, key) if isinstance(key, (int, np.integer)) else key
+    def __getitem__(self, key: tuple[int, int]) -> EncoderSample:
+        epoch, index = key
         item = self.items[int(index)]
         rng = np.random.default_rng([int(epoch), int(index)]) if self.train else None
         video_2d, video_3d = self.store.features(item.video_id)

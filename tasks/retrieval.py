@@ -29,6 +29,8 @@ import torch
 from torch import nn
 
 from decembert_cli.config import Count, NonNegativeInt, TaskSettings
+from decembert_cli.data.annotations.msrvtt import read_1ka, read_msrvtt_data, read_video_list
+from decembert_cli.data.annotations.youcook2 import read_clip_list, read_youcook2
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate_with
 from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.data.video_store import VideoStore
@@ -39,8 +41,6 @@ from decembert_cli.model.heads import VTMHead
 from decembert_cli.protocols import DataCheck, HeadOutput, TaskDataset, TaskHead, TaskMetric
 
 from .common import ClipTask
-from .datasets.msrvtt import read_1ka, read_msrvtt_data, read_video_list
-from .datasets.youcook2 import read_clip_list, read_youcook2
 
 CLIP_LIST = "validation_youcook.csv"  # the MIL-NCE / HowTo100M YouCook2 evaluation clips (3,350)
 RERANKED = 1e6  # added to cross-encoder scores of re-ranked pairs (first-stage cosines lie in [-1, 1])
@@ -81,8 +81,8 @@ class RetrievalTrainData(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.pairs.texts)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
-        epoch, index = (0, key) if isinstance(key, (int, np.integer)) else key
+    def __getitem__(self, key: tuple[int, int]) -> EncoderSample:
+        epoch, index = key
         rng = np.random.default_rng([int(epoch), int(index)])
         clip = self.pairs.clips[self.pairs.clip_of_text[int(index)]]
         text, match = int(index), 1
@@ -111,8 +111,8 @@ class RetrievalEvalData(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.pairs.texts) * len(self.pairs.clips)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
-        index = key[1] if isinstance(key, tuple) else key
+    def __getitem__(self, key: tuple[int, int]) -> EncoderSample:
+        _, index = key
         t, c = divmod(int(index), len(self.pairs.clips))
         v2, v3 = self.videos[c]
         return _sample(
@@ -289,7 +289,7 @@ class RetrievalTask(ClipTask):
             wanted = [(t, int(c)) for t in range(n_texts) for c in top[t]]
         for first in range(0, len(wanted), batch_size):
             chunk = wanted[first : first + batch_size]
-            batch = data.collate([data[t * n_clips + c] for t, c in chunk]).to(device)
+            batch = data.collate([data[(0, t * n_clips + c)] for t, c in chunk]).to(device)
             # float64: + RERANKED keeps every digit
             scores = model.head(model.encode(batch), batch).values["score"].double().cpu().numpy()
             metric.scores[[t for t, _ in chunk], [c for _, c in chunk]] = scores + offset

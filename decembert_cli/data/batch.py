@@ -46,6 +46,10 @@ class TextSegment:
 
 @dataclass
 class EncoderSample:
+    """One item for the encoder: a clip's two feature streams on the 1-per-second grid, its text segments
+    in sequence order (each a `TextSegment` of a `TokenType`), and `extras` (a task's targets and ids,
+    collated by key). The other fields are pre-training's (VTM label, candidate captions)."""
+
     video_2d: torch.Tensor  # (T, D2) 2D appearance features, one per second
     video_3d: torch.Tensor  # (T, D3) 3D motion features on the same grid
     segments: list[TextSegment] = field(default_factory=list)  # in sequence order
@@ -59,6 +63,10 @@ class EncoderSample:
 
 @dataclass
 class VideoTextBatch:
+    """Collated `EncoderSample`s (`collate_with`): padded video features and masks, the text's WordPiece
+    ids, token types and mask, and `extras` (per key a (B,) tensor of numbers, else a list). The optional
+    fields are pre-training's targets and layouts; `.to(device)` moves every tensor."""
+
     video_2d: torch.Tensor  # (B, V, D2) float
     video_3d: torch.Tensor  # (B, V, D3) float
     video_mask: torch.Tensor  # (B, V) bool

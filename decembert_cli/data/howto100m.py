@@ -45,6 +45,8 @@ class BadVideo(Exception):
 
 @dataclass
 class VideoCaptions:
+    """A video's ASR captions (HowTo100M's caption.json layout): parallel lists of start, end and text."""
+
     video_id: str
     start: list[float]  # seconds
     end: list[float]  # seconds

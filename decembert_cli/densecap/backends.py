@@ -35,6 +35,8 @@ DEFAULT_FLORENCE2 = "microsoft/Florence-2-large"
 
 @dataclass(frozen=True)
 class Frame:
+    """A decoded frame given to a `Captioner`: its video, the time, and RGB uint8 pixels (H, W, 3)."""
+
     video_id: str
     source: Path  # the video file
     time: float  # seconds
@@ -42,6 +44,11 @@ class Frame:
 
 
 class Captioner(Protocol):
+    """A dense captioner (entry points `decembert.captioners`, built by a factory `(model, device, autocast,
+    options) -> Captioner`): `caption(frames)` returns, per frame, its regions with boxes in that frame's
+    pixels; `meta()` names the backend, its model and weights' SHA-256 and the settings that decide the
+    output, recorded in the caption store."""
+
     def meta(self) -> dict[str, Any]: ...
 
     def caption(self, frames: list[Frame]) -> list[list[Region]]: ...

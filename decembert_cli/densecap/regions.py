@@ -19,6 +19,8 @@ _LOC = re.compile(r"<loc_(\d+)>")
 
 @dataclass(frozen=True)
 class Region:
+    """One region of a frame: its caption, its box (x1, y1, x2, y2 in the frame's pixels, or None) and score."""
+
     caption: str
     box: tuple[float, float, float, float] | None  # x1, y1, x2, y2 in pixels of the original frame (None: unknown)
     score: float | None = None

@@ -361,7 +361,7 @@ UNSAFE_IDS = ["../../x", "a/b", ".hidden", "x" * 300, "tab\there", "", "a\\b"]
     "bad", UNSAFE_IDS, ids=["dotdot", "slash", "hidden", "300-chars", "control", "empty", "bslash"]
 )
 def test_youcook2_ids_that_are_not_names_are_left_out(tmp_path: Path, bad: str, capsys: pytest.CaptureFixture) -> None:
-    from tasks.datasets.youcook2 import read_clip_list, read_youcook2
+    from decembert_cli.data.annotations.youcook2 import read_clip_list, read_youcook2
 
     annotation = {"duration": 10.0, "subset": "validation", "annotations": [{"segment": [0, 5], "sentence": "cut"}]}
     path = tmp_path / "yc.json"
@@ -377,7 +377,7 @@ def test_youcook2_ids_that_are_not_names_are_left_out(tmp_path: Path, bad: str, 
 
 @pytest.mark.parametrize("value", ["video" + "1" * 400, "1" * 400, 10**30, "video١", "../video1"])
 def test_msrvtt_ids_are_only_video_numbers(value: object) -> None:
-    from tasks.datasets.msrvtt import video_key
+    from decembert_cli.data.annotations.msrvtt import video_key
 
     assert video_key(value) is None
 

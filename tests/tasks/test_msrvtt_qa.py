@@ -72,11 +72,11 @@ def test_training_drops_out_of_vocabulary_answers_evaluation_keeps_them(
     assert 0 < len(train) < len(adapter.items("train")) and all(q.answer in vocab for q in train.items)
     test = adapter.dataset("test", tokenizer, _model(), train=False)
     assert len(test) == len(adapter.items("test"))
-    answers = [test[i].extras["answer"] for i in range(len(test))]
+    answers = [test[(0, i)].extras["answer"] for i in range(len(test))]
     assert -1 in answers and all(
         a == (vocab.index(q.answer) if q.answer in vocab else -1) for a, q in zip(answers, test.items)
     )
-    sample = test[0]
+    sample = test[(0, 0)]
     kinds = [int(seg.kind) for seg in sample.segments]
     assert kinds[-1] == 0 and 1 in kinds  # the question last (ASR type), dense captions before it
     (sample_root / "msrvtt" / "features" / "2d" / "video39.npy").rename(sample_root / "moved.npy")

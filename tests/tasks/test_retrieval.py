@@ -54,7 +54,7 @@ def test_batched_scores_equal_one_pair_at_a_time(sample_root: Path, tokenizer: P
     with torch.no_grad():
         for t in range(8):
             for c in range(8):
-                batch = data.collate([data[t * 8 + c]])
+                batch = data.collate([data[(0, t * 8 + c)]])
                 naive[t, c] = model.head(model.encoder(batch), batch).values["score"].item()
     np.testing.assert_allclose(metric.scores, naive, rtol=1e-4, atol=1e-5)  # padding in a batch changes nothing
     assert metric.compute() == retrieval_metrics(naive, np.arange(8))

@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from decembert_cli.data.annotations.msrvtt import (
+    answer_vocabulary,
+    read_1ka,
+    read_msrvtt_data,
+    read_qa,
+    read_video_list,
+)
+from decembert_cli.data.annotations.youcook2 import read_clip_list, read_youcook2
 from decembert_cli.errors import DecembertError
-from decembert_tasks.datasets.msrvtt import answer_vocabulary, read_1ka, read_msrvtt_data, read_qa, read_video_list
-from decembert_tasks.datasets.youcook2 import read_clip_list, read_youcook2
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "real-annotations"
 

@@ -135,7 +135,7 @@ def test_meteor_is_scored_and_missing_predictions_score_as_empty() -> None:
 
 
 def test_paragraphs_as_mart_on_a_real_youcook2_validation_video() -> None:
-    from decembert_tasks.datasets.youcook2 import read_youcook2
+    from decembert_cli.data.annotations.youcook2 import read_youcook2
 
     video = next(
         v for v in read_youcook2(REAL / "youcookii_annotations_trainval.json").values() if v.subset == "validation"

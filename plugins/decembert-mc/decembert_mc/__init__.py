@@ -102,7 +102,7 @@ def questions(config: MCConfig, split: str) -> list[Question]:
     return out
 
 
-class PairData(torch.utils.data.Dataset):
+class PairData(torch.utils.data.Dataset[EncoderSample]):
     """Item q * choices + k: video of question q with candidate k."""
 
     def __init__(
@@ -119,8 +119,8 @@ class PairData(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items) * self.config.choices
 
-    def __getitem__(self, key: int | tuple[int, int]) -> EncoderSample:
-        index = key[1] if isinstance(key, tuple) else key
+    def __getitem__(self, key: tuple[int, int]) -> EncoderSample:
+        _, index = key
         q, k = divmod(int(index), self.config.choices)
         item = self.items[q]
         v2, v3 = self.store.features(item.video_id)

@@ -14,6 +14,8 @@ SUBSETS = ("training", "validation")
 
 @dataclass(frozen=True)
 class Segment:
+    """An annotated segment of a YouCook2 video: its window in seconds and its sentence."""
+
     video_id: str
     start: float  # seconds
     end: float
@@ -24,6 +26,8 @@ class Segment:
 
 @dataclass(frozen=True)
 class YouCook2Video:
+    """A video of youcookii_annotations_trainval.json with its segments in time order."""
+
     video_id: str
     duration: float
     subset: str  # training / validation

@@ -35,6 +35,8 @@ def video_key(value: object) -> str | None:
 
 @dataclass(frozen=True)
 class MSRVTTVideo:
+    """A video of MSRVTT_data.json: its id (video{n}), official split and category."""
+
     video_id: str
     split: str  # train / validate / test
     category: int
@@ -90,6 +92,8 @@ def read_video_list(path: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class QAItem:
+    """One MSRVTT-QA question (`{train,val,test}_qa.json`) with its one-word answer."""
+
     qid: int  # the global question id
     video_id: str  # video{n}
     question: str
