@@ -69,7 +69,8 @@ from decembert_cli.data.video_store import VideoStore, dataset_file, resolve
 from decembert_cli.densecap.backends import Captioner, Frame
 from decembert_cli.densecap.regions import Region
 from decembert_cli.errors import DecembertError
-from decembert_cli.export import Pretrained, export_model, load_pretrained
+from decembert_cli.export import export_model, load_pretrained
+from decembert_cli.inference import Pretrained
 from decembert_cli.model.encoder import EncoderOutput
 from decembert_cli.protocols import (
     CorpusOpener,

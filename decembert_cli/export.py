@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +29,8 @@ from torch import nn
 
 from decembert_cli import checkpoint as ckpt
 from decembert_cli.errors import DecembertError
+from decembert_cli.inference import Pretrained
 from decembert_cli.io import FOLDER_MODE, METRICS_LOG, atomic_write_text, user_path
-
-
-@dataclass
-class Pretrained:
-    """A loaded model: `model` is the pre-training model (kind "pretrain") or the task model
-    (encoder + head, kind "finetune", with its `task`); `encoder` is the shared encoder in both."""
-
-    model: nn.Module
-    encoder: nn.Module
-    tokenizer: Any
-    config: Any  # the resolved Config (pre-training) or the task's config
-    kind: str
-    task: Any = None
-    source: str = ""
 
 
 def _config_and_model(payload: dict[str, Any], file: Path) -> tuple[Any, nn.Module, nn.Module, Any]:

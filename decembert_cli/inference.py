@@ -14,16 +14,31 @@ a task. `decembert visualize attention` draws its pictures with `attention_to_ca
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate_with
 from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.errors import DecembertError
-from decembert_cli.export import Pretrained
 from decembert_cli.model.encoder import EncoderOutput
+
+
+@dataclass
+class Pretrained:
+    """A loaded model: `model` is the pre-training model (kind "pretrain") or the task model
+    (encoder + head, kind "finetune", with its `task`); `encoder` is the shared encoder in both."""
+
+    model: nn.Module
+    encoder: nn.Module
+    tokenizer: Any
+    config: Any  # the resolved Config (pre-training) or the task's config
+    kind: str
+    task: Any = None
+    source: str = ""
 
 
 def _settings(model: Pretrained) -> Any:

@@ -49,6 +49,7 @@ def pretrain(
     from decembert_cli.engine.pretrain import prepare
     from decembert_cli.engine.pretrain import pretrain as run_pretraining
     from decembert_cli.errors import DecembertError
+    from decembert_cli.viz.attention import validation_pictures
 
     if out is None:
         if resume:
@@ -62,6 +63,7 @@ def pretrain(
     console = make_console(quiet=not main)
     with counting_progress(console, f"indexing the {data} corpus (once)") as progress:
         setup = prepare(cfg, data, out, strict=strict, progress=progress)
+    setup.job.pictures = validation_pictures((cfg, setup.table, setup.shown_video, setup.tokenizer))
     report = setup.report
     console.print(
         f"corpus {data}: {report.videos_used} of {report.videos_seen} videos usable; "

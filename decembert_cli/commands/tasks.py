@@ -114,6 +114,7 @@ def finetune(
     from decembert_cli.engine.finetune import finetune as run_finetune
     from decembert_cli.engine.finetune import prepare, resolve
     from decembert_cli.errors import DecembertError
+    from decembert_cli.viz.attention import validation_pictures
 
     if strict:
         overrides = [*overrides, "task.require_features=true"]
@@ -129,6 +130,7 @@ def finetune(
     console = make_console()
     with console.status(f"reading {task} and building the model"):
         setup = prepare(task, config, overrides, out, checkpoint)
+    setup.job.pictures = validation_pictures()
     console.print(
         f"{task}: {setup.train_items} training items, {setup.val_items} validation items (scored as evaluate does); "
         f"encoder from {setup.init}",

@@ -55,8 +55,9 @@ class Job:
     eval_kwargs: dict[str, Any] = field(default_factory=dict)  # extra forward arguments when validating
     # validation metrics -> a warning to log and show, or None
     diagnose: Callable[[dict[str, float]], str | None] | None = None
-    # pictures of the model at a validation (tag -> PNG written into the folder), for TensorBoard and W&B
-    pictures: Callable[[nn.Module, int, Path], dict[str, Path]] | None = None
+    # pictures of a validation for TensorBoard and W&B: (model, step, folder, metrics) -> tag -> PNG written into
+    # the folder; given by the command (e.g. viz.attention.validation_pictures): the engine draws nothing itself
+    pictures: Callable[[nn.Module, int, Path, dict[str, float]], dict[str, Path]] | None = None
     # a (CPU) batch -> (training FLOPs, real tokens), for tokens/s and MFU in the log (model/flops.py)
     cost: Callable[[Any], tuple[float, int]] | None = None
     # estimated length of every training item, for length-aware batching (train.bucket_batches)
@@ -519,13 +520,9 @@ def _report_validation(run: _Run, step: int, metrics: dict[str, float]) -> dict[
         return {}
     warning = job.diagnose(metrics) if job.diagnose is not None else None
     run.log.write({"step": step, "split": "val", **metrics, **({"warning": warning} if warning else {})})
-    if run.log.shows_images:
-        from decembert_cli.viz.plots import metrics_table
-
+    if run.log.shows_images and job.pictures is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            table = metrics_table(metrics, Path(tmp) / "val.png", f"validation at step {step}")
-            run.log.image("val/metrics", table, step)
-            for tag, png in (job.pictures(run.model, step, Path(tmp)) if job.pictures else {}).items():
+            for tag, png in job.pictures(run.model, step, Path(tmp), metrics).items():
                 run.log.image(tag, png, step)
     if warning and main:
         run.bar.console.print(f"[yellow]warning at step {step}:[/] {warning}", highlight=False)

@@ -37,6 +37,9 @@ class PretrainSetup:
     train_clips: int
     val_clips: int
     train_items: int  # items per epoch: one per config.train.epoch_unit
+    table: ClipTable  # the corpus' clips
+    tokenizer: Any
+    shown_video: int  # the video whose attention validation pictures show: the first held-out one (else training)
 
 
 def prepare(
@@ -88,7 +91,6 @@ def prepare(
         workers=config.data.workers,
         eval_kwargs={"constrained": True},  # u and the entropy are reported even when lambda = 0
         diagnose=collapse_warning,
-        pictures=_attention_picture(config, table, val_videos if len(val_videos) else train_videos, tokenizer),
         lengths=train_data.item_lengths,
         cost=partial(
             batch_flops,
@@ -104,25 +106,10 @@ def prepare(
         train_clips=train_data.n_clips,
         val_clips=len(val_keys),
         train_items=len(train_data),
+        table=table,
+        tokenizer=tokenizer,
+        shown_video=int(val_videos[0] if len(val_videos) else train_videos[0]),
     )
-
-
-def _attention_picture(
-    config: Config, table: ClipTable, videos: Any, tokenizer: Any
-) -> Callable[[Any, int, Path], dict[str, Path]]:
-    """Figure 4 of the model being trained, for the first held-out video's middle clip (nothing masked)."""
-    import dataclasses
-
-    shown = dataclasses.replace(config, data=dataclasses.replace(config.data, mask_prob=0.0, negative_prob=0.0))
-
-    def picture(model: Any, step: int, folder: Path) -> dict[str, Path]:
-        from decembert_cli.viz.attention import clip_attention
-        from decembert_cli.viz.plots import attention
-
-        example = clip_attention(model.encoder, table, int(videos[0]), None, shown, tokenizer, "training", step)
-        return {"val/attention": attention([example], folder / "attention.png", titles=[f"step {step}"])}
-
-    return picture
 
 
 def pretrain(setup: PretrainSetup, config: Config, *, resume: bool = False, **kwargs: Any) -> TrainResult:

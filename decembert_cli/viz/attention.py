@@ -11,7 +11,7 @@ captions and video to 1 per video token, so captions of different lengths compar
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -174,3 +174,30 @@ def _checkpoint_encoder(payload: dict[str, Any], config: Config) -> torch.nn.Mod
     state = {k[len("encoder.") :]: v for k, v in payload["model"].items() if k.startswith("encoder.")}
     encoder.load_state_dict(state)
     return encoder
+
+
+Pictures = Callable[[torch.nn.Module, int, Path, dict[str, float]], dict[str, Path]]
+
+
+def validation_pictures(attention_of: tuple[Config, ClipTable, int, Any] | None = None) -> Pictures:
+    """What a training run shows at each validation in TensorBoard and W&B (`Job.pictures`): the metrics as a
+    table, and with `attention_of` = (config, table, row, tokenizer) Figure 4 of the model being trained for
+    that table row's middle clip (nothing masked, no negative)."""
+    from decembert_cli.viz.plots import attention, metrics_table
+
+    shown = None
+    if attention_of is not None:
+        config, table, row, tokenizer = attention_of
+        data = dataclasses.replace(config.data, mask_prob=0.0, negative_prob=0.0)
+        shown = (dataclasses.replace(config, data=data), table, row, tokenizer)
+
+    def pictures(model: torch.nn.Module, step: int, folder: Path, metrics: dict[str, float]) -> dict[str, Path]:
+        out = {"val/metrics": metrics_table(metrics, folder / "val.png", f"validation at step {step}")}
+        if shown is not None:
+            config, table, row, tokenizer = shown
+            encoder = cast(torch.nn.Module, model.encoder)
+            example = clip_attention(encoder, table, row, None, config, tokenizer, "training", step)
+            out["val/attention"] = attention([example], folder / "attention.png", titles=[f"step {step}"])
+        return out
+
+    return pictures

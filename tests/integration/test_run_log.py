@@ -8,10 +8,23 @@ from pathlib import Path
 
 import pytest
 
+from decembert_cli.engine.loop import TrainResult
+from decembert_cli.engine.pretrain import PretrainSetup, prepare, pretrain
 from decembert_cli.engine.run_log import RunLog, scalars
 from decembert_cli.errors import DecembertError
-from tests.integration.test_pretrain_engine import _run
+from decembert_cli.viz.attention import validation_pictures
+from tests.integration.test_pretrain_engine import _config
 from tests.integration.test_pretrain_engine import sample_root as sample_root  # the module's 12-video corpus
+
+
+def _run(
+    root: Path, out: Path, *extra: str, resume: bool = False, stop_after: int | None = None
+) -> tuple[TrainResult, PretrainSetup]:
+    """A pre-training run with the validation pictures `decembert pretrain` gives it."""
+    config = _config(root, *extra)
+    setup = prepare(config, "sample", out)
+    setup.job.pictures = validation_pictures((config, setup.table, setup.shown_video, setup.tokenizer))
+    return pretrain(setup, config, resume=resume, stop_after=stop_after, progress=False), setup
 
 
 def _events(folder: Path) -> tuple[dict[str, dict[int, float]], list[str]]:

@@ -126,3 +126,15 @@ def test_the_checker_finds_a_cycle_and_a_relative_import() -> None:
     assert _cycle({"a": {"b"}, "b": set()}) is None
     graph = import_graph()
     assert "decembert_tasks.common" in graph["decembert_tasks.retrieval"]  # `from .common import ClipTask`
+
+
+def test_the_engine_draws_nothing_and_inference_sits_below_export() -> None:
+    """The engine reports validation pictures through `Job.pictures` (given by the commands), never by importing
+    viz/; `inference` (used by viz/) does not import `export` (which builds models through the engine)."""
+    graph = import_graph()
+    into_viz = [
+        f"{a} -> {b}" for a, t in graph.items() for b in t if a.startswith("decembert_cli.engine") and ".viz" in b
+    ]
+    assert not into_viz, into_viz
+    assert "decembert_cli.export" not in graph["decembert_cli.inference"]
+    assert "decembert_cli.inference" in graph["decembert_cli.export"]  # the arrow runs downwards only
