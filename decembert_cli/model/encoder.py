@@ -69,7 +69,7 @@ AUTO_ATTENTION = {"cuda": "fused", "cpu": "fused"}
 @dataclass
 class EncoderOutput:
     """What the shared encoder returns, and what a task head's `forward` gets first: the last hidden states
-    of the whole sequence ([video][text], video first), their mask, the mean-pooled vector, and where the
+    of the whole sequence (`[video][text]`, video first), their mask, the mean-pooled vector, and where the
     text starts (`text` is the text block alone). The other fields are filled only when asked for:
     pre-training's constrained attention over the candidate captions (`candidate_u` and its entropies),
     and per-layer attention maps (`attentions`, for `decembert visualize`)."""

@@ -117,8 +117,8 @@ def test_finetuning_starts_from_an_export(runs: dict[str, Path], tmp_path: Path)
     assert setup.config.model.tokenizer == str(folder)  # the export's own tokenizer files
 
 
-def test_the_readme_python_example_runs(runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+def test_the_documented_python_example_runs(runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).parents[2] / "docs" / "commands" / "export.md").read_text()
     code = readme.split("<!-- python-api -->\n```python\n", 1)[1].split("```", 1)[0]
     for theirs, ours in {
         '"runs/h100m"': repr(str(runs["pre"])),
@@ -131,7 +131,7 @@ def test_the_readme_python_example_runs(runs: dict[str, Path], capsys: pytest.Ca
         assert theirs in code
         code = code.replace(theirs, ours)
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs/commands/export.md", "exec"), namespace)
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 4 and printed[0].startswith("torch.Size([1,")
     assert namespace["mass"].shape[-1] == 2 and namespace["out"].candidate_u.shape[-1] == 2
