@@ -81,9 +81,8 @@ def attention(examples: Sequence[Any], path: Path, layer: int | None = None, tit
     return _save(fig, path)
 
 
-def curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    """Every logged number against the step: training lines, validation points; runs overlaid.
-    4 x 3 inches per metric, 3 per row."""
+def curve_keys(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The logged numbers that make a curve: those with at least two points in some run, in log order."""
     keys: list[str] = []
     for records in runs.values():
         for r in records:
@@ -92,6 +91,14 @@ def curves(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
                 for k, v in r.items()
                 if isinstance(v, (int, float)) and k not in ("step", "epoch", "world") and k not in keys
             ]
+    points = {k: max(sum(isinstance(r.get(k), (int, float)) for r in rs) for rs in runs.values()) for k in keys}
+    return [k for k in keys if points[k] >= 2]
+
+
+def curves(runs: dict[str, list[dict[str, Any]]], path: Path, keys: Sequence[str] | None = None) -> Path:
+    """Logged numbers against the step (`keys`, default `curve_keys`): training lines, validation points;
+    runs overlaid. 4 x 3 inches per metric, 3 per row."""
+    keys = list(curve_keys(runs) if keys is None else keys)
     cols = 3
     rows = max(1, -(-len(keys) // cols))
     fig = _figure(4.0 * cols, 3.0 * rows)

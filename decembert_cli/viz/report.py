@@ -237,13 +237,106 @@ STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:1400px;color:#222}"
     "img{max-width:100%;border:1px solid #ddd;margin:.5em 0}\n"
     "table{border-collapse:collapse;margin:.5em 0}td{border:1px solid #ccc;padding:2px 8px;font-size:13px}"
-    "h2{border-bottom:1px solid #ccc}"
+    "h2{border-bottom:1px solid #ccc}th{border:1px solid #ccc;padding:2px 8px;font-size:13px;text-align:left}"
+    "details{margin:.5em 0}summary{cursor:pointer;color:#555}"
 )
+
+
+# logged numbers about the run rather than the model: folded away under the curves that matter
+HOUSEKEEPING = ("lr", "grad_norm", "samples_per_s", "data_wait", "tokens_per_s", "tflops_per_s", "mfu")
+# the pre-training numbers the summary shows, each beside what it is compared with (Table 6, or a baseline)
+PRETRAIN_SUMMARY = (
+    ("MLM accuracy on ASR tokens", "mlm_acc_asr", None),
+    ("MLM accuracy on dense-caption tokens", "mlm_acc_dense", None),
+    ("video-text matching accuracy", "vtm_acc", None),
+    ("video use: MLM on ASR, own video", "mlm_acc_asr_positives", "mlm_acc_asr_swapped_video"),
+    ("alignment: argmax u is the true caption", "alignment_acc", "alignment_own_caption"),
+)
+
+
+def _housekeeping(key: str) -> bool:
+    return key in HOUSEKEEPING or key.startswith("weight_")
+
+
+def _number(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def _table6_row(config: dict[str, Any]) -> str:
+    """Which of the paper's cumulative Table 6 rows a pre-training run's settings are (the full model if none
+    other fits)."""
+    from decembert_cli.recipes import ABLATIONS
+
+    for row, settings in ABLATIONS.items():
+        if all(_setting_is(config, assignment) for assignment in settings):
+            return row
+    return "full"
+
+
+def _setting_is(config: dict[str, Any], assignment: str) -> bool:
+    """Whether a saved run config has `section.key=value` (a --set as the recipes write it)."""
+    key, value = assignment.split("=", 1)
+    section, name = key.split(".", 1)
+    have = config.get(section, {}).get(name)
+    if str(have).lower() == value.lower():
+        return True
+    try:
+        return float(have) == float(value)
+    except (TypeError, ValueError):
+        return False
+
+
+def _summary(runs: list[tuple[Path, dict[str, Any], list[dict[str, Any]]]]) -> str:
+    """The first thing on the page, in pipeline order: the corpus and pre-training (Table 6's metrics, the
+    video-use and alignment diagnostics beside their baselines), then each task's scores beside the paper's."""
+    from decembert_cli.recipes import DOWNSTREAM, TABLE6_PAPER
+
+    rows = []
+    for run, info, log in runs:
+        meta, val = info["meta"], [r for r in log if r.get("split") == "val"]
+        last = val[-1] if val else {}
+        if meta.get("kind") == "pretrain":
+            row = _table6_row(info["config"])
+            paper = TABLE6_PAPER.get(row, {})
+            step = last.get("step", "-")
+            where = (
+                f"pre-training ({html.escape(run.name)}: corpus {html.escape(str(meta.get('corpus')))}, step {step})"
+            )
+            for label, key, baseline in PRETRAIN_SUMMARY:
+                if key not in last:
+                    continue
+                compared = (
+                    f"{_number(last.get(baseline))} ({baseline})"
+                    if baseline
+                    else f"{_number(paper.get(key))} (paper, Table 6 {row})"
+                    if key in paper
+                    else "-"
+                )
+                rows.append((where, label, _number(last[key]), compared))
+        for evaluation in sorted(run.glob("eval-*/metrics.json")):
+            try:
+                record = json.loads(evaluation.read_text(encoding="utf-8"))
+                task, metrics = str(record["task"]), dict(record["metrics"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # the run's own section says what its files hold
+            paper = DOWNSTREAM[task].paper if task in DOWNSTREAM else {}
+            where = f"{html.escape(task)} ({html.escape(run.name)}, {html.escape(str(record.get('split')))} split)"
+            for key in [record.get("main_metric"), *paper]:
+                if key in metrics and all(r[:2] != (where, key) for r in rows):
+                    rows.append((where, key, _number(metrics[key]), f"{_number(paper.get(key))} (paper)"))
+    if not rows:
+        return "<h2>Summary</h2><p>no validation or evaluation yet</p>"
+    head = "<tr><th>stage</th><th>metric</th><th>this run</th><th>compared with</th></tr>"
+    body = "".join(
+        f"<tr><td>{a}</td><td>{html.escape(b)}</td><td>{c}</td><td>{html.escape(d)}</td></tr>" for a, b, c, d in rows
+    )
+    return f"<h2>Summary</h2><table class='summary'>{head}{body}</table>"
 
 
 def report(run_dirs: list[Path], video: str | None = None) -> Path:
     """RUN_DIR/report/index.html (and its PNGs) for each run folder given; a folder of runs (as
-    `make demo` writes) gets one page covering all of them. Returns the page."""
+    `make demo` writes) gets one page covering all of them. The page opens on a summary, then one section
+    per run in pipeline order (pre-training first, then the tasks). Returns the page."""
     from decembert_cli.viz.attention import attention_example
 
     runs = [Path(d) for d in run_dirs]
@@ -256,16 +349,16 @@ def report(run_dirs: list[Path], video: str | None = None) -> Path:
         home = runs[0]
     folder = home / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    sections = []
-    for run in runs:
-        info = _run_meta(run)
+    loaded = [(run, _run_meta(run), read_log(run)) for run in runs]
+    loaded.sort(key=lambda x: (x[1]["meta"].get("kind") != "pretrain", str(x[1]["meta"].get("task") or ""), x[0].name))
+    sections = [_summary(loaded)]
+    for run, info, log in loaded:
         meta = info["meta"]
         parts = [
             f"<h2>{html.escape(run.name)}: {html.escape(str(meta.get('kind')))} "
             f"{html.escape(str(meta.get('task') or meta.get('corpus') or ''))}</h2>"
         ]
         parts.append(f"<p>checkpoint {html.escape(str(info['file']))}</p>")
-        log = read_log(run)
         val = [r for r in log if r.get("split") == "val"]
         if val:
             parts.append(
@@ -274,7 +367,16 @@ def report(run_dirs: list[Path], video: str | None = None) -> Path:
                     {k: v for k, v in val[-1].items() if k not in ("split", "step")},
                 )
             )
-        parts.append(_image(run_curves([run], folder / f"{run.name}-curves.png")))
+        keys = plots.curve_keys({run.name: log})
+        main = [k for k in keys if not _housekeeping(k)]
+        if main:
+            parts.append(_image(plots.curves({run.name: log}, folder / f"{run.name}-curves.png", main)))
+        chores = [k for k in keys if _housekeeping(k)]
+        if chores:
+            picture = _image(plots.curves({run.name: log}, folder / f"{run.name}-housekeeping.png", chores))
+            parts.append(
+                f"<details><summary>housekeeping: {html.escape(', '.join(chores))}</summary>{picture}</details>"
+            )
         if meta.get("kind") == "pretrain":
             try:
                 table = _corpus(info["config"], meta)

@@ -54,7 +54,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "tiny",
             *[x for s in sets for x in ("--set", s)],
             "--out",
-            str(base / "runs" / "pre"),
+            str(base / "runs" / "z-pretrain"),  # named to sort last: the report must still show it first
         ],
     )
     assert result.exit_code == 0, result.output
@@ -65,7 +65,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "finetune",
             "msrvtt-qa",
             "--checkpoint",
-            str(base / "runs" / "pre"),
+            str(base / "runs" / "z-pretrain"),
             *[x for s in qa for x in ("--set", s)],
             "--out",
             str(base / "runs" / "qa"),
@@ -77,7 +77,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "root": root,
         "dc": base / "dc",
-        "pre": base / "runs" / "pre",
+        "pre": base / "runs" / "z-pretrain",
         "qa": base / "runs" / "qa",
         "runs": base / "runs",
     }
@@ -218,6 +218,23 @@ def test_report_is_one_self_contained_page(runs: dict[str, Path]) -> None:
     assert text.count('src="data:image/png;base64,') >= 4  # curves of both runs, the attention map, the QA examples
     assert not re.search(r'(src|href)="(https?:)?//', text) and "<script" not in text  # nothing fetched, nothing run
     assert "msrvtt-qa, test split" in text and "last validation" in text
+    _assert_summary_then_pipeline_order(text)
+    assert "<details><summary>housekeeping: lr, weight_mlm" in text  # folded away under the curves that matter
+
+
+def _assert_summary_then_pipeline_order(text: str) -> None:
+    """The page opens on the summary, then pre-training, then the task (whatever the folders' names)."""
+    summary, pre, qa = (
+        text.index(x) for x in ("<h2>Summary</h2>", ": pretrain sample</h2>", ": finetune msrvtt-qa</h2>")
+    )
+    assert summary < pre < qa
+    head = text[summary:pre]
+    assert (
+        "MLM accuracy on ASR tokens" in head
+        and "(paper, Table 6 full)" in head
+        and "(mlm_acc_asr_swapped_video)" in head
+    )
+    assert "msrvtt-qa (qa, test split)" in head and "37.40 (paper)" in head  # QA accuracy beside the paper's
 
 
 @pytest.mark.slow
@@ -251,3 +268,19 @@ def test_report_renders_in_headless_chromium(runs: dict[str, Path]) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
     assert png_size(shot) == (1400, 2400)
     assert "Uncaught" not in run.stderr and "ERR_FILE_NOT_FOUND" not in run.stderr
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    _assert_summary_then_pipeline_order(dom.stdout)  # as the browser laid it out
