@@ -20,11 +20,13 @@ complete example that uses nothing else (a test checks it).
   `read_video_list`, `read_qa`, `answer_vocabulary`; `MSRVTTVideo`, `QAItem`) and YouCook2
   (`read_youcook2`, `read_clip_list`; `YouCook2Video`, `Segment`): each malformed record is one error
   naming the file and record.
-- Corpora (`decembert.corpora`): a `CorpusOpener` returns `VideoRecord`s (with their `VideoCaptions`)
-  and reports each video it cannot use to the `DataReport` as a `BadVideo`; a corpus in HowTo100M's
+- Corpora (`decembert.corpora`): a `CorpusOpener` gets the `DataConfig` (`data.*`) and returns
+  `VideoRecord`s (with their `VideoCaptions`), reporting each video it cannot use to the `DataReport` as
+  a `BadVideo`; `usable_video` builds a record from any `CaptionSource` with the cleaning and checks
+  HowTo100M's captions get (`plugins/decembert-jsonl-corpus` is an example); a corpus in HowTo100M's
   layout can register an `IndexedCorpus` instead, read through the persistent corpus index.
 - Captioners (`decembert.captioners`): a factory returning a `Captioner`, which turns `Frame`s into
-  `Region`s.
+  `Region`s (`plugins/decembert-grid-captioner` is an example).
 - Models: `load_pretrained(FOLDER_OR_HUB_ID)` returns a `Pretrained` (model, encoder, tokenizer,
   config, task) from a `decembert export` folder (safetensors), a checkpoint or a run;
   `export_model` writes such a folder.
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 from decembert_cli.config.schema import (
     Count,
+    DataConfig,
     Fraction,
     ModelConfig,
     NonNegative,
@@ -61,9 +64,9 @@ from decembert_cli.data.annotations.msrvtt import (
 from decembert_cli.data.annotations.youcook2 import Segment, YouCook2Video, read_clip_list, read_youcook2
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate, collate_with
 from decembert_cli.data.corpus_index import IndexedCorpus
-from decembert_cli.data.howto100m import BadVideo, VideoCaptions
+from decembert_cli.data.howto100m import BadVideo, CaptionSource, VideoCaptions
 from decembert_cli.data.sample.corpus import generate as generate_sample_corpus
-from decembert_cli.data.scan import DataReport, VideoRecord
+from decembert_cli.data.scan import DataReport, VideoRecord, usable_video
 from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.data.video_store import VideoStore, dataset_file, resolve
 from decembert_cli.densecap.backends import Captioner, Frame
@@ -87,10 +90,12 @@ from decembert_cli.testing import check_task
 
 __all__ = [
     "BadVideo",
+    "CaptionSource",
     "Captioner",
     "CorpusOpener",
     "Count",
     "DataCheck",
+    "DataConfig",
     "DataReport",
     "DatasetAdapter",
     "DecembertError",
@@ -142,4 +147,5 @@ __all__ = [
     "read_youcook2",
     "resolve",
     "tokenize_captions",
+    "usable_video",
 ]

@@ -57,6 +57,9 @@ class VideoCaptions:
 
 
 class CaptionSource(Protocol):
+    """Where a corpus' ASR captions come from: the ids it captions, and a video's captions (any order; they
+    are cleaned and sorted by `usable_video`)."""
+
     def ids(self) -> list[str]: ...
 
     def get(self, video_id: str) -> VideoCaptions: ...

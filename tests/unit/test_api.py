@@ -34,15 +34,24 @@ def test_the_package_ships_py_typed() -> None:
     assert "py.typed" in data["decembert_cli"]
 
 
-def test_the_example_plugin_passes_mypy_strict_against_the_package(tmp_path: Path) -> None:
+PLUGINS = {"decembert-mc": "decembert_mc", "decembert-jsonl-corpus": "decembert_jsonl_corpus"}
+PLUGINS["decembert-grid-captioner"] = "decembert_grid_captioner"
+
+
+def test_the_example_plugins_pass_mypy_strict_against_the_package(tmp_path: Path) -> None:
     """decembert_cli is read as an installed typed library is (follow_imports = silent: its types are used,
-    its own errors are not the plugin's); the plugin itself is checked with --strict."""
+    its own errors are not the plugins'); the plugins (a task, a corpus, a captioner) are checked with --strict."""
+    assert sorted(PLUGINS) == sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").is_file())
+    paths = ":".join([str(ROOT), *(str(ROOT / "plugins" / folder) for folder in PLUGINS)])
     config = tmp_path / "mypy.ini"
-    config.write_text(f"[mypy]\nstrict = True\nmypy_path = {ROOT}\n\n[mypy-decembert_cli.*]\nfollow_imports = silent\n")
+    config.write_text(
+        f"[mypy]\nstrict = True\nmypy_path = {paths}\n\n[mypy-decembert_cli.*]\nfollow_imports = silent\n"
+    )
     cache = ROOT / ".mypy_cache" / "plugin-strict"  # kept between runs: the first one reads torch's types
+    packages = [arg for package in PLUGINS.values() for arg in ("-p", package)]
     done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir", str(cache), "decembert_mc"],
-        cwd=ROOT / "plugins" / "decembert-mc",
+        [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir", str(cache), *packages],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=900,
