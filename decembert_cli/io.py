@@ -170,7 +170,14 @@ def _describe(holder: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike[str], part: str = "", *, wait: bool = False) -> Iterator[None]:
+def folder_lock(
+    folder: str | os.PathLike[str],
+    part: str = "",
+    *,
+    wait: bool = False,
+    role: str = "",
+    fix: str = "choose a writable folder",
+) -> Iterator[None]:
     """Hold the one-writer lock of an output folder (created if missing) for the `with` block.
 
     A second writer gets one error naming the holder (pid, host, start, command), or with `wait` (a shared
@@ -180,7 +187,8 @@ def folder_lock(folder: str | os.PathLike[str], part: str = "", *, wait: bool = 
     when its process dies however it ends, so a stale lock is taken over, with a note naming the dead
     holder. On a shared file system this holds where flock works across machines (NFSv4, Lustre with
     `flock` mounted, GPFS); where the file system refuses locks the run goes on with a note. A folder this
-    call created is removed again if the block leaves nothing in it."""
+    call created is removed again if the block leaves nothing in it. A folder that cannot be written is one
+    error, "cannot write ROLE to FOLDER" (`role`, e.g. "the corpus index"; else "into FOLDER") and `fix`."""
     root = user_path(folder)
     created = not root.exists()
     name = LOCK_FILE if not part else f".decembert-{part}.lock"
@@ -188,7 +196,8 @@ def folder_lock(folder: str | os.PathLike[str], part: str = "", *, wait: bool = 
         root.mkdir(parents=True, exist_ok=True)
         fd = os.open(root / name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
-        raise DecembertError(f"cannot write into {root}: {exc.strerror}; choose a writable folder") from None
+        where = f"{role} to" if role else "into"  # e.g. "cannot write the corpus index to DIR"
+        raise DecembertError(f"cannot write {where} {root}: {exc.strerror}; {fix}") from None
     locked = False  # by this process: only then is the file's text ours to clear
     try:
         try:

@@ -229,13 +229,9 @@ def _differences(built: dict[str, Any], now: dict[str, Any]) -> tuple[list[str],
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
     """Hold the index folder's lock (one builder at a time; other ranks wait, then read what it built)."""
-    try:
-        with folder_lock(folder, wait=True):
-            yield
-    except DecembertError as exc:
-        if not str(exc).startswith("cannot write into"):
-            raise
-        raise DecembertError(f"{exc}: set --set data.index=DIR to a writable folder for the corpus index") from None
+    fix = "set --set data.index=DIR to a writable folder"
+    with folder_lock(folder, wait=True, role="the corpus index", fix=fix):
+        yield
 
 
 class _Damaged(DecembertError):
