@@ -71,7 +71,7 @@ def _check_tasks(console: Any, loaded: dict[str, Any]) -> dict[str, str | None]:
     checked: dict[str, str | None] = {}
     with tempfile.TemporaryDirectory(prefix="decembert-check-") as tmp:
         with console.status("writing a small sample corpus for the check"):
-            root = generate(Path(tmp) / "corpus", videos=8, clips=40, feature_dim_2d=dim, feature_dim_3d=dim)
+            root = generate(Path(tmp) / "corpus", videos=8, clips=60, feature_dim_2d=dim, feature_dim_3d=dim)
         for name, task_cls in loaded.items():
             settings = task_cls.sample_settings(root)
             if settings is None:

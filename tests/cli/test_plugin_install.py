@@ -66,7 +66,7 @@ def test_installed_plugin_is_listed_fine_tuned_and_evaluated(installed: dict[str
     assert "msrvtt-mc" in listed.stdout and "decembert-mc" in listed.stdout and "0.1.0" in listed.stdout
     from decembert_cli.data.sample.corpus import generate
 
-    root = generate(tmp_path / "corpus", videos=2, clips=40, feature_dim_2d=16, feature_dim_3d=16)
+    root = generate(tmp_path / "corpus", videos=2, clips=60, feature_dim_2d=16, feature_dim_3d=16)
     sets = [
         f"task.root={root / 'msrvtt'}",
         "model.arch=tiny",
@@ -81,10 +81,13 @@ def test_installed_plugin_is_listed_fine_tuned_and_evaluated(installed: dict[str
         installed, "finetune", "msrvtt-mc", *[x for s in sets for x in ("--set", s)], "--out", str(tmp_path / "run")
     )
     assert tuned.returncode == 0, tuned.stderr + tuned.stdout
+    logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    (validation,) = [x for x in logged if x.get("split") == "val"]  # the plugin's val split, scored by its metric
+    assert validation["questions"] == 6 and 0 <= validation["accuracy"] <= 100
     scored = _decembert(installed, "evaluate", "msrvtt-mc", "--checkpoint", str(tmp_path / "run"))
     assert scored.returncode == 0, scored.stderr + scored.stdout
     metrics = json.loads((tmp_path / "run" / "eval-test" / "metrics.json").read_text())
-    assert metrics["metrics"]["questions"] == 8 and 0 <= metrics["metrics"]["accuracy"] <= 100
+    assert metrics["metrics"]["questions"] == 12 and 0 <= metrics["metrics"]["accuracy"] <= 100
 
 
 def test_the_corpus_plugin_pretrains(installed: dict[str, str], tmp_path: Path) -> None:

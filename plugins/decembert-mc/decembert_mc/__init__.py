@@ -42,7 +42,7 @@ from decembert_cli.api import (
 )
 
 __version__ = "0.1.0"
-SPLITS = {"train": "train", "test": "test"}  # our split -> MSR-VTT's
+SPLITS = {"train": "train", "test": "test", "val": "validate"}  # our split -> MSR-VTT's (val last: seeds stay)
 
 
 @dataclass(frozen=True)

@@ -12,19 +12,19 @@ from decembert_mc import MSRVTTMultipleChoice, questions, read_msrvtt
 
 
 def test_contract(tmp_path: Path) -> None:
-    root = generate_sample_corpus(tmp_path / "corpus", videos=2, clips=40, feature_dim_2d=16, feature_dim_3d=16)
+    root = generate_sample_corpus(tmp_path / "corpus", videos=2, clips=60, feature_dim_2d=16, feature_dim_3d=16)
     result = check_task(
         MSRVTTMultipleChoice, MSRVTTMultipleChoice.sample_settings(root), feature_dims=(16, 16), items=5
     )
-    assert result.metrics["questions"] == 8  # the 8 test clips, each a question
+    assert result.metrics["questions"] == 12  # the 12 test clips, each a question
 
 
 def test_questions_hold_the_right_caption_once(tmp_path: Path) -> None:
     from decembert_mc import MCConfig
 
-    root = generate_sample_corpus(tmp_path / "corpus", videos=2, clips=40, feature_dim_2d=16, feature_dim_3d=16)
+    root = generate_sample_corpus(tmp_path / "corpus", videos=2, clips=60, feature_dim_2d=16, feature_dim_3d=16)
     items = questions(MCConfig(root=str(root / "msrvtt")), "test")
-    assert len(items) == 8 and all(len(set(q.candidates)) == 5 and 0 <= q.answer < 5 for q in items)
+    assert len(items) == 12 and all(len(set(q.candidates)) == 5 and 0 <= q.answer < 5 for q in items)
     assert {q.answer for q in items} != {items[0].answer}  # the right caption is not always in one place
 
 
