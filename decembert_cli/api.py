@@ -22,7 +22,7 @@ complete example that uses nothing else (a test checks it).
   naming the file and record.
 - Corpora (`decembert.corpora`): a `CorpusOpener` gets the `DataConfig` (`data.*`) and returns
   `VideoRecord`s (with their `VideoCaptions`), reporting each video it cannot use to the `DataReport` as
-  a `BadVideo`; `usable_video` builds a record from any `CaptionSource` with the cleaning and checks
+  a `BadVideo`; `usable_video(s)` build records from any `CaptionSource` with the cleaning and checks
   HowTo100M's captions get (`plugins/decembert-jsonl-corpus` is an example); a corpus in HowTo100M's
   layout can register an `IndexedCorpus` instead, read through the persistent corpus index.
 - Captioners (`decembert.captioners`): a factory returning a `Captioner`, which turns `Frame`s into
@@ -66,7 +66,7 @@ from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, Vide
 from decembert_cli.data.corpus_index import IndexedCorpus
 from decembert_cli.data.howto100m import BadVideo, CaptionSource, VideoCaptions
 from decembert_cli.data.sample.corpus import generate as generate_sample_corpus
-from decembert_cli.data.scan import DataReport, VideoRecord, usable_video
+from decembert_cli.data.scan import DataReport, VideoRecord, usable_video, usable_videos
 from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.data.video_store import VideoStore, dataset_file, resolve
 from decembert_cli.densecap.backends import Captioner, Frame
@@ -148,4 +148,5 @@ __all__ = [
     "resolve",
     "tokenize_captions",
     "usable_video",
+    "usable_videos",
 ]

@@ -162,13 +162,27 @@ def open_howto100m(
         raise DecembertError(f"data.min_clips must be at least 1, got {config.min_clips}")
 
     ids = [v for v in source.ids() if wanted is None or v in wanted]
+    return usable_videos(store, ids, source, trim, config.min_clips, report, progress)
+
+
+def usable_videos(
+    store: VideoStore,
+    ids: list[str],
+    source: CaptionSource,
+    trim: bool,
+    min_clips: int,
+    report: DataReport,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[VideoRecord]:
+    """`usable_video` for each id: the records of those that can be used, the others skipped in `report` (with
+    the reason) and counted; one error when none is usable. What every corpus in this layout shares."""
     records: list[VideoRecord] = []
     for n, video_id in enumerate(ids):
         if progress is not None:
             progress(n, len(ids))
         report.videos_seen += 1
         try:
-            records.append(usable_video(store, video_id, source, trim, config.min_clips, report))
+            records.append(usable_video(store, video_id, source, trim, min_clips, report))
         except BadVideo as problem:
             report.skip(video_id, problem)
     if progress is not None:

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from decembert_cli.api import (
-    BadVideo,
     DataConfig,
     DataReport,
     DecembertError,
     VideoCaptions,
     VideoRecord,
     VideoStore,
-    usable_video,
+    usable_videos,
 )
 
 __version__ = "0.1.0"
@@ -80,7 +79,7 @@ def open_jsonl(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[VideoRecord]:
     """The corpus' usable videos (a `CorpusOpener`): those the file captions, each checked as HowTo100M's are;
-    the others are passed to `report.skip` with the reason."""
+    the others are passed to `report.skip` with the reason (`usable_videos`, as for HowTo100M)."""
     store = VideoStore(config, dims, section="data")
     name = config.captions if str(config.captions).endswith(".jsonl") else DEFAULT_FILE
     path = store.root / name
@@ -88,17 +87,4 @@ def open_jsonl(
         raise DecembertError(f"{path} not found: the jsonl corpus reads its captions there (data.captions)")
     store.require_folders()
     source = JsonlCaptions(path)
-    ids = source.ids()
-    records: list[VideoRecord] = []
-    for n, video_id in enumerate(ids):
-        if progress is not None:
-            progress(n, len(ids))
-        report.videos_seen += 1
-        try:
-            records.append(usable_video(store, video_id, source, False, config.min_clips, report))
-        except BadVideo as problem:
-            report.skip(video_id, problem)
-    report.videos_used = len(records)
-    if not records:
-        raise DecembertError(f"no usable video in {store.root}: {dict(report.skipped) or 'no captioned videos'}")
-    return records
+    return usable_videos(store, source.ids(), source, False, config.min_clips, report, progress)
