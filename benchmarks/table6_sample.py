@@ -39,6 +39,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from decembert_cli.engine.run_log import last_validation  # noqa: E402  (shares in per cent, old logs too)
 from decembert_cli.recipes import ABLATIONS, TABLE6_PAPER, TABLE7_PAPER  # noqa: E402
 
 LABELS = {
@@ -89,10 +90,6 @@ def sets(pairs: list[str]) -> list[str]:
 def _lines(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-
-
-def last_validation(run_dir: Path) -> dict:
-    return next(r for r in reversed(_lines(run_dir)) if r.get("split") == "val")
 
 
 def pretrained(run_dir: Path, steps: int) -> bool:
@@ -209,7 +206,7 @@ def collect(work: Path) -> dict:
             seeds.add(int(re.sub(r".*seed", "", run_dir.name)))
             for key in PRETRAIN_METRICS:
                 if key in val:
-                    pre.setdefault(key, []).append(val[key] if key == "entropy" else 100 * val[key])
+                    pre.setdefault(key, []).append(val[key])
         for task, metrics in {**TASKS, **EXTRA_TASKS}.items():
             for metrics_file in sorted(work.glob(f"{task}-{row}-seed*/eval-*/metrics.json")):
                 found = json.loads(metrics_file.read_text())["metrics"]

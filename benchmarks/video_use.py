@@ -232,7 +232,7 @@ def main() -> None:
                 resume = ["--resume"] if (run_dir / "checkpoints").is_dir() else []
                 run(cmd + resume, args.work / "logs" / f"{run_dir.name}.log")
             val = last_validation(run_dir)
-            found = {k: 100 * val[k] if k != "entropy" else val[k] for k in PRETRAIN_METRICS if k in val}
+            found = {k: val[k] for k in PRETRAIN_METRICS if k in val}
             found.update(probe(run_dir))
             for key, value in found.items():
                 per_seed.setdefault(key, []).append(value)

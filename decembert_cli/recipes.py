@@ -480,7 +480,7 @@ def results(recipe: Recipe) -> list[tuple[str, str, float | None, float | None]]
             val = last_validation(recipe.runs / f"pretrain-{row}")
             for key in TABLE6_METRICS:
                 value = val.get(key)
-                rows.append((row, key, 100 * value if value is not None else None, recipe.paper[row].get(key)))
+                rows.append((row, key, value, recipe.paper[row].get(key)))
         return rows
     for task in spec.tasks:
         for row in spec.rows:

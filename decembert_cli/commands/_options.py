@@ -15,6 +15,7 @@ import typer
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
     from rich.console import Console
+    from rich.table import Table
 
 T = TypeVar("T", bound="DataclassInstance")
 
@@ -30,6 +31,13 @@ PrintConfigOption = typer.Option(False, "--print-config", help="Print the resolv
 # where output goes to a pipe or a file: a width no line reaches, so tables keep every cell whole (rich would
 # use 80 columns and cut commands and paths with "..."); tables still take only the width their content needs
 UNBOUNDED_WIDTH = 100_000
+
+
+def titled_table(title: str, **kwargs: Any) -> Table:
+    """A rich Table with its title on one line, left-aligned (rich would wrap a title longer than the columns)."""
+    from rich.table import Table
+
+    return Table(title=title, title_justify="left", min_width=len(title), **kwargs)
 
 
 def make_console(*, stderr: bool = False, **kwargs: Any) -> Console:

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from decembert_cli.commands._options import ConfigOption, PrintConfigOption, SetOption, make_console, resolve
+from decembert_cli.commands._options import (
+    ConfigOption,
+    PrintConfigOption,
+    SetOption,
+    make_console,
+    resolve,
+    titled_table,
+)
 
 
 def check(
@@ -26,7 +33,6 @@ def check(
     import time
 
     import torch
-    from rich.table import Table
 
     from decembert_cli.config import Config, save_config
     from decembert_cli.data.sample.batches import BatchShape, random_batch
@@ -60,7 +66,7 @@ def check(
     grad_norm = float(torch.linalg.vector_norm(torch.stack(grads))) if grads else 0.0
 
     params = sum(p.numel() for p in model.parameters())
-    table = Table(title=f"decembert check: {cfg.model.arch}, {params / 1e6:.1f}M parameters, {dev}")
+    table = titled_table(f"decembert check: {cfg.model.arch}, {params / 1e6:.1f}M parameters, {dev}")
     table.add_column("loss")
     table.add_column("value", justify="right")
     labels = {"mlm": "MLM", "vtm": "video-text matching", "constrained": "constrained attention (entropy)"}

@@ -14,6 +14,7 @@ from decembert_cli.commands._options import (
     counting_progress,
     make_console,
     resolve,
+    titled_table,
 )
 
 if TYPE_CHECKING:  # imported when the command runs, so that `decembert --help` stays instant
@@ -92,9 +93,8 @@ def pretrain(
 def _print_report(console: Console, report: DataReport) -> None:
     if not (report.skipped or report.fixed):
         return
-    from rich.table import Table
 
-    table = Table(title="data problems (see data_report.json)", title_justify="left")
+    table = titled_table("data problems (see data_report.json)")
     table.add_column("problem")
     table.add_column("count", justify="right")
     table.add_column("first case")
@@ -120,21 +120,22 @@ TABLE6 = [
 
 
 def validation_table(metrics: dict[str, float], title: str) -> Table:
-    from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    from decembert_cli.model.pretraining import is_percent_metric
+
+    table = titled_table(title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, label in TABLE6:
         if key in metrics:
             value = metrics[key]
-            table.add_row(label, f"{100 * value:.2f}%" if "acc" in key or "caption" in key else f"{value:.4f}")
+            table.add_row(label, f"{value:.2f}%" if is_percent_metric(key) else f"{value:.4f}")
     offsets = sorted(
         (k for k in metrics if k.startswith("argmax_u_offset")), key=lambda k: int(k[len("argmax_u_offset") :])
     )
     if offsets:
         shares = ", ".join(
-            f"s_i{k[len('argmax_u_offset') :] if not k.endswith('+0') else ''} {100 * metrics[k]:.0f}%" for k in offsets
+            f"s_i{k[len('argmax_u_offset') :] if not k.endswith('+0') else ''} {metrics[k]:.0f}%" for k in offsets
         )
         table.add_row("argmax u by time offset", shares)
     return table

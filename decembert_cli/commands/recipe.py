@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from decembert_cli.commands._options import SetOption, make_console
+from decembert_cli.commands._options import SetOption, make_console, titled_table
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -57,11 +57,10 @@ def recipe(
 
 
 def show_plan(console: Console, plan: Recipe) -> None:
-    from rich.table import Table
 
     from decembert_cli.recipes import RATES
 
-    table = Table(title=f"recipe {plan.table}: {plan.title}", title_justify="left", show_lines=False)
+    table = titled_table(f"recipe {plan.table}: {plan.title}", show_lines=False)
     for column in ("#", "step", "hours", "disk", "command"):
         table.add_column(column, justify="right" if column in ("#", "hours", "disk") else "left")
     for number, step in enumerate(plan.steps, 1):
@@ -104,11 +103,10 @@ def as_script(plan: Recipe) -> str:
 
 
 def show_results(console: Console, plan: Recipe) -> None:
-    from rich.table import Table
 
     from decembert_cli.recipes import results
 
-    table = Table(title=f"{plan.table}: this run", title_justify="left")
+    table = titled_table(f"{plan.table}: this run")
     for column in ("row", "metric", "ours", "paper"):
         table.add_column(column, justify="left" if column in ("row", "metric") else "right")
     for row, metric, ours, paper in results(plan):

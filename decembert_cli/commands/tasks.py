@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from decembert_cli.commands._options import ConfigOption, SetOption, counting_progress, make_console
+from decembert_cli.commands._options import ConfigOption, SetOption, counting_progress, make_console, titled_table
 
 
 def list_tasks(
@@ -22,7 +22,6 @@ def list_tasks(
     --check, each task that says how to run on the sample corpus is fine-tuned for one batch and scored
     there by a tiny random model (`decembert_cli.testing.check_task`); status "ok" means it passed."""
     from rich.markup import escape
-    from rich.table import Table
 
     from decembert_cli.errors import DecembertError
     from decembert_cli.registry import tasks
@@ -32,7 +31,7 @@ def list_tasks(
     console = make_console()
     checked = _check_tasks(console, loaded) if check else {}
     failed = {name: why for name, why in checked.items() if why is not None}
-    table = Table(title="installed tasks", title_justify="left")
+    table = titled_table("installed tasks")
     for column in ("task", "package", "version", "main metric", "status"):
         table.add_column(column, overflow="fold")  # names are folded onto a second line, never cut
     for name, info in available.items():
@@ -225,10 +224,9 @@ def evaluate(
 
 def _print_evaluation(console: Any, task: str, result: Any) -> None:
     """The metrics table (main metric in bold), the protocol and where the files went."""
-    from rich.table import Table
 
     title = f"{task}, {result.split} split, {result.items} items ({result.seconds:.1f} s)"
-    table = Table(title=title, title_justify="left")
+    table = titled_table(title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.metrics.items():
@@ -249,8 +247,6 @@ def data_check(
     answer coverage and videos lacking features or dense captions; no model is loaded."""
     import json
 
-    from rich.table import Table
-
     from decembert_cli.registry import corpora, tasks
 
     console = make_console()
@@ -267,7 +263,7 @@ def data_check(
             {k for c in report.counts.values() for k in c},
             key=lambda k: [k for c in report.counts.values() for k in c].index(k),
         )
-        table = Table(title=f"{name}: annotations", title_justify="left")
+        table = titled_table(f"{name}: annotations")
         table.add_column("split")
         for key in keys:
             table.add_column(key, justify="right")

@@ -25,7 +25,7 @@ from decembert_cli import checkpoint as ckpt
 from decembert_cli.config.schema import TrainConfig
 from decembert_cli.engine.distributed import DistInfo, all_sum, barrier, gather_objects, setup
 from decembert_cli.engine.optim import build_optimizer, build_scheduler
-from decembert_cli.engine.run_log import RunLog
+from decembert_cli.engine.run_log import PERCENT, RunLog
 from decembert_cli.engine.sampler import StepBatches
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import METRICS_LOG, folder_lock
@@ -519,7 +519,8 @@ def _report_validation(run: _Run, step: int, metrics: dict[str, float]) -> dict[
     if not metrics:
         return {}
     warning = job.diagnose(metrics) if job.diagnose is not None else None
-    run.log.write({"step": step, "split": "val", **metrics, **({"warning": warning} if warning else {})})
+    mark = {"split": "val", PERCENT: True}
+    run.log.write({"step": step, **mark, **metrics, **({"warning": warning} if warning else {})})
     if run.log.shows_images and job.pictures is not None:
         with tempfile.TemporaryDirectory() as tmp:
             for tag, png in job.pictures(run.model, step, Path(tmp), metrics).items():

@@ -15,6 +15,10 @@ metrics as a table) go to the sinks that show images. Only the main process logs
 
 `last_validation` and `read_evaluation` read a run's numbers back (a model card, a recipe's results table),
 checked: a value that is not a number is one error naming the file and the key.
+
+Units: a validation line carries `"percent": true`; its shares (accuracies, the alignment baselines, the
+argmax-u offsets) are in per cent, like the paper's tables and every task metric. Lines written before
+(without the mark) held pre-training shares as fractions; `model.pretraining.in_percent` reads both alike.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 from decembert_cli.errors import DecembertError, shown
 from decembert_cli.io import METRICS_LOG, append_jsonl, atomic_write_text, decode_json, read_jsonl, regular_file
+from decembert_cli.model.pretraining import PERCENT, in_percent
 
 SINKS = ("jsonl", "tensorboard", "wandb")
 
@@ -70,14 +75,14 @@ def _is_number(value: Any) -> bool:
 
 
 def last_validation(run_dir: Path) -> dict[str, Any]:
-    """The metrics of the last validation line of RUN_DIR/metrics.jsonl ({} without one), checked: each is a
-    number (a `warning` is text), else one error naming the file, the step and the key."""
+    """The metrics of the last validation line of RUN_DIR/metrics.jsonl ({} without one; shares in per cent),
+    checked: each is a number (a `warning` is text), else one error naming the file, the step and the key."""
     path = Path(run_dir) / METRICS_LOG
     if not (path.exists() or path.is_symlink()):
         return {}
     rows, _ = read_jsonl(regular_file(path, "metrics log"))
     row: dict[str, Any] = next((r for r in reversed(rows) if r.get("split") == "val"), {})
-    found = {k: v for k, v in row.items() if k not in ("step", "split")}
+    found = {k: v for k, v in in_percent(row).items() if k not in ("step", "split", PERCENT)}
     for key, value in found.items():
         if key != "warning" and not _is_number(value):
             raise DecembertError(

@@ -8,6 +8,7 @@ gives the same gradient however it is split into processes and accumulation step
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +32,41 @@ class PretrainOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)  # detached summable counts for metrics
 
 
-# nats: below this (with one offset taking COLLAPSE_SHARE of argmax u) the attention has collapsed
+# nats: below this (with one offset taking COLLAPSE_SHARE per cent of argmax u) the attention has collapsed
 COLLAPSE_ENTROPY = 0.1
-COLLAPSE_SHARE = 0.9
+COLLAPSE_SHARE = 90.0
+
+# Validation metrics that are shares, reported in per cent like the paper's Table 6 and every task metric
+# (losses and the entropy keep their own units); `argmax_u_offset<k>` are shares too.
+PERCENT_METRICS = (
+    "mlm_acc_asr",
+    "mlm_acc_dense",
+    "vtm_acc",
+    "alignment_acc",
+    "alignment_own_caption",
+    "alignment_prev_caption",
+    "mlm_acc_asr_positives",
+    "mlm_acc_asr_swapped_video",
+)
+
+
+PERCENT = "percent"  # the mark of a metrics.jsonl validation line whose shares are in per cent
+
+
+def is_percent_metric(key: str) -> bool:
+    return key in PERCENT_METRICS or key.startswith("argmax_u_offset")
+
+
+def in_percent(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics.jsonl line with its shares in per cent: a validation line written before the `percent` mark
+    held pre-training shares as fractions (scaled here); other lines are returned as they are."""
+    if row.get("split") != "val" or row.get(PERCENT) is True:
+        return row
+    scaled = {
+        k: 100 * v if is_percent_metric(k) and isinstance(v, (int, float)) and not isinstance(v, bool) else v
+        for k, v in row.items()
+    }
+    return {**scaled, PERCENT: True}
 
 
 def lambda_ramp(step: int, total_steps: int, warmup: float) -> float:
@@ -57,7 +90,7 @@ def collapse_warning(metrics: dict[str, float]) -> str | None:
         return (
             f"constrained attention collapsed: entropy {entropy:.3f} nats and argmax u on "
             f"s_i{offset if offset != '+0' else ''} "
-            f"for {100 * share:.0f}% of positives (see the loss settings in `decembert pretrain --print-config`)"
+            f"for {share:.0f}% of positives (see the loss settings in `decembert pretrain --print-config`)"
         )
     return None
 
@@ -272,7 +305,8 @@ class DecembertForPretraining(nn.Module):
 
     @staticmethod
     def metrics(totals: dict[str, float]) -> dict[str, float]:
-        """Validation metrics from stats summed over batches and processes (the paper's Table 6 and more)."""
+        """Validation metrics from stats summed over batches and processes (the paper's Table 6 and more);
+        shares (`is_percent_metric`) in per cent."""
 
         def ratio(num: str, den: str) -> float | None:
             return totals[num] / totals[den] if totals.get(den, 0) > 0 and num in totals else None
@@ -295,4 +329,4 @@ class DecembertForPretraining(nn.Module):
             metrics[f"argmax_u_offset{key[len('argmax_offset') :]}"] = ratio(key, "argmax_count")
         if totals.get("align_count", 0) > 0:
             metrics["alignment_n"] = totals["align_count"]
-        return {k: float(v) for k, v in metrics.items() if v is not None}
+        return {k: float(100 * v if is_percent_metric(k) else v) for k, v in metrics.items() if v is not None}

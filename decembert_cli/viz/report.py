@@ -20,6 +20,7 @@ from decembert_cli.config.loader import check_value
 from decembert_cli.config.schema import Interval, NonNegativeInt
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import METRICS_LOG, atomic_write_text, read_jsonl, regular_file
+from decembert_cli.model.pretraining import PERCENT, in_percent
 from decembert_cli.viz import plots
 
 if TYPE_CHECKING:
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 
 
 def read_log(run_dir: Path) -> list[dict[str, Any]]:
-    """The rows of a run's metrics log that can be drawn: those with a numeric step (others are noted)."""
+    """The rows of a run's metrics log that can be drawn: those with a numeric step (others are noted), shares
+    in per cent (`run_log.in_percent`)."""
     path = Path(run_dir) / METRICS_LOG
     if not path.is_file():
         raise DecembertError(f"{path} not found: RUN_DIR must be a run folder of decembert pretrain or finetune")
@@ -38,7 +40,7 @@ def read_log(run_dir: Path) -> list[dict[str, Any]]:
     if len(steps) < len(rows):
         left = len(rows) - len(steps)
         print(f'note: {path}: {left} of {len(rows)} rows have no numeric "step" and are left out', file=sys.stderr)
-    return steps
+    return [in_percent(r) for r in steps]
 
 
 def _read_as(value: Any, kind: Any) -> Any:
@@ -364,7 +366,7 @@ def report(run_dirs: list[Path], video: str | None = None) -> Path:
             parts.append(
                 _table(
                     f"last validation (step {val[-1]['step']})",
-                    {k: v for k, v in val[-1].items() if k not in ("split", "step")},
+                    {k: v for k, v in val[-1].items() if k not in ("split", "step", PERCENT)},
                 )
             )
         keys = plots.curve_keys({run.name: log})

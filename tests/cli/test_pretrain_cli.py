@@ -61,7 +61,7 @@ def test_pretrain_runs_and_reports_table6(corpus: Path, tmp_path: Path) -> None:
     assert (run / "config.yaml").is_file() and (run / "checkpoints" / "step-00000004.pt").is_file()
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "split" not in r] == [2, 4]
-    assert lines[-1]["split"] == "val" and 0 <= lines[-1]["vtm_acc"] <= 1
+    assert lines[-1]["split"] == "val" and lines[-1]["percent"] is True and 0 <= lines[-1]["vtm_acc"] <= 100
     assert json.loads((run / "data_report.json").read_text())["videos_used"] == 12
 
     again = runner.invoke(app, _args(corpus, run))

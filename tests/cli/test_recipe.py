@@ -154,11 +154,36 @@ def test_results_put_the_runs_numbers_beside_the_papers(tmp_path: Path) -> None:
     ablation = recipes.build("table6", tmp_path)
     run = tmp_path / "runs" / "pretrain-neighbours"
     run.mkdir(parents=True)
+    # a log written before validation lines were marked `percent` held the shares as fractions
     lines = [{"step": 5, "loss": 1.0}, {"step": 10, "split": "val", "mlm_acc_asr": 0.5, "vtm_acc": 0.75}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    marked = tmp_path / "runs" / "pretrain-dense"
+    marked.mkdir(parents=True)
+    line = {"step": 10, "split": "val", "percent": True, "mlm_acc_asr": 41.5, "vtm_acc": 0.5, "loss_mlm": 0.25}
+    (marked / "metrics.jsonl").write_text(json.dumps(line) + "\n")
     rows = {(r, m): (ours, paper) for r, m, ours, paper in recipes.results(ablation)}
     assert rows[("neighbours", "mlm_acc_asr")] == (50.0, 48.42) and rows[("neighbours", "vtm_acc")] == (75.0, 78.90)
+    assert rows[("dense", "mlm_acc_asr")] == (41.5, 49.78) and rows[("dense", "vtm_acc")] == (0.5, 80.02)
     assert rows[("neighbours", "mlm_acc_dense")] == (None, None) and rows[("full", "vtm_acc")] == (None, 80.32)
+
+
+def test_a_table_title_stays_on_one_line_in_a_pipe_and_on_a_terminal() -> None:
+    """A title longer than the columns under it (evaluate's "task, split, items (seconds)") is not wrapped."""
+    import io
+
+    from rich.console import Console
+
+    from decembert_cli.commands._options import UNBOUNDED_WIDTH, titled_table
+
+    title = "msrvtt-qa, test split, 96 items (5.1 s)"
+    for width in (UNBOUNDED_WIDTH, 80):  # a pipe (make_console), a terminal
+        table = titled_table(title)
+        table.add_column("metric")
+        table.add_column("value")
+        table.add_row("accuracy", "34.38")
+        out = io.StringIO()
+        Console(file=out, width=width).print(table)
+        assert out.getvalue().splitlines()[0].strip() == title
 
 
 def test_table7_fine_tunes_every_cumulative_row_and_scores_the_val_split(tmp_path: Path) -> None:

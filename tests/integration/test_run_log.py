@@ -87,3 +87,22 @@ def test_unknown_or_missing_sinks_are_one_clear_error(tmp_path: Path, monkeypatc
         DecembertError, match=r"includes wandb, but wandb is not installed: pip install 'decembert\[wandb\]'"
     ):
         RunLog(tmp_path, True, ("wandb",))
+
+
+def test_shares_read_back_in_percent_whichever_way_the_line_was_written(tmp_path: Path) -> None:
+    """Validation lines carry `"percent": true` (shares in per cent, as the paper and the tasks); a line
+    written before that mark held pre-training shares as fractions and reads back the same."""
+    from decembert_cli.engine.run_log import last_validation
+    from decembert_cli.viz.report import read_log
+
+    old = {"step": 4, "split": "val", "mlm_acc_asr": 0.25, "argmax_u_offset-1": 0.5, "loss_mlm": 0.5, "entropy": 0.5}
+    new = {"step": 8, "split": "val", "percent": True, "mlm_acc_asr": 25.0, "argmax_u_offset-1": 50.0, "loss_mlm": 0.5}
+    for line in (old, new):
+        run = tmp_path / str(line["step"])
+        run.mkdir()
+        (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.75}) + "\n" + json.dumps(line) + "\n")
+        found = last_validation(run)
+        assert found["mlm_acc_asr"] == 25.0 and found["argmax_u_offset-1"] == 50.0 and found["loss_mlm"] == 0.5
+        assert "percent" not in found and found.get("entropy", 0.5) == 0.5  # losses and the entropy keep their units
+        rows = read_log(run)
+        assert rows[0] == {"step": 1, "loss": 0.75} and rows[1]["mlm_acc_asr"] == 25.0

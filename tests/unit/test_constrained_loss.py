@@ -213,16 +213,16 @@ def test_validation_reports_choices_by_time_offset() -> None:
     assert stats["align_correct"] == (positives & (choice == 1)).sum()
     assert stats["align_prev"] == positives.sum() and stats["align_own"] == 0
     metrics = DecembertForPretraining.metrics({k: float(v) for k, v in stats.items()})
-    assert metrics["alignment_prev_caption"] == 1.0 and metrics["alignment_own_caption"] == 0.0
-    assert sum(metrics[f"argmax_u_offset{o:+d}"] for o in (-1, 0, 1)) == pytest.approx(1.0)
+    assert metrics["alignment_prev_caption"] == 100.0 and metrics["alignment_own_caption"] == 0.0  # per cent
+    assert sum(metrics[f"argmax_u_offset{o:+d}"] for o in (-1, 0, 1)) == pytest.approx(100.0)
     assert metrics["entropy"] == pytest.approx(float(out.losses["constrained"].detach()))
     model.train()
     assert "align_count" not in model(batch).stats  # no diagnostics (host synchronisations) in training steps
-    assert collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.95, "argmax_u_offset+0": 0.05}) is not None
-    assert "s_i-1 for 95%" in collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.95, "argmax_u_offset+0": 0.05})
+    assert collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 95.0, "argmax_u_offset+0": 5.0}) is not None
+    assert "s_i-1 for 95%" in collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 95.0, "argmax_u_offset+0": 5.0})
     # confident, but by content
-    assert collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 0.5, "argmax_u_offset+0": 0.5}) is None
-    assert collapse_warning({"entropy": 0.5, "argmax_u_offset-1": 0.95}) is None
+    assert collapse_warning({"entropy": 0.05, "argmax_u_offset-1": 50.0, "argmax_u_offset+0": 50.0}) is None
+    assert collapse_warning({"entropy": 0.5, "argmax_u_offset-1": 95.0}) is None
 
 
 def test_hand_computed_two_candidates_with_padding() -> None:
