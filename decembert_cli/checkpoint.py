@@ -26,9 +26,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
-from decembert_cli.errors import DecembertError, shown
+from decembert_cli.config import Config, ModelConfig
+from decembert_cli.config.loader import from_dict
+from decembert_cli.errors import ConfigError, DecembertError, shown
 from decembert_cli.io import atomic_write_bytes, decode_json, regular_file
+from decembert_cli.model import build_encoder, build_pretraining_model
+from decembert_cli.model.weights import random_bert_config
 
 FORMAT = "decembert.checkpoint/1"
 _NAME = re.compile(r"^step-(\d+)\.pt$")
@@ -75,9 +81,6 @@ def _present(path: Path) -> bool:
 def read_export(folder: Path) -> dict[str, Any]:
     """An exported folder as a checkpoint payload (model state, config, meta, step), checked as a checkpoint
     is; its tokenizer is its own. The encoder's BertConfig is config.json's top level, as Hugging Face reads it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     config_file, weights_file = folder / EXPORT_CONFIG, folder / EXPORT_WEIGHTS
     for path in (config_file, weights_file, *(folder / n for n in TOKENIZER_FILES if _present(folder / n))):
         regular_file(path, "export file")
@@ -274,10 +277,6 @@ def check_payload(data: dict[str, Any], fields: _Fields) -> None:
 
 
 def _check_payload(data: dict[str, Any], fields: _Fields) -> None:
-    from decembert_cli.config import ModelConfig
-    from decembert_cli.config.loader import from_dict
-    from decembert_cli.errors import ConfigError
-
     state: Any = data.get("model")
     weights = fields.weights or fields.file
     _expect(isinstance(state, Mapping), fields.weights or f"{weights}: model", "named tensors", state)
@@ -331,10 +330,6 @@ def _check_tensors(
 ) -> None:
     """Every tensor against the model the settings build (a fine-tuned model's encoder: its head is the task's,
     checked by `load_weights` when the task builds it)."""
-    from decembert_cli.config import Config
-    from decembert_cli.model import build_encoder, build_pretraining_model
-    from decembert_cli.model.weights import random_bert_config
-
     settings = fields.settings
     model_cfg = dataclasses.replace(model_cfg, init="none")  # shapes only: nothing is read or downloaded
     described = bert if bert is not None else random_bert_config(model_cfg).to_dict()  # (older checkpoints)

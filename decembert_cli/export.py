@@ -25,23 +25,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from huggingface_hub import snapshot_download
+from safetensors.torch import save_file
 from torch import nn
 
 from decembert_cli import checkpoint as ckpt
-from decembert_cli.errors import DecembertError
+from decembert_cli.config import Config
+from decembert_cli.config.loader import from_dict
+from decembert_cli.engine.finetune import TaskModel, config_class, load_task
+from decembert_cli.engine.run_log import last_validation, read_evaluation
+from decembert_cli.errors import ConfigError, DecembertError
 from decembert_cli.inference import Pretrained
 from decembert_cli.io import FOLDER_MODE, METRICS_LOG, atomic_write_text, user_path
+from decembert_cli.model import build_encoder, build_pretraining_model, build_tokenizer
+from decembert_cli.model.weights import resolve_tokenizer
 
 
 def _config_and_model(payload: dict[str, Any], file: Path) -> tuple[Any, nn.Module, nn.Module, Any]:
     """(config, model, encoder, task) built from the payload of checkpoint `file` (checked by load_checkpoint)
     and loaded with its weights."""
-    from decembert_cli.config import Config
-    from decembert_cli.config.loader import from_dict
-    from decembert_cli.errors import ConfigError
-    from decembert_cli.model import build_encoder, build_pretraining_model
-    from decembert_cli.model.weights import resolve_tokenizer
-
     meta = payload.get("meta", {})
     kind = meta.get("kind")
     task: Any = None
@@ -49,8 +52,6 @@ def _config_and_model(payload: dict[str, Any], file: Path) -> tuple[Any, nn.Modu
         if kind == "pretrain":
             config: Any = from_dict(Config, payload["config"], "config.")
         elif kind == "finetune":
-            from decembert_cli.engine.finetune import config_class, load_task
-
             task_cls, _info = load_task(meta["task"])
             config = from_dict(config_class(task_cls), payload["config"], "config.")
             task = task_cls(config.task, state=meta.get("task_state"))
@@ -66,8 +67,6 @@ def _config_and_model(payload: dict[str, Any], file: Path) -> tuple[Any, nn.Modu
         model = build_pretraining_model(config, bert_config=meta.get("bert_config"))
         encoder = model.encoder
     else:
-        from decembert_cli.engine.finetune import TaskModel
-
         encoder, _ = build_encoder(config.model, bert_config=meta.get("bert_config"))
         model = TaskModel(encoder, task.head(encoder))
     ckpt.load_weights(model, payload["model"], file, "its settings and its task's state")
@@ -77,15 +76,12 @@ def _config_and_model(payload: dict[str, Any], file: Path) -> tuple[Any, nn.Modu
 def load_pretrained(source: str | Path, *, device: str | torch.device = "cpu") -> Pretrained:
     """A model from an exported folder, a Hub id of one (downloaded once into the Hub cache), a
     checkpoint file or a run folder; in eval mode on `device`."""
-    from decembert_cli.model import build_tokenizer
-
     path = Path(source).expanduser()
     if not path.exists():
         if str(source).count("/") != 1 or str(source).startswith((".", "/", "~")):
             raise DecembertError(
                 f"{source}: no such folder or file (give an exported folder, a Hub id or a checkpoint)"
             )
-        from huggingface_hub import snapshot_download
 
         path = Path(snapshot_download(str(source)))
     file = ckpt.resolve(path)
@@ -98,10 +94,6 @@ def load_pretrained(source: str | Path, *, device: str | torch.device = "cpu") -
 def export_model(source: Path, out: Path, command: str = "") -> Path:
     """Write `source` (a checkpoint file or a run folder's newest checkpoint) as an exported folder `out`.
     `out` must not exist yet: it is written beside it and renamed into place when complete."""
-    from safetensors.torch import save_file
-
-    from decembert_cli.model import build_tokenizer
-
     out = user_path(out)
     if out.exists() or out.is_symlink():
         raise DecembertError(f"--out {out} exists; choose a new folder (an export never overwrites one)")
@@ -145,8 +137,6 @@ def export_model(source: Path, out: Path, command: str = "") -> Path:
 
 def _last_validation(file: Path) -> dict[str, Any]:
     """The run's last validation metrics and its evaluations (the run folder of checkpoint `file`), checked."""
-    from decembert_cli.engine.run_log import last_validation, read_evaluation
-
     run = file.parent.parent
     if not (run / METRICS_LOG).exists():
         return {}
@@ -159,8 +149,6 @@ def _last_validation(file: Path) -> dict[str, Any]:
 
 def model_card(file: Path, payload: dict[str, Any], command: str) -> str:
     """The folder's README.md: what the model is, what it was trained on, its config and metrics."""
-    import yaml
-
     meta, config = payload.get("meta", {}), payload["config"]
     kind = meta.get("kind")
     if kind == "pretrain":

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from decembert_cli.errors import DecembertError
+from decembert_cli.config import Config, load_config
+from decembert_cli.errors import DecembertError, shown
+from decembert_cli.io import METRICS_LOG, atomic_write_text, decode_json, regular_file
 
 STATE_FILE = "recipe-state.json"
 
@@ -302,8 +304,6 @@ def _prepare(data: Dataset, root: Path) -> list[Step]:
 
 def _pretrain_items(config: str, overrides: Sequence[str]) -> tuple[float, str]:
     """Samples a pre-training run of this config draws on HowTo100M, and how they were counted."""
-    from decembert_cli.config import Config, load_config
-
     cfg = load_config(Config, config, list(overrides))
     unit = HOWTO100M.videos if cfg.train.epoch_unit == "video" else HOWTO100M_CLIPS
     if cfg.train.max_steps > 0:
@@ -372,9 +372,6 @@ def _eval_dir(run: Path, spec: Table) -> Path:
 
 def _read_state(path: Path) -> dict[str, Any]:
     """RUNS/recipe-state.json, checked: {"done": {step: {"command": [args], "seconds": s}}}."""
-    from decembert_cli.errors import shown
-    from decembert_cli.io import decode_json, regular_file
-
     if not (path.exists() or path.is_symlink()):
         return {"done": {}}
     again = "move it away to start the recipe again"
@@ -399,8 +396,6 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
-    from decembert_cli.io import atomic_write_text
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(state, indent=2) + "\n")
 
@@ -411,8 +406,6 @@ def subprocess_runner(args: list[str]) -> int:
 
 
 def _has_run(run_dir: Path) -> bool:
-    from decembert_cli.io import METRICS_LOG
-
     return (run_dir / METRICS_LOG).exists() or (run_dir / "checkpoints").is_dir()
 
 
@@ -471,6 +464,7 @@ def run(
 def results(recipe: Recipe) -> list[tuple[str, str, float | None, float | None]]:
     """(row, metric, ours, paper's) for every number of the table that its runs have produced so far (their
     files checked: a value that is not a number is one error naming the file)."""
+    # lazy: engine.run_log loads torch and transformers; `decembert recipe --dry-run/--script` need neither
     from decembert_cli.engine.run_log import last_validation, read_evaluation
 
     rows: list[tuple[str, str, float | None, float | None]] = []

@@ -14,6 +14,7 @@ from importlib import metadata
 from typing import Any
 
 from decembert_cli.errors import DecembertError
+from decembert_cli.protocols import TASK_ATTRIBUTES
 
 TASKS = "decembert.tasks"
 CORPORA = "decembert.corpora"
@@ -97,8 +98,6 @@ class Registry:
 
 
 def _not_a_task(obj: Any) -> str | None:
-    from decembert_cli.protocols import TASK_ATTRIBUTES
-
     if not isinstance(obj, type):
         return f"is {_a(obj)}, not a task class (decembert_cli.protocols.Task)"
     missing = [name for name in TASK_ATTRIBUTES if not hasattr(obj, name)]

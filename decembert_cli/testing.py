@@ -9,7 +9,11 @@ from typing import Any
 
 import torch
 
+from decembert_cli.config import ModelConfig
+from decembert_cli.config.loader import from_dict
+from decembert_cli.engine.finetune import TaskModel, config_class, score_split
 from decembert_cli.errors import DecembertError
+from decembert_cli.model import build_encoder, build_tokenizer
 from decembert_cli.protocols import TASK_ATTRIBUTES, DataCheck, Task, TaskHead, TaskMetric
 
 
@@ -40,11 +44,6 @@ def check_task(
     split (keep it small) it holds the main metric, finite, and JSON-able predictions. Raises
     AssertionError naming what broke.
     """
-    from decembert_cli.config import ModelConfig
-    from decembert_cli.config.loader import from_dict
-    from decembert_cli.engine.finetune import TaskModel, config_class, score_split
-    from decembert_cli.model import build_encoder, build_tokenizer
-
     for attribute in TASK_ATTRIBUTES:
         assert hasattr(task_cls, attribute), f"{task_cls.__name__} has no class attribute '{attribute}'"
     assert callable(getattr(task_cls, "evaluate", None)), (

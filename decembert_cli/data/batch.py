@@ -17,7 +17,7 @@ onto a slot (measured: with time-ordered positions it learned "the first candida
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
 from typing import Any
 
@@ -93,8 +93,6 @@ class VideoTextBatch:
 
     def changed(self, **changes: Any) -> VideoTextBatch:
         """A copy with some fields replaced; the precomputed layout is dropped (the model recomputes it)."""
-        from dataclasses import replace
-
         return replace(self, **{"cand_index": None, "cand_mask": None, "mlm_index": None, **changes})
 
     def to(self, device: torch.device | str) -> VideoTextBatch:

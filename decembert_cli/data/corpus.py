@@ -51,12 +51,14 @@ from decembert_cli.data.batch import (
     uniform_indices,
 )
 from decembert_cli.data.clip_table import ClipTable
+from decembert_cli.data.corpus_index import IndexedCorpus, open_index
 from decembert_cli.data.howto100m import BadVideo
 from decembert_cli.data.masking import WordPieces, mask_segments
 from decembert_cli.data.scan import DataReport
 from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import append_jsonl
+from decembert_cli.registry import corpora
 
 MAX_TEXT_POSITIONS = 512  # BERT's position table: text tokens (with [SEP]s) per sample
 VAL_EPOCH = 2**31 - 1  # the "epoch" that seeds validation samples (fixed for the whole run)
@@ -77,9 +79,6 @@ def open_corpus(
     A corpus in HowTo100M's layout (an `IndexedCorpus`: howto100m, sample) is read through its
     persistent index, built here (with `workers` processes) when it has none; any other plugin's
     records are tokenised into a table in memory."""
-    from decembert_cli.data.corpus_index import IndexedCorpus, open_index
-    from decembert_cli.registry import corpora
-
     opener = corpora.load(name)
     if not isinstance(opener, IndexedCorpus):
         report = DataReport(strict=strict)

@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -384,7 +385,7 @@ def _build(
 ) -> dict[str, Any]:
     """Examine the videos the index lacks (all, without a base) in parts, then merge; the new manifest."""
     began = time.perf_counter()
-    source = open_captions(job.captions_path)  # caption.json: parsed here, once, and shared with forked workers
+    source = open_captions(job.captions_path)  # caption.json: scanned here for offsets; workers read entries
     job.store.require_folders()
     wanted = video_list(job.store.root, job.config.videos_csv)
     job.ids = sorted(v for v in source.ids() if wanted is None or v in wanted)
@@ -462,7 +463,6 @@ def _run_parts(
                 if progress is not None:
                     progress(done, total)
             return len(parts) - len(left)
-        import multiprocessing
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers tokenise on their own
         with multiprocessing.get_context("fork").Pool(min(workers, len(left))) as pool:

@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import queue
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -199,8 +200,6 @@ def store_writer(out: Path, inputs: Iterable[Path], shard: tuple[int, int]) -> c
 
 
 def check_writable(out: Path) -> None:
-    import tempfile
-
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):

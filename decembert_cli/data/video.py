@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from decembert_cli.config.schema import MAX_INTERVAL, MIN_INTERVAL
@@ -76,8 +77,6 @@ class _Decoder(Protocol):
 
 class _OpenCV:
     def __init__(self, path: Path) -> None:
-        import cv2
-
         self._cv2 = cv2
         capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
         if not capture.isOpened():
@@ -293,8 +292,6 @@ def resize_crop(image: np.ndarray, size: int) -> np.ndarray:
     """Resize the short side to `size` (area filter when shrinking) and centre-crop `size` x `size`.
 
     `size` 0 keeps the whole frame as it is (dense captioning wants boxes in the frame's pixels)."""
-    import cv2
-
     if size == 0:
         return image
     h, w = image.shape[:2]

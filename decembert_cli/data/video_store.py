@@ -27,6 +27,7 @@ import numpy as np
 from decembert_cli.config.schema import TaskSettings, VideoSettings
 from decembert_cli.data.batch import uniform_indices
 from decembert_cli.data.densecap import read_dense_captions
+from decembert_cli.data.feature_store import read_stream_meta
 from decembert_cli.data.howto100m import BadVideo, feature_seconds, load_features
 from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.errors import DecembertError
@@ -66,8 +67,6 @@ def check_streams(dir_2d: Path, dir_3d: Path, dims: tuple[int, int], fps_3d: flo
     """The 3D rate to read with: from the folders' stream.json (our feature store), else `fps_3d`.
 
     Also checks what the stream files promise against the model before any video is read."""
-    from decembert_cli.data.feature_store import read_stream_meta
-
     rate_3d = fps_3d
     streams = ((dir_2d, dims[0], "feature_dim_2d", "2d"), (dir_3d, dims[1], "feature_dim_3d", "3d"))
     for folder, dim, key, stream in streams:

@@ -23,8 +23,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from decembert_cli.data.sample.corpus import SAMPLE_FORMAT, plans, scene_regions
 from decembert_cli.densecap.regions import Region, parse_florence2
 from decembert_cli.errors import DecembertError
+from decembert_cli.model.weights import state_sha256
 from decembert_cli.registry import Registry
 
 captioners = Registry("decembert.captioners", "captioner")
@@ -95,8 +97,6 @@ class Florence2:
             self.generate[key] = int(value)
 
     def meta(self) -> dict[str, Any]:
-        from decembert_cli.model.weights import state_sha256
-
         return {
             "backend": "florence2",
             "model": self.name,
@@ -143,13 +143,9 @@ class Oracle:
         self._plans: dict[Path, dict[str, dict]] = {}
 
     def meta(self) -> dict[str, Any]:
-        from decembert_cli.data.sample.corpus import SAMPLE_FORMAT
-
         return {"backend": "oracle", "model": f"{SAMPLE_FORMAT} scene description", "model_sha256": None}
 
     def _plan(self, frame: Frame) -> dict:
-        from decembert_cli.data.sample.corpus import plans
-
         folder = Path(frame.source).resolve().parent.parent  # ROOT/videos/ID.mp4 or ROOT/msrvtt/videos/ID.mp4
         root = (
             folder.parent
@@ -172,8 +168,6 @@ class Oracle:
         return plan
 
     def caption(self, frames: list[Frame]) -> list[list[Region]]:
-        from decembert_cli.data.sample.corpus import scene_regions
-
         out = []
         for f in frames:
             size = (f.pixels.shape[1], f.pixels.shape[0])

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from decembert_cli.data.densecap import read_paper_npy
 from decembert_cli.data.howto100m import BadVideo
 from decembert_cli.data.jobs import Failure
 from decembert_cli.densecap.regions import Region
@@ -128,8 +129,6 @@ class Importer:
             )
 
     def _paper(self, path: Path, interval: float) -> Iterator[ImportedVideo | Failure]:
-        from decembert_cli.data.densecap import read_paper_npy
-
         try:
             frames = read_paper_npy(path)
         except BadVideo as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,9 +23,10 @@ from torch import nn
 
 from decembert_cli import checkpoint as ckpt
 from decembert_cli.config import load_config, save_config, to_dict
-from decembert_cli.config.loader import from_dict
+from decembert_cli.config.loader import apply_override, from_dict
 from decembert_cli.config.schema import ModelConfig, NonNegativeInt, Positive, Seed, TrainConfig
 from decembert_cli.data.batch import VideoTextBatch
+from decembert_cli.engine.distributed import resolve_device, teardown
 from decembert_cli.engine.loop import (
     Job,
     TrainResult,
@@ -35,8 +37,11 @@ from decembert_cli.engine.loop import (
 )
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import atomic_write_text, check_outputs, read_json_object, read_jsonl, regular_file, user_path
+from decembert_cli.model import build_encoder, build_tokenizer, check_vocabulary
 from decembert_cli.model.flops import ModelShape, batch_flops
+from decembert_cli.model.weights import resolve_tokenizer
 from decembert_cli.protocols import HeadOutput, PredictionsNotSupported, Task, TaskHead, TaskMetric, check_head_output
+from decembert_cli.registry import tasks
 
 
 @dataclass(frozen=True)
@@ -129,8 +134,6 @@ class TaskModel(nn.Module):
 
 def load_task(name: str) -> tuple[type[Task], Any]:
     """(Task class, its PluginInfo) of an installed task."""
-    from decembert_cli.registry import tasks
-
     task_cls = tasks.load(name)
     return task_cls, tasks.available()[name]
 
@@ -179,7 +182,6 @@ def resolve(task_name: str, config_source: str | None, overrides: list[str], che
     config: Any = load_config(config_class(task_cls), config_source, overrides)
     if checkpoint is None:
         return Resolved(task_cls, info, config, None, {}, config.model.init, None)
-    from decembert_cli.model.weights import resolve_tokenizer
 
     model_dict, encoder_state, file, pretrained, bert_config = pretrained_encoder(checkpoint)
     given = {o.split("=", 1)[0].strip() for o in overrides if o.strip().startswith("model.")}
@@ -196,8 +198,6 @@ def prepare(
     task_name: str, config_source: str | None, overrides: list[str], run_dir: Path, checkpoint: Path | None
 ) -> FinetuneSetup:
     """Resolve the config (the checkpoint's model settings first), build datasets, model and job."""
-    from decembert_cli.model import build_encoder, build_tokenizer, check_vocabulary
-
     r = resolve(task_name, config_source, overrides, checkpoint)
     task_cls, config, init = r.task_cls, r.config, r.init
     if config.train.epoch_unit != "clip":
@@ -269,10 +269,6 @@ def _cost(shape: ModelShape) -> Callable[[Any], tuple[float, int]]:
 
 
 def finetune(setup: FinetuneSetup, *, resume: bool = False, **kwargs: Any) -> TrainResult:
-    import os
-
-    from decembert_cli.engine.distributed import teardown
-
     run_dir = setup.job.run_dir
     check_compile_backend(setup.config.train)
     main = int(os.environ.get("RANK", "0")) == 0
@@ -395,17 +391,12 @@ def evaluate(
 ) -> Evaluation:
     """Score a fine-tuned checkpoint on a split; write OUT/metrics.json and OUT/predictions.jsonl
     (OUT defaults to RUN/eval-SPLIT next to the checkpoints)."""
-    from decembert_cli.config.loader import apply_override
-    from decembert_cli.engine.distributed import resolve_device
-    from decembert_cli.model import build_encoder, build_tokenizer
-
     task_cls, info = load_task(task_name)
     file, payload = _finetuned_checkpoint(task_name, task_cls, info, checkpoint)
     meta = payload.get("meta", {})
     config: Any = from_dict(config_class(task_cls), payload["config"])
     for assignment in overrides:
         config = apply_override(config, assignment)
-    from decembert_cli.model.weights import resolve_tokenizer
 
     # weights: the checkpoint's (nothing downloaded); the tokenizer: the one it was trained with
     config = dataclasses.replace(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from decembert_cli import checkpoint as ckpt
@@ -29,6 +30,7 @@ from decembert_cli.engine.run_log import PERCENT, RunLog
 from decembert_cli.engine.sampler import StepBatches
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import METRICS_LOG, folder_lock
+from decembert_cli.model.encoder import DecembertEncoder
 from decembert_cli.model.flops import peak_flops
 from decembert_cli.precision import autocast, autocast_dtype
 from decembert_cli.protocols import ModelOutput, TaskDataset, TrainableModel
@@ -93,8 +95,6 @@ def _loader(data: TaskDataset, batches: Any, collate: Callable, workers: int, pi
 
 
 def _progress(enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -369,8 +369,6 @@ def check_compile_backend(cfg: TrainConfig) -> None:
 
 def _path_note(model: nn.Module, device: torch.device, compiled: bool, peak: float | None) -> str:
     """What the run chose for this device: the attention path, compilation, the peak FLOP/s behind MFU."""
-    from decembert_cli.model.encoder import DecembertEncoder
-
     encoder = next((m for m in model.modules() if isinstance(m, DecembertEncoder)), None)
     parts = [f"training on {device}"]
     if encoder is not None:

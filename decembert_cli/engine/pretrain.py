@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,10 +11,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from decembert_cli.config import Config, save_config, to_dict
 from decembert_cli.data.clip_table import ClipTable, split_videos
 from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, open_corpus, validation_indices
 from decembert_cli.data.scan import DataReport
+from decembert_cli.engine.distributed import teardown
 from decembert_cli.engine.loop import (
     Job,
     TrainResult,
@@ -22,8 +27,10 @@ from decembert_cli.engine.loop import (
     train,
 )
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_text
+from decembert_cli.io import atomic_write_text, read_jsonl
+from decembert_cli.model import build_pretraining_model, build_tokenizer, check_vocabulary
 from decembert_cli.model.flops import ModelShape, batch_flops
+from decembert_cli.model.pretraining import collapse_warning
 
 SKIP_LOG = "skipped_videos.jsonl"  # videos found bad while drawing samples (PretrainDataset)
 
@@ -51,11 +58,6 @@ def prepare(
     progress: Callable[[int, int], None] | None = None,
 ) -> PretrainSetup:
     """Build the model, tokenizer, datasets and the training job (nothing is trained yet)."""
-    import torch
-
-    from decembert_cli.model import build_pretraining_model, build_tokenizer, check_vocabulary
-    from decembert_cli.model.pretraining import collapse_warning
-
     dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
     tokenizer = build_tokenizer(config.model)
     table, report = open_corpus(corpus, config.data, dims, tokenizer, strict=strict, progress=progress)
@@ -114,11 +116,6 @@ def prepare(
 
 def pretrain(setup: PretrainSetup, config: Config, *, resume: bool = False, **kwargs: Any) -> TrainResult:
     """Train; a fresh run first saves its resolved config and data report in the run folder."""
-    import json
-    import os
-
-    from decembert_cli.engine.distributed import teardown
-
     run_dir = setup.job.run_dir
     check_compile_backend(config.train)
     main = int(os.environ.get("RANK", "0")) == 0
@@ -138,10 +135,6 @@ def pretrain(setup: PretrainSetup, config: Config, *, resume: bool = False, **kw
 
 def record_skips(run_dir: Path) -> dict[str, int]:
     """Add the videos found bad while training (SKIP_LOG, each counted once) to data_report.json."""
-    import json
-
-    from decembert_cli.io import read_jsonl
-
     log, report_path = run_dir / SKIP_LOG, run_dir / "data_report.json"
     if not log.is_file() or not report_path.is_file():
         return {}

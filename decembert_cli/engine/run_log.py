@@ -23,6 +23,7 @@ argmax-u offsets) are in per cent, like the paper's tables and every task metric
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import secrets
@@ -37,8 +38,6 @@ SINKS = ("jsonl", "tensorboard", "wandb")
 
 
 def _need(module: str, extra: str) -> Any:
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:

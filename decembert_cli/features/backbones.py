@@ -19,9 +19,20 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from decembert_cli.errors import DecembertError
+from decembert_cli.features.resnext3d import (
+    ARCHS,
+    HARA_MEAN,
+    HARA_STD,
+    build_resnext3d,
+    load_hara_state_dict,
+    quiet_pytorchvideo,
+    unwrap_checkpoint,
+)
+from decembert_cli.model.weights import state_sha256
 from decembert_cli.registry import Registry
 
 DEFAULT_2D = "resnet152.tv_in1k"  # torchvision's ImageNet ResNet-152, as HowTo100M's features
@@ -48,8 +59,6 @@ class Backbone:
     def weights_sha256(self) -> str:
         """SHA-256 over the module's state (names, shapes, dtypes, values), whatever the weights' source."""
         if self._digest is None:
-            from decembert_cli.model.weights import state_sha256
-
             self._digest = state_sha256(self.module)
         return self._digest
 
@@ -70,15 +79,11 @@ class Backbone:
 
 def load_weights_file(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     """A state dict from a .pth/.pt/.bin/.safetensors file, unwrapped; a clear error otherwise."""
-    from decembert_cli.features.resnext3d import unwrap_checkpoint
-
     path = Path(path).expanduser()
     if not path.is_file():
         raise DecembertError(f"{what}: {path} does not exist; pass the path of a weights file")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             obj: object = load_file(str(path))
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -164,8 +169,6 @@ def build_3d(name: str = DEFAULT_3D, weights: str = "hub", size: int | None = No
 
 
 def _hara(arch: str, weights: str) -> Backbone:
-    from decembert_cli.features.resnext3d import ARCHS, HARA_MEAN, HARA_STD, build_resnext3d, load_hara_state_dict
-
     module = build_resnext3d(arch)
     if weights == "hub":
         raise DecembertError(
@@ -200,8 +203,6 @@ def resnext3d_tiny(weights: str) -> Backbone:
 
 def slow_r50(weights: str) -> Backbone:
     """pytorchvideo's Kinetics-400 SlowOnly R50 (8 frames at 30/8 fps, 224 px), downloaded by pytorchvideo's hub."""
-    from decembert_cli.features.resnext3d import quiet_pytorchvideo
-
     with quiet_pytorchvideo():
         from pytorchvideo.models import hub
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from decembert_cli import __version__
 from decembert_cli.data.feature_store import LAYOUTS, write_features, write_stream_meta
 from decembert_cli.data.jobs import Failure, JobLog, VideoJob, check_writable, log_names, plan_work, put_until_stopped
 from decembert_cli.data.video import (
@@ -100,8 +101,6 @@ def grids_for(b2: Backbone, b3: Backbone, layout: str) -> list[Grid]:
 
 
 def stream_meta(backbone: Backbone, grid: Grid, options: ExtractOptions) -> dict[str, Any]:
-    from decembert_cli import __version__
-
     return {
         "stream": backbone.stream,
         "layout": options.layout,

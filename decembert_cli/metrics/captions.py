@@ -25,6 +25,12 @@ import shutil
 import unicodedata
 from collections import Counter
 
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
 from decembert_cli.errors import DecembertError
 
 METRICS = ("BLEU@1", "BLEU@2", "BLEU@3", "BLEU@4", "METEOR", "ROUGE-L", "CIDEr-D")
@@ -56,8 +62,6 @@ def one_line(text: str) -> str:
 def _ptb_lines(lines: list[str]) -> list[str]:
     """pycocoevalcap's PTBTokenizer (Java; lower case, punctuation dropped) over `lines`: the lines it
     returned, in order (pycocoevalcap drops any beyond as many as were sent)."""
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
     return PTBTokenizer().tokenize({0: [{"caption": line} for line in lines]}).get(0, [])
 
 
@@ -104,9 +108,6 @@ def caption_scores(
         raise DecembertError(f"{len(empty)} items have no reference caption (first: {empty[0]})")
     if tokenize or meteor:
         check_java()
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
 
     keys = sorted(references)
     gts = {k: [one_line(r) for r in references[k]] for k in keys}
@@ -120,8 +121,6 @@ def caption_scores(
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     out = {f"BLEU@{n + 1}": 100.0 * float(b) for n, b in enumerate(bleu)}
     if meteor:
-        from pycocoevalcap.meteor.meteor import Meteor
-
         scorer = Meteor()
         # " ||| " separates METEOR's fields: pycocoevalcap drops it from the prediction, not from references
         meteor_gts = {k: [" ".join(r.replace("|||", " ").split()) for r in v] for k, v in gts.items()}

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from decembert_cli.data.tokenizer import load_tokenizer
+from decembert_cli.errors import DecembertError
+from decembert_cli.model.weights import (
+    copy_bert_weights,
+    load_pretrained_bert,
+    random_bert_config,
+    resolve_init,
+    resolve_tokenizer,
+)
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -23,8 +33,9 @@ def build_encoder(cfg: ModelConfig, bert_config: dict | None = None) -> tuple[De
     the encoder then has exactly that architecture and no weights are read here.
     Returns (encoder, MLM head state from the checkpoint or {}).
     """
+    # lazy: this __init__ runs before every model.* submodule; the encoder here would add ~5 s (transformers'
+    # BERT) to each import of model.weights, which features/, densecap/ and checkpoint make without it
     from decembert_cli.model.encoder import DecembertEncoder
-    from decembert_cli.model.weights import copy_bert_weights, load_pretrained_bert, random_bert_config, resolve_init
 
     if bert_config is not None:
         from transformers import BertConfig
@@ -60,6 +71,7 @@ def build_encoder(cfg: ModelConfig, bert_config: dict | None = None) -> tuple[De
 
 def build_pretraining_model(config: Config, bert_config: dict | None = None) -> DecembertForPretraining:
     """The pre-training model; `bert_config`: a saved model's architecture (its weights are loaded afterwards)."""
+    # lazy: as build_encoder's import of the encoder
     from decembert_cli.model.pretraining import DecembertForPretraining
 
     encoder, mlm_state = build_encoder(config.model, bert_config=bert_config)
@@ -77,16 +89,11 @@ def build_pretraining_model(config: Config, bert_config: dict | None = None) -> 
 
 
 def build_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
-    from decembert_cli.data.tokenizer import load_tokenizer
-    from decembert_cli.model.weights import resolve_tokenizer
-
     return load_tokenizer(resolve_tokenizer(cfg))
 
 
 def check_vocabulary(tokenizer: PreTrainedTokenizerBase, encoder: DecembertEncoder) -> None:
     """A clear error when the tokenizer can produce ids the encoder has no embedding for."""
-    from decembert_cli.errors import DecembertError
-
     rows = encoder.word_embeddings.num_embeddings
     if len(tokenizer) > rows:
         raise DecembertError(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import BertModel
 
 from decembert_cli.data.batch import TokenType, VideoTextBatch, candidate_layout
 from decembert_cli.errors import DecembertError
@@ -169,8 +170,6 @@ class DecembertEncoder(nn.Module):
         eager: bool | None,
         video_positions: str = "shared",
     ) -> None:
-        from transformers import BertModel
-
         super().__init__()
         self.bert = BertModel(bert_config, add_pooling_layer=False)
         self.bert.set_attn_implementation(ATTENTION_NAME)

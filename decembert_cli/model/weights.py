@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,6 @@ NUM_TOKEN_TYPES = 3  # ASR, dense caption, video (see data.batch.TokenType)
 
 def state_sha256(module: torch.nn.Module) -> str:
     """SHA-256 over a module's state (names, shapes, dtypes, values): the identity of loaded weights."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().cpu().contiguous()

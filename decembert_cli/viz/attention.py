@@ -19,11 +19,17 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 
+from decembert_cli import checkpoint as ckpt
+from decembert_cli.config import Config
+from decembert_cli.config.loader import apply_override, from_dict
 from decembert_cli.data.batch import EncoderSample, TokenType
+from decembert_cli.data.corpus import PretrainDataset, open_corpus
 from decembert_cli.errors import DecembertError
+from decembert_cli.inference import candidate_mass, encode_attentions
+from decembert_cli.model import build_encoder, build_tokenizer
+from decembert_cli.viz.plots import attention, metrics_table
 
 if TYPE_CHECKING:
-    from decembert_cli.config import Config
     from decembert_cli.data.clip_table import ClipTable
 
 
@@ -54,9 +60,6 @@ def attention_example(
 ) -> AttentionExample:
     """Figure 4's data for `video_id`'s clip `clip` (default: its middle clip) under a pre-training
     checkpoint; `table`: the corpus when already opened (else the checkpoint's corpus is read)."""
-    from decembert_cli import checkpoint as ckpt
-    from decembert_cli.model import build_tokenizer
-
     file = ckpt.resolve(checkpoint)
     payload = ckpt.load_checkpoint(file)
     config = _pretrain_config(file, payload, overrides)
@@ -86,7 +89,6 @@ def clip_attention(
     if not 0 <= clip < n:
         raise DecembertError(f"--clip {clip}: video {table.video_ids[v]} has clips 0 to {n - 1}")
     sample = _clip_sample(table, v, clip, config, tokenizer)
-    from decembert_cli.inference import candidate_mass, encode_attentions
 
     batch, attentions = encode_attentions(encoder, tokenizer, config.model.max_video_tokens, sample)
     k = config.data.neighbours
@@ -104,8 +106,6 @@ def clip_attention(
 
 def run_corpus(config: Config, meta: dict[str, Any], tokenizer: Any) -> ClipTable:
     """The corpus a pre-training run read (its index when it has one)."""
-    from decembert_cli.data.corpus import open_corpus
-
     table, _report = open_corpus(
         meta.get("corpus", "howto100m"),
         config.data,
@@ -118,9 +118,6 @@ def run_corpus(config: Config, meta: dict[str, Any], tokenizer: Any) -> ClipTabl
 
 def _pretrain_config(file: Path, payload: dict[str, Any], overrides: Sequence[str]) -> Config:
     """The pre-training checkpoint's config with `overrides`, no init weights, nothing masked and no negative."""
-    from decembert_cli.config import Config
-    from decembert_cli.config.loader import apply_override, from_dict
-
     meta = payload.get("meta", {})
     if meta.get("kind") != "pretrain":
         raise DecembertError(
@@ -151,8 +148,6 @@ def _find_video(table: ClipTable, video_id: str) -> int:
 
 def _clip_sample(table: ClipTable, v: int, clip: int, config: Config, tokenizer: Any) -> EncoderSample:
     """The pre-training sample of video v's clip `clip`, candidates kept in time order."""
-    from decembert_cli.data.corpus import PretrainDataset
-
     # the picture keeps time order (the model sees no order: candidates share positions)
     data = PretrainDataset(
         table,
@@ -168,8 +163,6 @@ def _clip_sample(table: ClipTable, v: int, clip: int, config: Config, tokenizer:
 
 
 def _checkpoint_encoder(payload: dict[str, Any], config: Config) -> torch.nn.Module:
-    from decembert_cli.model import build_encoder
-
     encoder, _ = build_encoder(config.model)
     state = {k[len("encoder.") :]: v for k, v in payload["model"].items() if k.startswith("encoder.")}
     encoder.load_state_dict(state)
@@ -183,8 +176,6 @@ def validation_pictures(attention_of: tuple[Config, ClipTable, int, Any] | None 
     """What a training run shows at each validation in TensorBoard and W&B (`Job.pictures`): the metrics as a
     table, and with `attention_of` = (config, table, row, tokenizer) Figure 4 of the model being trained for
     that table row's middle clip (nothing masked, no negative)."""
-    from decembert_cli.viz.plots import attention, metrics_table
-
     shown = None
     if attention_of is not None:
         config, table, row, tokenizer = attention_of

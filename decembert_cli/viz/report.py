@@ -16,12 +16,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from decembert_cli.config.loader import check_value
-from decembert_cli.config.schema import Interval, NonNegativeInt
+from decembert_cli import checkpoint as ckpt
+from decembert_cli.config import Config
+from decembert_cli.config.loader import check_value, from_dict
+from decembert_cli.config.schema import MAX_INTERVAL, Interval, NonNegativeInt
+from decembert_cli.data.densecap import read_store_regions
+from decembert_cli.data.howto100m import BadVideo, load_stream
+from decembert_cli.data.video import MAX_DURATION, Decoded, Grid, VideoError, frame_grid, open_video, sample
+from decembert_cli.densecap.regions import Region
 from decembert_cli.errors import DecembertError
 from decembert_cli.io import METRICS_LOG, atomic_write_text, read_jsonl, regular_file
+from decembert_cli.model import build_tokenizer
 from decembert_cli.model.pretraining import PERCENT, in_percent
+from decembert_cli.recipes import ABLATIONS, DOWNSTREAM, TABLE6_PAPER
 from decembert_cli.viz import plots
+from decembert_cli.viz.attention import attention_example, run_corpus
 
 if TYPE_CHECKING:
     from decembert_cli.data.clip_table import ClipTable
@@ -60,8 +69,6 @@ def run_curves(run_dirs: list[Path], out: Path) -> Path:
 
 
 def _run_meta(run_dir: Path) -> dict[str, Any]:
-    from decembert_cli import checkpoint as ckpt
-
     file = ckpt.resolve(Path(run_dir))
     payload = ckpt.load_checkpoint(file)
     return {"meta": payload.get("meta", {}), "config": payload.get("config", {}), "file": file}
@@ -70,8 +77,6 @@ def _run_meta(run_dir: Path) -> dict[str, Any]:
 def frames_every(video: Path, every: float, most: int) -> list[tuple[float, np.ndarray]]:
     """(time, RGB frame shown then) for at most `most` of the times 0, every, 2 x every, ... s, spread
     evenly over the video, decoded as extract-features decodes (one frame in memory per kept time)."""
-    from decembert_cli.data.video import MAX_DURATION, Decoded, VideoError, frame_grid, open_video, sample
-
     try:
         decoder = open_video(video)
     except VideoError as exc:
@@ -93,9 +98,6 @@ def frames_every(video: Path, every: float, most: int) -> list[tuple[float, np.n
 
 def frame_at(video: Path, t: float) -> np.ndarray | None:
     """The RGB frame shown at `t` s (the last one when the video is shorter), or None when it cannot be read."""
-    from decembert_cli.config.schema import MAX_INTERVAL
-    from decembert_cli.data.video import MAX_DURATION, Decoded, Grid, VideoError, open_video, sample
-
     try:
         decoder = open_video(video)
     except VideoError:
@@ -178,10 +180,6 @@ def video_picture(
     """A video's frames every `every` s (default 1, or the dense captions' interval; at most `most`,
     spread evenly) with the regions of the captioned frame at that time, and optionally the
     per-second change of its stored features."""
-    from decembert_cli.data.densecap import read_store_regions
-    from decembert_cli.data.howto100m import BadVideo, load_stream
-    from decembert_cli.densecap.regions import Region
-
     if every is not None:
         every = check_value(every, Interval, "--every")
     records: list[tuple[float, list[Region]]] = []
@@ -267,8 +265,6 @@ def _number(value: Any) -> str:
 def _table6_row(config: dict[str, Any]) -> str:
     """Which of the paper's cumulative Table 6 rows a pre-training run's settings are (the full model if none
     other fits)."""
-    from decembert_cli.recipes import ABLATIONS
-
     for row, settings in ABLATIONS.items():
         if all(_setting_is(config, assignment) for assignment in settings):
             return row
@@ -291,8 +287,6 @@ def _setting_is(config: dict[str, Any], assignment: str) -> bool:
 def _summary(runs: list[tuple[Path, dict[str, Any], list[dict[str, Any]]]]) -> str:
     """The first thing on the page, in pipeline order: the corpus and pre-training (Table 6's metrics, the
     video-use and alignment diagnostics beside their baselines), then each task's scores beside the paper's."""
-    from decembert_cli.recipes import DOWNSTREAM, TABLE6_PAPER
-
     rows = []
     for run, info, log in runs:
         meta, val = info["meta"], [r for r in log if r.get("split") == "val"]
@@ -339,8 +333,6 @@ def report(run_dirs: list[Path], video: str | None = None) -> Path:
     """RUN_DIR/report/index.html (and its PNGs) for each run folder given; a folder of runs (as
     `make demo` writes) gets one page covering all of them. The page opens on a summary, then one section
     per run in pipeline order (pre-training first, then the tasks). Returns the page."""
-    from decembert_cli.viz.attention import attention_example
-
     runs = [Path(d) for d in run_dirs]
     if len(runs) == 1 and not (runs[0] / METRICS_LOG).is_file():
         runs = sorted(p.parent for p in runs[0].glob(f"*/{METRICS_LOG}"))
@@ -410,10 +402,5 @@ def report(run_dirs: list[Path], video: str | None = None) -> Path:
 
 def _corpus(config: dict[str, Any], meta: dict[str, Any]) -> ClipTable:
     """A pre-training run's corpus (opened once for the report)."""
-    from decembert_cli.config import Config
-    from decembert_cli.config.loader import from_dict
-    from decembert_cli.model import build_tokenizer
-    from decembert_cli.viz.attention import run_corpus
-
     cfg = from_dict(Config, config)
     return run_corpus(cfg, meta, build_tokenizer(cfg.model))

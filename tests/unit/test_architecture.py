@@ -3,16 +3,42 @@
 - no import cycle between modules of decembert_cli/ and tasks/;
 - no arrow from viz/, features/, data/, model/, densecap/ or metrics/ into engine/ or commands/;
 - the library never imports commands/ (only app.py does);
-- plugins/ import decembert_cli's public API (decembert_cli.api) and nothing else of ours.
+- plugins/ import decembert_cli's public API (decembert_cli.api) and nothing else of ours;
+- an import inside a function of decembert_cli/ has a reason; it is allowed only
+  (a) in app.py or commands/: the CLI imports the library when a command runs, so `decembert --help` stays fast;
+  (b) of a module of LAZY_THIRD_PARTY: slow to import (measured with `python -X importtime`) or optional;
+  (c) marked `# lazy: <reason>` on its line or in the comment right above it, the reason naming the import
+      cycle or layering arrow it breaks, or the module it keeps light and who needs that.
+  Everything else (decembert_cli's own modules, the standard library, numpy, yaml, rich, ...) is imported at
+  module level. Typing-only imports stay under `if TYPE_CHECKING:` at module level.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"decembert_cli": ROOT / "decembert_cli", "decembert_tasks": ROOT / "tasks"}
+# (a) where any import may wait for the function that needs it
+CLI_FILES = ("decembert_cli/app.py", "decembert_cli/commands/")
+# (b) third-party modules a library function may import where it uses them: seconds to import (measured with
+# `python -X importtime`, after torch and numpy where the module has them already), or not our dependency.
+# Cheap ones are imported at module level: numpy (~0.2 s), cv2 (~0.03 s after numpy), pycocoevalcap (~0.05 s),
+# safetensors and huggingface_hub (~0 after torch), yaml, rich.
+LAZY_THIRD_PARTY = {
+    "torch": "~6 s; config/, io, recipes, data/video and data/tokenizer import without it",
+    "torchvision": "~4 s after torch",
+    "transformers": "~1-5 s after torch (BertModel most); model/__init__, model.weights, data/tokenizer, "
+    "densecap/backends without it",
+    "timm": "~3 s after torch; only the 2D backbone",
+    "pytorchvideo": "~2.5 s after torch; only the 3D backbones",
+    "av": "the fallback decoder: comes with pytorchvideo, not a dependency of ours",
+    "matplotlib": "~1 s (pyplot); only pictures, and the Agg backend must be chosen before pyplot loads",
+    "tensorboard": "optional extra (train.log_to: [tensorboard])",
+    "wandb": "optional extra (train.log_to: [wandb])",
+}
 
 
 def _module_name(package: str, folder: Path, file: Path) -> str:
@@ -138,3 +164,81 @@ def test_the_engine_draws_nothing_and_inference_sits_below_export() -> None:
     assert not into_viz, into_viz
     assert "decembert_cli.export" not in graph["decembert_cli.inference"]
     assert "decembert_cli.inference" in graph["decembert_cli.export"]  # the arrow runs downwards only
+
+
+def _lazy_marker(lines: list[str], node: ast.stmt) -> bool:
+    """`# lazy: <reason>` on the import's lines or in the comment block right above it."""
+    above = []
+    k = node.lineno - 2
+    while k >= 0 and lines[k].lstrip().startswith("#"):
+        above.append(lines[k])
+        k -= 1
+    span = lines[node.lineno - 1 : node.end_lineno or node.lineno] + above
+    return any(re.search(r"#\s*lazy:\s*\S", line) for line in span)
+
+
+def unexplained_imports(source: str, path: str) -> list[str]:
+    """`path:line import ...` for each import inside a function that is neither of LAZY_THIRD_PARTY only nor
+    marked `# lazy: <reason>`."""
+    lines = source.splitlines()
+    found: list[str] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if in_function and isinstance(child, ast.Import | ast.ImportFrom):
+                if isinstance(child, ast.Import):
+                    roots = {alias.name.split(".")[0] for alias in child.names}
+                else:  # a relative import is ours
+                    roots = {"." if child.level else (child.module or "").split(".")[0]}
+                if not roots <= LAZY_THIRD_PARTY.keys() and not _lazy_marker(lines, child):
+                    found.append(f"{path}:{child.lineno} {ast.unparse(child)}")
+            visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+
+    visit(ast.parse(source), False)
+    return found
+
+
+def test_function_level_imports_have_a_reason() -> None:
+    wrong = []
+    for file in sorted((ROOT / "decembert_cli").rglob("*.py")):
+        path = file.relative_to(ROOT).as_posix()
+        if not path.startswith(CLI_FILES):
+            wrong += unexplained_imports(file.read_text(encoding="utf-8"), path)
+    assert not wrong, "import at module level, or say why not with `# lazy: <reason>`:\n" + "\n".join(wrong)
+
+
+def test_the_checker_finds_a_function_level_import_without_a_reason() -> None:
+    source = (
+        "import json\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from decembert_cli.config import Config\n"
+        "def f():\n"
+        "    import os\n"
+        "    from decembert_cli.io import read_jsonl\n"
+        "    from . import sibling\n"
+        "    import torch\n"
+        "    import matplotlib.pyplot as plt\n"
+        "    from transformers import BertModel\n"
+        "    import torch, yaml\n"
+        "    # lazy: a cycle through decembert_cli.x,\n"
+        "    # which imports this module\n"
+        "    from decembert_cli.x import y\n"
+        "    import shutil  # lazy: keeps z light\n"
+        "    import re  # lazy:\n"
+        "    def inner():\n"
+        "        import csv\n"
+        "class C:\n"
+        "    import math\n"
+        "    async def m(self):\n"
+        "        from decembert_cli import errors\n"
+    )
+    assert unexplained_imports(source, "x.py") == [
+        "x.py:6 import os",
+        "x.py:7 from decembert_cli.io import read_jsonl",
+        "x.py:8 from . import sibling",
+        "x.py:12 import torch, yaml",
+        "x.py:17 import re",
+        "x.py:19 import csv",
+        "x.py:23 from decembert_cli import errors",
+    ]

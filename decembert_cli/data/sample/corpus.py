@@ -53,6 +53,9 @@ from decembert_cli.io import atomic_write_bytes, atomic_write_text
 if TYPE_CHECKING:
     from decembert_cli.config.schema import DataConfig
 
+from . import downstream as sample_downstream
+from .video import FPS, SIZE, object_box, pose
+from .video import render as render_video
 from .vocabulary import (
     ACTIONS,
     ADJECTIVES,
@@ -344,8 +347,6 @@ def scene_regions(
     first background caption recurs on every frame of the video, as real captioners repeat one.
     Random choices are seeded by the video and the millisecond of `t`, so any time gives the same answer.
     """
-    from .video import FPS, SIZE, object_box, pose
-
     rng = np.random.default_rng([plan["dense_seed"], int(round(t * 1000))])
     sx, sy = size[0] / SIZE[0], size[1] / SIZE[1]
     whole = (0.0, 0.0, float(size[0]), float(size[1]))
@@ -393,11 +394,10 @@ def plans(root: Path) -> dict[str, dict]:
         raise DecembertError(
             f"{root} holds no sample corpus (no {SAMPLE_FORMAT} meta.json); make one with `decembert sample-data`"
         )
-    from .downstream import clip_plans
 
     args = meta["arguments"]
     found = [_plan_video(i, args["seed"], args["misaligned"], args["irrelevant"]) for i in range(args["videos"])]
-    found += clip_plans(args["seed"], args.get("clips", 0))
+    found += sample_downstream.clip_plans(args["seed"], args.get("clips", 0))
     return {p["id"]: p for p in found}
 
 
@@ -450,7 +450,6 @@ def generate(
     _check_arguments(**arguments)
     if _prepare(out_dir, arguments):
         return out_dir
-    from . import downstream as sample_downstream
 
     plans = [_plan_video(i, seed, misaligned, irrelevant) for i in range(videos)]
     clip_plans = sample_downstream.clip_plans(seed, clips)
@@ -528,8 +527,6 @@ def _video_writer(
             # else `decembert dense-caption videos --backend oracle` writes them
             atomic_write_bytes(folder / "dense_captions" / f"{plan['id']}.npy", npy_bytes(_dense_frames(plan)))
         if render:
-            from decembert_cli.data.sample.video import render as render_video
-
             (folder / "videos").mkdir(parents=True, exist_ok=True)
             render_video(plan, seed, folder / "videos" / f"{plan['id']}.mp4", object_index, action_index)
 
@@ -540,8 +537,6 @@ def _write_downstream(
     out_dir: Path, plans: list[dict], clip_plans: list[dict], seed: int, write_video: Callable[[dict, Path], None]
 ) -> None:
     """Write msrvtt/ (the clips and their MSR-VTT annotations) and youcook2/ (annotations of the corpus' videos)."""
-    from . import downstream as sample_downstream
-
     sample_downstream.write(out_dir, clip_plans, write_video)
     atomic_write_text(
         out_dir / "youcook2" / sample_downstream.YOUCOOK2_FILE, sample_downstream.youcook2_annotations(plans, seed)

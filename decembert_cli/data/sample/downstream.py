@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from decembert_cli.io import atomic_write_text
+
 from .vocabulary import ADJECTIVES, BACKGROUND, DOMAINS
 
 SPLIT_SHARES = (("train", 0.7), ("validate", 0.1), ("test", 0.2))
@@ -171,8 +173,6 @@ def _csv(rows: list[list[object]]) -> str:
 
 def write(out_dir: Path, plans: list[dict], write_clip: Callable[[dict, Path], None]) -> None:
     """Write `msrvtt/`: every clip through `write_clip(plan, folder)`, then the annotation files."""
-    from decembert_cli.io import atomic_write_text
-
     folder = Path(out_dir) / "msrvtt"
     for plan in plans:
         write_clip(plan, folder)

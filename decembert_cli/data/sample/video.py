@@ -16,6 +16,7 @@ import math
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from decembert_cli.data.video import opencv_can_name
@@ -98,8 +99,6 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[n
 
 
 def draw_object(frame: np.ndarray, obj: int, cx: float, cy: float, scale: float, angle: float) -> None:
-    import cv2
-
     shape, colour = object_look(obj)
     r = RADIUS * scale
     centre = (round(cx * 16), round(cy * 16))
@@ -147,8 +146,6 @@ def background(seed: int, index: int) -> np.ndarray:
 
 def render(plan: dict, seed: int, path: Path, object_index: dict[str, int], action_index: dict[str, int]) -> None:
     """Write the video of one planned sample video to `path` (atomically: a temp file, then a rename)."""
-    import cv2
-
     path = Path(path)
     tmp = path.with_name(f".tmp-{path.name}")
     w, h = SIZE
