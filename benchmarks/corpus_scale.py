@@ -18,6 +18,15 @@ the page cache, so it overstates what two ranks cost together). Lines are fitted
 to HowTo100M's 1.22M videos (an estimate from the measured points).
 
     python benchmarks/corpus_scale.py --videos 10000 100000
+
+`--captions-only` is HowTo100M at its real size: caption.json written with HowTo100M's statistics
+(`caption_json.synthesise`: ~99 lines a video, lognormal) and one tiny 2D and 3D feature file
+hard-linked under every video's name (no feature data), then, without the in-memory path: the index
+build from scratch (seconds; peak PSS summed over the build's processes, parent and workers, sampled
+every 0.5 s, and the largest process' peak RSS), the index on disk, `pretrain` to its first step with
+1 and 2 ranks (seconds, summed PSS), and one epoch's permutation of the clips (seconds, MB).
+
+    python benchmarks/corpus_scale.py --captions-only --videos 100000 300000 1220000 --work /data/scale
 """
 
 from __future__ import annotations
@@ -36,8 +45,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 HOWTO100M_VIDEOS = 1_220_000
 HOWTO100M_CLIPS = 136_000_000
+BYTES_PER_VIDEO = 5_000  # caption_json.synthesise writes about this much per video; videos= caps the count
 WORDS = "so now we cut the onion and then you want to stir the pan a little bit more okay next we pour oil".split()
 
 
@@ -102,15 +114,62 @@ print(json.dumps({"videos": len(table), "clips": table.n_clips, "import_s": impo
                   "startup_s": ready - started, "peak_rss_mb": peak}))
 """
 
-# runs a command and reports its wall time and the peak RSS of its largest process (ranks included)
+# runs a command and reports its wall time, the peak RSS of its largest process (ranks and workers
+# included) and the peak of the PSS summed over its process tree (shared pages counted once), sampled
 WRAP = """
-import json, resource, subprocess, sys, time
+import json, os, resource, subprocess, sys, threading, time
+
+def tree(root):
+    parents = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    parents[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                pass
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += [c for c, p in parents.items() if p == pid]
+    return found
+
+def pss(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                total += sum(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+        except OSError:
+            pass
+    return total / 1024
+
 started = time.perf_counter()
-done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
-if done.returncode:
-    sys.exit(done.stdout[-3000:] + done.stderr[-3000:])
-print(json.dumps({"wall_s": time.perf_counter() - started,
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+peak = [0.0]
+def sample():
+    while child.poll() is None:
+        peak[0] = max(peak[0], pss(tree(child.pid)))
+        time.sleep(0.5)
+threading.Thread(target=sample, daemon=True).start()
+out = child.communicate()[0]
+if child.returncode:
+    sys.exit(out[-6000:])
+print(json.dumps({"wall_s": time.perf_counter() - started, "peak_pss_sum_mb": peak[0],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+PERMUTATION = """
+import json, resource, sys, time
+from decembert_cli.engine.sampler import StepBatches
+clips = int(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.perf_counter()
+order = StepBatches(clips, global_batch=8, world=1, rank=0, accumulation=1, seed=0, start_step=0,
+                    total_steps=1).permutation(0)
+print(json.dumps({"seconds": time.perf_counter() - started, "clips": clips, "mb": order.nbytes / 2**20,
+                  "rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
 """
 
 
@@ -178,6 +237,38 @@ def measure(root: Path, dim: int, workers: list[int]) -> dict:
     return row
 
 
+def synthesise_captions_only(root: Path, videos: int, seconds: int, dim: int) -> dict:
+    """HowTo100M's caption.json at `videos` videos (its statistics) and one tiny feature file per stream
+    hard-linked under every video's name; the file's counts."""
+    from caption_json import synthesise as synthesise_captions
+
+    size = int(videos * BYTES_PER_VIDEO)
+    counts = synthesise_captions(root / "caption.json", size, videos=videos)
+    for stream, rows in (("2d", seconds), ("3d", int(seconds * 1.5))):
+        folder = root / "features" / stream
+        folder.mkdir(parents=True, exist_ok=True)
+        shared = root / f"shared_{stream}.npy"
+        shared.write_bytes(_npy(np.zeros((rows, dim), dtype=np.float16)))
+        for v in range(counts["videos"]):
+            os.link(shared, folder / f"vid{v:08d}.npy")
+    return counts
+
+
+def measure_captions_only(root: Path, dim: int, workers: int) -> dict:
+    build = timed(cli("data", "index", "howto100m", *_args(_sets(root, dim)), "--workers", str(workers)))
+    index = root / "decembert-index"
+    manifest = json.loads((index / "manifest.json").read_text())
+    row: dict = {"build": {**build, "build_s": manifest["build_seconds"], "workers": workers}}
+    row["index_disk_mb"] = sum(p.stat().st_size for p in index.rglob("*") if p.is_file()) / 2**20
+    row["index"] = open_corpus_in("index", root, dim)
+    with tempfile.TemporaryDirectory() as runs:
+        row["pretrain_1rank"] = timed(cli(*pretrain_args(root, dim, Path(runs) / "one")))
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "decembert_cli"]
+        row["pretrain_2ranks"] = timed(torchrun + pretrain_args(root, dim, Path(runs) / "two"))
+    row["permutation"] = _last_json([sys.executable, "-c", PERMUTATION, str(row["index"]["clips"])])
+    return row
+
+
 def _fit(xs: list[int], ys: list[float]) -> tuple[float, float]:
     """Least-squares line y = a + b x (through both points when there are two)."""
     b, a = np.polyfit(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), 1)
@@ -197,8 +288,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=300, help="feature rows per video (2D; 3D has 1.5x)")
     parser.add_argument("--feature-dim", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="index builds, from scratch each")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "corpus_scale_cpu2.json")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (default: results/corpus_scale_*)")
+    parser.add_argument("--captions-only", action="store_true", help="HowTo100M's caption.json at scale, see above")
+    parser.add_argument("--work", type=Path, default=None, help="--captions-only: folder for the corpora (kept)")
     args = parser.parse_args()
+    if args.captions_only:
+        captions_only(args)
+        return
+    args.out = args.out or Path(__file__).parent / "results" / "corpus_scale_cpu2.json"
 
     rows = []
     for n in args.videos:
@@ -244,6 +341,36 @@ def main() -> None:
         print(json.dumps(result["projection_1.22M"], indent=1))
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {args.out}")
+
+
+def captions_only(args: argparse.Namespace) -> None:
+    """Each size in its own folder under --work (a corpus already written there is reused; its index is
+    built again from scratch); the results file is rewritten after each size."""
+    out = args.out or Path(__file__).parent / "results" / "corpus_scale_captions_cpu2.json"
+    work = args.work or Path(tempfile.mkdtemp(prefix="corpus-scale-"))
+    rows = []
+    for n in args.videos:
+        root = work / f"captions-{n}"
+        done = root / "counts.json"
+        if not done.is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            started = time.perf_counter()
+            counts = synthesise_captions_only(root, n, args.seconds, args.feature_dim)
+            done.write_text(json.dumps({**counts, "synthesis_s": time.perf_counter() - started}))
+        shutil.rmtree(root / "decembert-index", ignore_errors=True)
+        row = {**json.loads(done.read_text()), **measure_captions_only(root, args.feature_dim, args.workers[-1])}
+        rows.append(_rounded(row))
+        print(json.dumps(rows[-1]), flush=True)
+        result = {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "mode": "captions only: HowTo100M's caption.json statistics, hard-linked tiny feature files",
+            "feature_rows": args.seconds,
+            "runs": rows,
+        }
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"-> {out}")
 
 
 if __name__ == "__main__":

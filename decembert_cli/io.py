@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import fcntl
 import json
@@ -23,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from decembert_cli.errors import DecembertError
 
@@ -302,6 +303,156 @@ def decode_json(text: str, where: str, *, huge_ints: bool = False) -> Any:
         raise DecembertError(f"{where}: JSON nested too deeply") from None
     except ValueError as exc:  # from _parse_int
         raise DecembertError(f"{where}: {exc} is too large for any value here") from None
+
+
+_JSON_SPACE = " \t\n\r"
+_NUMBER_CHARS = "0123456789+-.eE"
+SCAN_CHUNK = 1 << 24  # characters decoded at a time by `scan_json_object`
+
+
+def scan_json_object(
+    path: Path, chunk: int = SCAN_CHUNK, shape: str = "{key: value, ...}"
+) -> Iterator[tuple[str, int, int]]:
+    """(key, byte offset, byte length) of each member's value of the JSON object that file `path` holds,
+    in file order, read in `chunk`-character pieces: memory holds a piece and the largest value, never the
+    file (HowTo100M's caption.json is one object over 1.22M videos). Each value is parsed once here (as
+    `decode_json` would: the same errors, naming the file, line and column), and its bytes can be read
+    back and parsed on their own later. A UTF-8 BOM is skipped; a top level that is not an object, or
+    anything after it but white space, is one error (`shape` says what the object should hold)."""
+    where = str(path)
+    decoder = json.JSONDecoder(parse_int=_parse_int)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115  (closed below; a generator holds it)
+    except OSError as exc:
+        raise DecembertError(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        start = handle.read(3)
+        skipped = 3 if start == b"\xef\xbb\xbf" else 0
+        handle.seek(skipped)
+        state = _Scan(handle, where, skipped, chunk)
+        state.skip_space()
+        if state.char() != "{":
+            found = {"[": "an array", '"': "a string", "": "nothing"}.get(state.char(), "a number or literal")
+            raise DecembertError(f"{where}: expected an object {shape}, got {found}")
+        state.pos += 1
+        state.skip_space()
+        if state.char() == "}":
+            state.pos += 1
+        else:
+            while True:
+                if state.char() != '"':
+                    raise state.error("Expecting property name enclosed in double quotes")
+                key = state.value(decoder)[0]
+                state.skip_space()
+                if state.char() != ":":
+                    raise state.error("Expecting ':' delimiter")
+                state.pos += 1
+                state.skip_space()
+                _, offset, length = state.value(decoder)
+                yield key, offset, length
+                state.skip_space()
+                if state.char() == ",":
+                    state.pos += 1
+                    state.skip_space()
+                    continue
+                if state.char() == "}":
+                    state.pos += 1
+                    break
+                raise state.error("Expecting ',' delimiter")
+        state.skip_space()
+        if state.char() != "":
+            raise state.error("Extra data")
+
+
+class _Scan:
+    """`scan_json_object`'s cursor: a window of the decoded file, its position, and the byte offset of the
+    window's start (advanced as the window moves)."""
+
+    def __init__(self, handle: BinaryIO, where: str, skipped: int, chunk: int) -> None:
+        self.handle, self.where, self.chunk = handle, where, chunk
+        self.decode = codecs.getincrementaldecoder("utf-8")()
+        self.buf, self.pos, self.eof = "", 0, False
+        self.dropped = 0  # characters dropped from the window's front so far
+        self.base = skipped  # byte offset of buf[0]
+        self.ascii = True
+        self.mark, self.mark_byte = 0, skipped  # a known (position, byte offset) in buf: offsets are counted on
+
+    def more(self) -> bool:
+        """Read the next piece (dropping what was consumed); False at the end of the file."""
+        if self.eof:
+            return False
+        self.base = self.byte(self.pos)
+        self.dropped += self.pos
+        self.buf, self.pos, self.mark, self.mark_byte = self.buf[self.pos :], 0, 0, self.base
+        data = self.handle.read(self.chunk)
+        try:
+            text = self.decode.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            at = self.base + len(self.buf.encode("utf-8")) + exc.start
+            raise DecembertError(f"cannot read {self.where}: not UTF-8 at byte {at}; save it as UTF-8") from None
+        self.eof = not data
+        self.buf += text
+        self.ascii = self.buf.isascii()
+        return bool(text) or not self.eof
+
+    def byte(self, pos: int) -> int:
+        """The byte offset in the file of buf[pos] (pos at or after the last one asked for)."""
+        if self.ascii:
+            return self.base + pos
+        self.mark_byte += len(self.buf[self.mark : pos].encode("utf-8"))
+        self.mark = pos
+        return self.mark_byte
+
+    def char(self) -> str:
+        """The character at the cursor ("" at the end of the file)."""
+        while self.pos >= len(self.buf):
+            if not self.more():
+                return ""
+        return self.buf[self.pos]
+
+    def skip_space(self) -> None:
+        while self.char() in _JSON_SPACE and self.char() != "":
+            self.pos += 1
+
+    def value(self, decoder: json.JSONDecoder) -> tuple[Any, int, int]:
+        """Parse the value at the cursor: (value, byte offset, byte length); the cursor moves past it. A value
+        cut by the window's end is parsed again with more of the file; a value that ends with the window, or
+        a number followed only by what could continue it, waits for the next piece too."""
+        while True:
+            try:
+                value, end = decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                at = self.dropped + exc.pos  # (more() moves the window)
+                if self.more():
+                    continue
+                raise self.error(exc.msg, at - self.dropped) from None
+            except RecursionError:
+                raise DecembertError(f"{self.where}: JSON nested too deeply") from None
+            except ValueError as exc:  # from _parse_int
+                raise DecembertError(f"{self.where}: {exc} is too large for any value here") from None
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if (end >= len(self.buf) or number and not self.buf[end:].strip(_NUMBER_CHARS)) and self.more():
+                continue  # (a number cut by the window's end, "949." or "1e", parses as its prefix)
+            offset = self.byte(self.pos)
+            length = self.byte(end) - offset
+            self.pos = end
+            return value, offset, length
+
+    def error(self, message: str, pos: int | None = None) -> DecembertError:
+        """`message` at buf[pos] (the cursor by default) as `decode_json` says it: file, line, column."""
+        at = self.byte(self.pos if pos is None else max(pos, self.pos))
+        self.handle.seek(0)
+        line, last, read = 1, b"", 0
+        while read < at:  # count the lines before it a block at a time (the file may be larger than memory)
+            block = self.handle.read(min(self.chunk, at - read))
+            if not block:
+                break
+            read += len(block)
+            line += block.count(b"\n")
+            cut = block.rfind(b"\n")
+            last = block[cut + 1 :] if cut >= 0 else last + block
+        column = len(last.decode("utf-8-sig", "replace")) + 1
+        return DecembertError(f"{self.where}, line {line}, column {column}: not valid JSON ({message})")
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

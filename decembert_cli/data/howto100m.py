@@ -14,8 +14,10 @@ under --strict). Nothing is ever replaced by zeros.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
+import json
 import lzma
 import math
 import re
@@ -30,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import decode_json
+from decembert_cli.io import scan_json_object
 
 FPS_3D = 24 / 16  # HowTo100M 3D features: one per 16 frames at 24 fps
 
@@ -72,30 +74,42 @@ def _as_list(value: object, name: str) -> list:
 
 
 class JsonCaptions:
-    """`caption.json` / `raw_caption.json`: one JSON object for all videos, read once."""
+    """`caption.json` / `raw_caption.json`: one JSON object over all videos (HowTo100M's: 1.22M videos, ~136M
+    lines), streamed. Opening scans the file once (`io.scan_json_object`: every value parsed and checked, a
+    syntax error is one error naming the line) and keeps only where each video's entry lies (sorted ids, byte
+    offsets and lengths: ~40 bytes a video); `get` reads and parses that one entry. Memory is bounded by the
+    largest entry, never the file, and forked workers share the offsets. An id given twice keeps its last
+    entry, as a JSON object does."""
 
     def __init__(self, path: Path) -> None:
-        try:
-            text = path.read_text(encoding="utf-8-sig")  # (a BOM, as some editors save UTF-8, is not JSON)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DecembertError(f"cannot read {path}: {exc}") from None
-        data = decode_json(text, str(path))
-        if not isinstance(data, dict):
-            raise DecembertError(
-                f"{path}: expected an object {{video_id: {{start, end, text}}}}, got a {type(data).__name__}"
-            )
+        found: dict[str, tuple[int, int]] = {}
+        for video_id, offset, length in scan_json_object(path, shape="{video_id: {start, end, text}}"):
+            found[video_id] = (offset, length)
         self.path = path
-        self._data = data
+        self._ids = sorted(found)
+        spans = np.array([found[v] for v in self._ids], dtype=np.int64).reshape(-1, 2)
+        del found
+        self._offsets, self._lengths = spans[:, 0].copy(), spans[:, 1].copy()
 
     def ids(self) -> list[str]:
-        return sorted(self._data)
+        return self._ids
 
     def get(self, video_id: str) -> VideoCaptions:
-        entry = self._data.get(video_id)
+        k = bisect.bisect_left(self._ids, video_id)
+        if k == len(self._ids) or self._ids[k] != video_id:
+            raise BadVideo("no caption entry", "malformed caption entry")
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(int(self._offsets[k]))
+                data = handle.read(int(self._lengths[k]))
+            entry = json.loads(data)
+        except (OSError, ValueError, RecursionError) as exc:  # the file changed since it was scanned
+            raise DecembertError(
+                f"{self.path} changed while it was read ({type(exc).__name__} at byte {int(self._offsets[k])}); "
+                "run the command again"
+            ) from None
         if not isinstance(entry, dict):
-            raise BadVideo(
-                "no caption entry" if entry is None else "caption entry is not an object", "malformed caption entry"
-            )
+            raise BadVideo("caption entry is not an object", "malformed caption entry")
         missing = [k for k in ("start", "end", "text") if k not in entry]
         if missing:
             raise BadVideo(f"caption entry lacks {', '.join(missing)}", "malformed caption entry")

@@ -136,7 +136,7 @@ CASES: list[tuple[str, list[str], Callable[[Path], None] | None, str]] = [
     ("unknown-corpus", ["pretrain", "--data", "nope", "--out", f"{W}/out"], None, "nope"),
     ("howto-no-root", ["pretrain", "--data", "howto100m", "--out", f"{W}/out"], None, "data.root"),
     ("howto-bad-json", HOWTO, _howto('{"v1": {"start": [1, 2}'), "caption.json, line 1, column"),
-    ("howto-deep-json", HOWTO, _howto("[" * 100000 + "]" * 100000), "nested too deeply"),
+    ("howto-deep-json", HOWTO, _howto('{"v1": ' + "[" * 100000 + "]" * 100000 + "}"), "nested too deeply"),
     (
         "howto-huge-number",
         HOWTO,

@@ -200,3 +200,64 @@ def test_the_packed_id_check_is_safe_id() -> None:
         ok = [safe_id(p.decode("utf-8", "replace")) and "\ufffd" not in p.decode("utf-8", "replace") for p in pieces]
         expected = next((i for i, good in enumerate(ok) if not good), None)
         assert first_unsafe_id(Strings(data, offsets)) == expected, (pieces, expected)
+
+
+class _WholeFileCaptions:
+    """The reference: caption.json parsed whole with json.load, as the build read it before it streamed."""
+
+    def __init__(self, path: Path) -> None:
+        self._data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+
+    def ids(self) -> list[str]:
+        return sorted(self._data)
+
+    def get(self, video_id: str) -> Any:
+        from decembert_cli.data.howto100m import BadVideo, VideoCaptions
+
+        entry = self._data.get(video_id)
+        if not isinstance(entry, dict):
+            raise BadVideo("caption entry is not an object", "malformed caption entry")
+        missing = [k for k in ("start", "end", "text") if k not in entry]
+        if missing:
+            raise BadVideo(f"caption entry lacks {', '.join(missing)}", "malformed caption entry")
+        for name in ("start", "end", "text"):
+            if not isinstance(entry[name], list):
+                raise BadVideo(f"'{name}' is not a list", "malformed caption entry")
+        return VideoCaptions(video_id, entry["start"], entry["end"], entry["text"])
+
+
+@pytest.mark.parametrize("corpus", ["sample", "bad records"])
+def test_the_streamed_caption_json_gives_the_index_of_the_whole_file_parse(
+    sample_root: Path, tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch, corpus: str
+) -> None:
+    """caption.json is scanned for offsets and read one entry at a time; the index (every column, the data
+    report) is the one a build that parses the whole file gives, also with bad records, a BOM, pretty
+    printing and an id given twice (the last entry wins, as in a JSON object)."""
+    root = _copy(sample_root, tmp_path) if corpus == "sample" else _broken_copy(sample_root, tmp_path)
+    if corpus == "bad records":
+        captions = json.loads((root / "caption.json").read_text())
+        first = next(iter(captions))
+        captions.update(
+            {
+                "bad_types": {"start": "0", "end": [1.0], "text": ["a"]},
+                "bad_nan": {"start": [float("nan")], "end": [1.0], "text": ["a b"]},
+                "bad_not_an_object": [1, 2],
+                "bad_no_text": {"start": [], "end": []},
+            }
+        )
+        text = json.dumps(captions, indent=2, ensure_ascii=False)
+        duplicate = json.dumps({"start": [0.0], "end": [1.0], "text": ["overridden"]})
+        text = text[:-2] + f',\n  "{first}": {duplicate}\n}}'  # the id again at the end: the last one counts
+        (root / "caption.json").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    config = _config(root, index="streamed", videos_csv="")
+    streamed, streamed_report, folder = open_index(howto100m, config, DIMS, tokenizer, workers=2, part_videos=7)
+    monkeypatch.setattr(corpus_index, "open_captions", _WholeFileCaptions)
+    whole, whole_report, reference = open_index(
+        howto100m, _config(root, index="whole", videos_csv=""), DIMS, tokenizer, workers=1
+    )
+    a, b = _arrays(folder), _arrays(reference)
+    assert all(np.array_equal(a[c], b[c]) for c in COLUMNS) and len(streamed) == len(whole) > 0
+    assert streamed_report == whole_report
+    if corpus == "bad records":
+        assert streamed_report["skipped"].get("malformed caption entry", 0) >= 3
+        assert first not in set(streamed.video_ids)  # its last entry has one line: too few clips

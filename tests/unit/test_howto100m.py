@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import tracemalloc
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from decembert_cli.data.howto100m import (
     BadVideo,
+    JsonCaptions,
     VideoCaptions,
     clean_captions,
     load_features,
@@ -20,6 +23,7 @@ from decembert_cli.data.howto100m import (
     trim_overlap,
 )
 from decembert_cli.errors import DecembertError
+from decembert_cli.io import scan_json_object
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -188,3 +192,67 @@ def test_bad_feature_files_raise_bad_video(tmp_path: Path) -> None:
     for name, reason in cases.items():
         with pytest.raises(BadVideo, match=reason):
             load_features(tmp_path / name, good, dim_2d=8, dim_3d=8)
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(7 if depth < 3 else 4)
+    if kind == 0:
+        return rng.choice([rng.randint(-(10**12), 10**12), rng.random() * 1e3, True, False, None])
+    if kind in (1, 2, 3):
+        alphabet = 'ab "\\\n\u00e9\u2028\U0001f600\u4e2d/\t'
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
+    if kind in (4, 5):
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(5))]
+    return {str(_random_json(rng, 3)): _random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_caption_json_scanner_finds_every_value_as_json_reads_it(tmp_path: Path, seed: int) -> None:
+    """Random objects (any value, escapes, non-ASCII across piece boundaries, a BOM, any spacing), read in
+    pieces of 1 to 4096 characters: each (key, offset, length) points at bytes that parse to json's value;
+    a corrupted file gives json's error with the same line and column."""
+    rng = random.Random(seed)
+    data = {f"v{i}\u00e9" if i % 3 else f"v{i}": _random_json(rng) for i in range(rng.randrange(1, 30))}
+    text = json.dumps(data, ensure_ascii=rng.random() < 0.3, indent=rng.choice([None, 0, 2]))
+    raw = (b"\xef\xbb\xbf" if seed % 2 else b"") + text.encode("utf-8")
+    path = tmp_path / "caption.json"
+    path.write_bytes(raw)
+    for chunk in (1, 2, 3, 7, 64, 4096):
+        found = list(scan_json_object(path, chunk))
+        assert [k for k, _, _ in found] == list(data)
+        for key, offset, length in found:
+            assert json.loads(raw[offset : offset + length]) == data[key]
+    for _ in range(20):  # one character deleted or doubled: json's verdict, json's line and column
+        cut = rng.randrange(1, len(text))
+        broken = text[:cut] + text[cut + 1 :] if rng.random() < 0.5 else text[: cut + 1] + text[cut:]
+        path.write_text(broken, encoding="utf-8")
+        try:
+            expected = json.loads(broken)
+        except json.JSONDecodeError as exc:
+            for chunk in (1, 5, 4096):
+                with pytest.raises(DecembertError, match=rf"line {exc.lineno}, column {exc.colno}: not valid JSON"):
+                    list(scan_json_object(path, chunk))
+            continue
+        if isinstance(expected, dict):
+            assert [k for k, _, _ in scan_json_object(path, 3)] == list(expected)
+
+
+def test_the_caption_json_scanner_holds_a_piece_not_the_file(tmp_path: Path) -> None:
+    """A 24 MB caption.json read in 64 KiB pieces: the scan's peak allocation stays a few MB."""
+    path = tmp_path / "caption.json"
+    line = "so now we cut the onion and then you want to stir the pan \u00e9"
+    entry = json.dumps(
+        {"start": [float(i) for i in range(100)], "end": [i + 1.5 for i in range(100)], "text": [line] * 100}
+    )
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("{" + ",\n".join(f'"vid{i:06d}": {entry}' for i in range(3000)) + "}")
+    assert path.stat().st_size > 20e6
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in scan_json_object(path, 1 << 16))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 3000 and peak < 3e6, peak
+    source = JsonCaptions(path)
+    assert source.ids()[0] == "vid000000" and source.get("vid002999").text == [line] * 100
