@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 HOWTO100M_VIDEOS = 1_220_000
 HOWTO100M_CLIPS = 136_000_000
+LINKS_PER_FILE = 60_000
 BYTES_PER_VIDEO = 5_000  # caption_json.synthesise writes about this much per video; videos= caps the count
 WORDS = "so now we cut the onion and then you want to stir the pan a little bit more okay next we pour oil".split()
 
@@ -247,9 +248,12 @@ def synthesise_captions_only(root: Path, videos: int, seconds: int, dim: int) ->
     for stream, rows in (("2d", seconds), ("3d", int(seconds * 1.5))):
         folder = root / "features" / stream
         folder.mkdir(parents=True, exist_ok=True)
-        shared = root / f"shared_{stream}.npy"
-        shared.write_bytes(_npy(np.zeros((rows, dim), dtype=np.float16)))
+        data = _npy(np.zeros((rows, dim), dtype=np.float16))
         for v in range(counts["videos"]):
+            shared = root / "shared" / f"{stream}-{v // LINKS_PER_FILE}.npy"  # (ext4 allows 65,000 links a file)
+            if v % LINKS_PER_FILE == 0:
+                shared.parent.mkdir(exist_ok=True)
+                shared.write_bytes(data)
             os.link(shared, folder / f"vid{v:08d}.npy")
     return counts
 

@@ -14,6 +14,8 @@ every caption source and every feature header once and writes, under `data.index
     vN/videos.json         per video skipped (kind, reason) or fixed (counts): the data report's
                            source, read only when the index is updated
     vN/report.json         the data report
+    vN/stamps.npy          per video, one number for the sizes and mtimes of its feature files (and
+                           caption CSV): how a file rewritten in place is noticed
 
 Why NumPy .npy files and not Arrow/Parquet: every column is a fixed-width array (strings as one
 byte array and offsets), NumPy is already a dependency, and `np.load(mmap_mode="r")` maps a column
@@ -28,9 +30,12 @@ the parts it finished. The parts are then merged, in video-id order, into the ne
 When the corpus changes (a caption source, a feature or dense-caption folder: files added, removed
 or replaced), an index refuses to open and names what changed. `decembert data index` then updates
 it: videos not yet in it (new ones, and ones skipped before, e.g. for missing features) are
-examined, videos gone from the captions are dropped, the rest is kept as it was. A file rewritten
-in place keeps its folder's mtime and is not noticed; `--rebuild` rescans everything. Changed
-settings (the tokenizer, min_clips, ...) need `--rebuild`.
+examined, videos gone from the captions are dropped, the rest is kept as it was. A video's own file
+rewritten in place (same name: the folder's mtime stays) changes its stamp: `decembert data index`
+compares every video's, and re-examines those that changed; opening for a run compares a random
+sample of STAMP_SAMPLE videos' (a few hundred stat calls), so a corpus re-extracted in place is
+refused with the file named, while one file changed among a million is found by the next update.
+Changed settings (the tokenizer, min_clips, ...) need `--rebuild`.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -64,7 +70,7 @@ from decembert_cli.data.scan import (
 )
 from decembert_cli.data.video_store import VideoStore, expand_user, resolve
 from decembert_cli.errors import DecembertError
-from decembert_cli.io import atomic_write_text, decode_json, folder_lock
+from decembert_cli.io import atomic_write_bytes, atomic_write_text, decode_json, folder_lock
 
 if TYPE_CHECKING:
     from decembert_cli.config.schema import DataConfig
@@ -72,6 +78,8 @@ if TYPE_CHECKING:
 INDEX_FORMAT = "decembert.index/1"
 INDEX_DIR = "decembert-index"
 PART_VIDEOS = 1000
+STAMP_SAMPLE = 256  # videos whose file stamps a run's start compares (an update compares every one)
+STAMPS = "stamps"  # vN/stamps.npy (an index built before it lacks it: then only folders are compared)
 COLUMNS = (
     "id_blob",
     "id_offsets",
@@ -166,6 +174,51 @@ def _tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
         "vocab_sha1": digest,
         "lowercase": bool(getattr(tokenizer, "do_lower_case", True)),
     }
+
+
+def video_stamp(store: VideoStore, captions: Path, video_id: str) -> int:
+    """One number for the sizes and modification times of the video's files the index holds what it read
+    from (2D and 3D features: their lengths; its caption CSV when the captions are a folder of them): it
+    changes when any of them is written again, also in place, or goes. (Dense captions are read per sample,
+    not from the index.)"""
+    paths: list[Path] = [*store.feature_files(video_id)]
+    if captions.is_dir():
+        paths.append(captions / f"{video_id}.csv")
+    digest = hashlib.blake2b(digest_size=8)
+    for path in paths:
+        try:
+            info = os.stat(path)
+        except OSError:
+            info = None
+        # (whole seconds: a copy by rsync -a or cp -a keeps them, and so the index)
+        digest.update(f"{info.st_size}:{info.st_mtime_ns // 10**9};".encode() if info else b"-;")
+    return int.from_bytes(digest.digest(), "little", signed=True)
+
+
+def _rewritten(job: _Corpus, version: Path, mode: str) -> list[str]:
+    """The videos of the index version whose files' stamps changed since it was built: every one for an
+    update, a random STAMP_SAMPLE of them at a run's start. An index built before stamps has none to
+    compare: an update stamps its videos as their files are now."""
+    table = _read_table(version, len(job.tokenizer))
+    path = version / f"{STAMPS}.npy"
+    if not (path.exists() or path.is_symlink()):
+        if mode == "update":
+            _write_stamps(version, job, [table], [(v, 0, r) for r, v in enumerate(table.video_ids)], [version])
+        return []
+    sample = None if mode == "update" else STAMP_SAMPLE
+    stamps = _column(path)
+    if len(stamps) != len(table):
+        raise _Damaged(f"{path}: {len(stamps)} entries, expected {len(table)} (one per video)", path)
+    rows = (
+        range(len(table))
+        if sample is None or sample >= len(table)
+        else sorted(np.random.default_rng().choice(len(table), sample, replace=False).tolist())
+    )
+    return [
+        table.video_ids[r]
+        for r in rows
+        if video_stamp(job.store, job.captions_path, table.video_ids[r]) != int(stamps[r])
+    ]
 
 
 def _open(corpus: IndexedCorpus, config: DataConfig, dims: tuple[int, int], tokenizer: Any) -> _Corpus:
@@ -326,10 +379,17 @@ def open_index(
                 if manifest is not None:
                     job.store.require_folders()
                     sources, settings = _differences(manifest["fingerprint"], job.fingerprint)
+                    same = not settings and manifest["fingerprint"]["root"] == job.fingerprint["root"]
+                    rewritten = _rewritten(job, folder / manifest["version"], mode) if same else []
+                    if rewritten:
+                        sources.append(
+                            f"the feature or caption files of {len(rewritten)} video(s) rewritten in place "
+                            f"(e.g. {shown_id(rewritten[0])}'s)"
+                        )
                     if sources or settings:  # (a corpus moved with its index and mtimes has neither)
                         if mode != "update" or settings or manifest["fingerprint"]["root"] != job.fingerprint["root"]:
                             raise _stale(folder, name, job, manifest, sources, settings)
-                        manifest = _build(job, folder, manifest, workers, part_videos, progress)
+                        manifest = _build(job, folder, manifest, workers, part_videos, progress, set(rewritten))
                 else:
                     manifest = _build(job, folder, None, workers, part_videos, progress)
             except DecembertError:
@@ -382,8 +442,10 @@ def _build(
     workers: int,
     part_videos: int,
     progress: Callable[[int, int], None] | None,
+    rewritten: set[str] | None = None,
 ) -> dict[str, Any]:
-    """Examine the videos the index lacks (all, without a base) in parts, then merge; the new manifest."""
+    """Examine the videos the index lacks (all, without a base) and those whose files were `rewritten`, in
+    parts, then merge; the new manifest."""
     began = time.perf_counter()
     source = open_captions(job.captions_path)  # caption.json: scanned here for offsets; workers read entries
     job.store.require_folders()
@@ -393,7 +455,7 @@ def _build(
     prior = (
         None if base is None else (folder / base["version"], _read_table(folder / base["version"], len(job.tokenizer)))
     )
-    kept = set() if prior is None else set(prior[1].video_ids) & set(job.ids)
+    kept = set() if prior is None else (set(prior[1].video_ids) & set(job.ids)) - (rewritten or set())
     todo = [v for v in job.ids if v not in kept]
     work = folder / "build"
     plan = {
@@ -500,6 +562,8 @@ def _index_part(n: int) -> int:
     temporary.mkdir()
     for column, array in _columns(table).items():
         np.save(temporary / f"{column}.npy", array)
+    stamps = [video_stamp(job.store, job.captions_path, r.video_id) for r in records]
+    np.save(temporary / f"{STAMPS}.npy", np.array(stamps, dtype=np.int64))
     (temporary / "videos.json").write_text(json.dumps({"skipped": skipped, "fixes": fixes}), encoding="utf-8")
     temporary.rename(work / f"part-{n:06d}")
     return n
@@ -534,6 +598,7 @@ _DTYPES: dict[str, tuple[type, ...]] = {
     "token_offsets": (np.int64,),
     "tokens": (np.uint16, np.int32),
     "aligned": (np.int32,),
+    STAMPS: (np.int64,),
 }
 _CHUNK = 1 << 22  # elements per read when a check scans a whole column (bounded temporaries)
 
@@ -718,6 +783,8 @@ def _merge(
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     _write_rows(out, sources, rows, job.tokenizer)
+    parts = [work / f"part-{n:06d}" for n in range(n_parts)]
+    _write_stamps(out, job, sources, rows, ([base[0]] if base is not None else []) + parts)
     atomic_write_text(out / "videos.json", json.dumps({"skipped": skipped, "fixes": fixes}) + "\n")
     report = _report(len(rows), skipped, fixes)
     atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
@@ -728,6 +795,27 @@ def _merge(
         "clips": int(sum(sources[s].clip_count(r) for _, s, r in rows)),
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _write_stamps(
+    out: Path, job: _Corpus, sources: list[ClipTable], rows: list[tuple[str, int, int]], folders: list[Path]
+) -> None:
+    """vN/stamps.npy for the rows: each source's recorded stamps (a base index built before stamps gets its
+    videos' stamped now: they were examined with the files as they are, or an update would have said)."""
+    recorded: list[np.ndarray | None] = []
+    for table, folder in zip(sources, folders, strict=True):
+        path = folder / f"{STAMPS}.npy"
+        stamps = _column(path) if path.exists() else None
+        if stamps is not None and len(stamps) != len(table):
+            raise _Damaged(f"{path}: {len(stamps)} entries, expected {len(table)} (one per video)", path)
+        recorded.append(stamps)
+    values = np.empty(len(rows), dtype=np.int64)
+    for k, (video_id, s, r) in enumerate(rows):
+        stamps = recorded[s]
+        values[k] = video_stamp(job.store, job.captions_path, video_id) if stamps is None else stamps[r]
+    buffer = io.BytesIO()
+    np.save(buffer, values)
+    atomic_write_bytes(out / f"{STAMPS}.npy", buffer.getvalue())  # (also into a live version, on update)
 
 
 def _write_rows(out: Path, sources: list[ClipTable], rows: list[tuple[str, int, int]], tokenizer: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ def _copy(sample_root: Path, tmp_path: Path, name: str = "c") -> Path:
 
 def _arrays(folder: Path) -> dict[str, np.ndarray]:
     manifest = json.loads((folder / "manifest.json").read_text())
-    return {c: np.load(folder / manifest["version"] / f"{c}.npy") for c in COLUMNS}
+    return {c: np.load(folder / manifest["version"] / f"{c}.npy") for c in (*COLUMNS, corpus_index.STAMPS)}
 
 
 def _batches(table: ClipTable, tokenizer: PreTrainedTokenizerBase, config: DataConfig, unit: str) -> list[Any]:
@@ -261,3 +262,58 @@ def test_the_streamed_caption_json_gives_the_index_of_the_whole_file_parse(
     if corpus == "bad records":
         assert streamed_report["skipped"].get("malformed caption entry", 0) >= 3
         assert first not in set(streamed.video_ids)  # its last entry has one line: too few clips
+
+
+def test_a_feature_file_rewritten_in_place_is_noticed_and_an_update_reexamines_it(
+    sample_root: Path, tmp_path: Path, tokenizer: Any
+) -> None:
+    """np.save over an existing file keeps the folder's mtime: the video's stamp (size, mtime of its feature
+    files) notices it. A run's start is refused, naming it; the update re-examines only it and gives the
+    index of a fresh build. An index written before stamps opens as before and gains them on update."""
+    root = _copy(sample_root, tmp_path)
+    config = _config(root)
+    table, _, folder = open_index(howto100m, config, DIMS, tokenizer)
+    row = list(table.video_ids).index("sample_0007")
+    path = root / "features/2d/sample_0007.npy"
+    before_mtime = (root / "features/2d").stat().st_mtime_ns
+    features = np.load(path)
+    np.save(path, features[: len(features) - 2])  # in place: the same file, two seconds shorter
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 2 * 10**9))  # (a later second)
+    assert (root / "features/2d").stat().st_mtime_ns == before_mtime  # the folder did not change
+    with pytest.raises(DecembertError, match=r"out of date: the feature or caption files of 1 video\(s\) rewritten"):
+        open_index(howto100m, config, DIMS, tokenizer)
+    updated, _, _ = open_index(howto100m, config, DIMS, tokenizer, mode="update")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["examined"] == 1 and updated.seconds[row] == table.seconds[row] - 2
+    fresh = open_index(howto100m, _config(root, index="fresh"), DIMS, tokenizer)[2]
+    assert all(np.array_equal(a, _arrays(fresh)[c]) for c, a in _arrays(folder).items())  # the stamps too
+
+    version = folder / manifest["version"]
+    (version / f"{corpus_index.STAMPS}.npy").unlink()  # as an index built before stamps
+    np.save(path, features)
+    open_index(howto100m, config, DIMS, tokenizer)  # no stamps: only the folders are compared, as before
+    open_index(howto100m, config, DIMS, tokenizer, mode="update")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert (folder / manifest["version"] / f"{corpus_index.STAMPS}.npy").is_file()
+    np.save(folder / manifest["version"] / f"{corpus_index.STAMPS}.npy", np.zeros(3, np.int64))
+    with pytest.raises(DecembertError, match=r"stamps.npy: 3 entries, expected 24 .*damaged"):
+        open_index(howto100m, config, DIMS, tokenizer)
+
+
+def test_a_caption_csv_rewritten_in_place_is_noticed(sample_root: Path, tmp_path: Path, tokenizer: Any) -> None:
+    root = _copy(sample_root, tmp_path)
+    captions = json.loads((root / "caption.json").read_text())
+    (root / "caption.json").unlink()
+    folder = root / "howto100m_captions"
+    folder.mkdir()
+    for video_id, entry in captions.items():
+        lines = [f"{s},{e},{t}" for s, e, t in zip(entry["start"], entry["end"], entry["text"], strict=True)]
+        (folder / f"{video_id}.csv").write_text("start,end,text\n" + "\n".join(lines) + "\n")
+    config = _config(root)
+    open_index(howto100m, config, DIMS, tokenizer)
+    csv = folder / "sample_0003.csv"
+    with open(csv, "a") as handle:  # in place: the folder's mtime stays
+        handle.write("9000,9001,one more line\n")
+    os.utime(csv, ns=(csv.stat().st_atime_ns, csv.stat().st_mtime_ns + 2 * 10**9))
+    with pytest.raises(DecembertError, match=r"rewritten in place \(e.g. sample_0003's\)"):
+        open_index(howto100m, config, DIMS, tokenizer)
