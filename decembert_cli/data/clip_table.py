@@ -14,15 +14,17 @@ pre-training draws the same samples from either (tested).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from decembert_cli.data.video_store import pick_dense
 from decembert_cli.io import MAX_ID_BYTES
 
 if TYPE_CHECKING:
+    from decembert_cli.config.schema import VideoSettings
     from decembert_cli.data.scan import VideoRecord
     from decembert_cli.data.video_store import VideoStore
 
@@ -117,6 +119,65 @@ def tokenize_all(tokenizer: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarr
 
 
 @dataclass
+class DenseColumns:
+    """Every video's dense captions as columns: video v's frames are frame_offsets[v] .. frame_offsets[v + 1] - 1,
+    `interval[v]` seconds apart; frame f's captions are refs[ref_offsets[f]:ref_offsets[f + 1]] (a frame may have
+    none), each the row of a distinct caption whose WordPiece ids are tokens[token_offsets[r]:token_offsets[r + 1]].
+
+    Captions repeat across a video's frames (and between videos), so each distinct one is tokenised and stored
+    once per build part (`PART_VIDEOS` videos): HowTo100M's ~136M frames (estimate: 1 per 2 s) need their
+    references, not their text, per frame."""
+
+    frame_offsets: np.ndarray  # (V + 1,) int64
+    interval: np.ndarray  # (V,) float64: seconds between the video's captioned frames
+    ref_offsets: np.ndarray  # (F + 1,) int64, non-decreasing
+    refs: np.ndarray  # (R,) int64: rows of distinct captions
+    token_offsets: np.ndarray  # (D + 1,) int64
+    tokens: np.ndarray  # (T,) uint16 (or int32 for vocabularies over 65,536)
+
+    @classmethod
+    def of(cls, videos: Sequence[tuple[list[list[str]], float]], tokenizer: Any) -> DenseColumns:
+        """The columns of videos given as (normalised frames, interval); each distinct caption tokenised once."""
+        rows: dict[str, int] = {}
+        refs = [rows.setdefault(c, len(rows)) for frames, _ in videos for frame in frames for c in frame]
+        frame_sizes = [len(frame) for frames, _ in videos for frame in frames]
+        token_offsets, tokens = (
+            tokenize_all(tokenizer, list(rows)) if rows else (np.zeros(1, np.int64), np.zeros(0, np.uint16))
+        )
+        return cls(
+            frame_offsets=_offsets([len(frames) for frames, _ in videos]),
+            interval=np.array([interval for _, interval in videos], dtype=np.float64),
+            ref_offsets=_offsets(frame_sizes),
+            refs=np.array(refs, dtype=np.int64),
+            token_offsets=token_offsets,
+            tokens=tokens,
+        )
+
+    def pick(
+        self, v: int, window: tuple[float, float], settings: VideoSettings, rng: np.random.Generator | None
+    ) -> list[list[int]]:
+        """WordPiece ids (at most `dense_caption_tokens` each) of video v's dense captions in `window`, picked as
+        `video_store.pick_dense` picks them from the video's file."""
+        f0, f1 = int(self.frame_offsets[v]), int(self.frame_offsets[v + 1])
+        starts = np.asarray(self.ref_offsets[f0 : f1 + 1])
+        picked = pick_dense(
+            np.diff(starts), float(self.interval[v]), window, settings.dense_per_frame, settings.max_dense_captions, rng
+        )
+        out = []
+        for f, c in picked:
+            r = int(self.refs[int(starts[f]) + c])
+            first = int(self.token_offsets[r])
+            out.append(self.tokens[first : min(int(self.token_offsets[r + 1]), first + settings.dense_caption_tokens)])
+        return [ids.tolist() for ids in out]
+
+
+def _offsets(counts: Sequence[int]) -> np.ndarray:
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+@dataclass
 class ClipTable:
     """Videos and their clips as columns; video v's clips are clip_offsets[v] .. clip_offsets[v + 1] - 1."""
 
@@ -129,7 +190,8 @@ class ClipTable:
     token_offsets: np.ndarray  # (C + 1,) int64: caption c's ids are tokens[token_offsets[c]:token_offsets[c + 1]]
     tokens: np.ndarray  # (T,) uint16 (or int32 for vocabularies over 65,536)
     aligned: np.ndarray  # (C,) int32: caption index (within its video) of the clip it truly describes; -1 unknown
-    store: VideoStore | None = None  # reads every video's features and dense captions (an index)
+    store: VideoStore | None = None  # reads every video's features (an index)
+    dense: DenseColumns | None = None  # and its dense captions (an index built with them)
     records: list[VideoRecord] | None = None  # or each video reads its own (a plugin's records)
 
     @classmethod
@@ -187,18 +249,26 @@ class ClipTable:
         assert self.store is not None
         return self.store.read_features(self.video_ids[v], window)
 
-    def dense_captions(self, v: int, window: tuple[int, int], rng: np.random.Generator | None) -> list[str]:
-        """Video v's dense captions of the frames in `window`, picked as the store does. Raises BadVideo."""
+    def dense_tokens(
+        self,
+        v: int,
+        window: tuple[int, int],
+        rng: np.random.Generator | None,
+        settings: VideoSettings,
+        tokenize: Callable[[list[str]], list[list[int]]],
+    ) -> list[list[int]]:
+        """WordPiece ids of video v's dense captions of the frames in `window`, picked as the store does: from
+        the index's columns, or a record's `dense_captions()` through `tokenize`. Raises BadVideo."""
         if self.records is not None:
-            return self.records[v].dense_captions(window, rng)
-        assert self.store is not None
-        return self.store.read_dense(self.video_ids[v], window, rng)
+            return tokenize(self.records[v].dense_captions(window, rng))
+        assert self.dense is not None, "an index without dense captions (the run's settings are checked at opening)"
+        return self.dense.pick(v, window, settings, rng)
 
     def has_dense(self) -> int:
         """How many videos have a dense-caption file."""
         if self.records is not None:
             return sum(r.store.dense_file(r.video_id) is not None for r in self.records)
-        return len(self) if self.store is not None and self.store.dense_dir is not None else 0
+        return len(self) if self.dense is not None else 0
 
     def find(self, video_id: str) -> int | None:
         """The row of `video_id`, None when it is not a usable video (ids are sorted in an index)."""

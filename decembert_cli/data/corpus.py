@@ -190,7 +190,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         """(len(self),) uint16 estimated sequence length of every item, for length-aware batching: the
         clip's video tokens (its seconds, at most max_video_tokens), [CLS] and the ASR candidates
         s_i-k .. s_i+k with their [SEP]s, and its dense captions (dense_per_frame per captioned frame,
-        at most max_dense_captions, `dense_tokens` + [SEP] each: an estimate, they are read per sample).
+        at most max_dense_captions, `dense_tokens` + [SEP] each: an estimate, not the captions picked).
         A video-unit item (one clip drawn per epoch) gets its clips' mean. Computed by blocks of videos."""
         cfg, table, k = self.config, self.table, self.config.neighbours
         out = np.empty(len(self), dtype=np.uint16)
@@ -279,7 +279,8 @@ class PretrainDataset(torch.utils.data.Dataset):
             raise DecembertError(f"every video of this split is bad (the last: {video_id}: {problem})")
 
     def _dense_tokens(self, texts: list[str]) -> list[list[int]]:
-        """`tokenize_captions` of the dense captions, each distinct caption tokenised once per process."""
+        """`tokenize_captions` of a record's dense captions, each distinct caption tokenised once per process (an
+        index holds them tokenised)."""
         new = [t for t in dict.fromkeys(texts) if t not in self._dense_ids]
         if new:
             if len(self._dense_ids) + len(new) > 200_000:  # a bound on memory; captions repeat within videos
@@ -301,7 +302,7 @@ class PretrainDataset(torch.utils.data.Dataset):
                 window = table.window(row, i)
                 try:
                     video_2d, video_3d = table.features(row, window)
-                    dense_texts = table.dense_captions(row, window, rng) if cfg.use_dense else []
+                    dense_ids = table.dense_tokens(row, window, rng, cfg, self._dense_tokens) if cfg.use_dense else []
                     break
                 except BadVideo as problem:
                     self._found_bad(v, problem)
@@ -321,7 +322,6 @@ class PretrainDataset(torch.utils.data.Dataset):
         # candidate slot -> caption index: shuffled, so that no slot stands for a time offset
         order = lo + (rng.permutation(hi - lo + 1) if self.shuffle_candidates else np.arange(hi - lo + 1))
         asr_ids = [table.caption_ids(source_row, int(j), cfg.max_caption_tokens) for j in order]
-        dense_ids = self._dense_tokens(dense_texts)
         budget = MAX_TEXT_POSITIONS - 1 - sum(len(x) + 1 for x in asr_ids)  # 1: [CLS]
         while dense_ids and sum(len(x) + 1 for x in dense_ids) > budget:
             dense_ids.pop()

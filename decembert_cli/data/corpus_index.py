@@ -14,8 +14,13 @@ every caption source and every feature header once and writes, under `data.index
     vN/videos.json         per video skipped (kind, reason) or fixed (counts): the data report's
                            source, read only when the index is updated
     vN/report.json         the data report
+    vN/dense_*.npy         with dense captions: per video its captioned frames and their interval,
+                           per frame its captions (rows of a table of distinct captions), and the
+                           distinct captions' WordPiece ids (`clip_table.DenseColumns`): a training
+                           step reads no dense-caption file and tokenises nothing
     vN/stamps.npy          per video, one number for the sizes and mtimes of its feature files (and
-                           caption CSV): how a file rewritten in place is noticed
+                           caption CSV): how a file rewritten in place is noticed; dense_stamps.npy
+                           the same for its dense-caption file
 
 Why NumPy .npy files and not Arrow/Parquet: every column is a fixed-width array (strings as one
 byte array and offsets), NumPy is already a dependency, and `np.load(mmap_mode="r")` maps a column
@@ -57,7 +62,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from decembert_cli.data.clip_table import ClipTable, Strings, first_unsafe_id
+from decembert_cli.data.clip_table import ClipTable, DenseColumns, Strings, first_unsafe_id
+from decembert_cli.data.densecap import read_dense_captions
 from decembert_cli.data.howto100m import BadVideo, CaptionSource, open_captions
 from decembert_cli.data.scan import (
     DataReport,
@@ -80,6 +86,7 @@ INDEX_DIR = "decembert-index"
 PART_VIDEOS = 1000
 STAMP_SAMPLE = 256  # videos whose file stamps a run's start compares (an update compares every one)
 STAMPS = "stamps"  # vN/stamps.npy (an index built before it lacks it: then only folders are compared)
+DENSE_STAMPS = "dense_stamps"  # vN/dense_stamps.npy: of the dense-caption files (an index with dense captions)
 COLUMNS = (
     "id_blob",
     "id_offsets",
@@ -91,6 +98,14 @@ COLUMNS = (
     "token_offsets",
     "tokens",
     "aligned",
+)
+DENSE_COLUMNS = (  # `DenseColumns`' fields, in an index built with dense captions
+    "dense_frame_offsets",
+    "dense_interval",
+    "dense_ref_offsets",
+    "dense_refs",
+    "dense_token_offsets",
+    "dense_tokens",
 )
 
 
@@ -179,15 +194,18 @@ def _tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
 def video_stamp(store: VideoStore, captions: Path, video_id: str) -> int:
     """One number for the sizes and modification times of the video's files the index holds what it read
     from (2D and 3D features: their lengths; its caption CSV when the captions are a folder of them): it
-    changes when any of them is written again, also in place, or goes. (Dense captions are read per sample,
-    not from the index.)"""
-    paths: list[Path] = [*store.feature_files(video_id)]
+    changes when any of them is written again, also in place, or goes."""
+    paths: list[Path | None] = [*store.feature_files(video_id)]
     if captions.is_dir():
         paths.append(captions / f"{video_id}.csv")
+    return _stamp(paths)
+
+
+def _stamp(paths: list[Path | None]) -> int:
     digest = hashlib.blake2b(digest_size=8)
     for path in paths:
         try:
-            info = os.stat(path)
+            info = os.stat(path) if path is not None else None
         except OSError:
             info = None
         # (whole seconds: a copy by rsync -a or cp -a keeps them, and so the index)
@@ -195,30 +213,39 @@ def video_stamp(store: VideoStore, captions: Path, video_id: str) -> int:
     return int.from_bytes(digest.digest(), "little", signed=True)
 
 
+def _stampers(job: _Corpus) -> dict[str, Callable[[str], int]]:
+    """Per stamp column, the video's stamp now: its feature (and caption) files; its dense-caption file when the
+    run reads dense captions (an index built with them, which a run without them may read, keeps theirs)."""
+    stampers: dict[str, Callable[[str], int]] = {STAMPS: lambda v: video_stamp(job.store, job.captions_path, v)}
+    if job.store.dense_dir is not None:
+        stampers[DENSE_STAMPS] = lambda v: _stamp([job.store.dense_file(v)])
+    return stampers
+
+
 def _rewritten(job: _Corpus, version: Path, mode: str) -> list[str]:
     """The videos of the index version whose files' stamps changed since it was built: every one for an
     update, a random STAMP_SAMPLE of them at a run's start. An index built before stamps has none to
     compare: an update stamps its videos as their files are now."""
-    table = _read_table(version, len(job.tokenizer))
-    path = version / f"{STAMPS}.npy"
-    if not (path.exists() or path.is_symlink()):
-        if mode == "update":
-            _write_stamps(version, job, [table], [(v, 0, r) for r, v in enumerate(table.video_ids)], [version])
-        return []
-    sample = None if mode == "update" else STAMP_SAMPLE
-    stamps = _column(path)
-    if len(stamps) != len(table):
-        raise _Damaged(f"{path}: {len(stamps)} entries, expected {len(table)} (one per video)", path)
-    rows = (
-        range(len(table))
-        if sample is None or sample >= len(table)
-        else sorted(np.random.default_rng().choice(len(table), sample, replace=False).tolist())
-    )
-    return [
-        table.video_ids[r]
-        for r in rows
-        if video_stamp(job.store, job.captions_path, table.video_ids[r]) != int(stamps[r])
-    ]
+    table = _read_table(version, len(job.tokenizer), dense=False)
+    changed: set[int] = set()
+    for column, stamp in _stampers(job).items():
+        path = version / f"{column}.npy"
+        if not (path.exists() or path.is_symlink()):
+            if mode == "update":
+                every = [(v, 0, r) for r, v in enumerate(table.video_ids)]
+                _write_stamps(version, job, [table], every, [version], only=column)
+            continue
+        sample = None if mode == "update" else STAMP_SAMPLE
+        stamps = _column(path)
+        if len(stamps) != len(table):
+            raise _Damaged(f"{path}: {len(stamps)} entries, expected {len(table)} (one per video)", path)
+        rows = (
+            range(len(table))
+            if sample is None or sample >= len(table)
+            else sorted(np.random.default_rng().choice(len(table), sample, replace=False).tolist())
+        )
+        changed.update(r for r in rows if stamp(table.video_ids[r]) != int(stamps[r]))
+    return [table.video_ids[r] for r in sorted(changed)]
 
 
 def _open(corpus: IndexedCorpus, config: DataConfig, dims: tuple[int, int], tokenizer: Any) -> _Corpus:
@@ -249,6 +276,7 @@ def _open(corpus: IndexedCorpus, config: DataConfig, dims: tuple[int, int], toke
             "feature widths (model.feature_dim_2d, model.feature_dim_3d)": list(dims),
             "3D features per second": store.fps_3d,
             DENSE_REQUIRED: store.dense_dir is not None,
+            DENSE_INDEXED: config.dense_interval if store.dense_dir is not None else None,
             "tokenizer (model.tokenizer)": _tokenizer_identity(tokenizer),
         },
     }
@@ -256,6 +284,13 @@ def _open(corpus: IndexedCorpus, config: DataConfig, dims: tuple[int, int], toke
 
 
 DENSE_REQUIRED = "dense captions required (data.use_dense, data.dense_captions)"
+# (an index built before dense captions were in it lacks this setting: rebuilt, it gains them)
+DENSE_INDEXED = "dense captions tokenised in the index (data.dense_interval of .npy files)"
+
+
+def _has_dense(manifest: dict[str, Any]) -> bool:
+    """Whether the index of this manifest holds dense-caption columns."""
+    return manifest["fingerprint"]["settings"].get(DENSE_INDEXED) is not None
 
 
 def _differences(built: dict[str, Any], now: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -266,7 +301,7 @@ def _differences(built: dict[str, Any], now: dict[str, Any]) -> tuple[list[str],
     dense captions wants (Table 6). The other way round is refused: that index lacks the check."""
     ignored: set[str] = set()
     if built.get("settings", {}).get(DENSE_REQUIRED) is True and now["settings"].get(DENSE_REQUIRED) is False:
-        ignored = {DENSE_REQUIRED, "data.dense_captions"}
+        ignored = {DENSE_REQUIRED, DENSE_INDEXED, "data.dense_captions"}
     sources = [
         f"{key} ({'added' if before is None else 'removed' if after is None else 'changed'})"
         for key in now["sources"]
@@ -383,7 +418,8 @@ def open_index(
                     rewritten = _rewritten(job, folder / manifest["version"], mode) if same else []
                     if rewritten:
                         sources.append(
-                            f"the feature or caption files of {len(rewritten)} video(s) rewritten in place "
+                            f"the feature, caption or dense-caption files of {len(rewritten)} video(s) rewritten "
+                            "in place "
                             f"(e.g. {shown_id(rewritten[0])}'s)"
                         )
                     if sources or settings:  # (a corpus moved with its index and mtimes has neither)
@@ -453,7 +489,9 @@ def _build(
     job.ids = sorted(v for v in source.ids() if wanted is None or v in wanted)
     # the current version (folder, table), whose videos still captioned are kept
     prior = (
-        None if base is None else (folder / base["version"], _read_table(folder / base["version"], len(job.tokenizer)))
+        None
+        if base is None
+        else (folder / base["version"], _read_table(folder / base["version"], len(job.tokenizer), _has_dense(base)))
     )
     kept = set() if prior is None else (set(prior[1].video_ids) & set(job.ids)) - (rewritten or set())
     todo = [v for v in job.ids if v not in kept]
@@ -552,18 +590,33 @@ def _index_part(n: int) -> int:
             skipped[video_id] = [problem.kind, str(problem)]
         if report.fixed:
             fixes[video_id] = dict(report.fixed)
+    dense = []
+    if job.store.dense_dir is not None:  # read and tokenised here, once: a training step reads the columns
+        kept = []
+        for record in records:
+            try:
+                path = job.store.dense_file(record.video_id)
+                if path is None:  # (usable_video checked it is there; it went since)
+                    raise BadVideo(f"no dense captions in {job.store.dense_dir}", "dense captions missing")
+                dense.append(read_dense_captions(path, job.config.dense_interval))
+                kept.append(record)
+            except BadVideo as problem:
+                skipped[record.video_id] = [problem.kind, str(problem)]
+        records = kept
     for record in records:
         truth = job.alignment.get(record.video_id)
         if truth is not None and len(truth) == len(record.captions):
             record.aligned_to = list(truth)
     table = ClipTable.from_records(records, job.tokenizer)
+    if job.store.dense_dir is not None:
+        table.dense = DenseColumns.of(dense, job.tokenizer)
     temporary = work / f"part-{n:06d}.tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     for column, array in _columns(table).items():
         np.save(temporary / f"{column}.npy", array)
-    stamps = [video_stamp(job.store, job.captions_path, r.video_id) for r in records]
-    np.save(temporary / f"{STAMPS}.npy", np.array(stamps, dtype=np.int64))
+    for column, stamp in _stampers(job).items():
+        np.save(temporary / f"{column}.npy", np.array([stamp(r.video_id) for r in records], dtype=np.int64))
     (temporary / "videos.json").write_text(json.dumps({"skipped": skipped, "fixes": fixes}), encoding="utf-8")
     temporary.rename(work / f"part-{n:06d}")
     return n
@@ -583,7 +636,9 @@ def _columns(table: ClipTable) -> dict[str, np.ndarray]:
         "tokens": table.tokens,
         "aligned": table.aligned,
     }
-    return {c: np.asarray(values[c]) for c in COLUMNS}
+    if table.dense is not None:
+        values.update({f"dense_{f.name}": getattr(table.dense, f.name) for f in dataclasses.fields(DenseColumns)})
+    return {c: np.asarray(values[c]) for c in values}
 
 
 # Each column's dtypes (tokens: uint16, or int32 for vocabularies over 65,536; an empty part's are uint16)
@@ -599,6 +654,13 @@ _DTYPES: dict[str, tuple[type, ...]] = {
     "tokens": (np.uint16, np.int32),
     "aligned": (np.int32,),
     STAMPS: (np.int64,),
+    DENSE_STAMPS: (np.int64,),
+    "dense_frame_offsets": (np.int64,),
+    "dense_interval": (np.float64,),
+    "dense_ref_offsets": (np.int64,),
+    "dense_refs": (np.uint32, np.int64),
+    "dense_token_offsets": (np.int64,),
+    "dense_tokens": (np.uint16, np.int32),
 }
 _CHUNK = 1 << 22  # elements per read when a check scans a whole column (bounded temporaries)
 
@@ -628,41 +690,44 @@ def _first(column: np.ndarray, bad: Callable[[np.ndarray], np.ndarray]) -> int |
     return None
 
 
-def _check_offsets(path: Path, offsets: np.ndarray, length: int, of: str) -> None:
-    """Offsets into `of` (of `length` entries): from 0, rising (no entry is empty), ending at `length`."""
+def _check_offsets(path: Path, offsets: np.ndarray, length: int, of: str, empty: bool = False) -> None:
+    """Offsets into `of` (of `length` entries): from 0, rising (no entry is empty; never falling where entries
+    may be `empty`), ending at `length`."""
     where = ""
     rises = len(offsets) > 0 and offsets[0] == 0 and offsets[-1] == length
     for first in range(0, len(offsets) - 1, _CHUNK) if rises else ():
         chunk = np.asarray(offsets[first : first + _CHUNK + 1])
-        falls = np.flatnonzero(chunk[1:] <= chunk[:-1])
+        falls = np.flatnonzero(chunk[1:] < chunk[:-1] if empty else chunk[1:] <= chunk[:-1])
         if len(falls):
             at = first + int(falls[0]) + 1
             rises, where = False, f"; entry {at} is {offsets[at]} after {offsets[at - 1]}"
             break
     if not rises:
-        raise _Damaged(f"{path}: offsets must rise from 0 to {length} (the length of {of}){where}", path)
+        how = "not fall" if empty else "rise"
+        raise _Damaged(f"{path}: offsets must {how} from 0 to {length} (the length of {of}){where}", path)
 
 
 VERIFIED = ".verified.json"  # the column files whose values were checked: {"vocab", "files": {name: [size, mtime]}}
 
 
-def _fingerprint(folder: Path, vocab: int) -> dict[str, Any]:
+def _fingerprint(folder: Path, vocab: int, dense: bool) -> dict[str, Any]:
     files = {}
-    for c in COLUMNS:
+    for c in (*COLUMNS, *DENSE_COLUMNS) if dense else COLUMNS:
         info = (folder / f"{c}.npy").stat()
         files[c] = [info.st_size, info.st_mtime_ns]
     return {"vocab": vocab, "files": files}
 
 
-def _read_table(folder: Path, vocab: int) -> ClipTable:
+def _read_table(folder: Path, vocab: int, dense: bool) -> ClipTable:
     """A version's (or a build part's) columns, memory-mapped and checked before any is used: the type and
     shape of each (complete 1-D .npy arrays of their dtypes, lengths that agree), then their values (offsets,
     ids that `io.safe_id` accepts, feature lengths, clip times, token ids inside the `vocab` ids of
     model.tokenizer). Anything else is `_Damaged`, naming the file. The value scans read every column (about
     a second for HowTo100M's 136M clips in the page cache, minutes from a cold network disk), so they run
     once per set of files: FOLDER/.verified.json records the sizes and modification times they passed with
-    (where the folder is writable), and a later open with the same files skips them; start-up stays flat."""
-    arrays = {c: _column(folder / f"{c}.npy") for c in COLUMNS}
+    (where the folder is writable), and a later open with the same files skips them; start-up stays flat.
+    `dense`: the folder holds dense-caption columns, read and checked as well."""
+    arrays = {c: _column(folder / f"{c}.npy") for c in (*COLUMNS, *DENSE_COLUMNS) if dense or c in COLUMNS}
     videos, clips = len(arrays["seconds"]), len(arrays["start"])
     lengths = {
         "id_offsets": (videos + 1, "one per video and one"),
@@ -687,10 +752,15 @@ def _read_table(folder: Path, vocab: int) -> ClipTable:
         tokens=arrays["tokens"],
         aligned=arrays["aligned"],
     )
-    stamp = _fingerprint(folder, vocab)
+    if dense:
+        _check_dense_lengths(folder, arrays, videos)
+        table.dense = DenseColumns(**{f.name: arrays[f"dense_{f.name}"] for f in dataclasses.fields(DenseColumns)})
+    stamp = _fingerprint(folder, vocab, dense)
     if _read_stamp(folder / VERIFIED) == stamp:
         return table
     _check_values(folder, arrays, ids, vocab)
+    if dense:
+        _check_dense_values(folder, arrays, vocab)
     with contextlib.suppress(OSError, DecembertError):  # a read-only index is checked at every open
         atomic_write_text(folder / VERIFIED, json.dumps(stamp) + "\n")
     return table
@@ -701,6 +771,43 @@ def _read_stamp(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _check_dense_lengths(folder: Path, arrays: dict[str, np.ndarray], videos: int) -> None:
+    """The dense columns' lengths agree with each other and the videos."""
+    expected = {
+        "dense_frame_offsets": (videos + 1, "one per video and one"),
+        "dense_interval": (videos, "one per video"),
+        "dense_ref_offsets": (len(arrays["dense_ref_offsets"]), ""),
+    }
+    frames = int(arrays["dense_frame_offsets"][-1]) if len(arrays["dense_frame_offsets"]) else 0
+    expected["dense_ref_offsets"] = (frames + 1, "one per captioned frame and one")
+    for c, (n, why) in expected.items():
+        if len(arrays[c]) != n:
+            raise _Damaged(f"{folder / c}.npy: {len(arrays[c])} entries, expected {n} ({why})", folder / f"{c}.npy")
+
+
+def _check_dense_values(folder: Path, arrays: dict[str, np.ndarray], vocab: int) -> None:
+    """`_read_table`'s value scans of the dense columns: offsets, intervals, caption rows, token ids."""
+    frames, refs, tokens = arrays["dense_frame_offsets"], arrays["dense_refs"], arrays["dense_tokens"]
+    if len(frames) and frames[-1] != len(arrays["dense_ref_offsets"]) - 1:
+        path = folder / "dense_frame_offsets.npy"
+        raise _Damaged(f"{path}: ends at {frames[-1]}, expected {len(arrays['dense_ref_offsets']) - 1} frames", path)
+    _check_offsets(folder / "dense_frame_offsets.npy", frames, int(frames[-1]), "the frames", empty=True)
+    _check_offsets(folder / "dense_ref_offsets.npy", arrays["dense_ref_offsets"], len(refs), "dense_refs.npy", True)
+    _check_offsets(folder / "dense_token_offsets.npy", arrays["dense_token_offsets"], len(tokens), "dense_tokens.npy")
+    captions = len(arrays["dense_token_offsets"]) - 1
+    ref = _first(refs, lambda r: (r < 0) | (r >= captions))
+    if ref is not None:
+        path = folder / "dense_refs.npy"
+        raise _Damaged(f"{path}: entry {ref} is caption {refs[ref]}, outside the {captions} distinct captions", path)
+    slow = _first(arrays["dense_interval"], lambda x: ~((x > 0) & (x < np.inf)))
+    if slow is not None:
+        path = folder / "dense_interval.npy"
+        raise _Damaged(f"{path}: video {slow}'s frames are {arrays['dense_interval'][slow]} s apart", path)
+    if len(tokens) and not 0 <= int(tokens.min()) <= int(tokens.max()) < vocab:
+        path = folder / "dense_tokens.npy"
+        raise _Damaged(f"{path}: a token id is outside model.tokenizer's vocabulary of {vocab} ids", path)
 
 
 def _check_values(folder: Path, arrays: dict[str, np.ndarray], ids: Strings, vocab: int) -> None:
@@ -768,7 +875,7 @@ def _merge(
         fixes.update({v: f for v, f in old["fixes"].items() if v in kept})
     for n in range(n_parts):
         part = work / f"part-{n:06d}"
-        sources.append(_read_table(part, len(job.tokenizer)))
+        sources.append(_read_table(part, len(job.tokenizer), dense=job.store.dense_dir is not None))
         found = _read_videos(part / "videos.json")
         skipped.update(found["skipped"])
         fixes.update(found["fixes"])
@@ -783,8 +890,11 @@ def _merge(
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     _write_rows(out, sources, rows, job.tokenizer)
+    if job.store.dense_dir is not None:
+        _write_dense(out, sources, rows)
     parts = [work / f"part-{n:06d}" for n in range(n_parts)]
-    _write_stamps(out, job, sources, rows, ([base[0]] if base is not None else []) + parts)
+    for column in _stampers(job):
+        _write_stamps(out, job, sources, rows, ([base[0]] if base is not None else []) + parts, only=column)
     atomic_write_text(out / "videos.json", json.dumps({"skipped": skipped, "fixes": fixes}) + "\n")
     report = _report(len(rows), skipped, fixes)
     atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
@@ -798,13 +908,20 @@ def _merge(
 
 
 def _write_stamps(
-    out: Path, job: _Corpus, sources: list[ClipTable], rows: list[tuple[str, int, int]], folders: list[Path]
+    out: Path,
+    job: _Corpus,
+    sources: list[ClipTable],
+    rows: list[tuple[str, int, int]],
+    folders: list[Path],
+    only: str,
 ) -> None:
-    """vN/stamps.npy for the rows: each source's recorded stamps (a base index built before stamps gets its
-    videos' stamped now: they were examined with the files as they are, or an update would have said)."""
+    """vN/{only}.npy (a stamp column) for the rows: each source's recorded stamps (a base index built before
+    the column gets its videos' stamped now: they were examined with the files as they are, or an update
+    would have said)."""
+    stamp = _stampers(job)[only]
     recorded: list[np.ndarray | None] = []
     for table, folder in zip(sources, folders, strict=True):
-        path = folder / f"{STAMPS}.npy"
+        path = folder / f"{only}.npy"
         stamps = _column(path) if path.exists() else None
         if stamps is not None and len(stamps) != len(table):
             raise _Damaged(f"{path}: {len(stamps)} entries, expected {len(table)} (one per video)", path)
@@ -812,20 +929,73 @@ def _write_stamps(
     values = np.empty(len(rows), dtype=np.int64)
     for k, (video_id, s, r) in enumerate(rows):
         stamps = recorded[s]
-        values[k] = video_stamp(job.store, job.captions_path, video_id) if stamps is None else stamps[r]
+        values[k] = stamp(video_id) if stamps is None else stamps[r]
     buffer = io.BytesIO()
     np.save(buffer, values)
-    atomic_write_bytes(out / f"{STAMPS}.npy", buffer.getvalue())  # (also into a live version, on update)
+    atomic_write_bytes(out / f"{only}.npy", buffer.getvalue())  # (also into a live version, on update)
 
 
-def _write_rows(out: Path, sources: list[ClipTable], rows: list[tuple[str, int, int]], tokenizer: Any) -> None:
-    """The rows' columns into `out`, copied in runs of consecutive rows of one source (memory-mapped writes)."""
-    runs: list[tuple[int, int, int]] = []  # (source, first row, end row)
+def _write_dense(out: Path, sources: list[ClipTable], rows: list[tuple[str, int, int]]) -> None:
+    """The rows' dense-caption columns into `out` (memory-mapped writes, in runs of consecutive rows of one
+    source): each source's table of distinct captions whole, its rows shifted; each row's frames and caption
+    references in order."""
+    dense: list[DenseColumns] = []
+    for source in sources:
+        assert source.dense is not None, "every source of an index with dense captions has them"
+        dense.append(source.dense)
+    runs = _runs(rows)
+    shift = np.cumsum([0] + [len(d.token_offsets) - 1 for d in dense])  # each source's first caption row
+    n_frames = sum(int(dense[s].frame_offsets[b] - dense[s].frame_offsets[a]) for s, a, b in runs)
+    n_refs = sum(
+        int(dense[s].ref_offsets[dense[s].frame_offsets[b]] - dense[s].ref_offsets[dense[s].frame_offsets[a]])
+        for s, a, b in runs
+    )
+    n_tokens = sum(len(d.tokens) for d in dense)
+    token_dtype = np.result_type(*[d.tokens.dtype for d in dense]) if dense else np.dtype(np.uint16)
+    ref_dtype = np.uint32 if shift[-1] <= np.iinfo(np.uint32).max else np.int64
+
+    def column(name: str, length: int, dtype: Any) -> np.memmap:
+        return np.lib.format.open_memmap(out / f"dense_{name}.npy", mode="w+", dtype=dtype, shape=(length,))
+
+    frame_offsets = column("frame_offsets", len(rows) + 1, np.int64)
+    interval = column("interval", len(rows), np.float64)
+    ref_offsets, refs = column("ref_offsets", n_frames + 1, np.int64), column("refs", n_refs, ref_dtype)
+    token_offsets = column("token_offsets", int(shift[-1]) + 1, np.int64)
+    tokens = column("tokens", n_tokens, token_dtype)
+    frame_offsets[0] = ref_offsets[0] = token_offsets[0] = 0
+    v = f = r = 0
+    for s, a, b in runs:
+        d = dense[s]
+        fa, fb = int(d.frame_offsets[a]), int(d.frame_offsets[b])
+        ra, rb = int(d.ref_offsets[fa]), int(d.ref_offsets[fb])
+        frame_offsets[v + 1 : v + 1 + b - a] = np.asarray(d.frame_offsets[a + 1 : b + 1]) - fa + f
+        interval[v : v + b - a] = d.interval[a:b]
+        ref_offsets[f + 1 : f + 1 + fb - fa] = np.asarray(d.ref_offsets[fa + 1 : fb + 1]) - ra + r
+        refs[r : r + rb - ra] = np.asarray(d.refs[ra:rb]) + shift[s]
+        v, f, r = v + b - a, f + fb - fa, r + rb - ra
+    t = 0
+    for s, d in enumerate(dense):
+        token_offsets[shift[s] + 1 : shift[s + 1] + 1] = np.asarray(d.token_offsets[1:]) + t
+        tokens[t : t + len(d.tokens)] = d.tokens
+        t += len(d.tokens)
+    for array in (frame_offsets, interval, ref_offsets, refs, token_offsets, tokens):
+        array.flush()
+
+
+def _runs(rows: list[tuple[str, int, int]]) -> list[tuple[int, int, int]]:
+    """The rows as runs of consecutive rows of one source: (source, first row, end row)."""
+    runs: list[tuple[int, int, int]] = []
     for _, s, r in rows:
         if runs and runs[-1][0] == s and runs[-1][2] == r:
             runs[-1] = (s, runs[-1][1], r + 1)
         else:
             runs.append((s, r, r + 1))
+    return runs
+
+
+def _write_rows(out: Path, sources: list[ClipTable], rows: list[tuple[str, int, int]], tokenizer: Any) -> None:
+    """The rows' columns into `out`, copied in runs of consecutive rows of one source (memory-mapped writes)."""
+    runs = _runs(rows)
     n_videos = len(rows)
     n_clips = sum(int(sources[s].clip_offsets[b] - sources[s].clip_offsets[a]) for s, a, b in runs)
     n_tokens = sum(
@@ -906,7 +1076,7 @@ def _read_report(path: Path) -> dict[str, Any]:
 def _load(folder: Path, manifest: dict[str, Any], store: VideoStore, vocab: int) -> tuple[ClipTable, dict[str, Any]]:
     """The current version's table and data report, checked against each other and the manifest."""
     version = folder / manifest["version"]
-    table = _read_table(version, vocab)
+    table = _read_table(version, vocab, _has_dense(manifest))
     if (len(table), table.n_clips) != (manifest["videos"], manifest["clips"]):
         raise _Damaged(
             f"{folder / 'manifest.json'}: 'videos' {manifest['videos']} and 'clips' {manifest['clips']}, but "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,28 +96,43 @@ def pick_dense_captions(
     most: int,
     rng: np.random.Generator | None,
 ) -> list[str]:
-    """Dense captions of the frames inside `window` (seconds): `per_frame` of each frame, at most `most` in all.
+    """Dense captions of the frames inside `window` (seconds): `per_frame` of each frame, at most `most` in all,
+    as `pick_dense` chooses them."""
+    return [frames[f][c] for f, c in pick_dense([len(f) for f in frames], interval, window, per_frame, most, rng)]
+
+
+def pick_dense(
+    sizes: Sequence[int] | np.ndarray,
+    interval: float,
+    window: tuple[float, float],
+    per_frame: int,
+    most: int,
+    rng: np.random.Generator | None,
+) -> list[tuple[int, int]]:
+    """(frame, caption) of the dense captions picked inside `window` (seconds), for frames of `sizes` captions
+    every `interval` seconds: `per_frame` of each frame, at most `most` in all.
 
     Frames are sub-sampled uniformly when there are more than most // per_frame; a window between
     two frames takes the frame before it. `rng` picks each frame's captions at random (training);
-    None takes each frame's first ones (evaluation: deterministic).
+    None takes each frame's first ones (evaluation: deterministic). The one rule of both readers: the
+    files (`pick_dense_captions`) and the corpus index's columns (`clip_table.DenseColumns`).
     """
-    if not frames or per_frame <= 0 or most <= 0:
+    if not len(sizes) or per_frame <= 0 or most <= 0:
         return []
     first = math.ceil(window[0] / interval)
-    stop = min(len(frames), math.ceil(window[1] / interval))
-    chosen = list(range(first, stop)) or [min(int(window[0] // interval), len(frames) - 1)]
+    stop = min(len(sizes), math.ceil(window[1] / interval))
+    chosen = list(range(first, stop)) or [min(int(window[0] // interval), len(sizes) - 1)]
     chosen = [chosen[j] for j in uniform_indices(len(chosen), max(1, most // per_frame)).tolist()]
-    texts: list[str] = []
+    picked: list[tuple[int, int]] = []
     for f in chosen:
-        frame = frames[f]
-        take = min(per_frame, len(frame))
+        size = int(sizes[f])
+        take = min(per_frame, size)
         if rng is None:
             picks = list(range(take))
         else:
-            picks = sorted(rng.choice(len(frame), size=take, replace=False).tolist()) if take else []
-        texts += [frame[p] for p in picks]
-    return texts[:most]
+            picks = sorted(rng.choice(size, size=take, replace=False).tolist()) if take else []
+        picked += [(f, p) for p in picks]
+    return picked[:most]
 
 
 def fixed_share(video_ids: list[str] | set[str], fraction: float) -> set[str]:

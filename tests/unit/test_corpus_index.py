@@ -15,11 +15,14 @@ import torch
 
 from decembert_cli.config import DataConfig
 from decembert_cli.data import corpus_index
+from decembert_cli.data.batch import TokenType
 from decembert_cli.data.clip_table import ClipTable, split_videos
 from decembert_cli.data.corpus import PretrainDataset, open_corpus
-from decembert_cli.data.corpus_index import COLUMNS, howto100m, open_index
+from decembert_cli.data.corpus_index import COLUMNS, DENSE_COLUMNS, howto100m, open_index
+from decembert_cli.data.densecap import read_dense_captions
 from decembert_cli.data.sample.corpus import sample
 from decembert_cli.data.scan import DataReport
+from decembert_cli.data.tokenizer import tokenize_captions
 from decembert_cli.errors import DecembertError
 from tests.unit import test_corpus as corpus_tests
 from tests.unit.test_corpus import DIMS, _broken_copy, _config
@@ -38,7 +41,31 @@ def _copy(sample_root: Path, tmp_path: Path, name: str = "c") -> Path:
 
 def _arrays(folder: Path) -> dict[str, np.ndarray]:
     manifest = json.loads((folder / "manifest.json").read_text())
-    return {c: np.load(folder / manifest["version"] / f"{c}.npy") for c in (*COLUMNS, corpus_index.STAMPS)}
+    stamps = (corpus_index.STAMPS, corpus_index.DENSE_STAMPS)
+    return {c: np.load(folder / manifest["version"] / f"{c}.npy") for c in (*COLUMNS, *stamps)}
+
+
+def _dense(folder: Path) -> list[tuple[float, list[list[tuple[int, ...]]]]]:
+    """Each video's dense captions in the index as (interval, frames of WordPiece-id tuples): what a sample reads
+    (the table of distinct captions depends on how the build was cut into parts)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    d = {c: np.load(folder / manifest["version"] / f"{c}.npy") for c in DENSE_COLUMNS}
+    caption = [
+        tuple(d["dense_tokens"][a:b].tolist()) for a, b in zip(d["dense_token_offsets"], d["dense_token_offsets"][1:])
+    ]
+    frames = [
+        [caption[r] for r in d["dense_refs"][a:b]] for a, b in zip(d["dense_ref_offsets"], d["dense_ref_offsets"][1:])
+    ]
+    return [
+        (float(d["dense_interval"][v]), frames[d["dense_frame_offsets"][v] : d["dense_frame_offsets"][v + 1]])
+        for v in range(len(d["dense_interval"]))
+    ]
+
+
+def _same_index(a: Path, b: Path) -> bool:
+    """The same columns, stamps and dense captions."""
+    x, y = _arrays(a), _arrays(b)
+    return all(np.array_equal(x[c], y[c]) for c in x) and _dense(a) == _dense(b)
 
 
 def _batches(table: ClipTable, tokenizer: PreTrainedTokenizerBase, config: DataConfig, unit: str) -> list[Any]:
@@ -83,8 +110,7 @@ def test_workers_and_parts_do_not_change_the_index(sample_root: Path, tmp_path: 
     root = _copy(sample_root, tmp_path)
     one = open_index(howto100m, _config(root, index="one"), DIMS, tokenizer, workers=1)[2]
     two = open_index(howto100m, _config(root, index="two"), DIMS, tokenizer, workers=2, part_videos=5)[2]
-    a, b = _arrays(one), _arrays(two)
-    assert all(np.array_equal(a[c], b[c]) for c in COLUMNS)
+    assert _same_index(one, two)
 
 
 def test_a_stale_or_foreign_index_is_refused_and_an_update_adds_only_new_videos(
@@ -104,7 +130,7 @@ def test_a_stale_or_foreign_index_is_refused_and_an_update_adds_only_new_videos(
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["examined"] == 1 and len(table) == 24 and report["skipped"] == {}
     fresh = open_index(howto100m, _config(root, index="fresh"), DIMS, tokenizer)[2]
-    assert all(np.array_equal(_arrays(folder)[c], _arrays(fresh)[c]) for c in COLUMNS)
+    assert _same_index(folder, fresh)
     assert [p.name for p in folder.iterdir() if p.name.startswith("v")] == [manifest["version"]]  # old one removed
 
     with pytest.raises(DecembertError, match=r"other settings \(min_clips: 2 -> 3\).*--rebuild"):
@@ -151,7 +177,7 @@ def test_an_interrupted_build_resumes_without_redoing_finished_parts(
     assert parts == {"built": 2, "reused from an interrupted build": 3}
     assert first  # the three finished parts were reused, not rebuilt
     fresh = open_index(howto100m, _config(root, index="fresh"), DIMS, tokenizer)[2]
-    assert all(np.array_equal(_arrays(folder)[c], _arrays(fresh)[c]) for c in COLUMNS)
+    assert _same_index(folder, fresh)
 
 
 def test_an_unwritable_index_folder_names_the_setting(sample_root: Path, tmp_path: Path, tokenizer: Any) -> None:
@@ -280,13 +306,13 @@ def test_a_feature_file_rewritten_in_place_is_noticed_and_an_update_reexamines_i
     np.save(path, features[: len(features) - 2])  # in place: the same file, two seconds shorter
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 2 * 10**9))  # (a later second)
     assert (root / "features/2d").stat().st_mtime_ns == before_mtime  # the folder did not change
-    with pytest.raises(DecembertError, match=r"out of date: the feature or caption files of 1 video\(s\) rewritten"):
+    with pytest.raises(DecembertError, match=r"out of date: the feature, caption or dense-caption files of 1 video"):
         open_index(howto100m, config, DIMS, tokenizer)
     updated, _, _ = open_index(howto100m, config, DIMS, tokenizer, mode="update")
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["examined"] == 1 and updated.seconds[row] == table.seconds[row] - 2
     fresh = open_index(howto100m, _config(root, index="fresh"), DIMS, tokenizer)[2]
-    assert all(np.array_equal(a, _arrays(fresh)[c]) for c, a in _arrays(folder).items())  # the stamps too
+    assert _same_index(folder, fresh)  # the stamps too
 
     version = folder / manifest["version"]
     (version / f"{corpus_index.STAMPS}.npy").unlink()  # as an index built before stamps
@@ -317,3 +343,104 @@ def test_a_caption_csv_rewritten_in_place_is_noticed(sample_root: Path, tmp_path
     os.utime(csv, ns=(csv.stat().st_atime_ns, csv.stat().st_mtime_ns + 2 * 10**9))
     with pytest.raises(DecembertError, match=r"rewritten in place \(e.g. sample_0003's\)"):
         open_index(howto100m, config, DIMS, tokenizer)
+
+
+def test_dense_captions_are_read_from_the_index_tokenised_once(
+    sample_root: Path, tmp_path: Path, tokenizer: PreTrainedTokenizerBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build reads and tokenises every dense-caption file once; drawing samples from the index then reads
+    none (they are the in-memory path's samples: test_the_index_gives_the_batches_of_the_in_memory_path)."""
+    root = _copy(sample_root, tmp_path)
+    config = _config(root)
+    table, _, folder = open_index(howto100m, config, DIMS, tokenizer, workers=1, part_videos=5)
+    assert table.dense is not None and isinstance(table.dense.tokens, np.memmap)
+    for v, (interval, frames) in zip(table.video_ids, _dense(folder), strict=True):
+        expected, every = read_dense_captions(root / "dense_captions" / f"{v}.npy", 2.0)
+        assert interval == every and len(frames) == len(expected) > 0
+        assert frames == [[tuple(ids) for ids in tokenize_captions(tokenizer, f, 510)] for f in expected]
+
+    def no_file(*args: object) -> None:
+        raise AssertionError("a dense-caption file read while drawing samples")
+
+    monkeypatch.setattr("decembert_cli.data.video_store.read_dense_captions", no_file)
+    monkeypatch.setattr("decembert_cli.data.corpus_index.read_dense_captions", no_file)
+    batch = _batches(open_index(howto100m, config, DIMS, tokenizer)[0], tokenizer, config, "clip")[0]
+    assert (batch.text_type == TokenType.DENSE).any()  # dense captions in the batch, from the index
+
+
+def test_a_dense_caption_file_rewritten_in_place_is_noticed(sample_root: Path, tmp_path: Path, tokenizer: Any) -> None:
+    """A run with dense captions compares their files' stamps; one without them does not read them, so it does not."""
+    root = _copy(sample_root, tmp_path)
+    config = _config(root)
+    _, _, folder = open_index(howto100m, config, DIMS, tokenizer)
+    path = root / "dense_captions/sample_0004.npy"
+    frames = np.load(path, allow_pickle=True)
+    np.save(path, frames[:-1], allow_pickle=True)  # in place, one frame fewer
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 2 * 10**9))
+    with pytest.raises(
+        DecembertError, match=r"dense-caption files of 1 video\(s\) rewritten in place \(e.g. sample_0004"
+    ):
+        open_index(howto100m, config, DIMS, tokenizer)
+    open_index(howto100m, _config(root, use_dense=False), DIMS, tokenizer)  # (reads no dense caption)
+    updated = open_index(howto100m, config, DIMS, tokenizer, mode="update")[0]
+    assert json.loads((folder / "manifest.json").read_text())["examined"] == 1
+    row = list(updated.video_ids).index("sample_0004")
+    assert len(_dense(folder)[row][1]) == len(frames) - 1
+    assert _same_index(folder, open_index(howto100m, _config(root, index="fresh"), DIMS, tokenizer)[2])
+
+
+def test_an_index_built_before_dense_captions_were_indexed_asks_for_a_rebuild(
+    sample_root: Path, tmp_path: Path, tokenizer: Any
+) -> None:
+    root = _copy(sample_root, tmp_path)
+    config = _config(root)
+    _, _, folder = open_index(howto100m, config, DIMS, tokenizer)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["fingerprint"]["settings"][corpus_index.DENSE_INDEXED]  # as the index of an earlier release
+    for c in (*DENSE_COLUMNS, corpus_index.DENSE_STAMPS):
+        (folder / manifest["version"] / f"{c}.npy").unlink()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DecembertError, match=r"other settings \(dense captions tokenised in the index.*--rebuild"):
+        open_index(howto100m, config, DIMS, tokenizer, mode="update")
+    open_index(howto100m, _config(root, use_dense=False), DIMS, tokenizer)  # a run without them reads it
+    assert len(open_index(howto100m, config, DIMS, tokenizer, mode="rebuild")[0].dense.interval) == 24  # type: ignore[union-attr]
+
+
+def _damage(name: str, change: Any) -> Any:
+    def damage(version: Path) -> None:
+        path = version / f"{name}.npy"
+        array = np.load(path).copy()
+        np.save(path, change(array))
+
+    return damage
+
+
+def _at(index: int, value: Any) -> Any:
+    def change(array: np.ndarray) -> np.ndarray:
+        array[index] = value
+        return array
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("name", "change"),
+    [
+        ("dense_refs", _at(0, 10**6)),
+        ("dense_ref_offsets", _at(1, 10**6)),
+        ("dense_frame_offsets", lambda a: a[:-1]),
+        ("dense_interval", _at(0, np.nan)),
+        ("dense_tokens", _at(0, 65000)),
+        ("dense_token_offsets", _at(-1, 10**9)),
+        ("dense_tokens", lambda a: a.astype(np.float32)),
+    ],
+    ids=["ref-outside", "ref-offsets-fall", "frames-short", "interval-nan", "token-outside", "offsets-beyond", "dtype"],
+)
+def test_a_damaged_dense_column_is_one_error_naming_it(
+    sample_root: Path, tmp_path: Path, tokenizer: Any, name: str, change: Any
+) -> None:
+    root = _copy(sample_root, tmp_path)
+    _, _, folder = open_index(howto100m, _config(root), DIMS, tokenizer)
+    _damage(name, change)(folder / json.loads((folder / "manifest.json").read_text())["version"])
+    with pytest.raises(DecembertError, match=rf"{name}.npy.*damaged, rebuild it"):
+        open_index(howto100m, _config(root), DIMS, tokenizer)
