@@ -54,6 +54,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -284,8 +285,14 @@ def _open(corpus: IndexedCorpus, config: DataConfig, dims: tuple[int, int], toke
 
 
 DENSE_REQUIRED = "dense captions required (data.use_dense, data.dense_captions)"
-# (an index built before dense captions were in it lacks this setting: rebuilt, it gains them)
+# (an index built before dense captions were in it lacks this setting: a run with them rebuilds it)
 DENSE_INDEXED = "dense captions tokenised in the index (data.dense_interval of .npy files)"
+
+
+def _predates_dense(manifest: dict[str, Any], job: _Corpus) -> bool:
+    """The index was built before dense captions were kept in it, and this run reads them: it is rebuilt (a
+    derived file, as when there is none) rather than refused."""
+    return DENSE_INDEXED not in manifest["fingerprint"]["settings"] and job.store.dense_dir is not None
 
 
 def _has_dense(manifest: dict[str, Any]) -> bool:
@@ -411,6 +418,12 @@ def open_index(
         with _locked(folder):
             try:
                 manifest = None if mode == "rebuild" else _read_manifest(folder)
+                if manifest is not None and _predates_dense(manifest, job):
+                    print(
+                        f"note: rebuilding the corpus index {folder}: it predates dense captions in the index",
+                        file=sys.stderr,
+                    )
+                    manifest = None
                 if manifest is not None:
                     job.store.require_folders()
                     sources, settings = _differences(manifest["fingerprint"], job.fingerprint)

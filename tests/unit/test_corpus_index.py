@@ -389,8 +389,8 @@ def test_a_dense_caption_file_rewritten_in_place_is_noticed(sample_root: Path, t
     assert _same_index(folder, open_index(howto100m, _config(root, index="fresh"), DIMS, tokenizer)[2])
 
 
-def test_an_index_built_before_dense_captions_were_indexed_asks_for_a_rebuild(
-    sample_root: Path, tmp_path: Path, tokenizer: Any
+def test_an_index_built_before_dense_captions_were_indexed_is_rebuilt_by_a_run_with_them(
+    sample_root: Path, tmp_path: Path, tokenizer: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = _copy(sample_root, tmp_path)
     config = _config(root)
@@ -400,10 +400,12 @@ def test_an_index_built_before_dense_captions_were_indexed_asks_for_a_rebuild(
     for c in (*DENSE_COLUMNS, corpus_index.DENSE_STAMPS):
         (folder / manifest["version"] / f"{c}.npy").unlink()
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DecembertError, match=r"other settings \(dense captions tokenised in the index.*--rebuild"):
-        open_index(howto100m, config, DIMS, tokenizer, mode="update")
-    open_index(howto100m, _config(root, use_dense=False), DIMS, tokenizer)  # a run without them reads it
-    assert len(open_index(howto100m, config, DIMS, tokenizer, mode="rebuild")[0].dense.interval) == 24  # type: ignore[union-attr]
+    without = open_index(howto100m, _config(root, use_dense=False), DIMS, tokenizer)[0]  # read as it is
+    assert without.dense is None and json.loads((folder / "manifest.json").read_text()) == manifest
+    table = open_index(howto100m, config, DIMS, tokenizer)[0]
+    assert "rebuilding the corpus index" in capsys.readouterr().err
+    assert table.dense is not None and len(table.dense.interval) == 24
+    assert _same_index(folder, open_index(howto100m, _config(root, index="fresh"), DIMS, tokenizer)[2])
 
 
 def _damage(name: str, change: Any) -> Any:
