@@ -137,27 +137,33 @@ def tree(root):
     return found
 
 def pss(pids):
-    total = 0
+    # (PSS, its anonymous part: heap and the like, not pages of mapped files) summed over pids, MB
+    total = anon = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += sum(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                    elif line.startswith(("Pss_Anon:", "Pss_Shmem:")):
+                        anon += int(line.split()[1])
         except OSError:
             pass
-    return total / 1024
+    return total / 1024, anon / 1024
 
 started = time.perf_counter()
 child = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-peak = [0.0]
+peak = [0.0, 0.0]
 def sample():
     while child.poll() is None:
-        peak[0] = max(peak[0], pss(tree(child.pid)))
+        now = pss(tree(child.pid))
+        peak[0], peak[1] = max(peak[0], now[0]), max(peak[1], now[1])
         time.sleep(0.5)
 threading.Thread(target=sample, daemon=True).start()
 out = child.communicate()[0]
 if child.returncode:
     sys.exit(out[-6000:])
-print(json.dumps({"wall_s": time.perf_counter() - started, "peak_pss_sum_mb": peak[0],
+print(json.dumps({"wall_s": time.perf_counter() - started, "peak_pss_sum_mb": peak[0], "peak_anon_pss_sum_mb": peak[1],
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
