@@ -295,13 +295,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, nargs="+", default=[10000, 100000])
     parser.add_argument("--captions", type=int, default=60, help="caption lines per video (HowTo100M: ~110 on average)")
-    parser.add_argument("--seconds", type=int, default=300, help="feature rows per video (2D; 3D has 1.5x)")
+    parser.add_argument(
+        "--seconds",
+        type=int,
+        default=None,
+        help="feature rows per video (2D; 3D has 1.5x); default 300, and 3600 with --captions-only, so that "
+        "HowTo100M-long caption tracks keep their lines (300 s dropped 40% of them)",
+    )
     parser.add_argument("--feature-dim", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="index builds, from scratch each")
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default: results/corpus_scale_*)")
     parser.add_argument("--captions-only", action="store_true", help="HowTo100M's caption.json at scale, see above")
     parser.add_argument("--work", type=Path, default=None, help="--captions-only: folder for the corpora (kept)")
     args = parser.parse_args()
+    if args.seconds is None:
+        args.seconds = 3600 if args.captions_only else 300
     if args.captions_only:
         captions_only(args)
         return
