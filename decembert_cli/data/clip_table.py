@@ -258,10 +258,12 @@ class ClipTable:
         tokenize: Callable[[list[str]], list[list[int]]],
     ) -> list[list[int]]:
         """WordPiece ids of video v's dense captions of the frames in `window`, picked as the store does: from
-        the index's columns, or a record's `dense_captions()` through `tokenize`. Raises BadVideo."""
+        the index's columns, or a record's `dense_captions()` through `tokenize`; none from an index without
+        them. Raises BadVideo."""
         if self.records is not None:
             return tokenize(self.records[v].dense_captions(window, rng))
-        assert self.dense is not None, "an index without dense captions (the run's settings are checked at opening)"
+        if self.dense is None:  # (no dense-caption folder: data.dense_captions empty)
+            return []
         return self.dense.pick(v, window, settings, rng)
 
     def has_dense(self) -> int:

@@ -224,11 +224,11 @@ def _stampers(job: _Corpus) -> dict[str, Callable[[str], int]]:
     return stampers
 
 
-def _rewritten(job: _Corpus, version: Path, mode: str) -> list[str]:
+def _rewritten(job: _Corpus, version: Path, mode: str, dense: bool) -> list[str]:
     """The videos of the index version whose files' stamps changed since it was built: every one for an
     update, a random STAMP_SAMPLE of them at a run's start. An index built before stamps has none to
     compare: an update stamps its videos as their files are now."""
-    table = _read_table(version, len(job.tokenizer), dense=False)
+    table = _read_table(version, len(job.tokenizer), dense)  # (as `_load` reads it: one set of checked files)
     changed: set[int] = set()
     for column, stamp in _stampers(job).items():
         path = version / f"{column}.npy"
@@ -429,7 +429,8 @@ def open_index(
                     job.store.require_folders()
                     sources, settings = _differences(manifest["fingerprint"], job.fingerprint)
                     same = not settings and manifest["fingerprint"]["root"] == job.fingerprint["root"]
-                    rewritten = _rewritten(job, folder / manifest["version"], mode) if same else []
+                    version = folder / manifest["version"]
+                    rewritten = _rewritten(job, version, mode, _has_dense(manifest)) if same else []
                     if rewritten:
                         sources.append(
                             f"the feature, caption or dense-caption files of {len(rewritten)} video(s) rewritten "

@@ -469,3 +469,33 @@ def test_released_columns_leave_the_process_rss(tmp_path: Path) -> None:
     corpus_index._release(column, written[10:])  # (a view releases its base's mapping)
     assert _rss_file_mb() - before < 20
     assert int(written[-1]) == 1 and int(np.load(tmp_path / "out.npy", mmap_mode="r").sum()) == len(column)
+
+
+def test_an_index_with_dense_captions_is_checked_once_not_at_every_open(
+    sample_root: Path, tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The value checks run once per set of files (.verified.json); reading the table for the stamps with other
+    columns than the run's reads made each open check everything twice."""
+    root = _copy(sample_root, tmp_path)
+    open_index(howto100m, _config(root), DIMS, tokenizer)
+    checked: list[str] = []
+    real = corpus_index._check_values
+    monkeypatch.setattr(
+        corpus_index, "_check_values", lambda folder, *a: checked.append(folder.name) or real(folder, *a)
+    )
+    for _ in range(2):
+        open_index(howto100m, _config(root), DIMS, tokenizer)
+        open_index(howto100m, _config(root, use_dense=False), DIMS, tokenizer)
+    assert checked == []
+
+
+def test_a_run_without_a_dense_caption_folder_draws_samples_without_them(
+    sample_root: Path, tmp_path: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """data.dense_captions empty (no folder) with data.use_dense on: samples without dense captions, as from the
+    files before they were indexed."""
+    config = _config(_copy(sample_root, tmp_path), dense_captions="")
+    table = open_index(howto100m, config, DIMS, tokenizer)[0]
+    assert table.dense is None
+    batch = _batches(table, tokenizer, config, "clip")[0]
+    assert not (batch.text_type == TokenType.DENSE).any() and batch.text_ids.shape[0] == 8
