@@ -131,7 +131,7 @@ class DenseColumns:
     frame_offsets: np.ndarray  # (V + 1,) int64
     interval: np.ndarray  # (V,) float64: seconds between the video's captioned frames
     ref_offsets: np.ndarray  # (F + 1,) int64, non-decreasing
-    refs: np.ndarray  # (R,) int64: rows of distinct captions
+    refs: np.ndarray  # (R,) int64 in a build part, uint32 (int64 past 2**32 captions) merged: distinct captions' rows
     token_offsets: np.ndarray  # (D + 1,) int64
     tokens: np.ndarray  # (T,) uint16 (or int32 for vocabularies over 65,536)
 
@@ -197,9 +197,7 @@ class ClipTable:
     @classmethod
     def from_records(cls, records: list[VideoRecord], tokenizer: Any) -> ClipTable:
         """The table of a corpus plugin's records; every caption tokenised here, once."""
-        counts = np.array([len(r.captions) for r in records], dtype=np.int64)
-        clip_offsets = np.zeros(len(records) + 1, dtype=np.int64)
-        np.cumsum(counts, out=clip_offsets[1:])
+        clip_offsets = _offsets([len(r.captions) for r in records])
         texts = [t for r in records for t in r.captions.text]
         token_offsets, tokens = (
             tokenize_all(tokenizer, texts) if texts else (np.zeros(1, np.int64), np.zeros(0, np.uint16))

@@ -818,15 +818,15 @@ def _read_stamp(path: Path) -> Any:
 
 
 def _check_dense_lengths(folder: Path, arrays: dict[str, np.ndarray], videos: int) -> None:
-    """The dense columns' lengths agree with each other and the videos."""
+    """The dense columns' lengths agree with each other and the videos (frame_offsets' last entry, the frame
+    count, is read only once its length is right)."""
     expected = {
-        "dense_frame_offsets": (videos + 1, "one per video and one"),
-        "dense_interval": (videos, "one per video"),
-        "dense_ref_offsets": (len(arrays["dense_ref_offsets"]), ""),
+        "dense_frame_offsets": lambda: (videos + 1, "one per video and one"),
+        "dense_interval": lambda: (videos, "one per video"),
+        "dense_ref_offsets": lambda: (int(arrays["dense_frame_offsets"][-1]) + 1, "one per captioned frame and one"),
     }
-    frames = int(arrays["dense_frame_offsets"][-1]) if len(arrays["dense_frame_offsets"]) else 0
-    expected["dense_ref_offsets"] = (frames + 1, "one per captioned frame and one")
-    for c, (n, why) in expected.items():
+    for c, want in expected.items():
+        n, why = want()
         if len(arrays[c]) != n:
             raise _Damaged(f"{folder / c}.npy: {len(arrays[c])} entries, expected {n} ({why})", folder / f"{c}.npy")
 
@@ -834,9 +834,6 @@ def _check_dense_lengths(folder: Path, arrays: dict[str, np.ndarray], videos: in
 def _check_dense_values(folder: Path, arrays: dict[str, np.ndarray], vocab: int) -> None:
     """`_read_table`'s value scans of the dense columns: offsets, intervals, caption rows, token ids."""
     frames, refs, tokens = arrays["dense_frame_offsets"], arrays["dense_refs"], arrays["dense_tokens"]
-    if len(frames) and frames[-1] != len(arrays["dense_ref_offsets"]) - 1:
-        path = folder / "dense_frame_offsets.npy"
-        raise _Damaged(f"{path}: ends at {frames[-1]}, expected {len(arrays['dense_ref_offsets']) - 1} frames", path)
     _check_offsets(folder / "dense_frame_offsets.npy", frames, int(frames[-1]), "the frames", empty=True)
     _check_offsets(folder / "dense_ref_offsets.npy", arrays["dense_ref_offsets"], len(refs), "dense_refs.npy", True)
     _check_offsets(folder / "dense_token_offsets.npy", arrays["dense_token_offsets"], len(tokens), "dense_tokens.npy")
