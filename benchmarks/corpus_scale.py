@@ -300,7 +300,7 @@ def main() -> None:
         type=int,
         default=None,
         help="feature rows per video (2D; 3D has 1.5x); default 300, and 3600 with --captions-only, so that "
-        "HowTo100M-long caption tracks keep their lines (300 s dropped 40% of them)",
+        "HowTo100M-long caption tracks keep their lines (300 s dropped 40%% of them)",
     )
     parser.add_argument("--feature-dim", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="index builds, from scratch each")
