@@ -45,6 +45,13 @@ VARIANTS = {
     "concept, separate video positions": ["data.mask_unit=concept", "model.video_positions=separate"],
     "token, separate video positions": ["data.mask_unit=token", "model.video_positions=separate"],
     "concept, no gradient clipping": ["data.mask_unit=concept", "train.clip_grad=0"],
+    "concept, VTM unmasked": ["data.mask_unit=concept", "loss.vtm_input=unmasked"],
+    "concept, other-video negatives": ["data.mask_unit=concept", "data.same_video_negatives=0"],
+    "concept, VTM unmasked, other-video negatives": [
+        "data.mask_unit=concept",
+        "loss.vtm_input=unmasked",
+        "data.same_video_negatives=0",
+    ],
 }
 
 

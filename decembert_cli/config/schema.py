@@ -98,6 +98,9 @@ class LossConfig:
     # score MLM on the ASR text of VTM negatives too (the paper's code does): their words are about another
     # clip, so the video cannot help with them. Off: masked as in positives (no VTM shortcut), not scored
     mlm_on_negatives: bool = True
+    # the text VTM reads: masked (the MLM input, one forward pass: the paper's code) | unmasked (a second forward
+    # pass on the text before masking: concept masking hides the words that tell a negative, issue 26)
+    vtm_input: Literal["masked", "unmasked"] = "masked"
 
 
 @dataclass(frozen=True)

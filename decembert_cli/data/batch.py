@@ -42,6 +42,7 @@ class TextSegment:
     kind: TokenType  # ASR or DENSE
     candidate: int = -1  # index of this caption among the constrained loss's candidates; -1: not one
     labels: list[int] | None = None  # MLM targets aligned with `ids` (IGNORE_INDEX where not masked)
+    original: list[int] | None = None  # `ids` before MLM masking, when masked (VTM on the unmasked text)
 
 
 @dataclass
@@ -75,6 +76,8 @@ class VideoTextBatch:
     text_mask: torch.Tensor  # (B, Lt) bool
     caption_id: torch.Tensor  # (B, Lt) long: candidate index of the token's caption, -1 otherwise
     mlm_labels: torch.Tensor | None = None  # (B, Lt) long, IGNORE_INDEX where not predicted
+    # (B, Lt) long: text_ids before MLM masking (segments' `original`); None when no segment was masked
+    unmasked_ids: torch.Tensor | None = None
     vtm_labels: torch.Tensor | None = None  # (B,) long, 1 positive / 0 negative
     own_candidate: torch.Tensor | None = None  # (B,) long, candidate index of s_i, -1 when none
     aligned: torch.Tensor | None = None  # (B,) long, candidate index of the truly aligned caption, -1 unknown
@@ -158,7 +161,7 @@ def collate(
         videos_3d.append(s.video_3d[keep])
         texts.append(_text_row(s.segments, cls_id, sep_id))
     video_2d, video_3d, video_mask = _pad_video(videos_2d, videos_3d)
-    text_ids, text_type, text_mask, caption_id, mlm_labels, text_pos = _pad_text(texts, pad_id)
+    text_ids, text_type, text_mask, caption_id, mlm_labels, text_pos, unmasked_ids = _pad_text(texts, pad_id)
     vtm = _collate_vtm(samples)
     targets = mlm_labels != IGNORE_INDEX
     has_mlm = bool(targets.any())
@@ -173,6 +176,7 @@ def collate(
         text_mask=text_mask,
         caption_id=caption_id,
         mlm_labels=mlm_labels if has_mlm else None,
+        unmasked_ids=unmasked_ids if any(seg.original is not None for s in samples for seg in s.segments) else None,
         vtm_labels=vtm,
         own_candidate=torch.tensor([s.own_candidate for s in samples], dtype=torch.long),
         aligned=torch.tensor([s.aligned for s in samples], dtype=torch.long),
@@ -185,24 +189,28 @@ def collate(
     )
 
 
-_TextRow = tuple[list[int], list[int], list[int], list[int], list[int]]  # ids, types, caption ids, labels, positions
+# ids, types, caption ids, labels, positions, unmasked ids
+_TextRow = tuple[list[int], list[int], list[int], list[int], list[int], list[int]]
 
 
 def _text_row(segments: Sequence[TextSegment], cls_id: int, sep_id: int) -> _TextRow:
-    """One sample's unpadded text, [CLS] then each segment with its [SEP]: ids, types, captions, labels, positions."""
+    """One sample's unpadded text, [CLS] then each segment with its [SEP]: ids, types, captions, labels, positions
+    and the ids before masking."""
     ids: list[int] = [cls_id]
+    unmasked: list[int] = [cls_id]
     types: list[int] = [int(TokenType.ASR)]
     caps: list[int] = [-1]
     labels: list[int] = [IGNORE_INDEX]
     for seg in segments:
         seg_labels = seg.labels if seg.labels is not None else [IGNORE_INDEX] * len(seg.ids)
-        if len(seg_labels) != len(seg.ids):
-            raise ValueError("a segment's labels must align with its ids")
+        if len(seg_labels) != len(seg.ids) or (seg.original is not None and len(seg.original) != len(seg.ids)):
+            raise ValueError("a segment's labels and original ids must align with its ids")
         ids += [*seg.ids, sep_id]
+        unmasked += [*(seg.ids if seg.original is None else seg.original), sep_id]
         types += [int(seg.kind)] * (len(seg.ids) + 1)
         caps += [seg.candidate] * len(seg.ids) + [-1]
         labels += [*seg_labels, IGNORE_INDEX]
-    return ids, types, caps, labels, text_positions(segments)
+    return ids, types, caps, labels, text_positions(segments), unmasked
 
 
 def _pad_video(
@@ -225,8 +233,8 @@ def _pad_video(
 
 def _pad_text(
     texts: Sequence[_TextRow], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, Lt) padded text ids, types, mask, caption ids, MLM labels and positions."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, Lt) padded text ids, types, mask, caption ids, MLM labels, positions and unmasked ids."""
     b = len(texts)
     lt = max(len(t[0]) for t in texts)
     text_ids = torch.full((b, lt), pad_id, dtype=torch.long)
@@ -235,7 +243,8 @@ def _pad_text(
     caption_id = torch.full((b, lt), -1, dtype=torch.long)
     mlm_labels = torch.full((b, lt), IGNORE_INDEX, dtype=torch.long)
     text_pos = torch.arange(lt, dtype=torch.long).repeat(b, 1)  # padding keeps its index (never attended to)
-    for i, (ids, types, caps, labels, pos) in enumerate(texts):
+    unmasked_ids = torch.full((b, lt), pad_id, dtype=torch.long)
+    for i, (ids, types, caps, labels, pos, unmasked) in enumerate(texts):
         n = len(ids)
         text_ids[i, :n] = torch.tensor(ids, dtype=torch.long)
         text_type[i, :n] = torch.tensor(types, dtype=torch.long)
@@ -243,7 +252,8 @@ def _pad_text(
         caption_id[i, :n] = torch.tensor(caps, dtype=torch.long)
         mlm_labels[i, :n] = torch.tensor(labels, dtype=torch.long)
         text_pos[i, :n] = torch.tensor(pos, dtype=torch.long)
-    return text_ids, text_type, text_mask, caption_id, mlm_labels, text_pos
+        unmasked_ids[i, :n] = torch.tensor(unmasked, dtype=torch.long)
+    return text_ids, text_type, text_mask, caption_id, mlm_labels, text_pos, unmasked_ids
 
 
 def _collate_vtm(samples: Sequence[EncoderSample]) -> torch.Tensor | None:

@@ -22,7 +22,8 @@ caption s_i):
   clip of another video (VTM label 0);
 - MLM: about `mask_prob` of the ASR and dense-caption tokens are masked, token by token (the paper),
   by whole words or by concepts (`mask_unit`, data/masking.py); the masked ASR tokens of a negative
-  are scored only with `mlm_on_negatives`.
+  are scored only with `mlm_on_negatives`. Each segment keeps its ids before masking (`original`), for
+  VTM on the unmasked text (`loss.vtm_input`).
 
 Randomness comes from a generator seeded by (seed, epoch, index), so a sample does not depend on
 the worker, the process or the order that loads it: resumed and distributed runs see the same data.
@@ -329,11 +330,14 @@ class PretrainDataset(torch.utils.data.Dataset):
         masked = mask_segments(
             [*dense_ids, *asr_ids], cfg.mask_prob, rng, unit=cfg.mask_unit, pieces=self.pieces, replace=cfg.mask_replace
         )
-        segments = [TextSegment(inputs, TokenType.DENSE, labels=labels) for inputs, labels in masked[: len(dense_ids)]]
-        for c, (inputs, labels) in enumerate(masked[len(dense_ids) :]):
+        segments = [
+            TextSegment(inputs, TokenType.DENSE, labels=labels, original=ids)
+            for (inputs, labels), ids in zip(masked[: len(dense_ids)], dense_ids, strict=True)
+        ]
+        for c, ((inputs, labels), ids) in enumerate(zip(masked[len(dense_ids) :], asr_ids, strict=True)):
             if negative is not None and not self.mlm_on_negatives:
                 labels = [IGNORE_INDEX] * len(labels)  # masked all the same: masks must not tell a negative apart
-            segments.append(TextSegment(inputs, TokenType.ASR, candidate=c, labels=labels))
+            segments.append(TextSegment(inputs, TokenType.ASR, candidate=c, labels=labels, original=ids))
 
         own, aligned = -1, -1
         if negative is None:

@@ -82,6 +82,7 @@ def build_pretraining_model(config: Config, bert_config: dict | None = None) -> 
         constrained_warmup=config.loss.constrained_warmup,
         constrained_scores=config.loss.constrained_scores,
         constrained_direction=config.loss.constrained_direction,
+        vtm_input=config.loss.vtm_input,
     )
     if mlm_state:
         model.mlm.load_state_dict(mlm_state)

@@ -1,5 +1,8 @@
 """DeCEMBERT pre-training: MLM + video-text matching + lambda * constrained attention loss.
 
+VTM reads the MLM input (one forward pass, as the paper's code) or, with `vtm_input="unmasked"`, the
+text before masking in a second forward pass (no constrained loss in it).
+
 Every loss is computed as a sum with its count (masked tokens, samples, participating samples), so
 the training engine can normalise by the count of the whole global batch: the same global batch
 gives the same gradient however it is split into processes and accumulation steps.
@@ -132,8 +135,11 @@ class DecembertForPretraining(nn.Module):
         constrained_warmup: float = 0.0,
         constrained_scores: str = "logits",
         constrained_direction: str = "v2t",
+        vtm_input: str = "masked",
     ) -> None:
         super().__init__()
+        if vtm_input not in ("masked", "unmasked"):
+            raise DecembertError(f"loss.vtm_input = {vtm_input!r}: use masked or unmasked")
         if not constrained_warmup >= 0:
             raise DecembertError(
                 f"loss.constrained_warmup = {constrained_warmup}: use 0 (no warm-up), a share of the run below 1, "
@@ -148,6 +154,7 @@ class DecembertForPretraining(nn.Module):
         self.constrained_warmup = constrained_warmup
         self.constrained_scores = constrained_scores
         self.constrained_direction = constrained_direction
+        self.vtm_input = vtm_input
         self.lambda_scale = 1.0  # the warm-up's share of lambda at the current step (set_step)
 
     def set_step(self, step: int, total_steps: int) -> None:
@@ -217,7 +224,7 @@ class DecembertForPretraining(nn.Module):
                 stats.update(self.video_use_stats(batch, selected, correct))
 
         if batch.vtm_labels is not None:
-            vtm_logits = self.vtm(enc.pooled)  # (B,)
+            vtm_logits = self.vtm(self.vtm_pooled(batch, enc))  # (B,)
             sums["vtm"] = F.binary_cross_entropy_with_logits(
                 vtm_logits.float(), batch.vtm_labels.float(), reduction="sum"
             )
@@ -247,6 +254,13 @@ class DecembertForPretraining(nn.Module):
             stats[f"{name}_sum"] = sums[name].detach()
             stats[f"{name}_count"] = counts[name].detach()
         return PretrainOutput(encoder=enc, losses=losses, sums=sums, counts=counts, weights=weights, stats=stats)
+
+    def vtm_pooled(self, batch: VideoTextBatch, enc: EncoderOutput) -> torch.Tensor:
+        """(B, H) what the VTM head reads: the forward pass's pooled output, or with vtm_input "unmasked" that of
+        a second pass on the text before masking (the same as the first when nothing was masked)."""
+        if self.vtm_input == "masked" or batch.unmasked_ids is None:
+            return enc.pooled
+        return self.encoder(replace(batch, text_ids=batch.unmasked_ids)).pooled
 
     def video_use_stats(
         self, batch: VideoTextBatch, selected: torch.Tensor, correct: torch.Tensor

@@ -264,6 +264,30 @@ def test_mlm_on_negatives_off_masks_negatives_alike_but_scores_nothing_of_their_
     assert negatives > 50
 
 
+def test_segments_keep_their_text_before_masking_for_vtm(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Every segment's `original` is its caption before masking (loss.vtm_input = unmasked reads it), also for the
+    negatives whose masked ASR is not scored; the collated unmasked ids hold no [MASK]."""
+    config = _config(sample_root)
+    table = ClipTable.from_records(sample(config, DataReport(), DIMS), tokenizer)
+    for mlm_on_negatives in (True, False):
+        data = PretrainDataset(table, tokenizer, config, seed=5, mlm_on_negatives=mlm_on_negatives)
+        samples = [data.build(0, index)[0] for index in range(0, len(data), 3)]
+        masked = 0
+        for s in samples:
+            for seg in s.segments:
+                assert seg.original is not None and len(seg.original) == len(seg.ids)
+                assert data.mask_id not in seg.original
+                for t, o, lab in zip(seg.ids, seg.original, seg.labels or []):
+                    assert t == o or t == data.mask_id
+                    assert lab in (IGNORE_INDEX, o)
+                    masked += t != o
+        batch = data.collate(samples)
+        assert masked > 100 and batch.unmasked_ids is not None
+        assert not (batch.unmasked_ids == data.mask_id).any()
+        changed = batch.unmasked_ids != batch.text_ids
+        assert (batch.text_ids[changed] == data.mask_id).all() and int(changed.sum()) == masked
+
+
 def test_video_negatives_keep_the_text_and_replace_the_video(
     sample_root: Path, tokenizer: PreTrainedTokenizerBase
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from decembert_cli.config import Config, load_config
 from decembert_cli.data.batch import EncoderSample, TextSegment, TokenType, VideoTextBatch, collate
 from decembert_cli.model.encoder import separate_candidates
-from tests.helpers import build_pretraining, random_batch, tiny_bert_config
+from tests.helpers import build_pretraining, random_batch, random_samples, tiny_bert_config
 
 
 def _text_only_batch(ids: torch.Tensor, mask: torch.Tensor, dim: int = 2048) -> VideoTextBatch:
@@ -142,6 +143,36 @@ def test_pretraining_stats_count_mlm_by_segment() -> None:
     assert out.stats["mlm_count_dense"] == (labels & (batch.text_type == int(TokenType.DENSE))).sum()
     assert out.stats["vtm_count"] == 5
     assert 0 <= out.stats["vtm_correct"] <= 5
+
+
+def test_vtm_on_the_unmasked_text_reads_the_ids_before_masking() -> None:
+    """loss.vtm_input = unmasked: VTM's logits are those of a pass over the text before masking (the MLM pass
+    keeps its masked input); masked (the paper's code): the MLM pass's own; no masks: both the same."""
+    torch.manual_seed(0)
+    model = build_pretraining(tiny_bert_config()).eval()
+    rng = np.random.default_rng(4)
+    samples = random_samples(rng, batch_size=6, neighbours=1)
+    for s in samples:  # mask what the labels mark ([MASK] = 4), keeping the ids before masking
+        for seg in s.segments:
+            seg.original = list(seg.ids)
+            seg.ids = [4 if lab != -100 else t for t, lab in zip(seg.ids, seg.labels or [])]
+    batch = collate(samples, cls_id=2, sep_id=3, pad_id=0)
+    assert batch.unmasked_ids is not None and not torch.equal(batch.unmasked_ids, batch.text_ids)
+    labelled = batch.mlm_labels != -100
+    assert torch.equal(batch.unmasked_ids[labelled], batch.mlm_labels[labelled])
+    assert torch.equal(batch.unmasked_ids[~labelled], batch.text_ids[~labelled])
+
+    def vtm_sum(vtm_input: str, b: VideoTextBatch) -> torch.Tensor:
+        model.vtm_input = vtm_input
+        return model(b, constrained=False).sums["vtm"]
+
+    clean = dataclasses.replace(batch, text_ids=batch.unmasked_ids)
+    assert torch.allclose(vtm_sum("unmasked", batch), vtm_sum("masked", clean))
+    assert not torch.allclose(vtm_sum("unmasked", batch), vtm_sum("masked", batch))
+    model.vtm_input = "unmasked"  # MLM is still scored on the masked input
+    assert torch.allclose(model(batch, constrained=False).sums["mlm"], vtm_mlm := model(batch).sums["mlm"])
+    model.vtm_input = "masked"
+    assert torch.allclose(model(batch).sums["mlm"], vtm_mlm)
 
 
 def test_video_longer_than_the_limit_is_uniformly_downsampled() -> None:
