@@ -440,6 +440,12 @@ def open_index(
                     if sources or settings:  # (a corpus moved with its index and mtimes has neither)
                         if mode != "update" or settings or manifest["fingerprint"]["root"] != job.fingerprint["root"]:
                             raise _stale(folder, name, job, manifest, sources, settings)
+                        if _has_dense(manifest) and job.store.dense_dir is None:
+                            raise DecembertError(
+                                f"the corpus index {folder} holds dense captions and this run reads none "
+                                "(data.use_dense false or data.dense_captions empty): updating it now would drop "
+                                f"them; update it with dense captions on: {_command(name, job)}"
+                            )
                         manifest = _build(job, folder, manifest, workers, part_videos, progress, set(rewritten))
                 else:
                     manifest = _build(job, folder, None, workers, part_videos, progress)

@@ -204,6 +204,23 @@ def test_a_run_without_dense_captions_reads_an_index_built_for_them(
         open_index(sample, dataclasses.replace(other, use_dense=True), DIMS, tokenizer, name="sample")
 
 
+def test_an_update_by_a_run_without_dense_captions_keeps_the_dense_index(
+    sample_root: Path, tmp_path: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """An index with dense captions is not rewritten without them by an update from a run that reads none (the
+    next run with them would have to rebuild it whole): refused, naming the way; the index is untouched."""
+    root = _copy(sample_root, tmp_path)
+    (root / "features/3d/sample_0005.npy").rename(tmp_path / "held-back.npy")
+    _t, _r, folder = open_index(howto100m, _config(root), DIMS, tokenizer)
+    before = (folder / "manifest.json").read_text()
+    (tmp_path / "held-back.npy").rename(root / "features/3d/sample_0005.npy")
+    with pytest.raises(DecembertError, match=r"holds dense captions and this run reads none.*decembert data index"):
+        open_index(howto100m, _config(root, use_dense=False), DIMS, tokenizer, mode="update")
+    assert (folder / "manifest.json").read_text() == before
+    updated = open_index(howto100m, _config(root), DIMS, tokenizer, mode="update")[0]
+    assert len(updated) == 24 and updated.dense is not None
+
+
 def test_the_packed_id_check_is_safe_id() -> None:
     """`first_unsafe_id` (the index's ids, checked at once on opening) applies `io.safe_id`'s rule exactly."""
     from decembert_cli.data.clip_table import Strings, first_unsafe_id
