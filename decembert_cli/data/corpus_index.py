@@ -685,6 +685,7 @@ _DTYPES: dict[str, tuple[type, ...]] = {
 }
 _CHUNK = 1 << 22  # elements per read when a check scans a whole column (bounded temporaries)
 RELEASE_EVERY = 64  # runs of rows between unmapping the pages a merge wrote (`_release`)
+RUN_ROWS = 4096  # videos per run of a merge at most: its temporaries (offsets shifted) stay a few MB
 
 
 def _column(path: Path) -> np.ndarray:
@@ -1024,8 +1025,12 @@ def _write_dense(out: Path, sources: list[ClipTable], rows: list[tuple[str, int,
         if n % RELEASE_EVERY == RELEASE_EVERY - 1:
             _release(frame_offsets, interval, ref_offsets, refs)
     t = 0
-    for s, d in enumerate(dense):
-        token_offsets[shift[s] + 1 : shift[s + 1] + 1] = np.asarray(d.token_offsets[1:]) + t
+    for s, d in enumerate(dense):  # each source's distinct captions, in chunks (an update's base can be large)
+        for first in range(0, len(d.token_offsets) - 1, _CHUNK):
+            last = min(first + _CHUNK, len(d.token_offsets) - 1)
+            token_offsets[shift[s] + first + 1 : shift[s] + last + 1] = (
+                np.asarray(d.token_offsets[first + 1 : last + 1]) + t
+            )
         tokens[t : t + len(d.tokens)] = d.tokens
         t += len(d.tokens)
         _release(d.token_offsets, d.tokens)
@@ -1035,10 +1040,10 @@ def _write_dense(out: Path, sources: list[ClipTable], rows: list[tuple[str, int,
 
 
 def _runs(rows: list[tuple[str, int, int]]) -> list[tuple[int, int, int]]:
-    """The rows as runs of consecutive rows of one source: (source, first row, end row)."""
+    """The rows as runs of consecutive rows of one source, at most RUN_ROWS long: (source, first row, end row)."""
     runs: list[tuple[int, int, int]] = []
     for _, s, r in rows:
-        if runs and runs[-1][0] == s and runs[-1][2] == r:
+        if runs and runs[-1][0] == s and runs[-1][2] == r and r - runs[-1][1] < RUN_ROWS:
             runs[-1] = (s, runs[-1][1], r + 1)
         else:
             runs.append((s, r, r + 1))

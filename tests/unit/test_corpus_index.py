@@ -141,6 +141,22 @@ def test_a_stale_or_foreign_index_is_refused_and_an_update_adds_only_new_videos(
         open_index(howto100m, _config(other, index=str(folder)), DIMS, tokenizer)
 
 
+def test_an_update_merged_in_short_runs_and_chunks_gives_the_fresh_index(
+    sample_root: Path, tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An update copies the previous version in runs of at most RUN_ROWS videos and its distinct dense captions
+    in chunks (bounded temporaries); cut small here, the index is the one a fresh build gives."""
+    monkeypatch.setattr(corpus_index, "RUN_ROWS", 2)
+    monkeypatch.setattr(corpus_index, "_CHUNK", 5)
+    root = _copy(sample_root, tmp_path)
+    (root / "features/3d/sample_0011.npy").rename(tmp_path / "held-back.npy")
+    folder = open_index(howto100m, _config(root), DIMS, tokenizer)[2]
+    (tmp_path / "held-back.npy").rename(root / "features/3d/sample_0011.npy")
+    assert len(open_index(howto100m, _config(root), DIMS, tokenizer, mode="update")[0]) == 24
+    fresh = open_index(howto100m, _config(root, index="fresh"), DIMS, tokenizer)[2]
+    assert _same_index(folder, fresh)
+
+
 def test_a_corpus_moved_with_its_index_keeps_it(sample_root: Path, tmp_path: Path, tokenizer: Any) -> None:
     root = _copy(sample_root, tmp_path)
     open_index(howto100m, _config(root), DIMS, tokenizer)
