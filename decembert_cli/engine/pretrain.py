@@ -98,6 +98,7 @@ def prepare(
             batch_flops,
             ModelShape.of(model.encoder.bert.config, config.model.feature_dim_2d, config.model.feature_dim_3d),
             constrained=config.loss.constrained_lambda > 0,
+            vtm_pass=config.loss.vtm_input == "unmasked",
         ),
     )
     return PretrainSetup(

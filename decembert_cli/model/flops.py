@@ -53,8 +53,11 @@ class ModelShape:
         return cls(c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size, dim_2d + dim_3d)
 
 
-def batch_flops(shape: ModelShape, batch: VideoTextBatch, *, constrained: bool = True) -> tuple[float, int]:
-    """(training FLOPs, real tokens) of one batch: forward + backward, real tokens only.
+def batch_flops(
+    shape: ModelShape, batch: VideoTextBatch, *, constrained: bool = True, vtm_pass: bool = False
+) -> tuple[float, int]:
+    """(training FLOPs, real tokens) of one batch: forward + backward, real tokens only. vtm_pass: VTM reads a
+    second pass over the unmasked text (loss.vtm_input), counted without the constrained blocks and MLM head.
 
     Read from the batch's masks on the CPU side, before it moves to the device (no synchronisation)."""
     h, f, n_layers = shape.hidden, shape.intermediate, shape.layers
@@ -62,11 +65,14 @@ def batch_flops(shape: ModelShape, batch: VideoTextBatch, *, constrained: bool =
     text = batch.text_mask.sum(1).to(torch.float64)
     length = video + text
     tokens = float(length.sum())
-    per_layer = 2 * tokens * (4 * h * h + 2 * h * f) + 4 * h * float((length * length).sum())
+    plain = n_layers * (2 * tokens * (4 * h * h + 2 * h * f) + 4 * h * float((length * length).sum()))
+    plain += 2 * float(video.sum()) * (shape.video_in * h + h * h)  # the encoder without the constrained blocks
+    forward = plain
     if constrained:
         candidate_tokens = (batch.caption_id >= 0).sum(1).to(torch.float64)
-        per_layer += 2 * h * float((video * candidate_tokens).sum())
-    forward = n_layers * per_layer + 2 * float(video.sum()) * (shape.video_in * h + h * h)
+        forward += n_layers * 2 * h * float((video * candidate_tokens).sum())
+    if vtm_pass and batch.vtm_labels is not None and batch.unmasked_ids is not None:
+        forward += plain
     if batch.mlm_labels is not None:
         masked = float((batch.mlm_labels != IGNORE_INDEX).sum())
         forward += 2 * masked * (h * h + h * shape.vocab)

@@ -33,6 +33,12 @@ def test_hand_count_of_a_small_config() -> None:
     assert forward == 26_528
     assert batch_flops(shape, batch) == (3 * forward, length)
     assert batch_flops(shape, batch, constrained=False)[0] == 3 * (forward - 2 * 144)
+    # VTM on the unmasked text: a second encoder pass, without the constrained blocks and the MLM head
+    assert batch_flops(shape, batch, vtm_pass=True)[0] == 3 * forward  # (no unmasked ids: nothing was masked)
+    unmasked = _sample(3, [5, 6], masked=2)
+    unmasked.segments[0].original = [5, 6]
+    second = 2 * (per_layer - 2 * 3 * 3 * 8) + 2 * 3 * (8 * 8 + 8 * 8)
+    assert batch_flops(shape, collate([unmasked], cls_id=2, sep_id=3), vtm_pass=True)[0] == 3 * (forward + second)
 
 
 def test_padding_is_not_counted() -> None:
