@@ -731,10 +731,19 @@ def _table_columns(table: ClipTable) -> list[np.ndarray]:
     return arrays
 
 
+def _chunks(column: np.ndarray, overlap: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """(first entry, column[first : first + _CHUNK + overlap]) over the column, each chunk's pages unmapped once it
+    is read: a scan of a whole memory-mapped column keeps no more than a chunk of it in the process (a scan that
+    unmapped only at its end held every column it read: 4.2 GB PSS after a 1.22M-video build)."""
+    for first in range(0, max(len(column) - overlap, 0), _CHUNK):
+        yield first, np.asarray(column[first : first + _CHUNK + overlap])
+        _release(column)
+
+
 def _first(column: np.ndarray, bad: Callable[[np.ndarray], np.ndarray]) -> int | None:
     """The first i where bad(column[i]) holds, read chunk by chunk; None when it never does."""
-    for first in range(0, len(column), _CHUNK):
-        hits = np.flatnonzero(bad(np.asarray(column[first : first + _CHUNK])))
+    for first, chunk in _chunks(column):
+        hits = np.flatnonzero(bad(chunk))
         if len(hits):
             return first + int(hits[0])
     return None
@@ -745,8 +754,7 @@ def _check_offsets(path: Path, offsets: np.ndarray, length: int, of: str, empty:
     may be `empty`), ending at `length`."""
     where = ""
     rises = len(offsets) > 0 and offsets[0] == 0 and offsets[-1] == length
-    for first in range(0, len(offsets) - 1, _CHUNK) if rises else ():
-        chunk = np.asarray(offsets[first : first + _CHUNK + 1])
+    for first, chunk in _chunks(offsets, overlap=1) if rises else ():
         falls = np.flatnonzero(chunk[1:] < chunk[:-1] if empty else chunk[1:] <= chunk[:-1])
         if len(falls):
             at = first + int(falls[0]) + 1
@@ -853,9 +861,12 @@ def _check_dense_values(folder: Path, arrays: dict[str, np.ndarray], vocab: int)
     if slow is not None:
         path = folder / "dense_interval.npy"
         raise _Damaged(f"{path}: video {slow}'s frames are {arrays['dense_interval'][slow]} s apart", path)
-    if len(tokens) and not 0 <= int(tokens.min()) <= int(tokens.max()) < vocab:
+    entry = _first(tokens, lambda t: (t < 0) | (t >= vocab))
+    if entry is not None:
         path = folder / "dense_tokens.npy"
-        raise _Damaged(f"{path}: a token id is outside model.tokenizer's vocabulary of {vocab} ids", path)
+        raise _Damaged(
+            f"{path}: token id {tokens[entry]} (entry {entry}) is outside model.tokenizer's vocabulary", path
+        )
 
 
 def _check_values(folder: Path, arrays: dict[str, np.ndarray], ids: Strings, vocab: int) -> None:
@@ -879,8 +890,8 @@ def _check_values(folder: Path, arrays: dict[str, np.ndarray], ids: Strings, voc
             path = folder / f"{c}.npy"
             raise _Damaged(f"{path}: clip {clip} is at {arrays[c][clip]}, not a time in seconds", path)
     tokens = arrays["tokens"]
-    if len(tokens) and not 0 <= int(tokens.min()) <= int(tokens.max()) < vocab:  # (no temporary: cheap)
-        entry = _first(tokens, lambda t: (t < 0) | (t >= vocab))
+    entry = _first(tokens, lambda t: (t < 0) | (t >= vocab))
+    if entry is not None:
         path = folder / "tokens.npy"
         raise _Damaged(
             f"{path}: token id {tokens[entry]} (entry {entry}) is outside model.tokenizer's vocabulary of {vocab} ids",

@@ -504,6 +504,26 @@ def test_released_columns_leave_the_process_rss(tmp_path: Path) -> None:
     assert int(written[-1]) == 1 and int(np.load(tmp_path / "out.npy", mmap_mode="r").sum()) == len(column)
 
 
+def test_value_scans_keep_about_a_chunk_of_a_column_mapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The opening checks scan whole columns; each chunk is unmapped once read, so a scan holds about one chunk
+    (at 1.22M videos the checks after the merge held every column: 4.2 GB PSS, over the 4 GB allowed)."""
+    monkeypatch.setattr(corpus_index, "_CHUNK", 2**20)  # 8 MB of int64
+    path = tmp_path / "offsets.npy"
+    np.save(path, np.arange(2**23, dtype=np.int64))  # 64 MB, rising
+    column = np.load(path, mmap_mode="r")
+    before = _rss_file_mb()
+    seen: list[float] = []
+
+    def bad(chunk: np.ndarray) -> np.ndarray:
+        seen.append(_rss_file_mb() - before)
+        return chunk < 0
+
+    assert corpus_index._first(column, bad) is None and len(seen) == 8
+    assert max(seen) < 24, seen  # a chunk or two, not the column
+    corpus_index._check_offsets(path, column, 2**23 - 1, "x")  # rising from 0 to its last entry
+    assert _rss_file_mb() - before < 24
+
+
 def test_an_index_with_dense_captions_is_checked_once_not_at_every_open(
     sample_root: Path, tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
