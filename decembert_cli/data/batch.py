@@ -76,7 +76,7 @@ class VideoTextBatch:
     text_mask: torch.Tensor  # (B, Lt) bool
     caption_id: torch.Tensor  # (B, Lt) long: candidate index of the token's caption, -1 otherwise
     mlm_labels: torch.Tensor | None = None  # (B, Lt) long, IGNORE_INDEX where not predicted
-    # (B, Lt) long: text_ids before MLM masking (segments' `original`); None when no segment was masked
+    # (B, Lt) long: text_ids before MLM masking (segments' `original`); None when no segment carries its original
     unmasked_ids: torch.Tensor | None = None
     vtm_labels: torch.Tensor | None = None  # (B,) long, 1 positive / 0 negative
     own_candidate: torch.Tensor | None = None  # (B,) long, candidate index of s_i, -1 when none

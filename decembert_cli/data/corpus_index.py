@@ -865,7 +865,8 @@ def _check_dense_values(folder: Path, arrays: dict[str, np.ndarray], vocab: int)
     if entry is not None:
         path = folder / "dense_tokens.npy"
         raise _Damaged(
-            f"{path}: token id {tokens[entry]} (entry {entry}) is outside model.tokenizer's vocabulary", path
+            f"{path}: token id {tokens[entry]} (entry {entry}) is outside model.tokenizer's vocabulary of {vocab} ids",
+            path,
         )
 
 
@@ -1037,11 +1038,8 @@ def _write_dense(out: Path, sources: list[ClipTable], rows: list[tuple[str, int,
             _release(frame_offsets, interval, ref_offsets, refs)
     t = 0
     for s, d in enumerate(dense):  # each source's distinct captions, in chunks (an update's base can be large)
-        for first in range(0, len(d.token_offsets) - 1, _CHUNK):
-            last = min(first + _CHUNK, len(d.token_offsets) - 1)
-            token_offsets[shift[s] + first + 1 : shift[s] + last + 1] = (
-                np.asarray(d.token_offsets[first + 1 : last + 1]) + t
-            )
+        for first, chunk in _chunks(d.token_offsets[1:]):
+            token_offsets[shift[s] + 1 + first : shift[s] + 1 + first + len(chunk)] = chunk + t
         tokens[t : t + len(d.tokens)] = d.tokens
         t += len(d.tokens)
         _release(d.token_offsets, d.tokens)
