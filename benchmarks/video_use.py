@@ -206,7 +206,7 @@ def main() -> None:
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for every run")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "video_use_cpu2.json")
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0)))
 
     corpus = args.work / "corpus"
     if not (corpus / "meta.json").exists():
@@ -219,7 +219,10 @@ def main() -> None:
     for name in args.variants:
         per_seed: dict[str, list[Any]] = {}
         for seed in args.seeds:
-            run_dir = args.work / f"{slug(name)}-seed{seed}"
+            # a run's folder names what sets it apart, so a longer run or an extra --set never resumes another's
+            budget = "" if args.steps == 400 else f"-{args.steps}steps"
+            extra = "".join(f"-{slug(x)}" for x in args.extra)
+            run_dir = args.work / f"{slug(name)}{budget}{extra}-seed{seed}"
             done = (run_dir / "metrics.jsonl").exists() and any(
                 json.loads(x).get("split") == "val" and json.loads(x).get("step") == args.steps
                 for x in (run_dir / "metrics.jsonl").read_text().splitlines()
