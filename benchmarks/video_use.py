@@ -196,17 +196,21 @@ def oracle_target(sample: Any, tokenizer: Any) -> tuple[Any, bool] | None:
 
 
 def main() -> None:
+    from decembert_cli.config import Config, load_config
+
+    demo_steps = load_config(Config, "demo").train.max_steps  # runs of the demo's budget keep plain folder names
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="folder for the corpus and the runs (reused)")
     parser.add_argument("--variants", nargs="+", default=["token", "concept"], choices=list(VARIANTS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--steps", type=int, default=400, help="pre-training steps (batch 16, the demo's budget)")
+    parser.add_argument("--steps", type=int, default=demo_steps, help="pre-training steps (batch 16)")
     parser.add_argument("--dim", type=int, default=512, help="width of the synthetic 2D and 3D features")
     parser.add_argument("--videos", type=int, default=320, help="videos in the sample corpus")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for every run")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "video_use_cpu2.json")
     args = parser.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or len(os.sched_getaffinity(0)))
+    if "OMP_NUM_THREADS" not in os.environ:  # torch already honours it; else every core this process may use
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
 
     corpus = args.work / "corpus"
     if not (corpus / "meta.json").exists():
@@ -220,7 +224,7 @@ def main() -> None:
         per_seed: dict[str, list[Any]] = {}
         for seed in args.seeds:
             # a run's folder names what sets it apart, so a longer run or an extra --set never resumes another's
-            budget = "" if args.steps == 400 else f"-{args.steps}steps"
+            budget = "" if args.steps == demo_steps else f"-{args.steps}steps"
             extra = "".join(f"-{slug(x)}" for x in args.extra)
             run_dir = args.work / f"{slug(name)}{budget}{extra}-seed{seed}"
             done = (run_dir / "metrics.jsonl").exists() and any(
