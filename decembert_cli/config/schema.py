@@ -101,6 +101,7 @@ class LossConfig:
     # the text VTM reads: masked (the MLM input, one forward pass: the paper's code) | unmasked (a second forward
     # pass on the text before masking: concept masking hides the words that tell a negative, issue 26)
     vtm_input: Literal["masked", "unmasked"] = "masked"
+    vtm_weight: NonNegative = 1.0  # weight of the VTM loss beside MLM's 1 (the paper: 1); 0 leaves VTM untrained
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ def build_pretraining_model(config: Config, bert_config: dict | None = None) -> 
         constrained_scores=config.loss.constrained_scores,
         constrained_direction=config.loss.constrained_direction,
         vtm_input=config.loss.vtm_input,
+        vtm_weight=config.loss.vtm_weight,
     )
     if mlm_state:
         model.mlm.load_state_dict(mlm_state)

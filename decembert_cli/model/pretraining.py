@@ -136,10 +136,13 @@ class DecembertForPretraining(nn.Module):
         constrained_scores: str = "logits",
         constrained_direction: str = "v2t",
         vtm_input: str = "masked",
+        vtm_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if vtm_input not in ("masked", "unmasked"):
             raise DecembertError(f"loss.vtm_input = {vtm_input!r}: use masked or unmasked")
+        if not vtm_weight >= 0:
+            raise DecembertError(f"loss.vtm_weight = {vtm_weight}: use a weight >= 0 (the paper: 1)")
         if not constrained_warmup >= 0:
             raise DecembertError(
                 f"loss.constrained_warmup = {constrained_warmup}: use 0 (no warm-up), a share of the run below 1, "
@@ -155,6 +158,7 @@ class DecembertForPretraining(nn.Module):
         self.constrained_scores = constrained_scores
         self.constrained_direction = constrained_direction
         self.vtm_input = vtm_input
+        self.vtm_weight = vtm_weight
         self.lambda_scale = 1.0  # the warm-up's share of lambda at the current step (set_step)
 
     def set_step(self, step: int, total_steps: int) -> None:
@@ -229,7 +233,7 @@ class DecembertForPretraining(nn.Module):
                 vtm_logits.float(), batch.vtm_labels.float(), reduction="sum"
             )
             counts["vtm"] = torch.full((), batch.batch_size, device=vtm_logits.device)
-            weights["vtm"] = 1.0
+            weights["vtm"] = self.vtm_weight
             with torch.no_grad():
                 stats["vtm_correct"] = ((vtm_logits > 0).long() == batch.vtm_labels).sum()
 

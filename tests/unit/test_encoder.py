@@ -175,6 +175,24 @@ def test_vtm_on_the_unmasked_text_reads_the_ids_before_masking() -> None:
     assert torch.allclose(model(batch).sums["mlm"], vtm_mlm)
 
 
+def test_vtm_weight_scales_vtm_in_the_total_loss_only() -> None:
+    torch.manual_seed(0)
+    model = build_pretraining(tiny_bert_config()).eval()
+    batch = random_batch(5, batch_size=4, neighbours=1)
+    out = model(batch)
+    model.vtm_weight = 3.0
+    heavier = model(batch)
+    assert heavier.weights["vtm"] == 3.0
+    for name in ("mlm", "vtm", "constrained"):
+        assert torch.allclose(heavier.losses[name], out.losses[name])
+    assert torch.allclose(heavier.losses["total"] - out.losses["total"], 2.0 * out.losses["vtm"], atol=1e-6)
+    from decembert_cli.errors import DecembertError
+    from decembert_cli.model.pretraining import DecembertForPretraining
+
+    with pytest.raises(DecembertError, match="loss.vtm_weight"):
+        DecembertForPretraining(model.encoder, constrained_lambda=0, constrained_on_negatives=False, vtm_weight=-1)
+
+
 def test_video_longer_than_the_limit_is_uniformly_downsampled() -> None:
     from decembert_cli.data.batch import uniform_indices
 
