@@ -14,6 +14,8 @@ videos:
 - attention to the video: per layer, the attention mass that real text tokens put on real video
   tokens (mean over heads and tokens), and the part of it on video token 0 (the position shared with
   [CLS]), on the same clips with nothing masked.
+- does VTM read the video: the share of held-out matching pairs VTM calls matching with their own video
+  and with another video's features (text and dense captions kept; a text-only judge answers alike).
 - from the run's own last validation: MLM accuracy on ASR / dense tokens, VTM accuracy, MLM accuracy
   on the ASR of matching pairs with own / swapped video (with the run's own masking), alignment.
 
@@ -66,6 +68,31 @@ def _swap_partner(targets: list[int]) -> list[int]:
         j = next((k % len(targets) for k in range(i + 1, i + len(targets)) if targets[k % len(targets)] != t), i)
         out.append(j)
     return out
+
+
+@torch.no_grad()
+def vtm_video_scores(
+    pretraining: Any, collate: Any, positives: list[Any], videos: list[int], batch_size: int = 32
+) -> dict[str, float]:
+    """Does VTM read the video? The share of matching pairs (`positives`) VTM calls matching with their own video
+    and with the video features of the next sample of the batch from another video (text and dense captions
+    kept): a model that judges from the text alone answers the same for both."""
+    said: dict[str, list[bool]] = {"own": [], "swapped": []}
+    training = pretraining.training
+    pretraining.eval()
+    for first in range(0, len(positives), batch_size):
+        batch = collate(positives[first : first + batch_size])
+        partner = torch.tensor(_swap_partner(videos[first : first + batch_size]))
+        swapped = dataclasses.replace(
+            batch,
+            video_2d=batch.video_2d[partner],
+            video_3d=batch.video_3d[partner],
+            video_mask=batch.video_mask[partner],
+        )
+        for name, b in (("own", batch), ("swapped", swapped)):
+            said[name] += (pretraining.vtm(pretraining.vtm_pooled(b, pretraining.encoder(b))) > 0).tolist()
+    pretraining.train(training)
+    return {f"vtm_positive_{name}_video": 100.0 * float(np.mean(x)) for name, x in said.items()}
 
 
 @torch.no_grad()
@@ -126,10 +153,11 @@ def probe(run_dir: Path, batch_size: int = 32) -> dict[str, Any]:
     data = PretrainDataset(
         table, tokenizer, shown, videos=val, seed=config.seed, max_video_tokens=config.model.max_video_tokens
     )
-    probes, plain, named = [], [], []
+    probes, plain, named, videos = [], [], [], []
     for index in validation_indices(len(data), config.data.val_samples):
-        sample, _info = data.build(VAL_EPOCH, index)
+        sample, info = data.build(VAL_EPOCH, index)
         plain.append(sample)
+        videos.append(info.video)
         made = oracle_target(sample, tokenizer)
         if made is not None:
             probes.append(made[0])
@@ -137,6 +165,7 @@ def probe(run_dir: Path, batch_size: int = 32) -> dict[str, Any]:
 
     pretraining = model.model
     correct = object_scores(pretraining, data.collate, probes, batch_size)
+    vtm_reads = vtm_video_scores(pretraining, data.collate, plain, videos, batch_size)
     video_share: list[list[float]] = []
     token0_share: list[list[float]] = []
     for first in range(0, len(plain), batch_size):
@@ -168,6 +197,7 @@ def probe(run_dir: Path, batch_size: int = 32) -> dict[str, Any]:
         "object_swapped_unnamed": pct(swapped[~named_mask]),
         "attention_to_video": [100 * x for x in np.mean(video_share, 0).tolist()],
         "attention_to_video_token0": [100 * x for x in np.mean(token0_share, 0).tolist()],
+        **vtm_reads,
     }
 
 
@@ -284,8 +314,9 @@ def markdown(variants: dict[str, dict[str, Any]]) -> str:
 
     lines = [
         "| variant | object own / swapped video | unnamed by captioner own / swapped | MLM ASR | MLM dense | VTM "
+        "| matching pairs called matching, own / swapped video "
         "| ASR of positives own / swapped | text->video attention per layer (token 0) |",
-        "|" + "---|" * 7,
+        "|" + "---|" * 8,
     ]
     for name, r in variants.items():
         att = "-"
@@ -298,6 +329,7 @@ def markdown(variants: dict[str, dict[str, Any]]) -> str:
             f"| {name} | {cell(r.get('object_own'))} / {cell(r.get('object_swapped'))} "
             f"| {cell(r.get('object_own_unnamed'))} / {cell(r.get('object_swapped_unnamed'))} "
             f"| {cell(r.get('mlm_acc_asr'))} | {cell(r.get('mlm_acc_dense'))} | {cell(r.get('vtm_acc'))} "
+            f"| {cell(r.get('vtm_positive_own_video'))} / {cell(r.get('vtm_positive_swapped_video'))} "
             f"| {cell(r.get('mlm_acc_asr_positives'))} / {cell(r.get('mlm_acc_asr_swapped_video'))} | {att} |"
         )
     return "\n".join(lines)
