@@ -34,7 +34,7 @@ def embed(
     pooled, logits, labels = [], [], []
     for first in range(0, len(indices), 32):
         batch = data.collate([data.build(epoch, i)[0] for i in indices[first : first + 32]])
-        vectors = pretraining.vtm_pooled(batch, pretraining.encoder(batch))
+        vectors = pretraining.encoder(batch).pooled  # nothing masked: what VTM reads with either loss.vtm_input
         pooled.append(vectors)
         logits.append(pretraining.vtm(vectors))
         labels.append(batch.vtm_labels.float())
@@ -67,7 +67,6 @@ def probe_run(run_dir: Path, train_pairs: int, l2s: list[float]) -> dict[str, An
 
     loaded = load_pretrained(run_dir)
     config, tokenizer, pretraining = loaded.config, loaded.tokenizer, loaded.model.eval()
-    pretraining.vtm_input = "unmasked"  # nothing is masked below; the probe reads what unmasked VTM reads
     table = run_corpus(config, {"corpus": "sample"}, tokenizer)
     train_videos, val_videos = split_videos(table, config.data.val_videos)
     shown = dataclasses.replace(config.data, mask_prob=0.0)

@@ -187,8 +187,11 @@ def test_vtm_weight_scales_vtm_in_the_total_loss_only() -> None:
         assert torch.allclose(heavier.losses[name], out.losses[name])
     assert torch.allclose(heavier.losses["total"] - out.losses["total"], 2.0 * out.losses["vtm"], atol=1e-6)
     from decembert_cli.errors import DecembertError
+    from decembert_cli.model import build_pretraining_model
     from decembert_cli.model.pretraining import DecembertForPretraining
 
+    assert build_pretraining_model(load_config(Config, "tiny", ["loss.vtm_weight=3"])).vtm_weight == 3.0
+    assert load_config(Config, "paper").loss.vtm_weight == 1.0
     with pytest.raises(DecembertError, match="loss.vtm_weight"):
         DecembertForPretraining(model.encoder, constrained_lambda=0, constrained_on_negatives=False, vtm_weight=-1)
 
