@@ -1,4 +1,4 @@
-"""Generic heads on the shared encoder: masked language modelling and video-text matching."""
+"""Generic heads on the shared encoder: masked language modelling, video-text matching and contrast."""
 
 from __future__ import annotations
 
@@ -38,3 +38,28 @@ class VTMHead(nn.Module):
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, H) -> (B,) matching logits (higher = the text belongs to the video)."""
         return self.classifier(pooled).squeeze(-1)
+
+
+class VideoTextContrast(nn.Module):
+    """Video-text contrast before fusion (`loss.contrastive_weight`; not in the paper, after ALBEF's
+    image-text contrast): each sample's video, the mean of its video tokens' input embeddings, and its
+    own text, the mean of those words' embeddings, are projected, L2-normalised and matched against the
+    batch's others (InfoNCE, both directions, temperature 0.07). The video MLP learns to put into its
+    tokens what the words of its clip say before the encoder fuses them."""
+
+    def __init__(self, hidden_size: int, dim: int = 256, temperature: float = 0.07) -> None:
+        super().__init__()
+        self.video = nn.Linear(hidden_size, dim)
+        self.text = nn.Linear(hidden_size, dim)
+        self.temperature = temperature
+
+    def forward(self, video: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(N, H) pooled video and text of N samples, row i of each from the same clip -> (N,) loss per
+        sample (the mean of its video-to-text and text-to-video cross-entropies)."""
+        v = F.normalize(self.video(video.float()), dim=-1)
+        t = F.normalize(self.text(text.float()), dim=-1)
+        logits = v @ t.T / self.temperature  # (N, N)
+        target = torch.arange(len(v), device=v.device)
+        return 0.5 * (
+            F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none")
+        )

@@ -1,4 +1,5 @@
-"""DeCEMBERT pre-training: MLM + video-text matching + lambda * constrained attention loss.
+"""DeCEMBERT pre-training: MLM + video-text matching + lambda * constrained attention loss (+ optionally a
+video-text contrast before fusion, not in the paper).
 
 VTM reads the MLM input (one forward pass, as the paper's code) or, with `vtm_input="unmasked"`, the
 text before masking in a second forward pass (no constrained loss in it).
@@ -20,7 +21,7 @@ from torch import nn
 from decembert_cli.data.batch import IGNORE_INDEX, TokenType, VideoTextBatch
 from decembert_cli.errors import DecembertError
 from decembert_cli.model.encoder import DecembertEncoder, EncoderOutput
-from decembert_cli.model.heads import MLMHead, VTMHead
+from decembert_cli.model.heads import MLMHead, VideoTextContrast, VTMHead
 
 
 @dataclass
@@ -137,12 +138,17 @@ class DecembertForPretraining(nn.Module):
         constrained_direction: str = "v2t",
         vtm_input: str = "masked",
         vtm_weight: float = 1.0,
+        contrastive_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if vtm_input not in ("masked", "unmasked"):
             raise DecembertError(f"loss.vtm_input = {vtm_input!r}: use masked or unmasked")
         if not vtm_weight >= 0:
             raise DecembertError(f"loss.vtm_weight = {vtm_weight}: use a weight >= 0 (the paper: 1)")
+        if not contrastive_weight >= 0:
+            raise DecembertError(
+                f"loss.contrastive_weight = {contrastive_weight}: use a weight >= 0 (0: off, the paper)"
+            )
         if not constrained_warmup >= 0:
             raise DecembertError(
                 f"loss.constrained_warmup = {constrained_warmup}: use 0 (no warm-up), a share of the run below 1, "
@@ -152,6 +158,9 @@ class DecembertForPretraining(nn.Module):
         self.encoder = encoder
         self.mlm = MLMHead(config, encoder.word_embeddings)
         self.vtm = VTMHead(config.hidden_size, config.hidden_dropout_prob)
+        # only when on: a model without it keeps the paper's parameters (and loads checkpoints written before)
+        self.contrast = VideoTextContrast(config.hidden_size) if contrastive_weight > 0 else None
+        self.contrastive_weight = contrastive_weight
         self.constrained_lambda = constrained_lambda
         self.constrained_on_negatives = constrained_on_negatives
         self.constrained_warmup = constrained_warmup
@@ -185,7 +194,41 @@ class DecembertForPretraining(nn.Module):
             counts["vtm"] = torch.full((), batch.batch_size, device=batch.text_ids.device)
         if self.constrained_lambda > 0:
             counts["constrained"] = self.constrained_participants(batch).sum()
+        if self.contrast is not None:
+            counts["contrastive"] = self.contrast_rows(batch).sum()
         return counts
+
+    @staticmethod
+    def own_text(batch: VideoTextBatch) -> torch.Tensor:
+        """(B, Lt) bool: the text tokens known to belong to the sample's own clip: its dense captions (made
+        from its frames) and, for a VTM positive, its ASR captions."""
+        own = batch.text_type == int(TokenType.DENSE)
+        if batch.vtm_labels is None:
+            own = own | (batch.text_type == int(TokenType.ASR))
+        else:
+            own = own | ((batch.text_type == int(TokenType.ASR)) & (batch.vtm_labels == 1)[:, None])
+        return own & batch.text_mask
+
+    def contrast_rows(self, batch: VideoTextBatch) -> torch.Tensor:
+        """(B,) bool: samples the video-text contrast scores: those with video and own text."""
+        return batch.video_mask.any(-1) & self.own_text(batch).any(-1)
+
+    def contrastive_sum(self, batch: VideoTextBatch, enc: EncoderOutput) -> torch.Tensor:
+        """The video-text contrast summed over the samples it scores (`contrast_rows`): the mean input
+        embedding of each sample's video tokens against the mean word embedding of its own text before
+        masking, the batch's other samples as negatives."""
+        assert self.contrast is not None and enc.embeds is not None
+        rows = self.contrast_rows(batch)
+        if int(rows.sum()) < 2:  # one sample has nothing to be told apart from
+            return enc.embeds.new_zeros((), dtype=torch.float32)
+        v = enc.num_video
+        video_w = batch.video_mask.to(enc.embeds.dtype)[..., None]
+        video = (enc.embeds[:, :v] * video_w).sum(1) / video_w.sum(1).clamp(min=1.0)  # (B, H)
+        ids = batch.unmasked_ids if batch.unmasked_ids is not None else batch.text_ids
+        words = self.encoder.word_embeddings(ids)  # (B, Lt, H)
+        text_w = self.own_text(batch).to(words.dtype)[..., None]
+        text = (words * text_w).sum(1) / text_w.sum(1).clamp(min=1.0)  # (B, H)
+        return self.contrast(video[rows], text[rows]).sum()
 
     def forward(
         self,
@@ -236,6 +279,11 @@ class DecembertForPretraining(nn.Module):
             weights["vtm"] = self.vtm_weight
             with torch.no_grad():
                 stats["vtm_correct"] = ((vtm_logits > 0).long() == batch.vtm_labels).sum()
+
+        if self.contrast is not None:
+            sums["contrastive"] = self.contrastive_sum(batch, enc)
+            counts["contrastive"] = self.contrast_rows(batch).sum()
+            weights["contrastive"] = self.contrastive_weight
 
         if enc.attention_entropy is not None:
             participants = self.constrained_participants(batch)
@@ -335,6 +383,7 @@ class DecembertForPretraining(nn.Module):
             "vtm_acc": ratio("vtm_correct", "vtm_count"),
             "loss_mlm": ratio("mlm_sum", "mlm_count"),
             "loss_vtm": ratio("vtm_sum", "vtm_count"),
+            "loss_contrastive": ratio("contrastive_sum", "contrastive_count"),
             "constrained_loss": ratio("constrained_sum", "constrained_count"),
             "alignment_acc": ratio("align_correct", "align_count"),
             "alignment_own_caption": ratio("align_own", "align_count"),

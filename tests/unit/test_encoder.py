@@ -196,6 +196,72 @@ def test_vtm_weight_scales_vtm_in_the_total_loss_only() -> None:
         DecembertForPretraining(model.encoder, constrained_lambda=0, constrained_on_negatives=False, vtm_weight=-1)
 
 
+def test_video_text_contrast_matches_a_naive_infonce_and_is_off_by_default() -> None:
+    import math
+
+    import torch.nn.functional as F
+
+    from decembert_cli.errors import DecembertError
+    from decembert_cli.model import build_pretraining_model
+    from decembert_cli.model.pretraining import DecembertForPretraining
+
+    torch.manual_seed(0)
+    plain = build_pretraining(tiny_bert_config()).eval()
+    assert plain.contrast is None and not any("contrast" in k for k in plain.state_dict())
+    model = DecembertForPretraining(
+        plain.encoder, constrained_lambda=1.0, constrained_on_negatives=False, contrastive_weight=0.5
+    ).eval()
+    model.mlm, model.vtm = plain.mlm, plain.vtm
+    batch = random_batch(7, batch_size=6, neighbours=1)
+    out = model(batch)
+    assert out.weights["contrastive"] == 0.5
+    extra = out.losses["total"] - plain(batch).losses["total"]
+    assert torch.allclose(extra, 0.5 * out.losses["contrastive"], atol=1e-5)
+
+    # naive reference: loops over samples, the own text written out token by token
+    ids = batch.unmasked_ids if batch.unmasked_ids is not None else batch.text_ids
+    emb = model.encoder.word_embeddings.weight
+    rows, videos, texts = [], [], []
+    for i in range(batch.batch_size):
+        words = [
+            emb[int(ids[i, t])]
+            for t in range(ids.shape[1])
+            if batch.text_mask[i, t]
+            and (
+                batch.text_type[i, t] == TokenType.DENSE
+                or (batch.text_type[i, t] == TokenType.ASR and batch.vtm_labels[i] == 1)
+            )
+        ]
+        frames = model.encoder.video(batch.video_2d[i : i + 1], batch.video_3d[i : i + 1])[0][batch.video_mask[i]]
+        if words and len(frames):
+            rows.append(i)
+            videos.append(frames.mean(0))
+            texts.append(torch.stack(words).mean(0))
+    assert len(rows) >= 2
+    with torch.no_grad():
+        v = F.normalize(model.contrast.video(torch.stack(videos)), dim=-1)
+        t = F.normalize(model.contrast.text(torch.stack(texts)), dim=-1)
+    expected = 0.0
+    for i in range(len(rows)):
+        sims = [float(v[i] @ t[j]) / 0.07 for j in range(len(rows))]
+        back = [float(v[j] @ t[i]) / 0.07 for j in range(len(rows))]
+        expected += 0.5 * (math.log(sum(math.exp(x) for x in sims)) - sims[i])
+        expected += 0.5 * (math.log(sum(math.exp(x) for x in back)) - back[i])
+    assert out.counts["contrastive"] == len(rows)
+    assert math.isclose(float(out.sums["contrastive"]), expected, rel_tol=1e-4)
+    # it reads the video: the same text against other samples' videos scores differently
+    swapped = batch.changed(video_2d=batch.video_2d.roll(1, 0), video_3d=batch.video_3d.roll(1, 0))
+    assert not torch.allclose(model(swapped).sums["contrastive"], out.sums["contrastive"])
+
+    assert build_pretraining_model(load_config(Config, "tiny", ["loss.contrastive_weight=1"])).contrast is not None
+    assert load_config(Config, "paper").loss.contrastive_weight == 0.0
+    assert load_config(Config, "tiny").loss.contrastive_weight == 0.0
+    with pytest.raises(DecembertError, match="loss.contrastive_weight"):
+        DecembertForPretraining(
+            plain.encoder, constrained_lambda=0, constrained_on_negatives=False, contrastive_weight=-2
+        )
+
+
 def test_video_longer_than_the_limit_is_uniformly_downsampled() -> None:
     from decembert_cli.data.batch import uniform_indices
 
