@@ -91,7 +91,7 @@ def vtm_video_scores(
         )
         for name, b in (("own", batch), ("swapped", swapped)):
             # nothing is masked in `positives`, so one pass is what VTM reads with either loss.vtm_input
-            said[name] += (pretraining.vtm(pretraining.encoder(b).pooled) > 0).tolist()
+            said[name] += (pretraining.vtm(pretraining.encoder(b), b) > 0).tolist()
     pretraining.train(training)
     return {f"vtm_positive_{name}_video": 100.0 * float(np.mean(x)) for name, x in said.items()}
 

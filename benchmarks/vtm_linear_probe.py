@@ -30,13 +30,15 @@ import torch.nn.functional as F
 def embed(
     pretraining: Any, data: Any, epoch: int, indices: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(pooled vectors, the run's VTM logits, labels) of the pairs `indices` of `data` at `epoch`."""
+    """(what the VTM head reads: pooled vectors, or pair features with `loss.vtm_head: pair`; the run's VTM logits;
+    labels) of the pairs `indices` of `data` at `epoch`."""
     pooled, logits, labels = [], [], []
     for first in range(0, len(indices), 32):
         batch = data.collate([data.build(epoch, i)[0] for i in indices[first : first + 32]])
-        vectors = pretraining.encoder(batch).pooled  # nothing masked: what VTM reads with either loss.vtm_input
+        # nothing masked: what VTM reads with either loss.vtm_input
+        vectors = pretraining.vtm.features(pretraining.encoder(batch), batch)
         pooled.append(vectors)
-        logits.append(pretraining.vtm(vectors))
+        logits.append(pretraining.vtm.classify(vectors))
         labels.append(batch.vtm_labels.float())
     return torch.cat(pooled), torch.cat(logits), torch.cat(labels)
 

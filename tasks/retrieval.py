@@ -139,6 +139,7 @@ class RetrievalHead(TaskHead):
 
     def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
         super().__init__()
+        self.hidden_size, self.dropout = hidden_size, dropout
         self.vtm = VTMHead(hidden_size, dropout)
 
     def from_pretraining(self, state: dict[str, torch.Tensor]) -> bool:
@@ -146,11 +147,14 @@ class RetrievalHead(TaskHead):
         mine = {k[len("vtm.") :]: v for k, v in state.items() if k.startswith("vtm.")}
         if not mine:
             return False
+        form = VTMHead.form_of(mine, self.hidden_size)
+        if form != self.vtm.form:  # the pre-trained head's form (loss.vtm_head) goes with its weights
+            self.vtm = VTMHead(self.hidden_size, self.dropout, form=form)
         self.vtm.load_state_dict(mine)
         return True
 
     def forward(self, output: EncoderOutput, batch: VideoTextBatch) -> HeadOutput:
-        logits = self.vtm(output.pooled)  # (B,)
+        logits = self.vtm(output, batch)  # (B,)
         match = batch.extras.get("match")
         loss = None if match is None else nn.functional.binary_cross_entropy_with_logits(logits.float(), match.float())
         return HeadOutput({"score": logits}, loss)

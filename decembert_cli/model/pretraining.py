@@ -138,6 +138,7 @@ class DecembertForPretraining(nn.Module):
         constrained_direction: str = "v2t",
         vtm_input: str = "masked",
         vtm_weight: float = 1.0,
+        vtm_head: str = "pooled",
         contrastive_weight: float = 0.0,
     ) -> None:
         super().__init__()
@@ -157,7 +158,7 @@ class DecembertForPretraining(nn.Module):
         config = encoder.bert.config
         self.encoder = encoder
         self.mlm = MLMHead(config, encoder.word_embeddings)
-        self.vtm = VTMHead(config.hidden_size, config.hidden_dropout_prob)
+        self.vtm = VTMHead(config.hidden_size, config.hidden_dropout_prob, form=vtm_head)
         # only when on: a model without it keeps the paper's parameters (and loads checkpoints written before)
         self.contrast = VideoTextContrast(config.hidden_size) if contrastive_weight > 0 else None
         self.contrastive_weight = contrastive_weight
@@ -271,7 +272,7 @@ class DecembertForPretraining(nn.Module):
                 stats.update(self.video_use_stats(batch, selected, correct))
 
         if batch.vtm_labels is not None:
-            vtm_logits = self.vtm(self.vtm_pooled(batch, enc))  # (B,)
+            vtm_logits = self.vtm(self.vtm_encoding(batch, enc), batch)  # (B,)
             sums["vtm"] = F.binary_cross_entropy_with_logits(
                 vtm_logits.float(), batch.vtm_labels.float(), reduction="sum"
             )
@@ -307,12 +308,12 @@ class DecembertForPretraining(nn.Module):
             stats[f"{name}_count"] = counts[name].detach()
         return PretrainOutput(encoder=enc, losses=losses, sums=sums, counts=counts, weights=weights, stats=stats)
 
-    def vtm_pooled(self, batch: VideoTextBatch, enc: EncoderOutput) -> torch.Tensor:
-        """(B, H) what the VTM head reads: the forward pass's pooled output, or with vtm_input "unmasked" that of
-        a second pass on the text before masking (the same as the first when nothing was masked)."""
+    def vtm_encoding(self, batch: VideoTextBatch, enc: EncoderOutput) -> EncoderOutput:
+        """What the VTM head reads: the forward pass's output, or with vtm_input "unmasked" that of a second pass
+        on the text before masking (the same as the first when nothing was masked)."""
         if self.vtm_input == "masked" or batch.unmasked_ids is None:
-            return enc.pooled
-        return self.encoder(replace(batch, text_ids=batch.unmasked_ids)).pooled
+            return enc
+        return self.encoder(replace(batch, text_ids=batch.unmasked_ids))
 
     def video_use_stats(
         self, batch: VideoTextBatch, selected: torch.Tensor, correct: torch.Tensor

@@ -262,6 +262,54 @@ def test_video_text_contrast_matches_a_naive_infonce_and_is_off_by_default() -> 
         )
 
 
+def test_pair_vtm_head_reads_the_clip_side_and_the_asr_side() -> None:
+    from decembert_cli.errors import DecembertError
+    from decembert_cli.model import build_pretraining_model
+    from decembert_cli.model.heads import VTMHead
+    from decembert_cli.model.pretraining import DecembertForPretraining
+    from tasks.retrieval import RetrievalHead
+
+    torch.manual_seed(0)
+    plain = build_pretraining(tiny_bert_config()).eval()
+    model = DecembertForPretraining(
+        plain.encoder, constrained_lambda=0.0, constrained_on_negatives=False, vtm_head="pair"
+    ).eval()
+    batch = random_batch(3, batch_size=4, neighbours=1)
+    enc = model.encoder(batch)
+    features = model.vtm.features(enc, batch)
+    h = enc.sequence.shape[-1]
+    assert features.shape == (4, 4 * h)
+    for i in range(4):  # naive: the rows of each side, gathered one by one
+        clip, asr = [], []
+        for t in range(enc.sequence.shape[1]):
+            if t < enc.num_video:
+                if batch.video_mask[i, t]:
+                    clip.append(enc.sequence[i, t])
+            elif batch.text_mask[i, t - enc.num_video]:
+                kind = batch.text_type[i, t - enc.num_video]
+                (clip if kind == TokenType.DENSE else asr if kind == TokenType.ASR else []).append(enc.sequence[i, t])
+        c, a = torch.stack(clip).mean(0), torch.stack(asr).mean(0)
+        assert torch.allclose(features[i], torch.cat([c, a, c * a, (c - a).abs()]), atol=1e-5)
+    assert torch.allclose(
+        model(batch).sums["vtm"],
+        torch.nn.functional.binary_cross_entropy_with_logits(
+            model.vtm.classify(features), batch.vtm_labels.float(), reduction="sum"
+        ),
+        atol=1e-5,
+    )
+
+    # retrieval starts from the pre-trained head in its form
+    state = {f"vtm.{k}": v for k, v in model.vtm.state_dict().items()}
+    head = RetrievalHead(h)
+    assert head.vtm.form == "pooled" and VTMHead.form_of(model.vtm.state_dict(), h) == "pair"
+    assert head.from_pretraining(state) and head.vtm.form == "pair"
+    assert torch.equal(head.vtm.classifier[1].weight, model.vtm.classifier[1].weight)
+    assert build_pretraining_model(load_config(Config, "tiny", ["loss.vtm_head=pair"])).vtm.form == "pair"
+    assert load_config(Config, "paper").loss.vtm_head == "pooled"
+    with pytest.raises(DecembertError, match="loss.vtm_head"):
+        VTMHead(h, 0.1, form="cls")
+
+
 def test_video_longer_than_the_limit_is_uniformly_downsampled() -> None:
     from decembert_cli.data.batch import uniform_indices
 
