@@ -139,17 +139,17 @@ class RetrievalHead(TaskHead):
 
     def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
         super().__init__()
-        self.hidden_size, self.dropout = hidden_size, dropout
+        self.hidden_size = hidden_size
         self.vtm = VTMHead(hidden_size, dropout)
 
     def from_pretraining(self, state: dict[str, torch.Tensor]) -> bool:
-        """Start from the pre-trained VTM head (keys vtm.*), when the checkpoint has one."""
+        """Start from the pre-trained VTM head (keys vtm.*), when the checkpoint has one of the same (pooled) form."""
         mine = {k[len("vtm.") :]: v for k, v in state.items() if k.startswith("vtm.")}
         if not mine:
             return False
-        form = VTMHead.form_of(mine, self.hidden_size)
-        if form != self.vtm.form:  # the pre-trained head's form (loss.vtm_head) goes with its weights
-            self.vtm = VTMHead(self.hidden_size, self.dropout, form=form)
+        if VTMHead.form_of(mine, self.hidden_size) != self.vtm.form:  # loss.vtm_head: pair
+            print("note: the pre-trained VTM head reads pair features; retrieval starts a new pooled head")
+            return False
         self.vtm.load_state_dict(mine)
         return True
 
