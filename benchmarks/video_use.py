@@ -49,6 +49,8 @@ VARIANTS = {
     "concept, no gradient clipping": ["data.mask_unit=concept", "train.clip_grad=0"],
     "concept, VTM unmasked": ["data.mask_unit=concept", "loss.vtm_input=unmasked"],
     "concept, other-video negatives": ["data.mask_unit=concept", "data.same_video_negatives=0"],
+    # VTM without MLM (nothing masked) and without the constrained loss: what VTM learns on its own
+    "VTM alone": ["data.mask_prob=0", "loss.constrained_lambda=0"],
     "concept, VTM unmasked, other-video negatives": [
         "data.mask_unit=concept",
         "loss.vtm_input=unmasked",
