@@ -16,6 +16,8 @@ videos:
   [CLS]), on the same clips with nothing masked.
 - does VTM read the video: the share of held-out matching pairs VTM calls matching with their own video
   and with another video's features (text and dense captions kept; a text-only judge answers alike).
+  A run trained with video negatives (`data.negatives: video | both`) is also scored on the held-out pairs
+  drawn with ASR negatives, the paper's VTM (`vtm_acc_asr_negatives`).
 - from the run's own last validation: MLM accuracy on ASR / dense tokens, VTM accuracy, MLM accuracy
   on the ASR of matching pairs with own / swapped video (with the run's own masking), alignment.
 
@@ -201,7 +203,34 @@ def probe(run_dir: Path, batch_size: int = 32) -> dict[str, Any]:
         "attention_to_video": [100 * x for x in np.mean(video_share, 0).tolist()],
         "attention_to_video_token0": [100 * x for x in np.mean(token0_share, 0).tolist()],
         **vtm_reads,
+        **vtm_on_asr_negatives(pretraining, table, tokenizer, config, val, batch_size),
     }
+
+
+@torch.no_grad()
+def vtm_on_asr_negatives(
+    pretraining: Any, table: Any, tokenizer: Any, config: Any, val: Any, batch_size: int
+) -> dict[str, float]:
+    """VTM accuracy on the validation pairs drawn with ASR negatives (the paper's VTM), for a run trained with
+    `data.negatives: video | both`, whose own validation mixes in video negatives; {} for an ASR-negative run."""
+    from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, validation_indices
+
+    if config.data.negatives == "asr":
+        return {}
+    shown = dataclasses.replace(config.data, negatives="asr", mask_prob=0.0)
+    data = PretrainDataset(
+        table, tokenizer, shown, videos=val, seed=config.seed, max_video_tokens=config.model.max_video_tokens
+    )
+    training = pretraining.training
+    pretraining.eval()
+    right: list[bool] = []
+    indices = validation_indices(len(data), config.data.val_samples)
+    for first in range(0, len(indices), batch_size):
+        batch = data.collate([data.build(VAL_EPOCH, i)[0] for i in indices[first : first + batch_size]])
+        said = pretraining.vtm(pretraining.encoder(batch), batch) > 0
+        right += (said == (batch.vtm_labels == 1)).tolist()
+    pretraining.train(training)
+    return {"vtm_acc_asr_negatives": 100.0 * float(np.mean(right))}
 
 
 def oracle_target(sample: Any, tokenizer: Any) -> tuple[Any, bool] | None:
