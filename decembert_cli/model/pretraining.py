@@ -21,7 +21,7 @@ from torch import nn
 from decembert_cli.data.batch import IGNORE_INDEX, TokenType, VideoTextBatch
 from decembert_cli.errors import DecembertError
 from decembert_cli.model.encoder import DecembertEncoder, EncoderOutput
-from decembert_cli.model.heads import MLMHead, VideoTextContrast, VTMHead
+from decembert_cli.model.heads import MLMHead, VideoTextContrast, VTMHead, masked_mean
 
 
 @dataclass
@@ -222,13 +222,9 @@ class DecembertForPretraining(nn.Module):
         rows = self.contrast_rows(batch)
         if int(rows.sum()) < 2:  # one sample has nothing to be told apart from
             return enc.embeds.new_zeros((), dtype=torch.float32)
-        v = enc.num_video
-        video_w = batch.video_mask.to(enc.embeds.dtype)[..., None]
-        video = (enc.embeds[:, :v] * video_w).sum(1) / video_w.sum(1).clamp(min=1.0)  # (B, H)
+        video = masked_mean(enc.embeds[:, : enc.num_video], batch.video_mask)  # (B, H)
         ids = batch.unmasked_ids if batch.unmasked_ids is not None else batch.text_ids
-        words = self.encoder.word_embeddings(ids)  # (B, Lt, H)
-        text_w = self.own_text(batch).to(words.dtype)[..., None]
-        text = (words * text_w).sum(1) / text_w.sum(1).clamp(min=1.0)  # (B, H)
+        text = masked_mean(self.encoder.word_embeddings(ids), self.own_text(batch))  # (B, H)
         return self.contrast(video[rows], text[rows]).sum()
 
     def forward(
