@@ -95,7 +95,7 @@ def vtm_video_scores(
         )
         for name, b in (("own", batch), ("swapped", swapped)):
             # nothing is masked in `positives`, so one pass is what VTM reads with either loss.vtm_input
-            said[name] += (pretraining.vtm(pretraining.encoder(b), b) > 0).tolist()
+            said[name] += (pretraining.vtm(pretraining.encoder(b).pooled) > 0).tolist()
     pretraining.train(training)
     return {f"vtm_positive_{name}_video": 100.0 * float(np.mean(x)) for name, x in said.items()}
 
@@ -227,7 +227,7 @@ def vtm_on_asr_negatives(
     indices = validation_indices(len(data), config.data.val_samples)
     for first in range(0, len(indices), batch_size):
         batch = data.collate([data.build(VAL_EPOCH, i)[0] for i in indices[first : first + batch_size]])
-        said = pretraining.vtm(pretraining.encoder(batch), batch) > 0
+        said = pretraining.vtm(pretraining.encoder(batch).pooled) > 0
         right += (said == (batch.vtm_labels == 1)).tolist()
     pretraining.train(training)
     return {"vtm_acc_asr_negatives": 100.0 * float(np.mean(right))}

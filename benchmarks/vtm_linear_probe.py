@@ -6,9 +6,7 @@ run's encoder (frozen; the text unmasked, as `loss.vtm_input: unmasked` reads it
 regression (L-BFGS, features standardised, an L2 penalty per `--l2`) on training videos' pairs, then scores
 the held-out pairs that validation draws. It reports the run's own VTM head on the same held-out pairs
 beside it. A probe far above the head says the head (or its optimisation) is the limit; a probe at the head's
-level says the encoder is. `--features pair` probes the same frozen encoder through the pair features of
-`loss.vtm_head: pair` instead (the clip side's and the ASR side's means, their product and difference): would
-a head that compares the two sides find the match in an encoder trained with the pooled head?
+level says the encoder is.
 
     python benchmarks/vtm_linear_probe.py RUN_DIR [RUN_DIR ...] --json results.json
 """
@@ -27,22 +25,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from decembert_cli.model.heads import VTMHead
-
 
 @torch.no_grad()
 def embed(
     pretraining: Any, data: Any, epoch: int, indices: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(what the VTM head reads: pooled vectors, or pair features with `loss.vtm_head: pair`; the run's VTM logits;
-    labels) of the pairs `indices` of `data` at `epoch`."""
+    """(pooled vectors, the run's VTM logits, labels) of the pairs `indices` of `data` at `epoch`."""
     pooled, logits, labels = [], [], []
     for first in range(0, len(indices), 32):
         batch = data.collate([data.build(epoch, i)[0] for i in indices[first : first + 32]])
-        # nothing masked: what VTM reads with either loss.vtm_input
-        vectors = pretraining.vtm.features(pretraining.encoder(batch), batch)
+        vectors = pretraining.encoder(batch).pooled  # nothing masked: what VTM reads with either loss.vtm_input
         pooled.append(vectors)
-        logits.append(pretraining.vtm.classify(vectors))
+        logits.append(pretraining.vtm(vectors))
         labels.append(batch.vtm_labels.float())
     return torch.cat(pooled), torch.cat(logits), torch.cat(labels)
 
@@ -65,9 +59,7 @@ def fit_probe(x: torch.Tensor, y: torch.Tensor, l2: float) -> Callable[[torch.Te
     return lambda v: ((v - mean) / std) @ w.detach() + b.detach()
 
 
-def probe_run(run_dir: Path, train_pairs: int, l2s: list[float], features: str = "run") -> dict[str, Any]:
-    """features: what the probe reads: the run's own head's input (run), or the pooled vector or the pair
-    features (`loss.vtm_head`) of the same frozen encoder whatever head the run trained."""
+def probe_run(run_dir: Path, train_pairs: int, l2s: list[float]) -> dict[str, Any]:
     from decembert_cli.data.clip_table import split_videos
     from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, validation_indices
     from decembert_cli.export import load_pretrained
@@ -75,9 +67,6 @@ def probe_run(run_dir: Path, train_pairs: int, l2s: list[float], features: str =
 
     loaded = load_pretrained(run_dir)
     config, tokenizer, pretraining = loaded.config, loaded.tokenizer, loaded.model.eval()
-    own_head = features in ("run", pretraining.vtm.form)
-    if not own_head:  # an untrained head of that form: only its features are used
-        pretraining.vtm = VTMHead(pretraining.encoder.hidden_size, 0.0, form=features).eval()
     table = run_corpus(config, {"corpus": "sample"}, tokenizer)
     train_videos, val_videos = split_videos(table, config.data.val_videos)
     shown = dataclasses.replace(config.data, mask_prob=0.0)
@@ -95,9 +84,7 @@ def probe_run(run_dir: Path, train_pairs: int, l2s: list[float], features: str =
     def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return 100.0 * float(((logits > 0).float() == labels).float().mean())
 
-    found: dict[str, Any] = {"train_pairs": len(y), "val_pairs": len(vy), "features": pretraining.vtm.form}
-    if own_head:
-        found["head_val"] = accuracy(vlogits, vy)
+    found: dict[str, Any] = {"train_pairs": len(y), "val_pairs": len(vy), "head_val": accuracy(vlogits, vy)}
     for l2 in l2s:
         logit = fit_probe(x, y, l2)
         found[f"probe l2={l2:g}"] = {"train": accuracy(logit(x), y), "val": accuracy(logit(vx), vy)}
@@ -109,21 +96,14 @@ def main() -> None:
     parser.add_argument("runs", type=Path, nargs="+", help="finished pre-training run folders")
     parser.add_argument("--train-pairs", type=int, default=1600, help="training pairs the probe learns from")
     parser.add_argument("--l2", type=float, nargs="+", default=[1e-3, 1e-2, 1e-1])
-    parser.add_argument(
-        "--features",
-        choices=["run", "pooled", "pair"],
-        default="run",
-        help="what the probe reads (default: the run's head's input)",
-    )
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "vtm_linear_probe.json")
     args = parser.parse_args()
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(len(os.sched_getaffinity(0)))
     out = json.loads(args.json.read_text()) if args.json.exists() else {"runs": {}}
     for run_dir in args.runs:
-        key = run_dir.name if args.features == "run" else f"{run_dir.name} ({args.features} features)"
-        out["runs"][key] = probe_run(run_dir, args.train_pairs, args.l2, args.features)
-        print(key, json.dumps(out["runs"][key]), flush=True)
+        out["runs"][run_dir.name] = probe_run(run_dir, args.train_pairs, args.l2)
+        print(run_dir.name, json.dumps(out["runs"][run_dir.name]), flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
 

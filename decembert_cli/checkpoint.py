@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from decembert_cli.config import Config, LossConfig, ModelConfig
+from decembert_cli.config import Config, ModelConfig
 from decembert_cli.config.loader import from_dict
 from decembert_cli.errors import ConfigError, DecembertError, shown
 from decembert_cli.io import atomic_write_bytes, decode_json, regular_file
@@ -311,9 +311,6 @@ def _check_payload(data: dict[str, Any], fields: _Fields) -> None:
     _expect(bert is None or isinstance(bert, dict), where_bert, "a BertConfig object", bert)
     try:
         model_cfg = from_dict(ModelConfig, config["model"], f"{fields.prefix}config.model.")
-        # the pre-training heads depend on loss.* too (loss.vtm_head, loss.contrastive_weight)
-        pretrain_loss = meta["kind"] == "pretrain" and "loss" in config
-        loss_cfg = from_dict(LossConfig, config["loss"], f"{fields.prefix}config.loss.") if pretrain_loss else None
     except ConfigError as exc:
         raise CorruptCheckpoint(f"{fields.file}: {exc}") from None
     if bert is not None:
@@ -325,16 +322,11 @@ def _check_payload(data: dict[str, Any], fields: _Fields) -> None:
                 f"{fields.file}: {fields.bert}num_attention_heads: {bert['num_attention_heads']} does not divide "
                 f"{fields.bert}hidden_size {bert['hidden_size']}"
             )
-    _check_tensors(state, model_cfg, bert, meta["kind"], fields, loss_cfg)
+    _check_tensors(state, model_cfg, bert, meta["kind"], fields)
 
 
 def _check_tensors(
-    state: Mapping[str, torch.Tensor],
-    model_cfg: Any,
-    bert: dict[str, Any] | None,
-    kind: str,
-    fields: _Fields,
-    loss_cfg: LossConfig | None = None,
+    state: Mapping[str, torch.Tensor], model_cfg: Any, bert: dict[str, Any] | None, kind: str, fields: _Fields
 ) -> None:
     """Every tensor against the model the settings build (a fine-tuned model's encoder: its head is the task's,
     checked by `load_weights` when the task builds it)."""
@@ -344,8 +336,7 @@ def _check_tensors(
     try:
         with torch.device("meta"):
             if kind == "pretrain":
-                built = Config(model=model_cfg) if loss_cfg is None else Config(model=model_cfg, loss=loss_cfg)
-                expected = build_pretraining_model(built, bert_config=described).state_dict()
+                expected = build_pretraining_model(Config(model=model_cfg), bert_config=described).state_dict()
             else:
                 encoder, _ = build_encoder(model_cfg, bert_config=described)
                 expected = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}

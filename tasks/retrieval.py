@@ -139,22 +139,18 @@ class RetrievalHead(TaskHead):
 
     def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
         super().__init__()
-        self.hidden_size = hidden_size
         self.vtm = VTMHead(hidden_size, dropout)
 
     def from_pretraining(self, state: dict[str, torch.Tensor]) -> bool:
-        """Start from the pre-trained VTM head (keys vtm.*), when the checkpoint has one of the same (pooled) form."""
+        """Start from the pre-trained VTM head (keys vtm.*), when the checkpoint has one."""
         mine = {k[len("vtm.") :]: v for k, v in state.items() if k.startswith("vtm.")}
         if not mine:
-            return False
-        if VTMHead.form_of(mine, self.hidden_size) != self.vtm.form:  # loss.vtm_head: pair
-            print("note: the pre-trained VTM head reads pair features; retrieval starts a new pooled head")
             return False
         self.vtm.load_state_dict(mine)
         return True
 
     def forward(self, output: EncoderOutput, batch: VideoTextBatch) -> HeadOutput:
-        logits = self.vtm(output, batch)  # (B,)
+        logits = self.vtm(output.pooled)  # (B,)
         match = batch.extras.get("match")
         loss = None if match is None else nn.functional.binary_cross_entropy_with_logits(logits.float(), match.float())
         return HeadOutput({"score": logits}, loss)

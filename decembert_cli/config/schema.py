@@ -102,13 +102,6 @@ class LossConfig:
     # pass on the text before masking: concept masking hides the words that tell a negative, issue 26)
     vtm_input: Literal["masked", "unmasked"] = "masked"
     vtm_weight: NonNegative = 1.0  # weight of the VTM loss beside MLM's 1 (the paper: 1); 0 leaves VTM untrained
-    # what VTM's classifier reads: pooled (the mean-pooled sequence: the paper's form) | pair (the clip side's and
-    # the ASR side's means and their product and difference; model/heads.py VTMHead). Retrieval fine-tuning starts
-    # from a pooled head only
-    vtm_head: Literal["pooled", "pair"] = "pooled"
-    # weight of a video-text contrast before fusion (each clip's video vs its own words, the batch's others as
-    # negatives; model/heads.py VideoTextContrast). Not in the paper: 0 = off
-    contrastive_weight: NonNegative = 0.0
 
 
 @dataclass(frozen=True)

@@ -84,8 +84,6 @@ def build_pretraining_model(config: Config, bert_config: dict | None = None) -> 
         constrained_direction=config.loss.constrained_direction,
         vtm_input=config.loss.vtm_input,
         vtm_weight=config.loss.vtm_weight,
-        vtm_head=config.loss.vtm_head,
-        contrastive_weight=config.loss.contrastive_weight,
     )
     if mlm_state:
         model.mlm.load_state_dict(mlm_state)

@@ -88,7 +88,6 @@ class EncoderOutput:
     candidate_valid: torch.Tensor | None = None  # (B, n) bool: candidate j exists
     attentions: tuple[torch.Tensor, ...] | None = None  # per layer (B, heads, L, L) maps (eager path)
     logits: list[torch.Tensor] | None = None  # per layer (B, heads, L, L) raw logits (eager + keep_logits)
-    embeds: torch.Tensor | None = None  # (B, V+Lt, H) the input embeddings (before positions and types)
 
     @property
     def text(self) -> torch.Tensor:
@@ -247,9 +246,7 @@ class DecembertEncoder(nn.Module):
         seq = out.last_hidden_state  # (B, L, H)
         weights = mask.to(seq.dtype)[..., None]
         pooled = (seq * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, H)
-        result = EncoderOutput(
-            sequence=seq, mask=mask, pooled=pooled, num_video=v, attentions=out.attentions, embeds=inputs
-        )
+        result = EncoderOutput(sequence=seq, mask=mask, pooled=pooled, num_video=v, attentions=out.attentions)
         if ctx is not None and constrained and ctx.scores:
             _add_constrained_loss(result, ctx)
         if ctx is not None and keep_logits:

@@ -1,5 +1,4 @@
-"""DeCEMBERT pre-training: MLM + video-text matching + lambda * constrained attention loss (+ optionally a
-video-text contrast before fusion, not in the paper).
+"""DeCEMBERT pre-training: MLM + video-text matching + lambda * constrained attention loss.
 
 VTM reads the MLM input (one forward pass, as the paper's code) or, with `vtm_input="unmasked"`, the
 text before masking in a second forward pass (no constrained loss in it).
@@ -21,7 +20,7 @@ from torch import nn
 from decembert_cli.data.batch import IGNORE_INDEX, TokenType, VideoTextBatch
 from decembert_cli.errors import DecembertError
 from decembert_cli.model.encoder import DecembertEncoder, EncoderOutput
-from decembert_cli.model.heads import MLMHead, VideoTextContrast, VTMHead, masked_mean
+from decembert_cli.model.heads import MLMHead, VTMHead
 
 
 @dataclass
@@ -138,18 +137,12 @@ class DecembertForPretraining(nn.Module):
         constrained_direction: str = "v2t",
         vtm_input: str = "masked",
         vtm_weight: float = 1.0,
-        vtm_head: str = "pooled",
-        contrastive_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if vtm_input not in ("masked", "unmasked"):
             raise DecembertError(f"loss.vtm_input = {vtm_input!r}: use masked or unmasked")
         if not vtm_weight >= 0:
             raise DecembertError(f"loss.vtm_weight = {vtm_weight}: use a weight >= 0 (the paper: 1)")
-        if not contrastive_weight >= 0:
-            raise DecembertError(
-                f"loss.contrastive_weight = {contrastive_weight}: use a weight >= 0 (0: off, the paper)"
-            )
         if not constrained_warmup >= 0:
             raise DecembertError(
                 f"loss.constrained_warmup = {constrained_warmup}: use 0 (no warm-up), a share of the run below 1, "
@@ -158,10 +151,7 @@ class DecembertForPretraining(nn.Module):
         config = encoder.bert.config
         self.encoder = encoder
         self.mlm = MLMHead(config, encoder.word_embeddings)
-        self.vtm = VTMHead(config.hidden_size, config.hidden_dropout_prob, form=vtm_head)
-        # only when on: a model without it keeps the paper's parameters (and loads checkpoints written before)
-        self.contrast = VideoTextContrast(config.hidden_size) if contrastive_weight > 0 else None
-        self.contrastive_weight = contrastive_weight
+        self.vtm = VTMHead(config.hidden_size, config.hidden_dropout_prob)
         self.constrained_lambda = constrained_lambda
         self.constrained_on_negatives = constrained_on_negatives
         self.constrained_warmup = constrained_warmup
@@ -195,37 +185,7 @@ class DecembertForPretraining(nn.Module):
             counts["vtm"] = torch.full((), batch.batch_size, device=batch.text_ids.device)
         if self.constrained_lambda > 0:
             counts["constrained"] = self.constrained_participants(batch).sum()
-        if self.contrast is not None:
-            counts["contrastive"] = self.contrast_rows(batch).sum()
         return counts
-
-    @staticmethod
-    def own_text(batch: VideoTextBatch) -> torch.Tensor:
-        """(B, Lt) bool: the text tokens known to belong to the sample's own clip: its dense captions (made
-        from its frames) and, for a VTM positive, its ASR captions."""
-        own = batch.text_type == int(TokenType.DENSE)
-        if batch.vtm_labels is None:
-            own = own | (batch.text_type == int(TokenType.ASR))
-        else:
-            own = own | ((batch.text_type == int(TokenType.ASR)) & (batch.vtm_labels == 1)[:, None])
-        return own & batch.text_mask
-
-    def contrast_rows(self, batch: VideoTextBatch) -> torch.Tensor:
-        """(B,) bool: samples the video-text contrast scores: those with video and own text."""
-        return batch.video_mask.any(-1) & self.own_text(batch).any(-1)
-
-    def contrastive_sum(self, batch: VideoTextBatch, enc: EncoderOutput) -> torch.Tensor:
-        """The video-text contrast summed over the samples it scores (`contrast_rows`): the mean input
-        embedding of each sample's video tokens against the mean word embedding of its own text before
-        masking, the batch's other samples as negatives."""
-        assert self.contrast is not None and enc.embeds is not None
-        rows = self.contrast_rows(batch)
-        if int(rows.sum()) < 2:  # one sample has nothing to be told apart from
-            return enc.embeds.new_zeros((), dtype=torch.float32)
-        video = masked_mean(enc.embeds[:, : enc.num_video], batch.video_mask)  # (B, H)
-        ids = batch.unmasked_ids if batch.unmasked_ids is not None else batch.text_ids
-        text = masked_mean(self.encoder.word_embeddings(ids), self.own_text(batch))  # (B, H)
-        return self.contrast(video[rows], text[rows]).sum()
 
     def forward(
         self,
@@ -268,7 +228,7 @@ class DecembertForPretraining(nn.Module):
                 stats.update(self.video_use_stats(batch, selected, correct))
 
         if batch.vtm_labels is not None:
-            vtm_logits = self.vtm(self.vtm_encoding(batch, enc), batch)  # (B,)
+            vtm_logits = self.vtm(self.vtm_pooled(batch, enc))  # (B,)
             sums["vtm"] = F.binary_cross_entropy_with_logits(
                 vtm_logits.float(), batch.vtm_labels.float(), reduction="sum"
             )
@@ -276,11 +236,6 @@ class DecembertForPretraining(nn.Module):
             weights["vtm"] = self.vtm_weight
             with torch.no_grad():
                 stats["vtm_correct"] = ((vtm_logits > 0).long() == batch.vtm_labels).sum()
-
-        if self.contrast is not None:
-            sums["contrastive"] = self.contrastive_sum(batch, enc)
-            counts["contrastive"] = self.contrast_rows(batch).sum()
-            weights["contrastive"] = self.contrastive_weight
 
         if enc.attention_entropy is not None:
             participants = self.constrained_participants(batch)
@@ -304,12 +259,12 @@ class DecembertForPretraining(nn.Module):
             stats[f"{name}_count"] = counts[name].detach()
         return PretrainOutput(encoder=enc, losses=losses, sums=sums, counts=counts, weights=weights, stats=stats)
 
-    def vtm_encoding(self, batch: VideoTextBatch, enc: EncoderOutput) -> EncoderOutput:
-        """What the VTM head reads: the forward pass's output, or with vtm_input "unmasked" that of a second pass
-        on the text before masking (the same as the first when nothing was masked)."""
+    def vtm_pooled(self, batch: VideoTextBatch, enc: EncoderOutput) -> torch.Tensor:
+        """(B, H) what the VTM head reads: the forward pass's pooled output, or with vtm_input "unmasked" that of
+        a second pass on the text before masking (the same as the first when nothing was masked)."""
         if self.vtm_input == "masked" or batch.unmasked_ids is None:
-            return enc
-        return self.encoder(replace(batch, text_ids=batch.unmasked_ids))
+            return enc.pooled
+        return self.encoder(replace(batch, text_ids=batch.unmasked_ids)).pooled
 
     def video_use_stats(
         self, batch: VideoTextBatch, selected: torch.Tensor, correct: torch.Tensor
@@ -380,7 +335,6 @@ class DecembertForPretraining(nn.Module):
             "vtm_acc": ratio("vtm_correct", "vtm_count"),
             "loss_mlm": ratio("mlm_sum", "mlm_count"),
             "loss_vtm": ratio("vtm_sum", "vtm_count"),
-            "loss_contrastive": ratio("contrastive_sum", "contrastive_count"),
             "constrained_loss": ratio("constrained_sum", "constrained_count"),
             "alignment_acc": ratio("align_correct", "align_count"),
             "alignment_own_caption": ratio("align_own", "align_count"),

@@ -293,18 +293,3 @@ def test_grounding_settings_reach_the_datasets_and_the_model(sample_root: Path, 
     assert changed.job.train_data.config.negatives == "video"
     assert default.job.model.encoder.video_positions is None
     assert changed.job.model.encoder.video_positions is not None
-
-
-def test_a_run_with_the_optional_vtm_heads_loads_back(sample_root: Path, tmp_path: Path) -> None:
-    """loss.vtm_head: pair and loss.contrastive_weight add or reshape pre-training heads: their checkpoints
-    still pass the tensor check and load back (load_pretrained) to the same losses."""
-    from decembert_cli.export import load_pretrained
-
-    out = tmp_path / "run"
-    _run(sample_root, out, "loss.vtm_head=pair", "loss.contrastive_weight=0.5", "train.max_steps=2")
-    row = next(r for r in _step_losses(out).values() if "loss_contrastive" in r)
-    assert row["loss_contrastive"] > 0
-    loaded = load_pretrained(out)
-    assert loaded.model.vtm.form == "pair" and loaded.model.contrast is not None  # type: ignore[union-attr]
-    state = _final_params(out)
-    assert all(torch.equal(v, state[k]) for k, v in loaded.model.state_dict().items() if k in state)
