@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from table6_sample import PRETRAIN_METRICS, last_validation, run, sets, summary
+from vtm_linear_probe import embed
 
 VARIANTS = {
     "token": ["data.mask_unit=token"],
@@ -203,14 +204,11 @@ def probe(run_dir: Path, batch_size: int = 32) -> dict[str, Any]:
         "attention_to_video": [100 * x for x in np.mean(video_share, 0).tolist()],
         "attention_to_video_token0": [100 * x for x in np.mean(token0_share, 0).tolist()],
         **vtm_reads,
-        **vtm_on_asr_negatives(pretraining, table, tokenizer, config, val, batch_size),
+        **vtm_on_asr_negatives(pretraining, table, tokenizer, config, val),
     }
 
 
-@torch.no_grad()
-def vtm_on_asr_negatives(
-    pretraining: Any, table: Any, tokenizer: Any, config: Any, val: Any, batch_size: int
-) -> dict[str, float]:
+def vtm_on_asr_negatives(pretraining: Any, table: Any, tokenizer: Any, config: Any, val: Any) -> dict[str, float]:
     """VTM accuracy on the validation pairs drawn with ASR negatives (the paper's VTM), for a run trained with
     `data.negatives: video | both`, whose own validation mixes in video negatives; {} for an ASR-negative run."""
     from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, validation_indices
@@ -223,14 +221,9 @@ def vtm_on_asr_negatives(
     )
     training = pretraining.training
     pretraining.eval()
-    right: list[bool] = []
-    indices = validation_indices(len(data), config.data.val_samples)
-    for first in range(0, len(indices), batch_size):
-        batch = data.collate([data.build(VAL_EPOCH, i)[0] for i in indices[first : first + batch_size]])
-        said = pretraining.vtm(pretraining.encoder(batch).pooled) > 0
-        right += (said == (batch.vtm_labels == 1)).tolist()
+    _, logits, labels = embed(pretraining, data, VAL_EPOCH, validation_indices(len(data), config.data.val_samples))
     pretraining.train(training)
-    return {"vtm_acc_asr_negatives": 100.0 * float(np.mean(right))}
+    return {"vtm_acc_asr_negatives": 100.0 * float(((logits > 0).float() == labels).float().mean())}
 
 
 def oracle_target(sample: Any, tokenizer: Any) -> tuple[Any, bool] | None:
