@@ -54,6 +54,22 @@ def test_each_position_predicts_the_next_caption_token(sample_root: Path, tokeni
 
 
 @needs_java
+def test_one_caption_for_every_clip_shows_in_distinct_not_hidden_by_bleu(sample_root: Path) -> None:
+    task = MSRVTTCaption(MSRVTTCaptionConfig(**MSRVTTCaption.sample_settings(sample_root)))
+    metric = task.metric("val")
+    n = len(metric.data.clips)
+    for i, captions in enumerate(metric.data.captions):
+        metric.add(i, captions[0])
+    assert metric.compute()["distinct"] == pytest.approx(100.0 * len({c[0] for c in metric.data.captions}) / n)
+    metric.reset()
+    constant = metric.data.captions[0][0]
+    for i in range(n):
+        metric.add(i, constant)
+    scores = metric.compute()
+    assert scores["distinct"] == pytest.approx(100.0 / n)
+
+
+@needs_java
 def test_youcook2_paragraphs_equal_to_the_references_score_full_bleu(sample_root: Path) -> None:
     task = YouCook2Caption(YouCook2CaptionConfig(**YouCook2Caption.sample_settings(sample_root)))
     metric = task.metric("val")
