@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from table6_sample import LEFT_CHANCE, TASK_STEPS, _lines, run, sets  # noqa: E402
+from table6_sample import TASK_STEPS, _lines, left_chance, run, sets  # noqa: E402
 
 from decembert_cli.config import ModelConfig  # noqa: E402
 from decembert_cli.model import build_encoder  # noqa: E402
@@ -49,14 +49,12 @@ def hybrid(source: Path, dest: Path, prefix: str, text_only: dict[str, torch.Ten
 
 def scored(run_dir: Path) -> dict:
     """R@1 / R@5 (text to video) of a fine-tuned run and the first logged step with its loss below chance."""
-    metrics = json.loads((run_dir / "eval-test" / "metrics.json").read_text())
-    below = [r["step"] for r in _lines(run_dir) if r.get("loss", 1.0) < LEFT_CHANCE]
+    found = json.loads((run_dir / "eval-test" / "metrics.json").read_text())["metrics"]
     curve = {r["step"]: round(r["loss"], 3) for r in _lines(run_dir) if "loss" in r and r["step"] % 40 == 0}
-    found = metrics.get("metrics", metrics)
     return {
         "t2v_R@1": found["t2v_R@1"],
         "t2v_R@5": found["t2v_R@5"],
-        "left chance at step": below[0] if below else None,
+        "left chance at step": left_chance(run_dir),
         "training loss every 40 steps": curve,
     }
 

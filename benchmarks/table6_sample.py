@@ -92,6 +92,11 @@ def _lines(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
+def left_chance(run_dir: Path) -> int | None:
+    """The first logged training step of a fine-tuning run whose loss is below LEFT_CHANCE (None: never)."""
+    return next((r["step"] for r in _lines(run_dir) if r.get("loss", 1.0) < LEFT_CHANCE), None)
+
+
 def pretrained(run_dir: Path, steps: int) -> bool:
     return any(r.get("split") == "val" and r.get("step") == steps for r in _lines(run_dir))
 
@@ -210,8 +215,8 @@ def collect(work: Path) -> dict:
         for task, metrics in {**TASKS, **EXTRA_TASKS}.items():
             for metrics_file in sorted(work.glob(f"{task}-{row}-seed*/eval-*/metrics.json")):
                 found = json.loads(metrics_file.read_text())["metrics"]
-                below = [r["step"] for r in _lines(metrics_file.parents[1]) if r.get("loss", 1.0) < LEFT_CHANCE]
-                found["left chance at step"] = below[0] if below else float("nan")
+                step = left_chance(metrics_file.parents[1])
+                found["left chance at step"] = float("nan") if step is None else step
                 for key in metrics:
                     if key in found:
                         down.setdefault(f"{task} {key}", []).append(found[key])
