@@ -101,8 +101,14 @@ def pretrained(run_dir: Path, steps: int) -> bool:
     return any(r.get("split") == "val" and r.get("step") == steps for r in _lines(run_dir))
 
 
-def summary(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "spread": (max(values) - min(values)) / 2, "values": values}
+def summary(values: list[float | None]) -> dict:
+    """Mean and half the range over the seeds; None (a fine-tuning run that never left chance) is kept in
+    `values` (JSON null) and counted in `never`, not averaged."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return {"mean": None, "spread": None, "values": values, "never": len(values)}
+    found = {"mean": statistics.fmean(known), "spread": (max(known) - min(known)) / 2, "values": values}
+    return found | ({"never": len(values) - len(known)} if len(known) < len(values) else {})
 
 
 def main() -> None:
@@ -200,8 +206,8 @@ def collect(work: Path) -> dict:
     """Table 6 and 7 numbers from every finished run in `work`, by row: {metric: summary over seeds}."""
     table: dict[str, dict] = {}
     for row in [*ABLATIONS, *INIT_ROWS]:
-        pre: dict[str, list[float]] = {}
-        down: dict[str, list[float]] = {}
+        pre: dict[str, list[float | None]] = {}
+        down: dict[str, list[float | None]] = {}
         seeds: set[int] = set()
         for run_dir in sorted(work.glob(f"pretrain-{row}-seed*")):
             steps = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["max_steps"]
@@ -216,7 +222,7 @@ def collect(work: Path) -> dict:
             for metrics_file in sorted(work.glob(f"{task}-{row}-seed*/eval-*/metrics.json")):
                 found = json.loads(metrics_file.read_text())["metrics"]
                 step = left_chance(metrics_file.parents[1])
-                found["left chance at step"] = float("nan") if step is None else step
+                found["left chance at step"] = step  # None: never within the run
                 for key in metrics:
                     if key in found:
                         down.setdefault(f"{task} {key}", []).append(found[key])
@@ -236,8 +242,12 @@ def markdown(table: dict) -> str:
     def cell(entry: dict | None) -> str:
         if entry is None:
             return "-"
-        n = len(entry["values"])
-        return f"{entry['mean']:.1f} ± {entry['spread']:.1f}" if n > 1 else f"{entry['mean']:.1f} (1 seed)"
+        never = f", never in {entry['never']}" if entry.get("never") else ""
+        if entry["mean"] is None:
+            return f"never ({len(entry['values'])} seeds)"
+        known = len(entry["values"]) - entry.get("never", 0)
+        mean = f"{entry['mean']:.1f} ± {entry['spread']:.1f}" if known > 1 else f"{entry['mean']:.1f} (1 seed)"
+        return mean + never
 
     def paper(row: dict, table_key: str, key: str) -> str:
         value = row[table_key].get(key)

@@ -110,7 +110,7 @@ TABLE6 = [
     ("mlm_acc_dense", "MLM accuracy, dense-caption tokens"),
     ("vtm_acc", "video-text matching accuracy"),
     ("mlm_acc_asr_positives", "MLM accuracy, ASR tokens of matching pairs"),
-    ("mlm_acc_asr_swapped_video", "  the same with another clip's video features"),
+    ("mlm_acc_asr_swapped_video", "  the same with another video's features"),
     ("constrained_loss", "constrained attention loss"),
     ("entropy", "entropy of u (nats)"),
     ("alignment_acc", "alignment accuracy (argmax u = true caption)"),

@@ -369,8 +369,20 @@ class PretrainDataset(torch.utils.data.Dataset):
             return None
 
 
-def validation_indices(n: int, limit: int) -> list[int]:
-    """At most `limit` clip indices spread evenly over 0..n-1 (all when n <= limit)."""
-    if n <= limit:
-        return list(range(n))
-    return uniform_indices(n, limit).tolist()
+def validation_indices(n: int, limit: int, clip_offsets: np.ndarray | None = None) -> list[int]:
+    """At most `limit` clip indices spread evenly over 0..n-1 (all when n <= limit).
+
+    With the dataset's `clip_offsets` (video v's clips are clip_offsets[v]..clip_offsets[v + 1] - 1) they come
+    interleaved across videos instead of in clip order: each video's clips spread evenly over the list, so that
+    neighbouring items are clips of different videos. Validation's video-use check gives each sample the video
+    of the item before it in its batch; in clip order that was mostly the neighbouring clip of the same video,
+    which shows the same objects."""
+    chosen = np.arange(n) if n <= limit else uniform_indices(n, limit).numpy()
+    if clip_offsets is None or len(chosen) == 0:
+        return chosen.tolist()
+    video = np.searchsorted(clip_offsets, chosen, side="right") - 1
+    starts = np.r_[0, np.flatnonzero(np.diff(video)) + 1]  # chosen is sorted, so each video's clips are a run
+    counts = np.diff(np.r_[starts, len(chosen)])
+    rank = np.arange(len(chosen)) - np.repeat(starts, counts)
+    place = (rank + 0.5) / np.repeat(counts, counts)  # where in the list each clip goes, 0..1
+    return chosen[np.lexsort((video, place))].tolist()

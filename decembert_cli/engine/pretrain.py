@@ -76,7 +76,11 @@ def prepare(
         table, tokenizer, config.data, videos=train_videos, epoch_unit=config.train.epoch_unit, **common
     )
     val_data = PretrainDataset(table, tokenizer, config.data, videos=val_videos, **common) if len(val_videos) else None
-    val_keys = [(VAL_EPOCH, i) for i in validation_indices(len(val_data), config.data.val_samples)] if val_data else []
+    val_keys = (
+        [(VAL_EPOCH, i) for i in validation_indices(len(val_data), config.data.val_samples, val_data.clip_offsets)]
+        if val_data
+        else []
+    )
     if len(train_data) == 0:
         raise DecembertError(f"corpus '{corpus}' has no training clips")
     job = Job(

@@ -270,8 +270,9 @@ class DecembertForPretraining(nn.Module):
         self, batch: VideoTextBatch, selected: torch.Tensor, correct: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """Does the model read the video? MLM on the masked ASR tokens of VTM positives, once more with
-        every sample's video features replaced by the next sample's (dense captions kept): the drop
-        in accuracy is what the video contributes. 0 means the video stream is ignored."""
+        every sample's video features replaced by those of the sample before it in the batch (dense captions
+        kept; validation orders its items so that this is a clip of another video, `validation_indices`): the
+        drop in accuracy is what the video contributes. 0 means the video stream is ignored."""
         assert batch.mlm_labels is not None and batch.vtm_labels is not None, "needs MLM and VTM targets"
         swapped = replace(
             batch,

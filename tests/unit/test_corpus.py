@@ -17,7 +17,7 @@ import pytest
 from decembert_cli.config import DataConfig
 from decembert_cli.data.batch import IGNORE_INDEX, EncoderSample, TokenType
 from decembert_cli.data.clip_table import ClipTable, split_videos
-from decembert_cli.data.corpus import PretrainDataset
+from decembert_cli.data.corpus import PretrainDataset, validation_indices
 from decembert_cli.data.sample.corpus import generate, sample
 from decembert_cli.data.scan import DataReport, open_howto100m
 from decembert_cli.data.tokenizer import tokenize_captions
@@ -153,6 +153,26 @@ def _dataset(root: Path, tokenizer: PreTrainedTokenizerBase, **changes: object) 
     config = _config(root, **changes)
     records = sample(config, DataReport(), DIMS)  # the in-memory path (test_corpus_index: the same as the index's)
     return PretrainDataset(ClipTable.from_records(records, tokenizer), tokenizer, config, seed=3)
+
+
+def test_validation_items_are_spread_and_interleaved_across_videos(
+    sample_root: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """Validation's video-use check swaps each sample's video for the previous item's: that must be another video
+    (in clip order it was mostly the next clip of the same video, which shows the same objects)."""
+    data = _dataset(sample_root, tokenizer)
+    n = len(data)
+    assert validation_indices(n, 10**6) == list(range(n))  # without offsets: clip order, as before
+    for limit in (10**6, n // 3):
+        order = validation_indices(n, limit, data.clip_offsets)
+        assert sorted(order) == validation_indices(n, limit)  # the same items, only reordered
+        videos = [data.locate(i)[0] for i in order]
+        assert all(a != b for a, b in zip(videos, videos[1:], strict=False))  # 24 videos of similar length
+        by_video = [data.locate(i) for i in order]
+        for v in set(videos):  # each video's clips in their order, spread over the whole list
+            places = [k for k, (w, _c) in enumerate(by_video) if w == v]
+            assert [by_video[k][1] for k in places] == sorted(by_video[k][1] for k in places)
+            assert places[0] < len(order) / 2 < places[-1] or len(places) == 1
 
 
 def test_mlm_and_negative_rates(sample_root: Path, tokenizer: PreTrainedTokenizerBase) -> None:
