@@ -19,15 +19,13 @@ same samples as the metric (positives with one known true candidate), rules that
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vtm_ceiling import _shown  # noqa: E402  (the objects and actions under a clip's seconds)
+from sample_truth import arguments, open_sample, save  # noqa: E402
 
 
 def choose(scores: list[int], own: int) -> int:
@@ -36,71 +34,46 @@ def choose(scores: list[int], own: int) -> int:
     return own if scores[own] == best else scores.index(best)
 
 
+def named(sample: Any, kind: Any, words: dict[int, str]) -> list[set[str]]:
+    """The object and action words of each of the sample's text segments of `kind` (before masking)."""
+    return [{words[t] for t in (s.original or s.ids) if t in words} for s in sample.segments if s.kind == kind]
+
+
 def main() -> None:
-    from decembert_cli.config import Config, load_config
     from decembert_cli.data.batch import TokenType
-    from decembert_cli.data.clip_table import split_videos
-    from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, open_corpus, validation_indices
-    from decembert_cli.data.sample.corpus import plans as sample_plans
-    from decembert_cli.data.sample.vocabulary import ACTIONS, OBJECTS
-    from decembert_cli.model import build_tokenizer
+    from decembert_cli.data.corpus import VAL_EPOCH, validation_indices
+    from decembert_cli.data.sample.vocabulary import OBJECTS
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, required=True, help="a sample corpus (table6_sample.py's WORK/corpus)")
-    parser.add_argument("--dim", type=int, default=512, help="its feature width")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="the runs' seeds (they draw the samples)")
-    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra --set (e.g. data.neighbours)")
-    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "alignment_ceiling.json")
-    args = parser.parse_args()
-
-    changes = [f"data.root={args.corpus}", f"model.feature_dim_2d={args.dim}", f"model.feature_dim_3d={args.dim}"]
+    args = arguments(__doc__, "alignment_ceiling.json", "the runs' seeds (they draw the samples)").parse_args()
     results: dict[str, Any] = {}
     for seed in args.seeds:
-        config = load_config(Config, "demo", [*changes, f"seed={seed}", *args.extra])
-        tokenizer = build_tokenizer(config.model)
-        words = {int(tokenizer.convert_tokens_to_ids(w)): w for w in (*OBJECTS, *ACTIONS)}
-        dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
-        table, _report = open_corpus("sample", config.data, dims, tokenizer, strict=False)
-        _train, val_videos = split_videos(table, config.data.val_videos)
-        data = PretrainDataset(
-            table, tokenizer, config.data, videos=val_videos, seed=seed, max_video_tokens=config.model.max_video_tokens
-        )
-        plans = sample_plans(args.corpus)
-        right = {"own caption": 0, "video oracle": 0, "objects only (2D oracle)": 0, "text: dense captions": 0}
+        corpus = open_sample(args, seed)
+        data = corpus.dataset(corpus.val_videos)
+
+        right = dict.fromkeys(("own caption", "video oracle", "objects only (2D oracle)", "text: dense captions"), 0)
         known = 0
-        for index in validation_indices(len(data), config.data.val_samples):
+        for index in validation_indices(len(data), corpus.config.data.val_samples):
             sample, info = data.build(VAL_EPOCH, index)
             if info.negative is not None or sample.aligned < 0:
                 continue
             known += 1
-            row = int(data.videos[info.video])
-            objects, actions = _shown(plans[data.video_id(info.video)], table.window(row, info.clip))
-            candidates = [s for s in sample.segments if s.kind == TokenType.ASR]
-            named = [{words.get(t) for t in (s.original or s.ids)} - {None} for s in candidates]
-            dense = set().union(
-                *({words.get(t) for t in (s.original or s.ids)} for s in sample.segments if s.kind == TokenType.DENSE)
-            ) & set(OBJECTS)
-            own, truth = sample.own_candidate, sample.aligned
+            objects, actions = corpus.truth(data, info)
+            candidates = named(sample, TokenType.ASR, corpus.words)
+            dense = set(OBJECTS) & set().union(*named(sample, TokenType.DENSE, corpus.words))
+            own = sample.own_candidate
             picks = {
                 "own caption": own,
-                "video oracle": choose([len(n & (objects | actions)) for n in named], own),
-                "objects only (2D oracle)": choose([len(n & objects) for n in named], own),
-                "text: dense captions": choose([len(n & dense) for n in named], own),
+                "video oracle": choose([len(n & (objects | actions)) for n in candidates], own),
+                "objects only (2D oracle)": choose([len(n & objects) for n in candidates], own),
+                "text: dense captions": choose([len(n & dense) for n in candidates], own),
             }
             for name, pick in picks.items():
-                right[name] += int(pick == truth)
-        found = {name: 100.0 * r / max(known, 1) for name, r in right.items()}
+                right[name] += int(pick == sample.aligned)
+        found: dict[str, Any] = {name: 100.0 * r / max(known, 1) for name, r in right.items()}
         found["samples scored"] = known
         results[f"seed {seed}"] = found
         print(f"seed {seed}: {json.dumps(found, indent=1)}", flush=True)
-    setting = ", ".join(["demo", *args.extra])
-    out: dict[str, Any] = {"platform": platform.platform(), "settings": {}}
-    if args.json.exists():  # keep the settings measured by earlier invocations
-        out["settings"] = json.loads(args.json.read_text()).get("settings", {})
-    corpus = json.loads((args.corpus / "meta.json").read_text())["arguments"]
-    out["settings"][setting] = {"corpus": corpus, "results": results}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    save(args, results)
 
 
 if __name__ == "__main__":

@@ -32,16 +32,14 @@ share: the model is the same, only the swap differs.
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vtm_ceiling import _shown  # noqa: E402  (the objects and actions under a clip's seconds)
+from sample_truth import arguments, open_sample, save  # noqa: E402
 
 # the two orders of the validation items: each gives validation_indices the dataset's clip offsets or not
 ORDERS = {
@@ -126,52 +124,24 @@ def measured_gap(run_dir: Path) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    from decembert_cli.config import Config, load_config
-    from decembert_cli.data.clip_table import split_videos
-    from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, open_corpus, validation_indices
-    from decembert_cli.data.sample.corpus import plans as sample_plans
-    from decembert_cli.data.sample.vocabulary import ACTIONS, OBJECTS
-    from decembert_cli.model import build_tokenizer
+    from decembert_cli.data.corpus import VAL_EPOCH, validation_indices
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, required=True, help="a sample corpus (table6_sample.py's WORK/corpus)")
-    parser.add_argument("--dim", type=int, default=512, help="its feature width")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="the runs' seeds (they draw the masks)")
-    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra --set (e.g. data.mask_unit)")
+    parser = arguments(__doc__, "asr_gap_ceiling.json", "the runs' seeds (they draw the masks)")
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="pre-training run folders to validate")
-    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "asr_gap_ceiling.json")
     args = parser.parse_args()
 
-    changes = [f"data.root={args.corpus}", f"model.feature_dim_2d={args.dim}", f"model.feature_dim_3d={args.dim}"]
     results: dict[str, Any] = {}
     for seed in args.seeds:
-        config = load_config(Config, "demo", [*changes, f"seed={seed}", *args.extra])
-        tokenizer = build_tokenizer(config.model)
-        words = {int(tokenizer.convert_tokens_to_ids(w)): w for w in (*OBJECTS, *ACTIONS)}
-        dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
-        table, _report = open_corpus("sample", config.data, dims, tokenizer, strict=False)
-        _train, val_videos = split_videos(table, config.data.val_videos)
-        data = PretrainDataset(
-            table,
-            tokenizer,
-            config.data,
-            videos=val_videos,
-            seed=seed,
-            max_video_tokens=config.model.max_video_tokens,
-            mlm_on_negatives=config.loss.mlm_on_negatives,
-        )
-        plans = sample_plans(args.corpus)
-        size = config.train.batch_size
+        corpus = open_sample(args, seed)
+        data = corpus.dataset(corpus.val_videos)
+        size = corpus.config.train.batch_size
         found: dict[str, Any] = {}
         for name, offsets in ORDERS.items():
-            order = validation_indices(len(data), config.data.val_samples, offsets(data))
+            order = validation_indices(len(data), corpus.config.data.val_samples, offsets(data))
             built = [data.build(VAL_EPOCH, i) for i in order]  # a sample depends on its index, not its place
             # the validation's swap: each sample gets the video of the one before it in its batch (torch.roll)
             partner = [i - i % size + (i % size - 1) % min(size, len(built) - i + i % size) for i in range(len(built))]
-            shown = []
-            for _sample, info in built:
-                row = int(data.videos[info.video])
-                shown.append(_shown(plans[data.video_id(info.video)], table.window(row, info.clip)))
+            shown = [corpus.truth(data, info) for _sample, info in built]
             counts: Counter = Counter()
             same_video = positives = 0
             for i, (sample, info) in enumerate(built):
@@ -179,7 +149,7 @@ def main() -> None:
                     continue
                 positives += 1
                 same_video += int(built[partner[i]][1].video == info.video)
-                counts += sort_tokens(sample, shown[i], shown[partner[i]], words)
+                counts += sort_tokens(sample, shown[i], shown[partner[i]], corpus.words)
             total = sum(counts.values())
             share = {k: 100.0 * counts[k] / max(total, 1) for k in KINDS}
             found[name] = {
@@ -194,14 +164,7 @@ def main() -> None:
     for run_dir in args.runs:
         results[f"run {run_dir.name}"] = measured = measured_gap(run_dir)
         print(f"{run_dir.name}: {json.dumps(measured, indent=1)}", flush=True)
-    setting = ", ".join(["demo", *args.extra])
-    out: dict[str, Any] = {"platform": platform.platform(), "settings": {}}
-    if args.json.exists():  # keep the settings measured by earlier invocations
-        out["settings"] = json.loads(args.json.read_text()).get("settings", {})
-    corpus = json.loads((args.corpus / "meta.json").read_text())["arguments"]
-    out["settings"][setting] = {"corpus": corpus, "results": results}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    save(args, results)
 
 
 if __name__ == "__main__":

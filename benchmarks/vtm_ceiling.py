@@ -25,30 +25,20 @@ The lookup tables are an estimate of the ceiling, not a bound: a model could use
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import platform
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def _shown(plan: dict, window: tuple[int, int]) -> tuple[set[str], set[str]]:
-    """Objects and actions of the segments under the clip's seconds (second t shows the segment at t + 0.5)."""
-    objects, actions = set(), set()
-    for t in range(*window):
-        centi = (t + 0.5) * 100
-        for start, end, obj, action in plan["segments"]:
-            if start <= centi < end:
-                objects.add(obj)
-                actions.add(action)
-    return objects, actions
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sample_truth import Corpus, arguments, open_sample, save  # noqa: E402
 
 
-def features(sample: Any, plan: dict, window: tuple[int, int], words: dict[int, str]) -> dict[str, int]:
+def features(sample: Any, truth: tuple[set[str], set[str]], words: dict[int, str]) -> dict[str, int]:
     """What each rule may read of one pair (see the module doc)."""
     from decembert_cli.data.batch import TokenType
     from decembert_cli.data.sample.vocabulary import ACTIONS, DOMAINS, OBJECTS
@@ -60,7 +50,7 @@ def features(sample: Any, plan: dict, window: tuple[int, int], words: dict[int, 
                 found |= {words[t] for t in (seg.original or seg.ids) if words.get(t) in among}
         return found
 
-    shown_objects, shown_actions = _shown(plan, window)
+    shown_objects, shown_actions = truth
     asr_objects, asr_actions = named(TokenType.ASR, OBJECTS), named(TokenType.ASR, ACTIONS)
     dense_objects = named(TokenType.DENSE, OBJECTS)
     domain = {o for d in DOMAINS if shown_objects & set(d.objects) for o in d.objects}
@@ -84,15 +74,12 @@ RULE_SETS = {
 }
 
 
-def pairs(data: Any, epochs: list[int], indices: list[int], plans: dict[str, dict], words: dict[int, str]) -> list:
+def pairs(corpus: Corpus, data: Any, epochs: list[int], indices: list[int]) -> list:
     rows = []
     for epoch in epochs:
         for index in indices:
             sample, info = data.build(epoch, index)
-            row = int(data.videos[info.video])
-            plan = plans[data.video_id(info.video)]
-            found = features(sample, plan, data.table.window(row, info.clip), words)
-            rows.append((found, sample.vtm_label, info))
+            rows.append((features(sample, corpus.truth(data, info), corpus.words), sample.vtm_label, info))
     return rows
 
 
@@ -110,42 +97,20 @@ def lookup_accuracy(train: list, val: list, keys: tuple[str, ...]) -> float:
 
 
 def main() -> None:
-    from decembert_cli.config import Config, load_config
-    from decembert_cli.data.clip_table import split_videos
-    from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, open_corpus, validation_indices
-    from decembert_cli.data.sample.corpus import plans as sample_plans
-    from decembert_cli.data.sample.vocabulary import ACTIONS, OBJECTS
-    from decembert_cli.model import build_tokenizer
+    from decembert_cli.data.corpus import VAL_EPOCH, validation_indices
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, required=True, help="a sample corpus (video_use.py's WORK/corpus)")
-    parser.add_argument("--dim", type=int, default=512, help="its feature width")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="the runs' seeds (they draw the pairs)")
+    parser = arguments(__doc__, "vtm_ceiling_sample.json", "the runs' seeds (they draw the pairs)")
     parser.add_argument("--train-epochs", type=int, default=3, help="epochs of training pairs the tables learn from")
-    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra --set (e.g. data.use_dense)")
-    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "vtm_ceiling_sample.json")
     args = parser.parse_args()
 
-    changes = [f"data.root={args.corpus}", f"model.feature_dim_2d={args.dim}", f"model.feature_dim_3d={args.dim}"]
     results: dict[str, Any] = {}
     for seed in args.seeds:
-        config = load_config(Config, "demo", [*changes, f"seed={seed}", *args.extra])
-        tokenizer = build_tokenizer(config.model)
-        words = {int(tokenizer.convert_tokens_to_ids(w)): w for w in (*OBJECTS, *ACTIONS)}
-        dims = (config.model.feature_dim_2d, config.model.feature_dim_3d)
-        table, _report = open_corpus("sample", config.data, dims, tokenizer, strict=False)
-        train_videos, val_videos = split_videos(table, config.data.val_videos)
-        shown = dataclasses.replace(config.data, mask_prob=0.0)  # masks do not change which pairs are drawn
-        made = {
-            name: PretrainDataset(
-                table, tokenizer, shown, videos=videos, seed=seed, max_video_tokens=config.model.max_video_tokens
-            )
-            for name, videos in (("train", train_videos), ("val", val_videos))
-        }
-        plans = sample_plans(args.corpus)
-        train = pairs(made["train"], list(range(args.train_epochs)), list(range(len(made["train"]))), plans, words)
-        val_indices = validation_indices(len(made["val"]), config.data.val_samples)
-        val = pairs(made["val"], [VAL_EPOCH], val_indices, plans, words)
+        corpus = open_sample(args, seed)
+        shown = dataclasses.replace(corpus.config.data, mask_prob=0.0)  # masks do not change which pairs are drawn
+        made = {"train": corpus.dataset(corpus.train_videos, shown), "val": corpus.dataset(corpus.val_videos, shown)}
+        train = pairs(corpus, made["train"], list(range(args.train_epochs)), list(range(len(made["train"]))))
+        val_indices = validation_indices(len(made["val"]), corpus.config.data.val_samples)
+        val = pairs(corpus, made["val"], [VAL_EPOCH], val_indices)
         found: dict[str, Any] = {name: lookup_accuracy(train, val, keys) for name, keys in RULE_SETS.items()}
         kinds = Counter("positive" if info.negative is None else info.negative for _f, _l, info in val)
         found["validation pairs"] = {k: kinds[k] for k in sorted(kinds)}
@@ -157,14 +122,7 @@ def main() -> None:
         )
         results[f"seed {seed}"] = found
         print(f"seed {seed}: {json.dumps(found, indent=1)}", flush=True)
-    setting = ", ".join(["demo", *args.extra])
-    out: dict[str, Any] = {"platform": platform.platform(), "train_epochs": args.train_epochs, "settings": {}}
-    if args.json.exists():  # keep the settings measured by earlier invocations
-        out["settings"] = json.loads(args.json.read_text()).get("settings", {})
-    corpus = json.loads((args.corpus / "meta.json").read_text())["arguments"]
-    out["settings"][setting] = {"corpus": corpus, "results": results}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    save(args, results, train_epochs=args.train_epochs)
 
 
 if __name__ == "__main__":
