@@ -14,7 +14,14 @@ same samples as the metric (positives with one known true candidate), rules that
 - `text: dense captions`: the candidate naming most objects that the clip's dense captions name (what the text
   alone can tell; dense captions describe the clip's own frames), ties as above.
 
-    python benchmarks/alignment_ceiling.py --corpus /tmp/t6/corpus --dim 512 --seeds 0 1
+Each rule reads the text before masking and, in `as validated (masked)`, the text as the validation feeds it
+to the model: MLM's masks (concept masking hides a word at every mention) take part of the cue away.
+
+With `--runs`, each pre-training run folder's final model is also validated both ways (the library's own
+validation, the run's config and seed; unmasked: `data.mask_prob` 0), so the model's u stands beside the rules.
+
+    python benchmarks/alignment_ceiling.py --corpus /tmp/t6/corpus --dim 512 --seeds 0 1 \
+        --runs /tmp/t6/pretrain-full-seed0 /tmp/t6/pretrain-full-seed1
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sample_truth import arguments, open_sample, save  # noqa: E402
+from sample_truth import arguments, open_sample, run_validator, save  # noqa: E402
 
 
 def choose(scores: list[int], own: int) -> int:
@@ -34,9 +41,14 @@ def choose(scores: list[int], own: int) -> int:
     return own if scores[own] == best else scores.index(best)
 
 
-def named(sample: Any, kind: Any, words: dict[int, str]) -> list[set[str]]:
-    """The object and action words of each of the sample's text segments of `kind` (before masking)."""
-    return [{words[t] for t in (s.original or s.ids) if t in words} for s in sample.segments if s.kind == kind]
+VIEWS = ("unmasked", "as validated (masked)")
+RULES = ("own caption", "video oracle", "objects only (2D oracle)", "text: dense captions")
+
+
+def named(sample: Any, kind: Any, words: dict[int, str], view: str) -> list[set[str]]:
+    """The object and action words of each of the sample's text segments of `kind`, in `view`."""
+    text = (lambda s: s.original or s.ids) if view == "unmasked" else (lambda s: s.ids)
+    return [{words[t] for t in text(s) if t in words} for s in sample.segments if s.kind == kind]
 
 
 def main() -> None:
@@ -44,13 +56,15 @@ def main() -> None:
     from decembert_cli.data.corpus import VAL_EPOCH, validation_indices
     from decembert_cli.data.sample.vocabulary import OBJECTS
 
-    args = arguments(__doc__, "alignment_ceiling.json", "the runs' seeds (they draw the samples)").parse_args()
+    parser = arguments(__doc__, "alignment_ceiling.json", "the runs' seeds (they draw the samples)")
+    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="pre-training run folders to validate")
+    args = parser.parse_args()
     results: dict[str, Any] = {}
     for seed in args.seeds:
         corpus = open_sample(args, seed)
         data = corpus.dataset(corpus.val_videos)
 
-        right = dict.fromkeys(("own caption", "video oracle", "objects only (2D oracle)", "text: dense captions"), 0)
+        right = {view: dict.fromkeys(RULES, 0) for view in VIEWS}
         known = 0
         for index in validation_indices(len(data), corpus.config.data.val_samples):
             sample, info = data.build(VAL_EPOCH, index)
@@ -58,21 +72,35 @@ def main() -> None:
                 continue
             known += 1
             objects, actions = corpus.truth(data, info)
-            candidates = named(sample, TokenType.ASR, corpus.words)
-            dense = set(OBJECTS) & set().union(*named(sample, TokenType.DENSE, corpus.words))
             own = sample.own_candidate
-            picks = {
-                "own caption": own,
-                "video oracle": choose([len(n & (objects | actions)) for n in candidates], own),
-                "objects only (2D oracle)": choose([len(n & objects) for n in candidates], own),
-                "text: dense captions": choose([len(n & dense) for n in candidates], own),
-            }
-            for name, pick in picks.items():
-                right[name] += int(pick == sample.aligned)
-        found: dict[str, Any] = {name: 100.0 * r / max(known, 1) for name, r in right.items()}
+            for view in VIEWS:
+                candidates = named(sample, TokenType.ASR, corpus.words, view)
+                dense = set(OBJECTS) & set().union(*named(sample, TokenType.DENSE, corpus.words, view))
+                picks = {
+                    "own caption": own,
+                    "video oracle": choose([len(n & (objects | actions)) for n in candidates], own),
+                    "objects only (2D oracle)": choose([len(n & objects) for n in candidates], own),
+                    "text: dense captions": choose([len(n & dense) for n in candidates], own),
+                }
+                for name, pick in picks.items():
+                    right[view][name] += int(pick == sample.aligned)
+        found: dict[str, Any] = {
+            view: {name: 100.0 * r / max(known, 1) for name, r in rules.items()} for view, rules in right.items()
+        }
         found["samples scored"] = known
         results[f"seed {seed}"] = found
         print(f"seed {seed}: {json.dumps(found, indent=1)}", flush=True)
+    for run_dir in args.runs:
+        validate = run_validator(run_dir)
+        measured = {}
+        for view, changes in zip(VIEWS, ({"mask_prob": 0.0}, {}), strict=True):
+            metrics = validate(**changes)
+            measured[view] = {
+                "u picks the true caption": metrics["alignment_acc"],
+                "own caption": metrics["alignment_own_caption"],
+            }
+        results[f"run {run_dir.name}"] = measured
+        print(f"{run_dir.name}: {json.dumps(measured, indent=1)}", flush=True)
     save(args, results)
 
 

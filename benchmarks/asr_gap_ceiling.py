@@ -39,13 +39,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sample_truth import arguments, open_sample, save  # noqa: E402
+from sample_truth import arguments, open_sample, run_validator, save  # noqa: E402
 
-# the two orders of the validation items: each gives validation_indices the dataset's clip offsets or not
-ORDERS = {
-    "clip order (validation before 2026-12-06)": lambda data: None,
-    "validation order (interleaved across videos)": lambda data: data.clip_offsets,
-}
+# the two orders of the validation items: interleaved across videos (validation_indices given the clip offsets)?
+ORDERS = {"clip order (validation before 2026-12-06)": False, "validation order (interleaved across videos)": True}
 KINDS = (
     "object shown, not by the swap",
     "object shown by both",
@@ -82,42 +79,10 @@ def sort_tokens(sample: Any, own: tuple[set, set], swap: tuple[set, set], words:
 
 def measured_gap(run_dir: Path) -> dict[str, dict[str, float]]:
     """MLM accuracy on the ASR of matching pairs with own / swapped video, validated in each order (per cent)."""
-    import torch
-
-    from decembert_cli.data.clip_table import split_videos
-    from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, validation_indices
-    from decembert_cli.engine.distributed import DistInfo
-    from decembert_cli.engine.loop import evaluate
-    from decembert_cli.export import load_pretrained
-    from decembert_cli.viz.attention import run_corpus
-
-    model = load_pretrained(run_dir)
-    config = model.config
-    table = run_corpus(config, {"corpus": "sample"}, model.tokenizer)
-    _train, val_videos = split_videos(table, config.data.val_videos)
-    data = PretrainDataset(
-        table,
-        model.tokenizer,
-        config.data,
-        videos=val_videos,
-        seed=config.seed,
-        max_video_tokens=config.model.max_video_tokens,
-        mlm_on_negatives=config.loss.mlm_on_negatives,
-    )
+    validate = run_validator(run_dir)
     found = {}
-    for name, offsets in ORDERS.items():
-        keys = [(VAL_EPOCH, i) for i in validation_indices(len(data), config.data.val_samples, offsets(data))]
-        metrics = evaluate(
-            model.model,
-            data,
-            keys,
-            data.collate,
-            batch_size=config.train.batch_size,
-            device=torch.device("cpu"),
-            dtype=None,
-            dist_info=DistInfo(rank=0, world=1, local_rank=0),
-            forward_kwargs={"constrained": True},
-        )
+    for name, interleaved in ORDERS.items():
+        metrics = validate(interleaved=interleaved)
         own, swapped = metrics["mlm_acc_asr_positives"], metrics["mlm_acc_asr_swapped_video"]  # per cent
         found[name] = {"own video": own, "swapped video": swapped, "gap": own - swapped}
     return found
@@ -136,8 +101,9 @@ def main() -> None:
         data = corpus.dataset(corpus.val_videos)
         size = corpus.config.train.batch_size
         found: dict[str, Any] = {}
-        for name, offsets in ORDERS.items():
-            order = validation_indices(len(data), corpus.config.data.val_samples, offsets(data))
+        for name, interleaved in ORDERS.items():
+            offsets = data.clip_offsets if interleaved else None
+            order = validation_indices(len(data), corpus.config.data.val_samples, offsets)
             built = [data.build(VAL_EPOCH, i) for i in order]  # a sample depends on its index, not its place
             # the validation's swap: each sample gets the video of the one before it in its batch (torch.roll)
             partner = [i - i % size + (i % size - 1) % min(size, len(built) - i + i % size) for i in range(len(built))]

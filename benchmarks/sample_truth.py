@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,48 @@ def save(args: argparse.Namespace, results: dict[str, Any], **extra: Any) -> Non
     out["settings"][setting] = {"corpus": corpus, "results": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+def run_validator(run_dir: Path) -> Callable[..., dict[str, float]]:
+    """validate(interleaved=True, **data_changes): a pre-training run's final model validated as `decembert pretrain`
+    does (its config, seed, held-out clips; `engine.loop.evaluate`), the validation items in clip order when
+    not `interleaved` (the order before 2026-12-06), `data_changes` applied to the run's `data` config."""
+    import torch
+
+    from decembert_cli.data.clip_table import split_videos
+    from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, validation_indices
+    from decembert_cli.engine.distributed import DistInfo
+    from decembert_cli.engine.loop import evaluate
+    from decembert_cli.export import load_pretrained
+    from decembert_cli.viz.attention import run_corpus
+
+    model = load_pretrained(run_dir)
+    config = model.config
+    table = run_corpus(config, {"corpus": "sample"}, model.tokenizer)
+    _train, val_videos = split_videos(table, config.data.val_videos)
+
+    def validate(interleaved: bool = True, **data_changes: Any) -> dict[str, float]:
+        data = PretrainDataset(
+            table,
+            model.tokenizer,
+            replace(config.data, **data_changes),
+            videos=val_videos,
+            seed=config.seed,
+            max_video_tokens=config.model.max_video_tokens,
+            mlm_on_negatives=config.loss.mlm_on_negatives,
+        )
+        offsets = data.clip_offsets if interleaved else None
+        keys = [(VAL_EPOCH, i) for i in validation_indices(len(data), config.data.val_samples, offsets)]
+        return evaluate(
+            model.model,
+            data,
+            keys,
+            data.collate,
+            batch_size=config.train.batch_size,
+            device=torch.device("cpu"),
+            dtype=None,
+            dist_info=DistInfo(rank=0, world=1, local_rank=0),
+            forward_kwargs={"constrained": True},
+        )
+
+    return validate
