@@ -56,9 +56,9 @@ def main() -> None:
     from decembert_cli.data.corpus import VAL_EPOCH, validation_indices
     from decembert_cli.data.sample.vocabulary import OBJECTS
 
-    parser = arguments(__doc__, "alignment_ceiling.json", "the runs' seeds (they draw the samples)")
-    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="pre-training run folders to validate")
-    args = parser.parse_args()
+    args = arguments(
+        __doc__, "alignment_ceiling.json", "the runs' seeds (they draw the samples)", runs=True
+    ).parse_args()
     results: dict[str, Any] = {}
     for seed in args.seeds:
         corpus = open_sample(args, seed)

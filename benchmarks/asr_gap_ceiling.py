@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sample_truth import arguments, open_sample, run_validator, save  # noqa: E402
+from sample_truth import arguments, open_sample, run_validator, save, val_batch_size  # noqa: E402
 
 # the two orders of the validation items: interleaved across videos (validation_indices given the clip offsets)?
 ORDERS = {"clip order (validation before 2026-12-06)": False, "validation order (interleaved across videos)": True}
@@ -91,15 +91,13 @@ def measured_gap(run_dir: Path) -> dict[str, dict[str, float]]:
 def main() -> None:
     from decembert_cli.data.corpus import VAL_EPOCH, validation_indices
 
-    parser = arguments(__doc__, "asr_gap_ceiling.json", "the runs' seeds (they draw the masks)")
-    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="pre-training run folders to validate")
-    args = parser.parse_args()
+    args = arguments(__doc__, "asr_gap_ceiling.json", "the runs' seeds (they draw the masks)", runs=True).parse_args()
 
     results: dict[str, Any] = {}
     for seed in args.seeds:
         corpus = open_sample(args, seed)
         data = corpus.dataset(corpus.val_videos)
-        size = corpus.config.train.batch_size
+        size = val_batch_size(corpus.config)
         found: dict[str, Any] = {}
         for name, interleaved in ORDERS.items():
             offsets = data.clip_offsets if interleaved else None

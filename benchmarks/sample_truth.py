@@ -32,8 +32,9 @@ def shown(plan: dict, window: tuple[int, int]) -> tuple[set[str], set[str]]:
     return objects, actions
 
 
-def arguments(doc: str, json_name: str, seeds_help: str) -> argparse.ArgumentParser:
-    """The command line every script shares: --corpus, --dim, --seeds, --set, --json."""
+def arguments(doc: str, json_name: str, seeds_help: str, runs: bool = False) -> argparse.ArgumentParser:
+    """The command line every script shares: --corpus, --dim, --seeds, --set, --json (and --runs: pre-training
+    run folders whose final models are validated too)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--corpus", type=Path, required=True, help="a sample corpus (e.g. table6_sample.py's WORK/corpus)"
@@ -42,7 +43,30 @@ def arguments(doc: str, json_name: str, seeds_help: str) -> argparse.ArgumentPar
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help=seeds_help)
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra --set (e.g. data.use_dense)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / json_name)
+    if runs:
+        parser.add_argument("--runs", type=Path, nargs="*", default=[], help="pre-training run folders to validate")
     return parser
+
+
+def pretrain_dataset(table: Any, tokenizer: Any, config: Any, videos: np.ndarray, data: Any = None) -> Any:
+    """A PretrainDataset of `videos` as `decembert pretrain` builds it from `config` (`data`: its `data` unless
+    given)."""
+    from decembert_cli.data.corpus import PretrainDataset
+
+    return PretrainDataset(
+        table,
+        tokenizer,
+        data if data is not None else config.data,
+        videos=videos,
+        seed=config.seed,
+        max_video_tokens=config.model.max_video_tokens,
+        mlm_on_negatives=config.loss.mlm_on_negatives,
+    )
+
+
+def val_batch_size(config: Any) -> int:
+    """The validation batch of one process, as the engine forms it (the swap of the video-use check is within it)."""
+    return config.train.batch_size // config.train.accumulation
 
 
 @dataclass
@@ -59,18 +83,7 @@ class Corpus:
 
     def dataset(self, videos: np.ndarray, data_config: Any = None) -> Any:
         """A PretrainDataset of `videos` as pre-training builds it (`data_config`: the run's `data` unless given)."""
-        from decembert_cli.data.corpus import PretrainDataset
-
-        config = self.config
-        return PretrainDataset(
-            self.table,
-            self.tokenizer,
-            data_config if data_config is not None else config.data,
-            videos=videos,
-            seed=config.seed,
-            max_video_tokens=config.model.max_video_tokens,
-            mlm_on_negatives=config.loss.mlm_on_negatives,
-        )
+        return pretrain_dataset(self.table, self.tokenizer, self.config, videos, data_config)
 
     def truth(self, data: Any, info: Any) -> tuple[set[str], set[str]]:
         """The objects and actions the clip of a sample (its SampleInfo) shows."""
@@ -115,7 +128,7 @@ def run_validator(run_dir: Path) -> Callable[..., dict[str, float]]:
     import torch
 
     from decembert_cli.data.clip_table import split_videos
-    from decembert_cli.data.corpus import VAL_EPOCH, PretrainDataset, validation_indices
+    from decembert_cli.data.corpus import VAL_EPOCH, validation_indices
     from decembert_cli.engine.distributed import DistInfo
     from decembert_cli.engine.loop import evaluate
     from decembert_cli.export import load_pretrained
@@ -127,15 +140,7 @@ def run_validator(run_dir: Path) -> Callable[..., dict[str, float]]:
     _train, val_videos = split_videos(table, config.data.val_videos)
 
     def validate(interleaved: bool = True, **data_changes: Any) -> dict[str, float]:
-        data = PretrainDataset(
-            table,
-            model.tokenizer,
-            replace(config.data, **data_changes),
-            videos=val_videos,
-            seed=config.seed,
-            max_video_tokens=config.model.max_video_tokens,
-            mlm_on_negatives=config.loss.mlm_on_negatives,
-        )
+        data = pretrain_dataset(table, model.tokenizer, config, val_videos, replace(config.data, **data_changes))
         offsets = data.clip_offsets if interleaved else None
         keys = [(VAL_EPOCH, i) for i in validation_indices(len(data), config.data.val_samples, offsets)]
         return evaluate(
@@ -143,7 +148,7 @@ def run_validator(run_dir: Path) -> Callable[..., dict[str, float]]:
             data,
             keys,
             data.collate,
-            batch_size=config.train.batch_size,
+            batch_size=val_batch_size(config),
             device=torch.device("cpu"),
             dtype=None,
             dist_info=DistInfo(rank=0, world=1, local_rank=0),
