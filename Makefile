@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 # the sample corpus' scene oracle (the real captioner, Florence-2, needs a hub download), pre-train,
 # then fine-tune and evaluate MSRVTT-QA and MSR-VTT retrieval on the clips, and write one HTML
 # report of it all. Reruns reuse the corpus, features and captions; each run goes to demo/runs/TIME.
-# DEMO_STEPS: pre-training steps (400, about 5 min on 2 cores: MLM reads the video, VTM is still at chance;
-# `make demo DEMO_STEPS=3000`, about 26 min: where VTM left chance on the 320-video benchmark corpus).
+# DEMO_STEPS: pre-training steps instead of the demo preset's 400 (about 5 min on 2 cores: MLM reads the video,
+# VTM is still at chance); `make demo DEMO_STEPS=3000`, about 26 min: where VTM left chance on the 320-video
+# benchmark corpus.
 DEMO ?= demo
-DEMO_STEPS ?= 400
 DEMO_RUN := $(DEMO)/runs/$(shell date +%Y%m%d-%H%M%S)
 DEMO_BACKBONES := --random-init --backbone-2d resnet18 --size-2d 112 --backbone-3d resnext3d-tiny --size-3d 64
 DEMO_FINETUNE := --set task.root=$(DEMO)/corpus/msrvtt --set train.batch_size=16
@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/decembert dense-caption $(DEMO)/corpus/videos --backend oracle --out $(DEMO)/corpus/dense_captions
 	$(BIN)/decembert dense-caption $(DEMO)/corpus/msrvtt/videos --backend oracle --out $(DEMO)/corpus/msrvtt/dense_captions
 	HF_HUB_OFFLINE=1 $(BIN)/decembert pretrain --data sample --config demo --set data.root=$(DEMO)/corpus \
-		--set model.feature_dim_2d=512 --set model.feature_dim_3d=256 --set train.max_steps=$(DEMO_STEPS) \
+		--set model.feature_dim_2d=512 --set model.feature_dim_3d=256 $(if $(DEMO_STEPS),--set train.max_steps=$(DEMO_STEPS)) \
 		--out $(DEMO_RUN)/pretrain
 	HF_HUB_OFFLINE=1 $(BIN)/decembert finetune msrvtt-qa --checkpoint $(DEMO_RUN)/pretrain $(DEMO_FINETUNE) --set train.max_steps=150 --out $(DEMO_RUN)/msrvtt-qa
 	HF_HUB_OFFLINE=1 $(BIN)/decembert evaluate msrvtt-qa --checkpoint $(DEMO_RUN)/msrvtt-qa
