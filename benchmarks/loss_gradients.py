@@ -30,7 +30,7 @@ GROUPS = {  # parameter-name patterns (regular expressions, searched)
     "video MLP": r"^encoder\.video\.",
     "BERT layers": r"^encoder\.bert\.encoder\.",
     "embeddings": r"^encoder\.bert\.embeddings\.",
-    # where the constrained loss acts directly: the scores Q K^T of every layer
+    # a subset of the BERT layers, where the constrained loss acts directly: the scores Q K^T of every layer
     "attention Q, K": r"^encoder\.bert\.encoder\.layer\.\d+\.attention\.self\.(query|key)\.",
 }
 
