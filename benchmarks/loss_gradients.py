@@ -76,6 +76,10 @@ def gradient_ratios(
     for b in range(batches):
         batch = data.collate([data[i] for i in range(b * batch_size, (b + 1) * batch_size)])
         out = model(batch, constrained=True)
+        if "constrained" not in out.losses:
+            raise SystemExit(
+                f"{source}: its batches have no candidate captions, so there is no constrained loss to measure"
+            )
         grads: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
         for name in ("mlm", "vtm", "constrained"):
             model.zero_grad()
